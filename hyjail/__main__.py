@@ -1,0 +1,5 @@
+"""`python -m hyjail` is the `hyjail` command."""
+
+from hyjail.cli import main
+
+main()

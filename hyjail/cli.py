@@ -1,0 +1,105 @@
+"""The command line: `hyjail` and the FreeBSD drop-in `jail`, a thin layer over the library.
+
+Owns: argument parsing (click), turning every HyjailError and usage error into one line on
+stderr with SPEC section 2's exit code, and nothing else: each command calls one library
+function. Heavy modules (pyroute2, the ptrace stack) are imported by the code that uses them,
+never here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hyjail.errors import EXIT_USAGE, HyjailError
+
+_RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
+
+
+def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], **options) -> int:
+    from hyjail.spec import JailSpec
+    from hyjail.supervisor import run
+    spec = JailSpec.create(path, hostname, ip, command, **options)
+    return run(spec)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def hyjail() -> None:
+    """FreeBSD-style jails for Linux."""
+
+
+@hyjail.command(context_settings=_RUN_CONTEXT)
+@click.option("--name", help="Jail name (default: its JID).")
+@click.option("--net", type=click.Choice(["veth", "none"]), default="veth", show_default=True,
+              help="veth: the jail's addresses on a veth pair; none: loopback only.")
+@click.option("--host-ip", metavar="ADDR[,ADDR]",
+              help="Address of the veth's host-side end (default 169.254.77.1, fe80::1).")
+@click.argument("path")
+@click.argument("hostname")
+@click.argument("ip")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(path, hostname, ip, command, name, net, host_ip) -> int:
+    """Run COMMAND in a new jail rooted at PATH, in the foreground."""
+    return _run(path, hostname, ip, command, name=name, net=net, host_ip=host_ip)
+
+
+@hyjail.group()
+def rootfs() -> None:
+    """Build jail roots."""
+
+
+@rootfs.command()
+@click.argument("kind", type=click.Choice(["busybox"]), default="busybox")
+@click.argument("dest", required=False)
+def build(kind: str, dest: str | None) -> int:
+    """Build (or update) a root of KIND at DEST (default /var/lib/hyjail/roots/KIND)."""
+    import os
+
+    from hyjail import rootfs as roots
+    click.echo(roots.build(kind, dest or os.path.join(roots.DEFAULT_DEST, kind)))
+    return 0
+
+
+@hyjail.command()
+def gc() -> int:
+    """Reclaim what jails whose supervisor died left behind."""
+    from hyjail.registry import Registry
+    from hyjail.supervisor import reclaim
+    Registry().live(reclaim=reclaim)
+    return 0
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@click.argument("path")
+@click.argument("hostname")
+@click.argument("ip")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def jail(path, hostname, ip, command) -> int:
+    """jail PATH HOSTNAME IP COMMAND...: FreeBSD 4 jail(8)."""
+    return _run(path, hostname, ip, command)
+
+
+def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
+    try:
+        status = command.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.UsageError as e:
+        print(f"{prog}: {e.format_message()}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as e:
+        print(f"{prog}: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except HyjailError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _main(hyjail, "hyjail", argv)
+
+
+def jail_main(argv: list[str] | None = None) -> None:
+    _main(jail, "jail", argv)

@@ -1,0 +1,97 @@
+"""The jail's pid 1: start the command, reap every zombie, forward signals, exit with its status.
+
+Owns: the exec of the command (session, controlling terminal, standard fds, nothing else
+inherited, signal state reset) and the reaper loop. When pid 1 exits the kernel kills every
+other process of the pid namespace, which is how the jail's life ends with its command's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import termios
+from collections.abc import Sequence
+from typing import NoReturn
+
+from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND
+from hyjail.ns import control
+
+# SPEC section 2: these, sent to `hyjail run`, reach the jailed command.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+_WAITED = frozenset(FORWARDED) | {signal.SIGCHLD}
+_MAX_FD = 2**31 - 1
+
+
+def block_signals() -> None:
+    """Queue the signals pid 1 handles; it takes them with sigwaitinfo. Blocked signals reach
+    a namespace's init even from the parent namespace, which SIG_DFL ones would not."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+
+
+def start_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
+                  tty: int | None, channel: socket.socket) -> int:
+    """Fork the command's process and exec argv in it; returns its pid (in the jail)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _exec(argv, env, stdio, tty, channel)
+        finally:
+            os._exit(EXIT_CANNOT_EXECUTE)
+    return pid
+
+
+def _exec(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int], tty: int | None,
+          channel: socket.socket) -> NoReturn:
+    os.setsid()  # never the host's controlling terminal
+    if tty is not None:
+        fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+    for target, fd in enumerate(stdio):
+        if fd != target:
+            os.dup2(fd, target)
+        else:
+            os.set_inheritable(fd, True)
+    # Only 0-2 cross into the command; the channel closes itself on exec.
+    keep = channel.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _MAX_FD)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        os.execvpe(argv[0], list(argv), env)
+    except FileNotFoundError:
+        code, reason = EXIT_NOT_FOUND, "command not found in the jail"
+    except OSError as e:
+        code, reason = EXIT_CANNOT_EXECUTE, f"cannot execute: {e.strerror}"
+    control.send_fail(channel, code, f"{argv[0]}: {reason}")
+    os._exit(code)
+
+
+def exit_code(wait_status: int) -> int:
+    """A wait status as SPEC section 2 reports it: the exit status, or 128+N for signal N."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+def reap_until_exit(command_pid: int) -> NoReturn:
+    """Pid 1's loop: forward queued signals to the command, reap zombies, and exit with the
+    command's status once it is reaped."""
+    while True:
+        info = signal.sigwaitinfo(_WAITED)
+        if info.si_signo != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command_pid, info.si_signo)
+            continue
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == command_pid:
+                os._exit(exit_code(status))

@@ -1,0 +1,81 @@
+"""The jail side of the namespace backend, read top to bottom: what pid 1 does.
+
+Owns the order of the jail-side steps: tie its life to the supervisor, enter the remaining
+namespaces, set the hostname, build the filesystem and pivot into it, bring loopback up, open
+the jail's own terminal, report READY, wait for GO, then start the command and reap.
+The host-side steps (veth, registry) belong to the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from typing import NoReturn
+
+import prctl
+
+from hyjail import linux
+from hyjail.errors import EXIT_SETUP, HyjailError
+from hyjail.net.loopback import bring_up_loopback
+from hyjail.ns import control, init, mounts
+from hyjail.spec import JailSpec
+
+# pid is unshared by the supervisor before it forks us; we are already pid 1 of it.
+NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+              | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP)
+
+
+def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+    """Run as the forked child, pid 1 of the new pid namespace. Never returns."""
+    try:
+        _setup_and_run(spec, channel, tty_fds)
+    except HyjailError as e:
+        _fail(channel, e.exit_code, str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(channel, EXIT_SETUP, f"jail setup: {where}{e.strerror or e}")
+    except BaseException as e:  # a bug: still report it in one line and never run the command
+        _fail(channel, EXIT_SETUP, f"jail setup: {type(e).__name__}: {e}")
+    os._exit(EXIT_SETUP)
+
+
+def _fail(channel: socket.socket, code: int, message: str) -> NoReturn:
+    try:
+        control.send_fail(channel, code, message)
+    finally:
+        os._exit(code)
+
+
+def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+    # If the supervisor dies from here on, so does pid 1, and with it the whole pid namespace.
+    # (If it died before this line, the GO read below sees end-of-file.)
+    prctl.set_pdeathsig(signal.SIGKILL)
+    init.block_signals()
+    linux.unshare(NAMESPACES)
+    socket.sethostname(spec.hostname)
+    mounts.carry_out(mounts.plan(spec.path))
+    bring_up_loopback()
+
+    tty = None
+    if tty_fds:
+        # The terminal lives in the jail's own devpts, so `tty` inside names a real /dev/pts/N;
+        # the supervisor relays it to the host terminal, which the jail never holds.
+        master, tty = os.openpty()
+        control.send_ready(channel, [master])
+        os.close(master)
+    else:
+        control.send_ready(channel, [])
+    message, _ = control.receive(channel)
+    if message != control.GO:
+        os._exit(EXIT_SETUP)  # the supervisor gave up or died
+
+    prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
+    prctl.set_name("hyjail-init")
+    stdio = [tty if (fd in tty_fds) else fd for fd in (0, 1, 2)]
+    command_pid = init.start_command(spec.command, dict(spec.environ), stdio, tty, channel)
+    channel.close()
+    for fd in {*stdio, tty} - {None}:
+        os.close(fd)
+    init.reap_until_exit(command_pid)

@@ -1,0 +1,154 @@
+"""The registry of live jails under /run/hyjail/: one JSON record per jail.
+
+Owns: JID allocation (lowest free integer >= 1), name and address uniqueness, atomic record
+writes under an exclusive lock on the state directory, and telling live records from stale
+ones (a record is live while its supervisor, identified by pid *and* start time, lives).
+It does not undo what a dead jail left on the host: `reclaim` does, called from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from hyjail.errors import SetupError
+from hyjail.linux import process_start_time
+
+STATE_DIR = "/run/hyjail"
+
+
+@dataclass(frozen=True)
+class Record:
+    jid: int
+    name: str
+    hostname: str
+    path: str
+    addresses: tuple[str, ...]
+    backend: str
+    supervisor_pid: int
+    supervisor_start: int
+    started: float
+    host_link: str | None = None
+    init_pid: int | None = None
+    init_start: int | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    def supervisor_alive(self) -> bool:
+        return process_start_time(self.supervisor_pid) == self.supervisor_start
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        data["addresses"] = tuple(data["addresses"])
+        return cls(**data)
+
+
+class Registry:
+    def __init__(self, state_dir: str = STATE_DIR):
+        self.state_dir = state_dir
+        self.jails_dir = os.path.join(state_dir, "jails")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry's exclusive lock (a flock on the state directory itself, so the
+        lock leaves no file behind)."""
+        os.makedirs(self.jails_dir, mode=0o700, exist_ok=True)
+        fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _path(self, jid: int) -> str:
+        return os.path.join(self.jails_dir, f"{jid}.json")
+
+    def _read_all(self) -> list[Record]:
+        try:
+            names = os.listdir(self.jails_dir)
+        except FileNotFoundError:
+            return []
+        records = []
+        for entry in names:
+            if not entry.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.jails_dir, entry)) as f:
+                    records.append(Record.from_json(f.read()))
+            except (OSError, ValueError, TypeError):
+                continue  # removed meanwhile, or not ours: never shown as a jail
+        return sorted(records, key=lambda r: r.jid)
+
+    def _write(self, record: Record) -> None:
+        tmp = os.path.join(self.jails_dir, f".{record.jid}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            f.write(record.to_json())
+        os.replace(tmp, self._path(record.jid))
+
+    def live(self, reclaim: Callable[[Record], None] | None = None) -> list[Record]:
+        """The live jails. Stale records found on the way are reclaimed and dropped."""
+        records = self._read_all()
+        if all(r.supervisor_alive() for r in records):
+            return records
+        with self.locked():
+            return self._live_locked(reclaim)
+
+    def _live_locked(self, reclaim: Callable[[Record], None] | None) -> list[Record]:
+        live = []
+        for record in self._read_all():
+            if record.supervisor_alive():
+                live.append(record)
+                continue
+            if reclaim is not None:
+                reclaim(record)
+            self.remove(record.jid)
+        return live
+
+    def admit(self, *, name: str | None, hostname: str, path: str, addresses: tuple[str, ...],
+              backend: str, reclaim: Callable[[Record], None] | None = None,
+              link_name: Callable[[int], str | None] = lambda jid: None) -> Record:
+        """Allocate a JID and write this supervisor's record, refusing taken names/addresses."""
+        with self.locked():
+            live = self._live_locked(reclaim)
+            for other in live:
+                if name is not None and other.name == name:
+                    raise SetupError(f"{name}: a running jail (JID {other.jid}) has that name")
+                # Loopback addresses are never shared: each jail has its own lo.
+                held = {a for a in set(addresses) & set(other.addresses)
+                        if not ipaddress.ip_address(a).is_loopback}
+                if held:
+                    raise SetupError(f"{held.pop()}: already held by running jail "
+                                     f"{other.name} (JID {other.jid})")
+            taken = {r.jid for r in live}
+            jid = next(n for n in range(1, len(taken) + 2) if n not in taken)
+            me = os.getpid()
+            record = Record(
+                jid=jid, name=name or str(jid), hostname=hostname, path=path,
+                addresses=addresses, backend=backend, supervisor_pid=me,
+                supervisor_start=process_start_time(me) or 0, started=time.time(),
+                host_link=link_name(jid),
+            )
+            if any(r.name == record.name for r in live):
+                raise SetupError(f"{record.name}: a running jail has that name")
+            self._write(record)
+            return record
+
+    def update(self, record: Record, **changes) -> Record:
+        updated = dataclasses.replace(record, **changes)
+        with self.locked():
+            self._write(updated)
+        return updated
+
+    def remove(self, jid: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(jid))

@@ -1,0 +1,97 @@
+"""The default jail root: Debian's static busybox, one symlink per applet.
+
+Owns the layout of a busybox root (the directories a jail expects, /etc/passwd and /etc/group,
+the applet links) and building it offline from the installed busybox-static package. Idempotent:
+a second build over the same DEST changes nothing that is already right, and it takes
+milliseconds, so tests and demos build a root wherever they need one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+
+from hyjail.errors import SetupError
+
+BUSYBOX = "/bin/busybox"
+MARKER = "etc/hyjail-root"  # names the kind; lets a test tell the jail's root from the host's
+_PT_INTERP = 3
+
+DIRECTORIES = {
+    "bin": 0o755, "sbin": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755, "etc": 0o755,
+    "proc": 0o555, "dev": 0o755, "sys": 0o555, "tmp": 0o1777, "root": 0o700,
+    "var/tmp": 0o1777, "home": 0o755,
+}
+FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+    MARKER: "busybox\n",
+}
+
+
+def _is_static(path: str) -> bool:
+    """True if the ELF file at path has no program interpreter (needs no shared libraries)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:  # ELFCLASS64
+            return False
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != _PT_INTERP
+               for i in range(phnum))
+
+
+def _write_if_changed(path: str, text: str) -> None:
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _link(target: str, path: str) -> None:
+    try:
+        if os.readlink(path) == target:
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:  # a file where a link should be: replace it
+        os.unlink(path)
+    os.symlink(target, path)
+
+
+def build(dest: str, busybox: str = BUSYBOX) -> str:
+    """Build (or bring up to date) a busybox root at dest; returns dest."""
+    if not os.path.isfile(busybox):
+        raise SetupError(f"{busybox}: not found (install Debian's busybox-static)")
+    if not _is_static(busybox):
+        raise SetupError(f"{busybox}: not statically linked (install busybox-static)")
+    dest = os.path.abspath(dest)
+    for directory, mode in DIRECTORIES.items():
+        path = os.path.join(dest, directory)
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+    for name, text in FILES.items():
+        _write_if_changed(os.path.join(dest, name), text)
+
+    installed = os.path.join(dest, "bin/busybox")
+    src, dst = os.stat(busybox), (os.stat(installed) if os.path.exists(installed) else None)
+    if dst is None or (dst.st_size, dst.st_mtime_ns) != (src.st_size, src.st_mtime_ns):
+        shutil.copy2(busybox, installed + ".new")
+        os.replace(installed + ".new", installed)
+
+    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        if applet != "bin/busybox":
+            _link("/bin/busybox", os.path.join(dest, applet))
+    return dest

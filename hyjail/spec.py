@@ -1,0 +1,125 @@
+"""JailSpec: what one jail is, validated once at the edge.
+
+Owns: the frozen description of a jail (root path, hostname, addresses, name, network mode,
+command) and every check on user input that does not need the registry or the kernel's
+network. The CLI, the library and (later) the jail.conf parser all build a JailSpec through
+`JailSpec.create`; everything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from hyjail.errors import SetupError
+from hyjail.net.addresses import (
+    DEFAULT_HOST_ADDRESSES,
+    Address,
+    host_side_for,
+    parse_addresses,
+    parse_host_addresses,
+    routed,
+)
+
+HOST_NAME_MAX = 64  # bytes, as the kernel's sethostname() allows
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Directories of the root that the jail's own filesystems are mounted on.
+REQUIRED_DIRS = ("proc", "dev")
+
+
+class NetMode(enum.Enum):
+    VETH = "veth"  # a veth pair for the jail's addresses (loopback-only when all are loopback)
+    NONE = "none"  # loopback only, whatever the addresses
+
+
+def check_hostname(hostname: str) -> str:
+    if len(hostname.encode()) > HOST_NAME_MAX:
+        raise SetupError(f"{hostname!r}: host name longer than {HOST_NAME_MAX} bytes")
+    labels = hostname.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise SetupError(f"{hostname!r}: not a valid host name (letters, digits, '-' and '.')")
+    return hostname
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or name.isdigit():
+        raise SetupError(f"{name!r}: a jail name is letters, digits, '_' and '-', not a number")
+    return name
+
+
+def check_root(path: str) -> str:
+    """Resolve PATH and check it can be a jail's root; return the resolved path."""
+    resolved = os.path.realpath(path)
+    try:
+        st = os.stat(resolved)
+    except OSError as e:
+        raise SetupError(f"{path}: {e.strerror.lower()}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetupError(f"{path}: not a directory")
+    for name in REQUIRED_DIRS:
+        sub = os.path.join(resolved, name)
+        try:
+            sub_st = os.lstat(sub)
+        except OSError:
+            raise SetupError(f"{sub}: missing (the jail's /{name} is mounted there)") from None
+        if not stat.S_ISDIR(sub_st.st_mode):
+            raise SetupError(f"{sub}: not a directory (the jail's /{name} is mounted there)")
+    return resolved
+
+
+@dataclass(frozen=True)
+class JailSpec:
+    path: str
+    hostname: str
+    addresses: tuple[Address, ...]
+    command: tuple[str, ...]
+    name: str | None = None
+    net: NetMode = NetMode.VETH
+    host_addresses: tuple[Address, ...] = DEFAULT_HOST_ADDRESSES
+    environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @classmethod
+    def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
+               *, name: str | None = None, net: str = "veth", host_ip: str | None = None,
+               environ: dict[str, str] | None = None) -> JailSpec:
+        """Build a spec from user-facing values, raising SetupError naming any bad one."""
+        if not command:
+            raise SetupError("no command given")
+        try:
+            mode = NetMode(net)
+        except ValueError:
+            raise SetupError(f"{net!r}: --net is 'veth' or 'none'") from None
+        addresses = parse_addresses(ip)
+        hosts = parse_host_addresses(host_ip) if host_ip else DEFAULT_HOST_ADDRESSES
+        clash = set(hosts) & set(addresses)
+        if clash:
+            raise SetupError(f"{clash.pop()}: cannot be both the jail's and the host side's")
+        env = os.environ if environ is None else environ
+        return cls(
+            path=check_root(path),
+            hostname=check_hostname(hostname),
+            addresses=addresses,
+            command=tuple(command),
+            name=check_name(name) if name is not None else None,
+            net=mode,
+            host_addresses=hosts,
+            environ=tuple(env.items()),
+        )
+
+    @property
+    def veth_addresses(self) -> tuple[Address, ...]:
+        """The addresses the jail's veth carries; empty for a loopback-only jail."""
+        return routed(self.addresses) if self.net is NetMode.VETH else ()
+
+    @property
+    def needs_veth(self) -> bool:
+        return bool(self.veth_addresses)
+
+    @property
+    def veth_host_addresses(self) -> tuple[Address, ...]:
+        return host_side_for(self.veth_addresses, self.host_addresses)
