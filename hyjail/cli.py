@@ -19,7 +19,8 @@ _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "-
 
 def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], **options) -> int:
     from hyjail.spec import JailSpec
-    from hyjail.supervisor import run
+    from hyjail.supervisor import require_root, run
+    require_root()  # first: as another user, every later check would fail for that reason
     spec = JailSpec.create(path, hostname, ip, command, **options)
     return run(spec)
 

@@ -72,14 +72,18 @@ class JailProcess:
             self.reap()
 
 
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise SetupError(f"must run as root (effective uid {os.geteuid()})")
+
+
 def run(spec: JailSpec, registry: Registry | None = None) -> int:
     """Run spec.command in a new jail, in the foreground; return its exit status (SPEC 2).
 
     Raises SetupError (exit 125) when the jail cannot be set up, and a HyjailError with exit
     code 126 or 127 when the command cannot be executed or found inside the jail.
     """
-    if os.geteuid() != 0:
-        raise SetupError(f"must run as root (effective uid {os.geteuid()})")
+    require_root()
     registry = registry or Registry()
     with contextlib.ExitStack() as undo:
         record = registry.admit(

@@ -120,7 +120,7 @@ def _configure(host: IPRoute, netns_fd: int, name: str, addresses: tuple[Address
                 _add_address(jail, jail_index, addr)
             jail.link("set", index=jail_index, state="up")
             for gateway in host_addresses:
-                if not gateway.is_link_local:
+                if gateway.version == 4 or not gateway.is_link_local:  # fe80::/64 is on-link
                     jail.route("add", dst=_prefix(gateway), oif=jail_index, scope=_SCOPE_LINK)
                 default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
                 jail.route("add", dst=default, gateway=str(gateway), oif=jail_index)

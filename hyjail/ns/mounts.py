@@ -80,7 +80,7 @@ Operation = BindRoot | Detach | Mount | MakeDir | BindDevice | Symlink | PivotRo
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
-def plan(path: str) -> list[Operation]:
+def plan(path: str, state_dir: str = STATE_DIR) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked)."""
     ops: list[Operation] = [
         BindRoot(path),
@@ -100,7 +100,7 @@ def plan(path: str) -> list[Operation]:
     if os.path.isdir(os.path.join(path, "sys")) and not os.path.islink(os.path.join(path, "sys")):
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
-    state_inside = _relative_inside(STATE_DIR, path)
+    state_inside = _relative_inside(state_dir, path)
     if state_inside is not None and os.path.isdir(os.path.join(path, state_inside)):
         # A jail over the host tree must not see or edit the registry of the jails.
         ops.append(Mount("tmpfs", state_inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
