@@ -8,6 +8,7 @@ import socket
 import subprocess
 
 import pytest
+
 from conftest import (
     HOST_IP,
     HOST_IP6,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import fresh_ip, guard, hyjail, leaked_state, needs_root, probe, running
 
 pytestmark = needs_root
