@@ -47,14 +47,30 @@ def _is_static(path: str) -> bool:
 
 
 def _write_if_changed(path: str, text: str) -> None:
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return
-    except FileNotFoundError:
-        pass
-    with open(path, "w") as f:
+    """Write through a temporary file and a rename, which replaces a symlink at path rather
+    than writing to wherever it points (possibly the host's own file)."""
+    if not os.path.islink(path):
+        try:
+            with open(path) as f:
+                if f.read() == text:
+                    return
+        except FileNotFoundError:
+            pass
+    with open(path + ".new", "x") as f:
         f.write(text)
+    os.replace(path + ".new", path)
+
+
+def _make_directory(dest: str, directory: str, mode: int) -> None:
+    """mkdir -p, refusing a symlink anywhere below dest: it could lead the build onto the host."""
+    path = dest
+    for part in directory.split("/"):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise SetupError(f"{path}: is a symlink; refusing to build a root through it")
+        if not os.path.isdir(path):
+            os.mkdir(path)
+    os.chmod(path, mode)
 
 
 def _link(target: str, path: str) -> None:
@@ -76,16 +92,17 @@ def build(dest: str, busybox: str = BUSYBOX) -> str:
     if not _is_static(busybox):
         raise SetupError(f"{busybox}: not statically linked (install busybox-static)")
     dest = os.path.abspath(dest)
+    os.makedirs(dest, exist_ok=True)
     for directory, mode in DIRECTORIES.items():
-        path = os.path.join(dest, directory)
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, mode)
+        _make_directory(dest, directory, mode)
     for name, text in FILES.items():
         _write_if_changed(os.path.join(dest, name), text)
 
     installed = os.path.join(dest, "bin/busybox")
-    src, dst = os.stat(busybox), (os.stat(installed) if os.path.exists(installed) else None)
-    if dst is None or (dst.st_size, dst.st_mtime_ns) != (src.st_size, src.st_mtime_ns):
+    src = os.stat(busybox)
+    dst = os.lstat(installed) if os.path.lexists(installed) else None
+    if os.path.islink(installed) or dst is None or (
+            (dst.st_size, dst.st_mtime_ns) != (src.st_size, src.st_mtime_ns)):
         shutil.copy2(busybox, installed + ".new")
         os.replace(installed + ".new", installed)
 
