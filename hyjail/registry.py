@@ -138,8 +138,6 @@ class Registry:
                 supervisor_start=process_start_time(me) or 0, started=time.time(),
                 host_link=link_name(jid),
             )
-            if any(r.name == record.name for r in live):
-                raise SetupError(f"{record.name}: a running jail has that name")
             self._write(record)
             return record
 

@@ -45,11 +45,13 @@ class JailProcess:
             # The next child becomes pid 1 of a new pid namespace; then restore, so that
             # anything else this process forks stays in the host's.
             linux.unshare(linux.CLONE_NEWPID)
-            self.pid = os.fork()
-            if self.pid == 0:
-                from hyjail.ns import jail
-                jail.main(spec, jail_end, tty_fds)  # never returns
-            linux.setns(host_pidns, linux.CLONE_NEWPID)
+            try:
+                self.pid = os.fork()
+                if self.pid == 0:
+                    from hyjail.ns import jail
+                    jail.main(spec, jail_end, tty_fds)  # never returns
+            finally:
+                linux.setns(host_pidns, linux.CLONE_NEWPID)
         finally:
             os.close(host_pidns)
         self.pidfd = os.pidfd_open(self.pid)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,3 +100,22 @@ def test_ten_jails_at_once(busybox_root):
     assert [(code, answer) for code, answer, _ in results] == [
         (0, f"j{i}\n".encode()) for i in range(10)], results
     assert not leaked_state()
+
+
+def test_pid_1_reaps_orphaned_zombies(busybox_root):
+    # Each `( sleep & )` orphans a sleep onto pid 1; once it exits only pid 1 can reap it.
+    script = ("for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 1; "
+              "ps -o stat,comm | awk '$1 ~ /^Z/' | wc -l")
+    result = hyjail("run", busybox_root, "reaper", "127.0.0.1", "/bin/sh", "-c", script)
+    assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
+
+
+def test_loopback_jail_start_loads_neither_netlink_nor_ptrace(busybox_root):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "hyjail", "run",
+                             busybox_root, "lean", "127.0.0.1", "/bin/true"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    loaded = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "hyjail.supervisor" in loaded  # the measurement itself works
+    assert not {m for m in loaded if m.split(".")[0] in ("pyroute2", "ptrace", "pyseccomp")}

@@ -8,7 +8,7 @@ needs a veth. Pure functions on the `ipaddress` types; no kernel calls.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from hyjail.errors import SetupError
 
@@ -40,15 +40,19 @@ def _reason_not_usable(addr: Address) -> str | None:
     return None
 
 
-def parse_addresses(text: str, what: str = "IP") -> tuple[Address, ...]:
-    """Parse a comma-separated address list, refusing anything a jail cannot hold."""
-    result: list[Address] = []
+def _each_address(text: str, what: str) -> Iterator[tuple[str, Address]]:
     for item in text.split(","):
         item = item.strip()
         try:
-            addr = ipaddress.ip_address(item)
+            yield item, ipaddress.ip_address(item)
         except ValueError:
-            raise SetupError(f"{item!r}: not a valid {what} address") from None
+            raise SetupError(f"{item!r}: not a valid {what}") from None
+
+
+def parse_addresses(text: str, what: str = "IP") -> tuple[Address, ...]:
+    """Parse a comma-separated address list, refusing anything a jail cannot hold."""
+    result: list[Address] = []
+    for item, addr in _each_address(text, f"{what} address"):
         reason = _reason_not_usable(addr)
         if reason:
             raise SetupError(f"{item}: {reason}")
@@ -61,12 +65,7 @@ def parse_addresses(text: str, what: str = "IP") -> tuple[Address, ...]:
 def parse_host_addresses(text: str) -> tuple[Address, ...]:
     """Parse --host-ip: at most one address per family, link-local allowed, never loopback."""
     result: list[Address] = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            addr = ipaddress.ip_address(item)
-        except ValueError:
-            raise SetupError(f"{item!r}: not a valid host-side address") from None
+    for item, addr in _each_address(text, "host-side address"):
         if addr.is_loopback or addr.is_multicast or addr.is_unspecified:
             raise SetupError(f"{item}: cannot be the host-side address of a veth")
         if any(other.version == addr.version for other in result):

@@ -24,6 +24,7 @@ from hyjail.net.addresses import Address
 
 _IFA_F_NODAD = 0x02  # usable at once: no duplicate address detection on a point-to-point pair
 _SCOPE_LINK = 253
+_IN6_ADDR_GEN_MODE_NONE = 1
 
 
 def _prefix(addr: Address) -> str:
@@ -116,6 +117,9 @@ def _configure(host: IPRoute, netns_fd: int, name: str, addresses: tuple[Address
                 raise
         with _netlink_inside(netns_fd) as jail:
             (jail_index,) = jail.link_lookup(ifname=JAIL_LINK_NAME)
+            # No kernel-made IPv6 link-local address: the jail's addresses are its own only.
+            jail.link("set", index=jail_index, IFLA_AF_SPEC={"attrs": [("AF_INET6", {
+                "attrs": [("IFLA_INET6_ADDR_GEN_MODE", _IN6_ADDR_GEN_MODE_NONE)]})]})
             for addr in addresses:
                 _add_address(jail, jail_index, addr)
             jail.link("set", index=jail_index, state="up")
