@@ -81,6 +81,44 @@ def jail(path, hostname, ip, command) -> int:
     return _run(path, hostname, ip, command)
 
 
+@hyjail.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def list_command(as_json: bool) -> int:
+    """List running jails with detail (backend, processes, uptime)."""
+    from hyjail.jails import list_jails
+    jails = list_jails()
+    if as_json:
+        import json
+        click.echo(json.dumps([j.to_dict() for j in jails], indent=2))
+        return 0
+    click.echo(f"{'JID':>5} {'NAME':<12} {'BACKEND':<7} {'PROCS':>5} {'UPTIME':>9} "
+               f"{'HOSTNAME':<20} {'ADDRESSES':<24} PATH")
+    for j in jails:
+        r = j.record
+        click.echo(f"{r.jid:>5} {r.name:<12} {r.backend:<7} {len(j.processes):>5} "
+                   f"{j.uptime:>8.0f}s {r.hostname:<20} {','.join(r.addresses):<24} {r.path}")
+    return 0
+
+
+@hyjail.command()
+@click.option("-j", "which", metavar="JID|NAME", help="Only this jail's processes.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def ps(which: str | None, as_json: bool) -> int:
+    """Every jailed process on the host, with its jail."""
+    from hyjail.jails import get, list_jails
+    jails = [get(which)] if which is not None else list_jails()
+    processes = [p for j in jails for p in j.processes]
+    if as_json:
+        import dataclasses
+        import json
+        click.echo(json.dumps([dataclasses.asdict(p) for p in processes], indent=2))
+        return 0
+    click.echo(f"{'JID':>5} {'PID':>8} {'JPID':>6}  COMMAND")
+    for p in processes:
+        click.echo(f"{p.jid:>5} {p.pid:>8} {p.jail_pid:>6}  {p.command}")
+    return 0
+
+
 @click.command(context_settings={"help_option_names": ["--help"]})
 @click.option("-v", "verbose", is_flag=True, help="Verbose table.")
 @click.option("-n", "nameval", is_flag=True, help="name=value pairs.")
@@ -103,11 +141,11 @@ def jls(verbose, nameval, header, quoted, skip, dying, by_name, which, libxo, na
         fmt.check_param_names(names)
     except KeyError as e:
         raise HyjailError(f"unknown parameter: {e.args[0]}", 1) from None
-    records = Registry().live(reclaim=reclaim)
     if which is not None:
-        records = [r for r in records if str(r.jid) == which or r.name == which]
-        if not records:
-            raise HyjailError(f'jail "{which}" not found', 1)
+        from hyjail.jails import get
+        records = [get(which).record]
+    else:
+        records = Registry().live(reclaim=reclaim)
     style = fmt.Style(nameval=nameval or skip, quoted=quoted or skip, skip=skip,
                       header=header and not skip)
     if libxo == "json":

@@ -73,6 +73,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
 
     prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
     prctl.set_name("hyjail-init")
+    prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
     stdio = [tty if (fd in tty_fds) else fd for fd in (0, 1, 2)]
     command_pid = init.start_command(spec.command, dict(spec.environ), stdio, tty, channel)
     channel.close()

@@ -1,0 +1,95 @@
+"""The jails running on this host, as a library: list, look up, and map processes to jails.
+
+Owns: turning registry records into what a user asks about (a jail by JID or name, its
+processes, its uptime) by looking at /proc. A process belongs to a jail when it lives in that
+jail's pid namespace (the namespace of the jail's pid 1), which is how jail(2)'s "is this
+process jailed?" is answered on Linux.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from hyjail.errors import HyjailError
+from hyjail.registry import Record, Registry
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class JailedProcess:
+    pid: int  # on the host
+    jail_pid: int  # inside the jail's pid namespace
+    jid: int
+    command: str
+
+
+@dataclass(frozen=True)
+class Jail:
+    record: Record
+    processes: tuple[JailedProcess, ...]
+
+    @property
+    def uptime(self) -> float:
+        return max(0.0, time.time() - self.record.started)
+
+    def to_dict(self) -> dict:
+        r = self.record
+        return {"jid": r.jid, "name": r.name, "hostname": r.hostname, "path": r.path,
+                "addresses": list(r.addresses), "backend": r.backend, "host_link": r.host_link,
+                "supervisor_pid": r.supervisor_pid, "init_pid": r.init_pid,
+                "processes": len(self.processes), "uptime": round(self.uptime, 3),
+                "params": r.params}
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _describe(pid: int, jid: int) -> JailedProcess | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read().rstrip(b"\0").replace(b"\0", b" ")
+        argv = raw.decode(errors="replace").rstrip()  # set_proctitle pads with spaces
+    except OSError:
+        return None
+    return JailedProcess(pid=pid, jail_pid=int(status["NSpid"].split()[-1]), jid=jid,
+                         command=argv or f"[{status.get('Name', '?')}]")
+
+
+def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
+    by_namespace = {}
+    for record in records:
+        namespace = record.init_pid and _pid_namespace(record.init_pid)
+        if namespace:
+            by_namespace[namespace] = record.jid
+    found: dict[int, list[JailedProcess]] = {r.jid: [] for r in records}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        jid = by_namespace.get(_pid_namespace(int(entry)))
+        if jid is not None and (process := _describe(int(entry), jid)):
+            found[jid].append(process)
+    return found
+
+
+def list_jails(registry: Registry | None = None) -> list[Jail]:
+    from hyjail.supervisor import reclaim
+    records = (registry or Registry()).live(reclaim=reclaim)
+    processes = _processes(records)
+    return [Jail(r, tuple(sorted(processes[r.jid], key=lambda p: p.jail_pid))) for r in records]
+
+
+def get(which: str | int, registry: Registry | None = None) -> Jail:
+    """The running jail with this JID or name; HyjailError (exit 1) if there is none."""
+    for jail in list_jails(registry):
+        if str(jail.record.jid) == str(which) or jail.record.name == str(which):
+            return jail
+    raise HyjailError(f'jail "{which}" not found', 1)
