@@ -71,14 +71,35 @@ def gc() -> int:
     return 0
 
 
+@hyjail.command()
+@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL.")
+@click.argument("which", metavar="JID|NAME")
+def stop(which: str, timeout: float) -> int:
+    """Stop a running jail: SIGTERM, then SIGKILL after --timeout, then full teardown."""
+    from hyjail.jails import stop as stop_jail
+    stop_jail(which, timeout)
+    return 0
+
+
 @click.command(context_settings=_RUN_CONTEXT)
-@click.argument("path")
-@click.argument("hostname")
-@click.argument("ip")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def jail(path, hostname, ip, command) -> int:
-    """jail PATH HOSTNAME IP COMMAND...: FreeBSD 4 jail(8)."""
-    return _run(path, hostname, ip, command)
+@click.option("-r", "remove", metavar="JID|NAME", help="Remove (stop) a jail; '*' for all.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def jail(remove, args) -> int:
+    """jail PATH HOSTNAME IP COMMAND... (FreeBSD 4 jail(8)), or jail -r JID|NAME."""
+    if remove is not None:
+        if args:
+            raise click.UsageError("jail -r takes no other arguments")
+        from hyjail.jails import list_jails
+        from hyjail.jails import stop as stop_jail
+        targets = ([j.record.jid for j in list_jails()] if remove == "*" else [remove])
+        for target in targets:
+            stop_jail(target)
+        return 0
+    if len(args) < 4:
+        raise click.UsageError("usage: jail PATH HOSTNAME IP COMMAND ... | jail -r JID|NAME")
+    path, hostname, ip, *command = args
+    return _run(path, hostname, ip, tuple(command))
 
 
 @hyjail.command(name="ls")

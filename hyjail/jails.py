@@ -8,11 +8,14 @@ process jailed?" is answered on Linux.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass
 
 from hyjail.errors import HyjailError
+from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -81,8 +84,7 @@ def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
 
 
 def list_jails(registry: Registry | None = None) -> list[Jail]:
-    from hyjail.supervisor import reclaim
-    records = (registry or Registry()).live(reclaim=reclaim)
+    records = (registry or Registry()).live(reclaim=_reclaim)
     processes = _processes(records)
     return [Jail(r, tuple(sorted(processes[r.jid], key=lambda p: p.jail_pid))) for r in records]
 
@@ -93,3 +95,38 @@ def get(which: str | int, registry: Registry | None = None) -> Jail:
         if str(jail.record.jid) == str(which) or jail.record.name == str(which):
             return jail
     raise HyjailError(f'jail "{which}" not found', 1)
+
+
+def stop(which: str | int, timeout: float = 10.0, registry: Registry | None = None) -> None:
+    """Stop a jail as `jail -r` does: SIGTERM to its processes, SIGKILL to what remains after
+    `timeout` seconds, then wait until its supervisor has torn everything down."""
+    registry = registry or Registry()
+    jail = get(which, registry)
+    record = jail.record
+    # Pid 1 forwards what it gets to the command; signal the others directly, once each.
+    for process in jail.processes:
+        if process.jail_pid != 1:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    if not _wait_for_teardown(record, timeout):
+        if record.init_pid and process_start_time(record.init_pid) == record.init_start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.init_pid, signal.SIGKILL)  # the kernel kills the rest
+        if not _wait_for_teardown(record, timeout):
+            raise HyjailError(f"jail {record.name} (JID {record.jid}) did not stop")
+    registry.live(reclaim=_reclaim)  # a supervisor that died meanwhile leaves a record
+
+
+def _wait_for_teardown(record: Record, timeout: float) -> bool:
+    """Until the supervisor exits (it does so after removing everything of the jail)."""
+    deadline = time.monotonic() + timeout
+    while record.supervisor_alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _reclaim(record: Record) -> None:
+    from hyjail.supervisor import reclaim
+    reclaim(record)

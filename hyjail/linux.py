@@ -72,7 +72,8 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 
 def process_start_time(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of pid, or None if it does not exist.
+    """The start time (clock ticks since boot) of pid, or None if it does not exist or has
+    exited (a zombie waiting for its parent counts as gone).
 
     Together with the pid it names one process for the life of the boot, so a record that
     stores both can never mistake a reused pid for the process it meant.
@@ -84,4 +85,6 @@ def process_start_time(pid: int) -> int | None:
         return None
     # The command name may hold spaces and parentheses: fields resume after the last ')'.
     fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
     return int(fields[19])

@@ -3,7 +3,10 @@ inside, pid 1 shows nothing of the host."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 
 from conftest import descendants, fresh_ip, guard, hyjail, jail_record, needs_root, running
 
@@ -45,3 +48,34 @@ def test_pid_1_shows_no_host_paths_inside(busybox_root):
     lines = result.stdout.splitlines()
     assert lines[0].strip("\0 ") == "hyjail-init" and lines[1] == "hyjail-init"
     assert "python" not in result.stdout
+
+
+def test_stop_terms_then_kills_and_tears_down(busybox_root):
+    ip = fresh_ip()
+    with running("run", "--name", "stubborn", "--host-ip", "10.77.0.1", busybox_root, "st", ip,
+                 "/bin/sh", "-c", 'trap "" TERM; sleep 100 & echo up; wait; wait') as jail:
+        assert jail.stdout.readline() == "up\n"
+        jail_record(ip)
+        result = hyjail("stop", "--timeout", "0.5", "stubborn")
+        assert result.returncode == 0, result.stderr
+        assert jail.wait(timeout=5) == 128 + 9  # the shell ignored SIGTERM: SIGKILL after 0.5 s
+        assert hyjail("ps", "-j", "stubborn").returncode == 1
+
+
+def test_jail_r_stops_by_jid_and_all(busybox_root):
+    jail_r = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()", "-r"]
+    ips = [fresh_ip(), fresh_ip(), fresh_ip()]
+    with contextlib.ExitStack() as stack:
+        jails = [stack.enter_context(running("run", busybox_root, f"r{i}", ip, "/bin/sh", "-c",
+                                             "echo up; sleep 100"))
+                 for i, ip in enumerate(ips)]
+        for j in jails:
+            assert j.stdout.readline() == "up\n"
+        first = jail_record(ips[0])["jid"]
+        assert subprocess.run([*jail_r, str(first)], timeout=30).returncode == 0
+        assert jails[0].wait(timeout=5) == 128 + 15
+        assert jails[1].poll() is None
+        assert subprocess.run([*jail_r, "*"], timeout=30).returncode == 0
+        assert [j.wait(timeout=5) for j in jails[1:]] == [128 + 15, 128 + 15]
+    missing = subprocess.run([*jail_r, "nosuch"], capture_output=True, text=True, timeout=30)
+    assert (missing.returncode, missing.stderr) == (1, 'jail: jail "nosuch" not found\n')
