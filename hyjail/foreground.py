@@ -1,0 +1,140 @@
+"""A process started inside a jail and run in the foreground: the part `hyjail run` and
+`jexec` share.
+
+Owns: forking a child into a pid namespace (a new one for pid 1, the jail's for jexec) with
+the host's restored for later forks, the READY/GO handshake on the supervisor's side, the
+terminal relay, forwarding signals, and the exit status (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+from collections.abc import Callable, Sequence
+
+from hyjail import linux, terminal
+from hyjail.errors import HyjailError, SetupError
+from hyjail.ns import control, init
+
+
+class Child:
+    """A child forked into another pid namespace, seen from the host."""
+
+    def __init__(self, enter_pid_namespace: Callable[[], None], child_main: Callable[[], None]):
+        host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # Our next child lands in the chosen pid namespace; then restore, so that
+            # anything else this process forks stays in the host's.
+            enter_pid_namespace()
+            try:
+                self.pid = os.fork()
+                if self.pid == 0:
+                    child_main()  # never returns
+                    os._exit(125)
+            finally:
+                linux.setns(host_pidns, linux.CLONE_NEWPID)
+        finally:
+            os.close(host_pidns)
+        self.pidfd = os.pidfd_open(self.pid)
+        self.status: int | None = None
+
+    def signal(self, signum: int) -> None:
+        if self.status is None:
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def reap(self) -> int:
+        _, wait_status = os.waitpid(self.pid, 0)
+        self.status = init.exit_code(wait_status)
+        os.close(self.pidfd)
+        return self.status
+
+    def kill(self) -> None:
+        """Teardown on any path: SIGKILL and reap (for pid 1, the kernel kills the rest)."""
+        if self.status is None:
+            self.signal(signal.SIGKILL)
+            self.reap()
+
+
+def wait_ready(channel: socket.socket) -> list[int]:
+    """The child's READY and the fds it carries; a reported failure raises it."""
+    message, fds = control.receive(channel)
+    failure = control.parse_failure(message)
+    if failure:
+        raise SetupError(failure.message, failure.exit_code)
+    if message != control.READY:
+        raise SetupError("the jailed process died while setting up")
+    return fds
+
+
+def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[int],
+                      fds: list[int], undo: contextlib.ExitStack) -> int:
+    """Send GO, then relay the terminal and forward signals until the child exits."""
+    relay = None
+    if fds:
+        relay = terminal.Relay(fds[0], tuple(tty_fds))
+        undo.callback(os.close, fds[0])
+        if relay.host_in is not None:
+            undo.enter_context(terminal.raw_mode(relay.host_in))
+    return _supervise(child, channel, relay, undo)
+
+
+def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None,
+               undo: contextlib.ExitStack) -> int:
+    """Start the command, then forward signals and relay the terminal until pid 1 exits."""
+    wake_read, wake_write = socket.socketpair()
+    undo.callback(wake_read.close)
+    undo.callback(wake_write.close)
+    wake_write.setblocking(False)
+    wake_read.setblocking(False)
+    # Python writes each caught signal's number to the wakeup fd; the handler does nothing.
+    undo.callback(signal.set_wakeup_fd, signal.set_wakeup_fd(wake_write.fileno()))
+    for signum in init.FORWARDED:
+        undo.callback(signal.signal, signum, signal.signal(signum, lambda *_: None))
+
+    control.send_go(channel)
+
+    selector = selectors.DefaultSelector()
+    undo.callback(selector.close)
+    selector.register(jail.pidfd, selectors.EVENT_READ, "exit")
+    selector.register(wake_read, selectors.EVENT_READ, "signal")
+    selector.register(channel, selectors.EVENT_READ, "control")
+    if relay:
+        selector.register(relay.master, selectors.EVENT_READ, "jail-output")
+        if relay.host_in is not None:
+            selector.register(relay.host_in, selectors.EVENT_READ, "host-input")
+
+    failure = None
+    while jail.status is None:
+        for key, _events in selector.select():
+            match key.data:
+                case "exit":
+                    jail.reap()
+                case "signal":
+                    for signum in wake_read.recv(256):
+                        if signum == signal.SIGWINCH and relay:
+                            relay.resize()
+                        else:
+                            jail.signal(signum)
+                case "control":
+                    message, _ = control.receive(channel)
+                    failure = failure or control.parse_failure(message)
+                    if not message:
+                        selector.unregister(channel)
+                case "jail-output":
+                    if not relay.from_jail():
+                        selector.unregister(relay.master)
+                case "host-input":
+                    if not relay.from_host():
+                        selector.unregister(relay.host_in)
+                    relay.to_jail()
+    if relay:
+        relay.drain()
+    if failure is None:
+        with contextlib.suppress(OSError):
+            failure = control.parse_failure(control.receive(channel)[0])
+    if failure:
+        raise HyjailError(failure.message, failure.exit_code)
+    return jail.status
