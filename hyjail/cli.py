@@ -71,6 +71,41 @@ def gc() -> int:
     return 0
 
 
+def _exec(which: str, command: tuple[str, ...], user: str | None, login: bool) -> int:
+    from hyjail.jails import exec_in
+    from hyjail.supervisor import require_root
+    require_root()
+    return exec_in(which, command, user=user, login=login)
+
+
+_EXEC_OPTIONS = [
+    click.option("-u", "user", metavar="USER", help="Run as USER of the jail's /etc/passwd."),
+    click.option("-l", "login", is_flag=True, help="A clean login environment."),
+    click.argument("which", metavar="JID|NAME"),
+    click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED),
+]
+
+
+def _with_exec_options(function):
+    for option in reversed(_EXEC_OPTIONS):
+        function = option(function)
+    return function
+
+
+@hyjail.command(name="exec", context_settings=_RUN_CONTEXT)
+@_with_exec_options
+def exec_command(user, login, which, command) -> int:
+    """Run COMMAND inside a running jail, under all its rules."""
+    return _exec(which, command, user, login)
+
+
+@click.command(context_settings=_RUN_CONTEXT)
+@_with_exec_options
+def jexec(user, login, which, command) -> int:
+    """jexec [-l] [-u USER] JID|NAME COMMAND...: FreeBSD jexec(8)."""
+    return _exec(which, command, user, login)
+
+
 @hyjail.command()
 @click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between SIGTERM and SIGKILL.")
@@ -208,3 +243,7 @@ def jail_main(argv: list[str] | None = None) -> None:
 
 def jls_main(argv: list[str] | None = None) -> None:
     _main(jls, "jls", argv)
+
+
+def jexec_main(argv: list[str] | None = None) -> None:
+    _main(jexec, "jexec", argv)

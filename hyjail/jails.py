@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyjail.errors import HyjailError
@@ -130,3 +131,34 @@ def _wait_for_teardown(record: Record, timeout: float) -> bool:
 def _reclaim(record: Record) -> None:
     from hyjail.supervisor import reclaim
     reclaim(record)
+
+
+def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
+            login: bool = False, environ: dict[str, str] | None = None,
+            registry: Registry | None = None) -> int:
+    """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
+    from hyjail import linux, terminal
+    from hyjail.foreground import Child, run_in_foreground, wait_ready
+    from hyjail.ns import control, enter
+
+    record = get(which, registry).record
+    if not record.init_pid:
+        raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
+    env = dict(os.environ if environ is None else environ)
+    with contextlib.ExitStack() as undo:
+        namespaces = enter.open_namespaces(record.init_pid)
+        for fd in namespaces.values():
+            undo.callback(os.close, fd)
+        # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
+        if process_start_time(record.init_pid) != record.init_start:
+            raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
+        tty_fds = terminal.tty_fds()
+        channel, jail_end = control.pair()
+        undo.callback(channel.close)
+        with jail_end:
+            child = Child(lambda: linux.setns(namespaces["pid"], linux.CLONE_NEWPID),
+                          lambda: enter.main(namespaces, argv, env, user, login, jail_end,
+                                             tty_fds))
+        undo.callback(child.kill)
+        fds = wait_ready(channel)
+        return run_in_foreground(child, channel, tty_fds, fds, undo)

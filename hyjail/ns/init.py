@@ -38,14 +38,16 @@ def start_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int]
     pid = os.fork()
     if pid == 0:
         try:
-            _exec(argv, env, stdio, tty, channel)
+            exec_command(argv, env, stdio, tty, channel)
         finally:
             os._exit(EXIT_CANNOT_EXECUTE)
     return pid
 
 
-def _exec(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int], tty: int | None,
-          channel: socket.socket) -> NoReturn:
+def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
+                 tty: int | None, channel: socket.socket) -> NoReturn:
+    """Become argv: a new session (with tty as its controlling terminal), fds 0-2 from stdio
+    and nothing else, default signal state. Exec failure is reported on channel."""
     os.setsid()  # never the host's controlling terminal
     if tty is not None:
         fcntl.ioctl(tty, termios.TIOCSCTTY, 0)

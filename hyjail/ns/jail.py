@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import prctl
@@ -29,8 +29,14 @@ NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
 
 def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     """Run as the forked child, pid 1 of the new pid namespace. Never returns."""
+    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds))
+
+
+def guarded(channel: socket.socket, body: Callable[[], object]) -> NoReturn:
+    """Run a jail-side body; any failure is reported on channel as one line, never raised into
+    the forked copy of the supervisor (which must not go on as if it were the parent)."""
     try:
-        _setup_and_run(spec, channel, tty_fds)
+        body()
     except HyjailError as e:
         _fail(channel, e.exit_code, str(e))
     except OSError as e:
@@ -58,6 +64,22 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     mounts.carry_out(mounts.plan(spec.path))
     bring_up_loopback()
 
+    tty = ready_and_wait(channel, tty_fds)
+
+    prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
+    prctl.set_name("hyjail-init")
+    prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
+    stdio = jail_stdio(tty, tty_fds)
+    command_pid = init.start_command(spec.command, dict(spec.environ), stdio, tty, channel)
+    channel.close()
+    for fd in {*stdio, tty} - {None}:
+        os.close(fd)
+    init.reap_until_exit(command_pid)
+
+
+def ready_and_wait(channel: socket.socket, tty_fds: Sequence[int]) -> int | None:
+    """Report READY (with a pty master if the caller is on a terminal) and wait for GO.
+    Returns the pty's slave, or None. Exits if the supervisor gives up or dies."""
     tty = None
     if tty_fds:
         # The terminal lives in the jail's own devpts, so `tty` inside names a real /dev/pts/N;
@@ -69,14 +91,10 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         control.send_ready(channel, [])
     message, _ = control.receive(channel)
     if message != control.GO:
-        os._exit(EXIT_SETUP)  # the supervisor gave up or died
+        os._exit(EXIT_SETUP)
+    return tty
 
-    prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
-    prctl.set_name("hyjail-init")
-    prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
-    stdio = [tty if (fd in tty_fds) else fd for fd in (0, 1, 2)]
-    command_pid = init.start_command(spec.command, dict(spec.environ), stdio, tty, channel)
-    channel.close()
-    for fd in {*stdio, tty} - {None}:
-        os.close(fd)
-    init.reap_until_exit(command_pid)
+
+def jail_stdio(tty: int | None, tty_fds: Sequence[int]) -> list[int]:
+    """The command's fds 0-2: the jail's pty where the caller had a terminal, else the caller's."""
+    return [tty if (fd in tty_fds) else fd for fd in (0, 1, 2)]

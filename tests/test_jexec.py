@@ -1,0 +1,96 @@
+"""jexec / hyjail exec: a process entered into a running jail sees and reaches exactly what the
+jail's own processes do, and gets SPEC 2's exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import HOST_IP, fresh_ip, guard, hyjail, jail_record, needs_root, probe, running
+
+pytestmark = needs_root
+
+JEXEC = [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()"]
+
+
+def jexec(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*JEXEC, *args], capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def test_jexec_sees_the_jails_hostname_root_address_and_processes(busybox_root):
+    ip = fresh_ip()
+    host_process = subprocess.Popen(["sleep", "60"])
+    try:
+        with running("run", "--name", "target", "--host-ip", HOST_IP, busybox_root, "inside",
+                     ip, "/bin/sh", "-c", "echo up; sleep 100") as jail:
+            assert jail.stdout.readline() == "up\n"
+            jail_record(ip)
+            script = guard("inside") + f"""
+                echo "host=$(hostname)"
+                echo "root=$(ls / | tr '\\n' ' ')"
+                ip -o addr show eth0 | awk '{{print "addr=" $4}}'
+                echo "procs=$(ps -o comm | tail -n +2 | sort | tr '\\n' ' ')"
+                kill {host_process.pid}; echo "kill=$?"
+            """
+            result = jexec("target", "/bin/sh", "-c", script)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.splitlines()
+            assert "host=inside" in lines
+            assert f"root={' '.join(sorted(os.listdir(busybox_root)))} " in lines
+            assert f"addr={ip}/32" in lines
+            (procs,) = [line for line in lines if line.startswith("procs=")]
+            seen = procs.split("=", 1)[1].split()
+            # The jail's own (init, its sleep) and this pipeline's; nothing of the host.
+            assert {"hyjail-init", "sleep", "sh", "ps"} <= set(seen) and len(seen) < 12
+            assert "kill=1" in lines and "No such process" in result.stderr
+            assert host_process.poll() is None
+            # The same jail by JID, and SPEC 2's exit codes.
+            jid = str(jail_record(ip)["jid"])
+            assert jexec(jid, "/bin/sh", "-c", "exit 9").returncode == 9
+            assert jexec(jid, "/bin/sh", "-c", "kill -TERM $$").returncode == 128 + 15
+            assert jexec(jid, "nosuch").returncode == 127
+            assert jexec(jid, "/etc/passwd").returncode == 126
+            assert jexec("-u", "nobody", jid, "id", "-u").stdout == "65534\n"
+            unknown_user = jexec("-u", "ghost", jid, "true")
+            assert (unknown_user.returncode, unknown_user.stderr) == (
+                125, "jexec: ghost: no such user in the jail\n")
+    finally:
+        host_process.kill()
+        host_process.wait()
+    missing = jexec("target", "true")
+    assert (missing.returncode, missing.stderr) == (1, 'jexec: jail "target" not found\n')
+
+
+def test_jexec_passes_only_standard_fds_and_dies_with_the_jail():
+    ip = fresh_ip()
+    with running("run", "--name", "fdj", "/", "fdj", ip, "/bin/sh", "-c",
+                 "echo up; sleep 100") as jail:
+        assert jail.stdout.readline() == "up\n"
+        jail_record(ip)
+        extra_read, extra_write = os.pipe()
+        try:
+            result = jexec("fdj", *probe("fdj", "fds"), pass_fds=(extra_read, extra_write))
+        finally:
+            os.close(extra_read)
+            os.close(extra_write)
+        assert (result.returncode, result.stdout) == (0, "fds=0,1,2\n"), result.stderr
+        entered = subprocess.Popen([*JEXEC, "fdj", "sleep", "100"])
+        try:
+            deadline = time.monotonic() + 20
+            while _count_sleeps("fdj") < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _count_sleeps("fdj") == 2
+            jail.terminate()  # the jail's command ends: everything in its pid namespace dies
+            assert jail.wait(timeout=20) == 128 + 15
+            assert entered.wait(timeout=20) == 128 + 9
+        finally:
+            entered.kill()
+            entered.wait()
+
+
+def _count_sleeps(jail: str) -> int:
+    listed = json.loads(hyjail("ps", "-j", jail, "--json").stdout)
+    return sum(1 for p in listed if p["command"] == "sleep 100")
