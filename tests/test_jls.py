@@ -3,8 +3,10 @@ jails."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -115,3 +117,28 @@ def test_jls_on_running_jails(busybox_root):
     missing = _jls("-j", "nosuch")
     assert (missing.returncode, missing.stderr) == (1, 'jls: jail "nosuch" not found\n')
     assert _jls("nosuchparam").returncode == 1
+
+
+@needs_root
+def test_twenty_concurrent_jails_get_distinct_jids(busybox_root):
+    with contextlib.ExitStack() as stack:
+        jails = [stack.enter_context(running("run", "--name", f"c{i}", busybox_root, f"c{i}",
+                                             "127.0.0.1", "/bin/sh", "-c", "echo up; sleep 60"))
+                 for i in range(20)]
+        # While they start, every jls read must be whole: no half-written record, ever.
+        started = 0
+        while started < 20:
+            listing = _jls("-n", "jid", "name")
+            assert listing.returncode == 0, listing.stderr
+            for line in listing.stdout.splitlines():
+                assert re.fullmatch(r"jid=\d+ name=c\d+", line), line
+            started = len(listing.stdout.splitlines())
+        for jail in jails:
+            assert jail.stdout.readline() == "up\n"
+        pairs = [line.split() for line in _jls("-n", "jid", "name").stdout.splitlines()]
+        jids = sorted(int(jid.split("=")[1]) for jid, _ in pairs)
+        assert jids == list(range(1, 21))
+        assert sorted(name.split("=")[1] for _, name in pairs) == sorted(
+            f"c{i}" for i in range(20))
+    assert _jls().stdout == DEFAULT.splitlines(keepends=True)[0]
+    assert os.listdir("/run/hyjail/jails") == []
