@@ -19,9 +19,14 @@ _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "-
 
 def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], **options) -> int:
     from hyjail.spec import JailSpec
-    from hyjail.supervisor import require_root, run
+    from hyjail.supervisor import require_root, run, start_detached
+    if not command and not options.get("persist"):
+        raise click.UsageError("Missing argument 'COMMAND...' (only --persist jails have none).")
     require_root()  # first: as another user, every later check would fail for that reason
     spec = JailSpec.create(path, hostname, ip, command, **options)
+    if spec.persist:
+        click.echo(start_detached(spec).jid)
+        return 0
     return run(spec)
 
 
@@ -36,13 +41,17 @@ def hyjail() -> None:
               help="veth: the jail's addresses on a veth pair; none: loopback only.")
 @click.option("--host-ip", metavar="ADDR[,ADDR]",
               help="Address of the veth's host-side end (default 169.254.77.1, fe80::1).")
+@click.option("--persist", is_flag=True,
+              help="Start in the background (print the JID); the jail outlives its command "
+                   "(which may be omitted) until `hyjail stop` or `jail -r`.")
 @click.argument("path")
 @click.argument("hostname")
 @click.argument("ip")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(path, hostname, ip, command, name, net, host_ip) -> int:
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(path, hostname, ip, command, name, net, host_ip, persist) -> int:
     """Run COMMAND in a new jail rooted at PATH, in the foreground."""
-    return _run(path, hostname, ip, command, name=name, net=net, host_ip=host_ip)
+    return _run(path, hostname, ip, command, name=name, net=net, host_ip=host_ip,
+                persist=persist)
 
 
 @hyjail.group()

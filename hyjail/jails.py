@@ -109,13 +109,23 @@ def stop(which: str | int, timeout: float = 10.0, registry: Registry | None = No
         if process.jail_pid != 1:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
-    if not _wait_for_teardown(record, timeout):
+    deadline = time.monotonic() + timeout
+    while record.supervisor_alive() and time.monotonic() < deadline:
+        # A persistent jail's pid 1 stays when all else has gone: that is its turn to go.
+        if record.params.get("persist") and not _others_remain(record):
+            break
+        time.sleep(0.01)
+    if record.supervisor_alive():
         if record.init_pid and process_start_time(record.init_pid) == record.init_start:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.init_pid, signal.SIGKILL)  # the kernel kills the rest
         if not _wait_for_teardown(record, timeout):
             raise HyjailError(f"jail {record.name} (JID {record.jid}) did not stop")
     registry.live(reclaim=_reclaim)  # a supervisor that died meanwhile leaves a record
+
+
+def _others_remain(record: Record) -> bool:
+    return any(p.jail_pid != 1 for p in _processes([record])[record.jid])
 
 
 def _wait_for_teardown(record: Record, timeout: float) -> bool:

@@ -115,7 +115,8 @@ class Registry:
         return live
 
     def admit(self, *, name: str | None, hostname: str, path: str, addresses: tuple[str, ...],
-              backend: str, reclaim: Callable[[Record], None] | None = None,
+              backend: str, params: dict[str, str] | None = None,
+              reclaim: Callable[[Record], None] | None = None,
               link_name: Callable[[int], str | None] = lambda jid: None) -> Record:
         """Allocate a JID and write this supervisor's record, refusing taken names/addresses."""
         with self.locked():
@@ -136,7 +137,7 @@ class Registry:
                 jid=jid, name=name or str(jid), hostname=hostname, path=path,
                 addresses=addresses, backend=backend, supervisor_pid=me,
                 supervisor_start=process_start_time(me) or 0, started=time.time(),
-                host_link=link_name(jid),
+                host_link=link_name(jid), params=dict(params or {}),
             )
             self._write(record)
             return record

@@ -81,15 +81,16 @@ class JailSpec:
     name: str | None = None
     net: NetMode = NetMode.VETH
     host_addresses: tuple[Address, ...] = DEFAULT_HOST_ADDRESSES
+    persist: bool = False  # the jail outlives its command, until it is stopped
     environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
                *, name: str | None = None, net: str = "veth", host_ip: str | None = None,
-               environ: dict[str, str] | None = None) -> JailSpec:
+               persist: bool = False, environ: dict[str, str] | None = None) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
-        if not command:
-            raise SetupError("no command given")
+        if not command and not persist:
+            raise SetupError("no command given (only a persistent jail may have none)")
         try:
             mode = NetMode(net)
         except ValueError:
@@ -108,6 +109,7 @@ class JailSpec:
             name=check_name(name) if name is not None else None,
             net=mode,
             host_addresses=hosts,
+            persist=persist,
             environ=tuple(env.items()),
         )
 

@@ -14,10 +14,10 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hyjail import linux, terminal
-from hyjail.errors import SetupError
+from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, run_in_foreground, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control
@@ -42,11 +42,13 @@ def require_root() -> None:
         raise SetupError(f"must run as root (effective uid {os.geteuid()})")
 
 
-def run(spec: JailSpec, registry: Registry | None = None) -> int:
+def run(spec: JailSpec, registry: Registry | None = None,
+        on_ready: Callable[[Record], None] | None = None) -> int:
     """Run spec.command in a new jail, in the foreground; return its exit status (SPEC 2).
 
     Raises SetupError (exit 125) when the jail cannot be set up, and a HyjailError with exit
     code 126 or 127 when the command cannot be executed or found inside the jail.
+    `on_ready` is called with the jail's record once it exists and is about to run.
     """
     require_root()
     registry = registry or Registry()
@@ -54,7 +56,8 @@ def run(spec: JailSpec, registry: Registry | None = None) -> int:
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            reclaim=reclaim, link_name=host_link_name if spec.needs_veth else lambda jid: None)
+            params={"persist": "1"} if spec.persist else {}, reclaim=reclaim,
+            link_name=host_link_name if spec.needs_veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
 
         tty_fds = terminal.tty_fds()
@@ -70,11 +73,42 @@ def run(spec: JailSpec, registry: Registry | None = None) -> int:
             from hyjail.net import veth
             undo.enter_context(veth.attached(
                 record.host_link, jail.pid, spec.veth_addresses, spec.veth_host_addresses))
-        registry.update(record, init_pid=jail.pid,
-                        init_start=linux.process_start_time(jail.pid))
+        record = registry.update(record, init_pid=jail.pid,
+                                 init_start=linux.process_start_time(jail.pid))
+        if on_ready:
+            on_ready(record)
         return run_in_foreground(jail, channel, tty_fds, fds, undo)
 
 
 def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int]) -> None:
     from hyjail.ns import jail
     jail.main(spec, jail_end, tty_fds)
+
+
+def start_detached(spec: JailSpec) -> Record:
+    """Start a jail whose supervisor runs on in the background (`--persist`, `jail -c`):
+    returns its record once it exists, or raises what stopped it from starting."""
+    require_root()
+    ready_read, ready_write = os.pipe()
+    if os.fork() == 0:
+        os.close(ready_read)
+        os.setsid()  # no terminal, no job control of the caller's shell
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        try:
+            run(spec, on_ready=lambda record: os.write(ready_write, b"%d\n" % record.jid))
+            code = 0
+        except HyjailError as e:
+            os.write(ready_write, f"{e.exit_code} {e}\n".encode())
+            code = e.exit_code
+        os._exit(code)
+    os.close(ready_write)
+    with os.fdopen(ready_read) as ready:
+        answer = ready.readline().rstrip("\n")
+    if not answer:
+        raise SetupError("the jail's supervisor died while starting it")
+    code, _, message = answer.partition(" ")
+    if message:
+        raise HyjailError(message, int(code))
+    return next(r for r in Registry().live() if r.jid == int(code))

@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 
 from conftest import descendants, fresh_ip, guard, hyjail, jail_record, needs_root, running
 
@@ -79,3 +80,38 @@ def test_jail_r_stops_by_jid_and_all(busybox_root):
         assert [j.wait(timeout=5) for j in jails[1:]] == [128 + 15, 128 + 15]
     missing = subprocess.run([*jail_r, "nosuch"], capture_output=True, text=True, timeout=30)
     assert (missing.returncode, missing.stderr) == (1, 'jail: jail "nosuch" not found\n')
+
+
+def test_persistent_jail_outlives_its_command_until_stopped(busybox_root):
+    ip = fresh_ip()
+    started = hyjail("run", "--persist", "--name", "keep", "--host-ip", "10.77.0.1",
+                     busybox_root, "keep", ip, "/bin/sh", "-c", "exit 3")
+    try:
+        assert started.returncode == 0, started.stderr
+        jid = int(started.stdout)
+        assert jail_record(ip)["jid"] == jid
+        time.sleep(0.3)  # its command has exited by now; the jail must still be there
+        listed = {j["name"]: j for j in json.loads(hyjail("ls", "--json").stdout)}
+        assert listed["keep"]["params"] == {"persist": "1"}
+        assert listed["keep"]["processes"] == 1  # pid 1 alone
+        entered = subprocess.run([sys.executable, "-m", "hyjail", "exec", "keep", "hostname"],
+                                 capture_output=True, text=True, timeout=30)
+        assert (entered.returncode, entered.stdout) == (0, "keep\n")
+        assert hyjail("stop", "keep").returncode == 0
+        assert hyjail("ps", "-j", "keep").returncode == 1
+    finally:
+        hyjail("stop", "--timeout", "1", "keep")
+
+
+def test_persistent_jail_without_command_and_bad_input(busybox_root):
+    started = hyjail("run", "--persist", busybox_root, "empty", "127.0.0.1")
+    assert started.returncode == 0, started.stderr
+    jid = started.stdout.strip()
+    try:
+        assert hyjail("ps", "-j", jid).stdout.count("hyjail-init") == 1
+    finally:
+        assert hyjail("stop", jid).returncode == 0
+    bad = hyjail("run", "--persist", busybox_root, "bad_host", "127.0.0.1")
+    assert (bad.returncode, bad.stderr) == (125, "hyjail: 'bad_host': not a valid host name "
+                                                 "(letters, digits, '-' and '.')\n")
+    assert hyjail("run", busybox_root, "nocommand", "127.0.0.1").returncode == 2

@@ -23,6 +23,7 @@ from hyjail.ns import control
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 _WAITED = frozenset(FORWARDED) | {signal.SIGCHLD}
+_STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 _MAX_FD = 2**31 - 1
 
 
@@ -79,14 +80,18 @@ def exit_code(wait_status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def reap_until_exit(command_pid: int) -> NoReturn:
+def reap_until_exit(command_pid: int | None, persist: bool = False) -> NoReturn:
     """Pid 1's loop: forward queued signals to the command, reap zombies, and exit with the
-    command's status once it is reaped."""
+    command's status once it is reaped. A persistent jail's pid 1 outlives its command (or
+    has none) and exits only when told to stop (SIGTERM, SIGINT, SIGHUP) with no command."""
     while True:
         info = signal.sigwaitinfo(_WAITED)
         if info.si_signo != signal.SIGCHLD:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(command_pid, info.si_signo)
+            if command_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(command_pid, info.si_signo)
+            elif info.si_signo in _STOPPING:
+                os._exit(128 + info.si_signo)
             continue
         while True:
             try:
@@ -96,4 +101,6 @@ def reap_until_exit(command_pid: int) -> NoReturn:
             if pid == 0:
                 break
             if pid == command_pid:
-                os._exit(exit_code(status))
+                if not persist:
+                    os._exit(exit_code(status))
+                command_pid = None

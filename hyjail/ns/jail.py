@@ -69,12 +69,13 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
     prctl.set_name("hyjail-init")
     prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
-    stdio = jail_stdio(tty, tty_fds)
-    command_pid = init.start_command(spec.command, dict(spec.environ), stdio, tty, channel)
-    channel.close()
-    for fd in {*stdio, tty} - {None}:
-        os.close(fd)
-    init.reap_until_exit(command_pid)
+    command_pid = None
+    if spec.command:
+        command_pid = init.start_command(spec.command, dict(spec.environ),
+                                         jail_stdio(tty, tty_fds), tty, channel)
+    # Pid 1 keeps nothing open: not the channel, the terminal, nor the host's stdio.
+    os.closerange(0, 2**31 - 1)
+    init.reap_until_exit(command_pid, spec.persist)
 
 
 def ready_and_wait(channel: socket.socket, tty_fds: Sequence[int]) -> int | None:
