@@ -21,7 +21,8 @@ _TOKEN = re.compile(r"""
   | (?P<append>\+=) | (?P<punct>[{};=,])
   | (?P<word>(?:\$\{[^}\n]*\}|[^\s{};=,"'#])+)
 """, re.VERBOSE | re.DOTALL)
-_REFERENCE = re.compile(r"\$\{([^}]+)\}|\$([A-Za-z_][A-Za-z0-9_.]*)")
+# ${name} (any name, dotted ones too), $name (no dots), or \$ for a literal dollar sign.
+_REFERENCE = re.compile(r"\$\{([^}]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)|\\(\$)")
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def resolve(config: Config, jail: str) -> dict[str, list[str] | bool]:
     def expand(value: Value, seen: tuple[str, ...]) -> str:
         if not value.expand:
             return value.text
-        return _REFERENCE.sub(lambda m: lookup(m.group(1) or m.group(2), seen), value.text)
+        return _REFERENCE.sub(lambda m: m.group(3) or lookup(m.group(1) or m.group(2), seen),
+                              value.text)
 
     for name, value in raw.items():
         if name.startswith("$"):

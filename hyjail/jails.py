@@ -98,14 +98,32 @@ def get(which: str | int, registry: Registry | None = None) -> Jail:
     raise HyjailError(f'jail "{which}" not found', 1)
 
 
-def stop(which: str | int, timeout: float = 10.0, registry: Registry | None = None) -> None:
-    """Stop a jail as `jail -r` does: SIGTERM to its processes, SIGKILL to what remains after
-    `timeout` seconds, then wait until its supervisor has torn everything down."""
+def remember(record: Record, remove_hooks: dict[str, list[str]], stop_timeout: str,
+             registry: Registry | None = None) -> Record:
+    """Keep a jail's remove hooks and stop timeout in its record, for `jail -r` to run."""
+    params = {**record.params, "hooks": remove_hooks, "stop.timeout": stop_timeout}
+    return (registry or Registry()).update(record, params=params)
+
+
+def stop(which: str | int, timeout: float | None = None, registry: Registry | None = None,
+         run_hooks: bool = True) -> None:
+    """Stop a jail as `jail -r` does: exec.prestop (host), exec.stop (inside), SIGTERM to its
+    processes, SIGKILL to what remains after the timeout, wait for the supervisor's teardown,
+    exec.poststop (host)."""
+    from hyjail.lifecycle import run_host_hooks
+
     registry = registry or Registry()
     jail = get(which, registry)
     record = jail.record
+    hooks = record.params.get("hooks", {}) if run_hooks else {}
+    if timeout is None:
+        timeout = float(record.params.get("stop.timeout", 10))
+    run_host_hooks(hooks.get("exec.prestop", []), "exec.prestop", record.jid, record.name,
+                   record.path)
+    for command in hooks.get("exec.stop", []):
+        exec_in(record.jid, ["/bin/sh", "-c", command], registry=registry)
     # Pid 1 forwards what it gets to the command; signal the others directly, once each.
-    for process in jail.processes:
+    for process in get(record.jid, registry).processes:
         if process.jail_pid != 1:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
@@ -122,6 +140,8 @@ def stop(which: str | int, timeout: float = 10.0, registry: Registry | None = No
         if not _wait_for_teardown(record, timeout):
             raise HyjailError(f"jail {record.name} (JID {record.jid}) did not stop")
     registry.live(reclaim=_reclaim)  # a supervisor that died meanwhile leaves a record
+    run_host_hooks(hooks.get("exec.poststop", []), "exec.poststop", record.jid, record.name,
+                   record.path)
 
 
 def _others_remain(record: Record) -> bool:

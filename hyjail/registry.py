@@ -38,7 +38,7 @@ class Record:
     host_link: str | None = None
     init_pid: int | None = None
     init_start: int | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # FreeBSD parameters and stop hooks (JSON)
 
     def supervisor_alive(self) -> bool:
         return process_start_time(self.supervisor_pid) == self.supervisor_start
@@ -115,7 +115,7 @@ class Registry:
         return live
 
     def admit(self, *, name: str | None, hostname: str, path: str, addresses: tuple[str, ...],
-              backend: str, params: dict[str, str] | None = None,
+              backend: str, params: dict | None = None,
               reclaim: Callable[[Record], None] | None = None,
               link_name: Callable[[int], str | None] = lambda jid: None) -> Record:
         """Allocate a JID and write this supervisor's record, refusing taken names/addresses."""

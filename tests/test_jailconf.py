@@ -70,3 +70,8 @@ def test_unknown_reference_and_loops_are_errors():
         resolve(parse('j { $a = "$b"; $b = "$a"; path = $a; }'), "j")
     with pytest.raises(UsageError, match="no such jail"):
         resolve(parse("j { persist; }"), "other")
+
+
+def test_dollar_escape_and_dotted_references():
+    config = parse('j { host.hostname = h; a = "${host.hostname}.$name.x \\$HOME"; }')
+    assert resolve(config, "j")["a"] == ["h.j.x $HOME"]

@@ -1,0 +1,118 @@
+"""jail(8)'s -c, -f and -r forms on real jails: parameters, jail.conf, hooks in order with
+JID/JNAME/JPATH, and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hyjail.lifecycle import parse_command_line
+
+from conftest import fresh_ip, hyjail, leaked_state, needs_root
+
+JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+
+
+def jail(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*JAIL, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_command_line_parameters():
+    assert parse_command_line(["path=/x", "ip4.addr=10.1.1.1,10.1.1.2", "ip4.addr+=10.1.1.3",
+                               "persist", "nopersist", "command=/bin/sh", "-c", "a=b"]) == {
+        "path": ["/x"], "ip4.addr": ["10.1.1.1", "10.1.1.2", "10.1.1.3"], "persist": False,
+        "command": ["/bin/sh", "-c", "a=b"]}
+
+
+@needs_root
+def test_jail_c_runs_its_command_in_the_foreground(busybox_root):
+    result = jail("-c", "name=fg", f"path={busybox_root}", "host.hostname=fg.example",
+                  "ip4.addr=127.0.0.1", "command=/bin/sh", "-c", "hostname; exit 4")
+    assert (result.returncode, result.stdout) == (4, "fg.example\n"), result.stderr
+    assert hyjail("ps", "-j", "fg").returncode == 1
+
+
+@needs_root
+def test_jail_conf_with_defaults_and_hooks(busybox_root, tmp_path):
+    log = tmp_path / "hooks.log"
+    ips = [fresh_ip(), fresh_ip()]
+    conf = tmp_path / "jail.conf"
+    conf.write_text(f"""
+        # defaults for both jails
+        path = "{busybox_root}";
+        host.hostname = "$name.example";  # a bare reference ends at the dot
+        persist;
+        exec.prestart = 'echo prestart $JNAME $JPATH >> {log}';
+        exec.created = 'echo created $JID $JNAME >> {log}';
+        exec.poststart = 'echo poststart $JID $JNAME >> {log}';
+        exec.prestop = 'echo prestop $JID $JNAME >> {log}';
+        exec.poststop = 'echo poststop $JID $JNAME >> {log}';
+
+        alpha {{ ip4.addr = {ips[0]}; exec.start = "echo alpha > /tmp/started"; }}
+        beta  {{ ip4.addr = {ips[1]}; $greeting = hello;
+                 exec.start = "echo $greeting \\$HOME"; }}
+    """)
+    try:
+        created = jail("-f", str(conf), "-c", "alpha", "beta")
+        assert created.returncode == 0, created.stderr
+        listing = subprocess.run([os.path.join(os.path.dirname(sys.executable), "jls"), "-n",
+                                  "jid", "name", "host.hostname", "persist"],
+                                 capture_output=True, text=True).stdout.splitlines()
+        assert listing == ["jid=1 name=alpha host.hostname=alpha.example persist",
+                           "jid=2 name=beta host.hostname=beta.example persist"]
+        entered = subprocess.run([sys.executable, "-m", "hyjail", "exec", "alpha", "cat",
+                                  "/tmp/started"], capture_output=True, text=True)
+        assert entered.stdout == "alpha\n"
+        removed = jail("-f", str(conf), "-r", "alpha", "beta")
+        assert removed.returncode == 0, removed.stderr
+    finally:
+        jail("-r", "*")
+    assert log.read_text().splitlines() == [
+        f"prestart alpha {busybox_root}", "created 1 alpha", "poststart 1 alpha",
+        f"prestart beta {busybox_root}", "created 2 beta", "poststart 2 beta",
+        "prestop 1 alpha", "poststop 1 alpha", "prestop 2 beta", "poststop 2 beta"]
+
+
+@needs_root
+def test_failing_prestart_leaves_nothing(busybox_root, tmp_path):
+    result = jail("-c", "name=never", f"path={busybox_root}", "persist",
+                  "exec.prestart=exit 3", f"exec.created=touch {tmp_path}/created")
+    assert result.returncode == 125
+    assert result.stderr == "jail: exec.prestart: 'exit 3' failed with status 3\n"
+    assert not (tmp_path / "created").exists()
+    assert not leaked_state()
+
+
+@needs_root
+def test_failing_start_removes_the_jail(busybox_root):
+    result = jail("-c", "name=halfway", f"path={busybox_root}", "persist", "exec.start=exit 6")
+    assert result.returncode == 125 and "exec.start failed with status 6" in result.stderr
+    assert hyjail("ps", "-j", "halfway").returncode == 1
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["-c", "path=/", "bogus=1"], 125, "jail: unknown parameter: bogus\n"),
+    (["-c", "path=/", "allow.raw_sockets=0"], 125,
+     "jail: allow.raw_sockets: turning a permission off is not enforced yet\n"),
+    (["-c", "host.hostname=x"], 125, "jail: path: a jail needs one\n"),
+    (["-c", "-r", "x"], 2, "jail: -c and -r do not go together\n"),
+])
+def test_bad_parameters(args, code, message):
+    if os.geteuid() != 0:
+        pytest.skip("jails need root")
+    result = jail(*args)
+    assert (result.returncode, result.stderr) == (code, message)
+
+
+@needs_root
+def test_syntax_error_names_file_and_line(tmp_path):
+    conf = tmp_path / "broken.conf"
+    conf.write_text('web {\n  path = "/srv/web"\n  persist;\n}\n')
+    result = jail("-f", str(conf), "-c", "web")
+    assert (result.returncode, result.stderr) == (
+        2, f"jail: {conf}:2: missing ';' after path\n")
+    missing = jail("-f", str(conf) + ".nope", "-c", "web")
+    assert missing.returncode == 125 and "No such file" in missing.stderr
