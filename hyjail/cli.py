@@ -116,8 +116,8 @@ def jexec(user, login, which, command) -> int:
 
 
 @hyjail.command()
-@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL.")
+@click.option("--timeout", type=click.FloatRange(min=0),
+              help="Seconds between SIGTERM and SIGKILL (default: the jail's stop.timeout, 10).")
 @click.argument("which", metavar="JID|NAME")
 def stop(which: str, timeout: float) -> int:
     """Stop a running jail: SIGTERM, then SIGKILL after --timeout, then full teardown."""

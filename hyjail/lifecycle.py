@@ -90,7 +90,7 @@ def to_spec(params: Params) -> JailSpec:
     return JailSpec.create(
         path, _one(params, "host.hostname", _one(params, "name") or "jail"),
         ",".join(addresses) or "127.0.0.1", argv, name=_one(params, "name"),
-        persist=params.get("persist") is True,
+        persist=params.get("persist") is True, jid=_one(params, "jid"),
         environ={"PATH": "/sbin:/bin:/usr/sbin:/usr/bin"} if params.get("exec.clean") else None)
 
 

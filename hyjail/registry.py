@@ -115,7 +115,7 @@ class Registry:
         return live
 
     def admit(self, *, name: str | None, hostname: str, path: str, addresses: tuple[str, ...],
-              backend: str, params: dict | None = None,
+              backend: str, params: dict | None = None, jid: int | None = None,
               reclaim: Callable[[Record], None] | None = None,
               link_name: Callable[[int], str | None] = lambda jid: None) -> Record:
         """Allocate a JID and write this supervisor's record, refusing taken names/addresses."""
@@ -131,7 +131,9 @@ class Registry:
                     raise SetupError(f"{held.pop()}: already held by running jail "
                                      f"{other.name} (JID {other.jid})")
             taken = {r.jid for r in live}
-            jid = next(n for n in range(1, len(taken) + 2) if n not in taken)
+            if jid in taken:
+                raise SetupError(f"{jid}: JID taken by a running jail")
+            jid = jid or next(n for n in range(1, len(taken) + 2) if n not in taken)
             me = os.getpid()
             record = Record(
                 jid=jid, name=name or str(jid), hostname=hostname, path=path,

@@ -52,6 +52,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_jid(jid: int | str) -> int:
+    text = str(jid)
+    if not text.isdigit() or int(text) < 1:
+        raise SetupError(f"{text!r}: a JID is a whole number from 1")
+    return int(text)
+
+
 def check_root(path: str) -> str:
     """Resolve PATH and check it can be a jail's root; return the resolved path."""
     resolved = os.path.realpath(path)
@@ -82,12 +89,14 @@ class JailSpec:
     net: NetMode = NetMode.VETH
     host_addresses: tuple[Address, ...] = DEFAULT_HOST_ADDRESSES
     persist: bool = False  # the jail outlives its command, until it is stopped
+    jid: int | None = None  # a requested JID; by default the lowest free one
     environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
                *, name: str | None = None, net: str = "veth", host_ip: str | None = None,
-               persist: bool = False, environ: dict[str, str] | None = None) -> JailSpec:
+               persist: bool = False, jid: int | str | None = None,
+               environ: dict[str, str] | None = None) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -110,6 +119,7 @@ class JailSpec:
             net=mode,
             host_addresses=hosts,
             persist=persist,
+            jid=check_jid(jid) if jid is not None else None,
             environ=tuple(env.items()),
         )
 

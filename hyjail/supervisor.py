@@ -56,7 +56,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            params={"persist": "1"} if spec.persist else {}, reclaim=reclaim,
+            params={"persist": "1"} if spec.persist else {}, jid=spec.jid, reclaim=reclaim,
             link_name=host_link_name if spec.needs_veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
 

@@ -77,6 +77,24 @@ def test_jail_conf_with_defaults_and_hooks(busybox_root, tmp_path):
 
 
 @needs_root
+def test_requested_jid_and_the_library(busybox_root):
+    import hyjail
+    record = hyjail.start(hyjail.JailSpec.create(busybox_root, "lib", "127.0.0.1", [],
+                                                 persist=True, jid=7, name="lib"))
+    try:
+        assert record.jid == 7
+        assert [j.record.jid for j in hyjail.list_jails()] == [7]
+        assert hyjail.get("lib").record.hostname == "lib"
+        taken = jail("-c", "jid=7", f"path={busybox_root}", "command=/bin/true")
+        assert (taken.returncode, taken.stderr) == (125, "jail: 7: JID taken by a running jail\n")
+        bad = jail("-c", "jid=x", f"path={busybox_root}", "command=/bin/true")
+        assert (bad.returncode, bad.stderr) == (125, "jail: 'x': a JID is a whole number from 1\n")
+    finally:
+        hyjail.stop("lib")
+    assert hyjail.list_jails() == []
+
+
+@needs_root
 def test_failing_prestart_leaves_nothing(busybox_root, tmp_path):
     result = jail("-c", "name=never", f"path={busybox_root}", "persist",
                   "exec.prestart=exit 3", f"exec.created=touch {tmp_path}/created")
