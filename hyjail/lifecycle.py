@@ -15,6 +15,7 @@ run them without the configuration at hand.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Iterable
@@ -126,8 +127,7 @@ def create(params: Params) -> int:
         return status
     # Persistent: the jail starts bare; exec.start runs inside it, then the jail stays.
     start = spec.command
-    bare = JailSpec(**{**spec.__dict__, "command": ()})
-    record = supervisor.start_detached(bare)
+    record = supervisor.start_detached(dataclasses.replace(spec, command=()))
     try:
         jails.remember(record, hooks(params, HOOKS_REMOVE),
                        _one(params, "stop.timeout", "10"))

@@ -111,4 +111,5 @@ def start_detached(spec: JailSpec) -> Record:
     code, _, message = answer.partition(" ")
     if message:
         raise HyjailError(message, int(code))
-    return next(r for r in Registry().live() if r.jid == int(code))
+    from hyjail.jails import get
+    return get(int(code)).record
