@@ -75,8 +75,7 @@ def build(kind: str, dest: str | None) -> int:
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
     from hyjail.registry import Registry
-    from hyjail.supervisor import reclaim
-    Registry().live(reclaim=reclaim)
+    Registry().live()
     return 0
 
 
@@ -232,7 +231,6 @@ def jls(verbose, nameval, header, quoted, skip, dying, by_name, which, libxo, na
     """jls [-dhNnqsv] [-j JID|NAME] [PARAM...]: FreeBSD jls(8)."""
     from hyjail import jls as fmt
     from hyjail.registry import Registry
-    from hyjail.supervisor import reclaim
 
     names = list(names)
     try:
@@ -243,7 +241,7 @@ def jls(verbose, nameval, header, quoted, skip, dying, by_name, which, libxo, na
         from hyjail.jails import get
         records = [get(which).record]
     else:
-        records = Registry().live(reclaim=reclaim)
+        records = Registry().live()
     style = fmt.Style(nameval=nameval or skip, quoted=quoted or skip, skip=skip,
                       header=header and not skip)
     if libxo == "json":

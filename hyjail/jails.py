@@ -85,7 +85,7 @@ def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
 
 
 def list_jails(registry: Registry | None = None) -> list[Jail]:
-    records = (registry or Registry()).live(reclaim=_reclaim)
+    records = (registry or Registry()).live()
     processes = _processes(records)
     return [Jail(r, tuple(sorted(processes[r.jid], key=lambda p: p.jail_pid))) for r in records]
 
@@ -139,7 +139,7 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
                 os.kill(record.init_pid, signal.SIGKILL)  # the kernel kills the rest
         if not _wait_for_teardown(record, timeout):
             raise HyjailError(f"jail {record.name} (JID {record.jid}) did not stop")
-    registry.live(reclaim=_reclaim)  # a supervisor that died meanwhile leaves a record
+    registry.live()  # a supervisor that died meanwhile leaves a record
     run_host_hooks(hooks.get("exec.poststop", []), "exec.poststop", record.jid, record.name,
                    record.path)
 
@@ -156,11 +156,6 @@ def _wait_for_teardown(record: Record, timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-def _reclaim(record: Record) -> None:
-    from hyjail.supervisor import reclaim
-    reclaim(record)
 
 
 def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,

@@ -3,7 +3,8 @@
 Owns: JID allocation (lowest free integer >= 1), name and address uniqueness, atomic record
 writes under an exclusive lock on the state directory, and telling live records from stale
 ones (a record is live while its supervisor, identified by pid *and* start time, lives).
-It does not undo what a dead jail left on the host: `reclaim` does, called from here.
+Undoing what a dead jail left on the host is `hyjail.reclaim`, which every stale record
+found here goes through.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from hyjail.errors import SetupError
 from hyjail.linux import process_start_time
+from hyjail.reclaim import reclaim as reclaim_stale
 
 STATE_DIR = "/run/hyjail"
 
@@ -54,7 +56,9 @@ class Record:
 
 
 class Registry:
-    def __init__(self, state_dir: str = STATE_DIR):
+    def __init__(self, state_dir: str = STATE_DIR,
+                 reclaim: Callable[[Record], None] = reclaim_stale):
+        self.reclaim = reclaim
         self.state_dir = state_dir
         self.jails_dir = os.path.join(state_dir, "jails")
 
@@ -95,32 +99,30 @@ class Registry:
             f.write(record.to_json())
         os.replace(tmp, self._path(record.jid))
 
-    def live(self, reclaim: Callable[[Record], None] | None = None) -> list[Record]:
+    def live(self) -> list[Record]:
         """The live jails. Stale records found on the way are reclaimed and dropped."""
         records = self._read_all()
         if all(r.supervisor_alive() for r in records):
             return records
         with self.locked():
-            return self._live_locked(reclaim)
+            return self._live_locked()
 
-    def _live_locked(self, reclaim: Callable[[Record], None] | None) -> list[Record]:
+    def _live_locked(self) -> list[Record]:
         live = []
         for record in self._read_all():
             if record.supervisor_alive():
                 live.append(record)
                 continue
-            if reclaim is not None:
-                reclaim(record)
+            self.reclaim(record)
             self.remove(record.jid)
         return live
 
     def admit(self, *, name: str | None, hostname: str, path: str, addresses: tuple[str, ...],
               backend: str, params: dict | None = None, jid: int | None = None,
-              reclaim: Callable[[Record], None] | None = None,
               link_name: Callable[[int], str | None] = lambda jid: None) -> Record:
         """Allocate a JID and write this supervisor's record, refusing taken names/addresses."""
         with self.locked():
-            live = self._live_locked(reclaim)
+            live = self._live_locked()
             for other in live:
                 if name is not None and other.name == name:
                     raise SetupError(f"{name}: a running jail (JID {other.jid}) has that name")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 from collections.abc import Callable, Sequence
 
@@ -25,16 +24,6 @@ from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
 
 BACKEND = "ns"
-
-
-def reclaim(record: Record) -> None:
-    """Undo what a jail whose supervisor is gone left on the host."""
-    if record.init_pid and linux.process_start_time(record.init_pid) == record.init_start:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.init_pid, signal.SIGKILL)
-    if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
-        from hyjail.net import veth
-        veth.delete(record.host_link)
 
 
 def require_root() -> None:
@@ -56,7 +45,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            params={"persist": "1"} if spec.persist else {}, jid=spec.jid, reclaim=reclaim,
+            params={"persist": "1"} if spec.persist else {}, jid=spec.jid,
             link_name=host_link_name if spec.needs_veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
 

@@ -1,0 +1,28 @@
+"""Undoing what a jail whose supervisor died left on the host.
+
+Owns: killing a stale jail's pid 1 if it somehow outlived its supervisor (pid and start time
+must both match), and deleting its host veth end if its network namespace still holds it.
+The registry calls this for every stale record it finds; nothing else needs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import TYPE_CHECKING
+
+from hyjail import linux
+
+if TYPE_CHECKING:  # the registry imports this module: no import cycle at run time
+    from hyjail.registry import Record
+
+
+def reclaim(record: Record) -> None:
+    """Undo what a jail whose supervisor is gone left on the host."""
+    if record.init_pid and linux.process_start_time(record.init_pid) == record.init_start:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.init_pid, signal.SIGKILL)
+    if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
+        from hyjail.net import veth
+        veth.delete(record.host_link)
