@@ -68,8 +68,10 @@ def _one(params: Params, name: str, default: str | None = None) -> str | None:
 def _check_known(params: Params) -> None:
     for name, value in params.items():
         if name.startswith("allow."):
-            if value is False or value in (["0"], ["false"]):
-                # Dilution of root is not built yet: refusing beats pretending (fail closed).
+            # Dilution of root is not built yet: only "on" (what root can already do) is true
+            # to its word. Anything else, `allow.noX` included, is refused (fail closed).
+            turned_on = value is True or value in (["1"], ["true"])
+            if not turned_on or name.rsplit(".", 1)[1].startswith("no"):
                 raise SetupError(f"{name}: turning a permission off is not enforced yet")
             continue
         if name not in KNOWN:

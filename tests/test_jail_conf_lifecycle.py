@@ -115,6 +115,10 @@ def test_failing_start_removes_the_jail(busybox_root):
     (["-c", "path=/", "bogus=1"], 125, "jail: unknown parameter: bogus\n"),
     (["-c", "path=/", "allow.raw_sockets=0"], 125,
      "jail: allow.raw_sockets: turning a permission off is not enforced yet\n"),
+    (["-c", "path=/", "allow.noraw_sockets"], 125,
+     "jail: allow.noraw_sockets: turning a permission off is not enforced yet\n"),
+    (["-c", "path=/", "allow.mount=maybe"], 125,
+     "jail: allow.mount: turning a permission off is not enforced yet\n"),
     (["-c", "host.hostname=x"], 125, "jail: path: a jail needs one\n"),
     (["-c", "-r", "x"], 2, "jail: -c and -r do not go together\n"),
 ])
