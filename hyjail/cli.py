@@ -13,6 +13,7 @@ import sys
 import click
 
 from hyjail.errors import EXIT_USAGE, HyjailError
+from hyjail.rootfs import KINDS
 
 _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
 
@@ -60,7 +61,7 @@ def rootfs() -> None:
 
 
 @rootfs.command()
-@click.argument("kind", type=click.Choice(["busybox"]), default="busybox")
+@click.argument("kind", type=click.Choice(KINDS), default="busybox")
 @click.argument("dest", required=False)
 def build(kind: str, dest: str | None) -> int:
     """Build (or update) a root of KIND at DEST (default /var/lib/hyjail/roots/KIND)."""

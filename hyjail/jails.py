@@ -19,8 +19,6 @@ from hyjail.errors import HyjailError
 from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 @dataclass(frozen=True)
 class JailedProcess:
@@ -127,13 +125,8 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
         if process.jail_pid != 1:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while record.supervisor_alive() and time.monotonic() < deadline:
-        # A persistent jail's pid 1 stays when all else has gone: that is its turn to go.
-        if record.params.get("persist") and not _others_remain(record):
-            break
-        time.sleep(0.01)
-    if record.supervisor_alive():
+    # A persistent jail's pid 1 stays when all else has gone: that is its turn to go.
+    if not _wait_for_teardown(record, timeout, give_up_early=bool(record.params.get("persist"))):
         if record.init_pid and process_start_time(record.init_pid) == record.init_start:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.init_pid, signal.SIGKILL)  # the kernel kills the rest
@@ -148,11 +141,12 @@ def _others_remain(record: Record) -> bool:
     return any(p.jail_pid != 1 for p in _processes([record])[record.jid])
 
 
-def _wait_for_teardown(record: Record, timeout: float) -> bool:
-    """Until the supervisor exits (it does so after removing everything of the jail)."""
+def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = False) -> bool:
+    """Until the supervisor exits (it does so after removing everything of the jail); False
+    at the timeout, or as soon as only pid 1 is left when `give_up_early`."""
     deadline = time.monotonic() + timeout
     while record.supervisor_alive():
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (give_up_early and not _others_remain(record)):
             return False
         time.sleep(0.01)
     return True
