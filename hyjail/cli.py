@@ -18,13 +18,19 @@ from hyjail.rootfs import KINDS
 _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
 
 
-def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], **options) -> int:
+def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
+         allow: tuple[str, ...] = (), memory: str | None = None, pids: str | None = None,
+         cpus: str | None = None, rlimit: tuple[str, ...] = (), **options) -> int:
+    from hyjail import limits
+    from hyjail.allow import parse_option
     from hyjail.spec import JailSpec
     from hyjail.supervisor import require_root, run, start_detached
     if not command and not options.get("persist"):
         raise click.UsageError("Missing argument 'COMMAND...' (only --persist jails have none).")
     require_root()  # first: as another user, every later check would fail for that reason
-    spec = JailSpec.create(path, hostname, ip, command, **options)
+    spec = JailSpec.create(path, hostname, ip, command,
+                           allow_changes=tuple(parse_option(a) for a in allow),
+                           limits=limits.create(memory, pids, cpus, rlimit), **options)
     if spec.persist:
         click.echo(start_detached(spec).jid)
         return 0
@@ -45,14 +51,23 @@ def hyjail() -> None:
 @click.option("--persist", is_flag=True,
               help="Start in the background (print the JID); the jail outlives its command "
                    "(which may be omitted) until `hyjail stop` or `jail -r`.")
+@click.option("--allow", multiple=True, metavar="NAME[=0|1]",
+              help="A FreeBSD allow.* permission for root inside (noNAME or NAME=0 takes one "
+                   "away): set_hostname and reserved_ports (on by default), raw_sockets, "
+                   "sysvipc, mlock.")
+@click.option("--memory", metavar="SIZE", help="Memory limit (cgroup), e.g. 256M.")
+@click.option("--pids", metavar="N", help="Most processes and threads at once (cgroup).")
+@click.option("--cpus", metavar="N", help="CPU time, in CPUs' worth, e.g. 0.5 (cgroup).")
+@click.option("--rlimit", multiple=True, metavar="NAME=SOFT[:HARD]",
+              help="A resource limit for the command, e.g. nofile=1024:4096 (never above the "
+                   "host's hard limit).")
 @click.argument("path")
 @click.argument("hostname")
 @click.argument("ip")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(path, hostname, ip, command, name, net, host_ip, persist) -> int:
+def run(path, hostname, ip, command, **options) -> int:
     """Run COMMAND in a new jail rooted at PATH, in the foreground."""
-    return _run(path, hostname, ip, command, name=name, net=net, host_ip=host_ip,
-                persist=persist)
+    return _run(path, hostname, ip, command, **options)
 
 
 @hyjail.group()

@@ -156,7 +156,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             login: bool = False, environ: dict[str, str] | None = None,
             registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
-    from hyjail import linux, terminal
+    from hyjail import cgroups, linux, terminal
     from hyjail.foreground import Child, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
 
@@ -176,8 +176,9 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         undo.callback(channel.close)
         with jail_end:
             child = Child(lambda: linux.setns(namespaces["pid"], linux.CLONE_NEWPID),
-                          lambda: enter.main(namespaces, argv, env, user, login, jail_end,
-                                             tty_fds))
+                          lambda: enter.main(namespaces, record.params,
+                                             cgroups.jail_paths(record.jid, existing=True),
+                                             argv, env, user, login, jail_end, tty_fds))
         undo.callback(child.kill)
         fds = wait_ready(channel)
         return run_in_foreground(child, channel, tty_fds, fds, undo)

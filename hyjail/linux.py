@@ -1,13 +1,15 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11 does not expose.
 
-Owns: unshare, setns, mount, umount2, pivot_root and their flag constants, and reading a
-process's start time (to tell a live process from a reused pid). Each wrapper raises OSError
+Owns: unshare, setns, mount, umount2, pivot_root and their flag constants, the owning user
+namespace of a namespace, clearing ambient capabilities, and reading a process's start time
+(to tell a live process from a reused pid). Each wrapper raises OSError
 with the kernel's errno and the path it was given; nothing here decides policy.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 
 CLONE_NEWNS = 0x00020000
@@ -28,6 +30,10 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
 MNT_DETACH = 0x2
+
+NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1): the user namespace that owns a namespace
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = 155  # x86_64
 
@@ -55,6 +61,15 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
+
+
+def owning_userns(ns_fd: int) -> int:
+    """A new fd of the user namespace that owns the namespace open at ns_fd."""
+    return fcntl.ioctl(ns_fd, NS_GET_USERNS)
+
+
+def clear_ambient_caps() -> None:
+    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,

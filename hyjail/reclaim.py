@@ -1,7 +1,8 @@
 """Undoing what a jail whose supervisor died left on the host.
 
 Owns: killing a stale jail's pid 1 if it somehow outlived its supervisor (pid and start time
-must both match), and deleting its host veth end if its network namespace still holds it.
+must both match), deleting its host veth end if its network namespace still holds it, and
+removing its cgroups.
 The registry calls this for every stale record it finds; nothing else needs to.
 """
 
@@ -26,3 +27,5 @@ def reclaim(record: Record) -> None:
     if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
         from hyjail.net import veth
         veth.delete(record.host_link)
+    from hyjail import cgroups
+    cgroups.remove_jail(record.jid)

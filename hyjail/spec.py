@@ -14,7 +14,9 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from hyjail import allow
 from hyjail.errors import SetupError
+from hyjail.limits import Limits
 from hyjail.net.addresses import (
     DEFAULT_HOST_ADDRESSES,
     Address,
@@ -27,6 +29,9 @@ from hyjail.net.addresses import (
 HOST_NAME_MAX = 64  # bytes, as the kernel's sethostname() allows
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# The identity (inside, outside, count): every id but (uid_t)-1, as on the host.
+IDENTITY_MAP = ((0, 0, 2**32 - 1),)
 
 # Directories of the root that the jail's own filesystems are mounted on.
 REQUIRED_DIRS = ("proc", "dev")
@@ -79,6 +84,22 @@ def check_root(path: str) -> str:
     return resolved
 
 
+# Permissions that the namespace backend cannot grant, and why (refused, never ignored).
+UNGRANTABLE = {
+    "chflags": "immutable and append-only flags need CAP_LINUX_IMMUTABLE in the host's user "
+               "namespace, which jailed root never holds",
+    "mount": "mounting inside a jail is not supported yet",
+}
+
+
+def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
+    for name in sorted(allowed):
+        reason = UNGRANTABLE.get(name.split(".")[0])
+        if reason:
+            raise SetupError(f"allow.{name}: cannot be granted: {reason}")
+    return allowed
+
+
 @dataclass(frozen=True)
 class JailSpec:
     path: str
@@ -91,12 +112,18 @@ class JailSpec:
     persist: bool = False  # the jail outlives its command, until it is stopped
     jid: int | None = None  # a requested JID; by default the lowest free one
     environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    allowed: frozenset[str] = allow.DEFAULT  # the allow.* permissions root inside has
+    limits: Limits = Limits()
+    # The jail's user namespace map (inside, outside, count); identity unless --userns.
+    id_map: tuple[tuple[int, int, int], ...] = IDENTITY_MAP
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
                *, name: str | None = None, net: str = "veth", host_ip: str | None = None,
                persist: bool = False, jid: int | str | None = None,
-               environ: dict[str, str] | None = None) -> JailSpec:
+               environ: dict[str, str] | None = None,
+               allow_changes: tuple[tuple[str, bool], ...] = (),
+               limits: Limits | None = None) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -121,7 +148,18 @@ class JailSpec:
             persist=persist,
             jid=check_jid(jid) if jid is not None else None,
             environ=tuple(env.items()),
+            allowed=check_allowed(allow.resolve(allow_changes)),
+            limits=limits or Limits(),
         )
+
+    def record_params(self) -> dict:
+        """What the registry keeps of this spec beyond the jail's identity: what jexec needs
+        to confine an entered process exactly like the command, and what `hyjail ls` shows."""
+        params: dict = {"allow": sorted(self.allowed), "limits": self.limits.describe(),
+                        "rlimits": [list(r) for r in self.limits.rlimits]}
+        if self.persist:
+            params["persist"] = "1"
+        return params
 
     @property
     def veth_addresses(self) -> tuple[Address, ...]:

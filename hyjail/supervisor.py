@@ -2,8 +2,8 @@
 
 Owns: the order of the host-side steps and their undoing (each step registers its undo on an
 ExitStack, so a failure at any step undoes exactly the steps before it): admission to the
-registry, forking pid 1 into a new pid namespace, the veth, then the foreground run
-(`hyjail.foreground`: terminal relay, signal forwarding, exit status).
+registry, the jail's cgroups, forking pid 1 into a new pid namespace, the veth, then the
+foreground run (`hyjail.foreground`: terminal relay, signal forwarding, exit status).
 The jail-side steps are `hyjail.ns.jail`; the kernel guarantees that pid 1, and with it every
 jailed process, dies when the supervisor dies (parent-death signal, set before READY).
 """
@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
-from hyjail import linux, terminal
+from hyjail import cgroups, linux, terminal
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, run_in_foreground, wait_ready
 from hyjail.net import host_link_name
@@ -45,16 +45,18 @@ def run(spec: JailSpec, registry: Registry | None = None,
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            params={"persist": "1"} if spec.persist else {}, jid=spec.jid,
+            params=spec.record_params(), jid=spec.jid,
             link_name=host_link_name if spec.needs_veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
+        cgroup_paths = cgroups.create(record.jid, spec.limits)
+        undo.callback(cgroups.remove, cgroup_paths)
 
         tty_fds = terminal.tty_fds()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         with jail_end:
             jail = Child(lambda: linux.unshare(linux.CLONE_NEWPID),
-                         lambda: _jail_main(spec, jail_end, tty_fds))
+                         lambda: _jail_main(spec, jail_end, tty_fds, cgroup_paths))
         undo.callback(jail.kill)
         fds = wait_ready(channel)
 
@@ -69,9 +71,10 @@ def run(spec: JailSpec, registry: Registry | None = None,
         return run_in_foreground(jail, channel, tty_fds, fds, undo)
 
 
-def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int]) -> None:
+def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],
+               cgroup_paths: Sequence[str]) -> None:
     from hyjail.ns import jail
-    jail.main(spec, jail_end, tty_fds)
+    jail.main(spec, jail_end, tty_fds, cgroup_paths)
 
 
 def start_detached(spec: JailSpec) -> Record:

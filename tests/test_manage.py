@@ -92,7 +92,7 @@ def test_persistent_jail_outlives_its_command_until_stopped(busybox_root):
         assert jail_record(ip)["jid"] == jid
         time.sleep(0.3)  # its command has exited by now; the jail must still be there
         listed = {j["name"]: j for j in json.loads(hyjail("ls", "--json").stdout)}
-        assert listed["keep"]["params"] == {"persist": "1"}
+        assert listed["keep"]["params"]["persist"] == "1"
         assert listed["keep"]["processes"] == 1  # pid 1 alone
         entered = subprocess.run([sys.executable, "-m", "hyjail", "exec", "keep", "hostname"],
                                  capture_output=True, text=True, timeout=30)

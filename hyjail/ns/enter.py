@@ -2,8 +2,8 @@
 
 Owns: joining every namespace of the jail's pid 1 (the pid namespace is joined by the fork
 itself), taking the jail's root, choosing the user and environment from the jail's own
-/etc/passwd, then the same READY/GO handshake and exec as the jail's own command, so that an
-entered process can reach exactly what one started with the jail can.
+/etc/passwd, then the same READY/GO handshake, confinement and exec as the jail's own command,
+so that an entered process can reach exactly what one started with the jail can.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import linux
+from hyjail import cgroups, linux
 from hyjail.errors import SetupError
 from hyjail.ns import init
+from hyjail.ns.dilution import Account, Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
 
 # The mount namespace goes last: joining it moves this process's root into the jail, after
@@ -30,23 +31,30 @@ NAMESPACES = (("cgroup", linux.CLONE_NEWCGROUP), ("ipc", linux.CLONE_NEWIPC),
 LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
+def confinement_for(params: dict, account: Account | None = None) -> Confinement:
+    """The jail's own confinement (from its registry record), for an entered process."""
+    rlimits = tuple((name, int(soft), int(hard)) for name, soft, hard in params.get("rlimits", ()))
+    return Confinement(frozenset(params.get("allow", ())), rlimits, account)
+
+
 def open_namespaces(init_pid: int) -> dict[str, int]:
     """fds of pid 1's namespaces (and its pid namespace), opened on the host."""
     return {name: os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
             for name in ("pid", *(n for n, _ in NAMESPACES))}
 
 
-def main(namespaces: dict[str, int], argv: Sequence[str], env: dict[str, str],
-         user: str | None, login: bool, channel: socket.socket,
-         tty_fds: Sequence[int]) -> NoReturn:
-    guarded(channel, lambda: _enter_and_exec(namespaces, argv, env, user, login, channel,
-                                             tty_fds))
+def main(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
+         argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+         channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+    guarded(channel, lambda: _enter_and_exec(namespaces, params, cgroup_paths, argv, env, user,
+                                             login, channel, tty_fds))
 
 
-def _enter_and_exec(namespaces: dict[str, int], argv: Sequence[str], env: dict[str, str],
-                    user: str | None, login: bool, channel: socket.socket,
-                    tty_fds: Sequence[int]) -> NoReturn:
+def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
+                    argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+                    channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
+    cgroups.join(list(cgroup_paths))  # counted against the jail's limits, like its own
     for name, nstype in NAMESPACES:
         linux.setns(namespaces[name], nstype)
     os.chdir("/")
@@ -56,11 +64,9 @@ def _enter_and_exec(namespaces: dict[str, int], argv: Sequence[str], env: dict[s
         env = {"HOME": account.pw_dir, "SHELL": account.pw_shell, "USER": account.pw_name,
                "PATH": LOGIN_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
         os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
-    if user:
-        os.initgroups(account.pw_name, account.pw_gid)
-        os.setgid(account.pw_gid)
-        os.setuid(account.pw_uid)
-    init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel)
+    switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
+    init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
+                      confinement_for(params, switch_to))
 
 
 def _account(user: str | None) -> pwd.struct_passwd:

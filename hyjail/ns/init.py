@@ -16,8 +16,9 @@ import termios
 from collections.abc import Sequence
 from typing import NoReturn
 
-from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND
+from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP, HyjailError
 from hyjail.ns import control
+from hyjail.ns.dilution import Confinement
 
 # SPEC section 2: these, sent to `hyjail run`, reach the jailed command.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -34,21 +35,22 @@ def block_signals() -> None:
 
 
 def start_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
-                  tty: int | None, channel: socket.socket) -> int:
+                  tty: int | None, channel: socket.socket, confinement: Confinement) -> int:
     """Fork the command's process and exec argv in it; returns its pid (in the jail)."""
     pid = os.fork()
     if pid == 0:
         try:
-            exec_command(argv, env, stdio, tty, channel)
+            exec_command(argv, env, stdio, tty, channel, confinement)
         finally:
             os._exit(EXIT_CANNOT_EXECUTE)
     return pid
 
 
 def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
-                 tty: int | None, channel: socket.socket) -> NoReturn:
+                 tty: int | None, channel: socket.socket, confinement: Confinement) -> NoReturn:
     """Become argv: a new session (with tty as its controlling terminal), fds 0-2 from stdio
-    and nothing else, default signal state. Exec failure is reported on channel."""
+    and nothing else, default signal state, root diluted by `confinement`. A failure to
+    confine or to exec is reported on channel."""
     os.setsid()  # never the host's controlling terminal
     if tty is not None:
         fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
@@ -64,6 +66,12 @@ def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        confinement.apply()
+    except BaseException as e:  # never exec unconfined; say why in one line
+        reason = str(e) if isinstance(e, HyjailError | OSError) else f"{type(e).__name__}: {e}"
+        control.send_fail(channel, EXIT_SETUP, f"jail setup: {reason}")
+        os._exit(EXIT_SETUP)
     try:
         os.execvpe(argv[0], list(argv), env)
     except FileNotFoundError:

@@ -16,20 +16,25 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import linux
+from hyjail import cgroups, linux
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
-from hyjail.ns import control, init, mounts
+from hyjail.ns import control, init, mounts, userns
+from hyjail.ns.dilution import Confinement
 from hyjail.spec import JailSpec
 
-# pid is unshared by the supervisor before it forks us; we are already pid 1 of it.
-NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-              | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP)
+# pid is unshared by the supervisor before it forks us; we are already pid 1 of it. These are
+# owned by the host's user namespace, so jailed root holds no capability over them.
+HOST_OWNED = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
+# These are owned by the jail's user namespace: root inside may set its own hostname and
+# bind low ports or open raw sockets (as allow.* permits) on its own network stack.
+JAIL_OWNED = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET))
 
 
-def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
+         cgroup_paths: Sequence[str] = ()) -> NoReturn:
     """Run as the forked child, pid 1 of the new pid namespace. Never returns."""
-    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds))
+    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds, cgroup_paths))
 
 
 def guarded(channel: socket.socket, body: Callable[[], object]) -> NoReturn:
@@ -54,12 +59,19 @@ def _fail(channel: socket.socket, code: int, message: str) -> NoReturn:
         os._exit(code)
 
 
-def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
+                   cgroup_paths: Sequence[str]) -> NoReturn:
     # If the supervisor dies from here on, so does pid 1, and with it the whole pid namespace.
     # (If it died before this line, the GO read below sees end-of-file.)
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
-    linux.unshare(NAMESPACES)
+    cgroups.join(list(cgroup_paths))  # before the cgroup namespace: the jail's group is its root
+    linux.unshare(HOST_OWNED)
+    owned = userns.create(spec.id_map, sum(flag for _, flag in JAIL_OWNED))
+    for name, flag in JAIL_OWNED:
+        linux.setns(owned[name], flag)
+    for fd in owned.values():
+        os.close(fd)
     socket.sethostname(spec.hostname)
     mounts.carry_out(mounts.plan(spec.path))
     bring_up_loopback()
@@ -71,8 +83,9 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
     command_pid = None
     if spec.command:
+        confinement = Confinement(spec.allowed, spec.limits.rlimits)
         command_pid = init.start_command(spec.command, dict(spec.environ),
-                                         jail_stdio(tty, tty_fds), tty, channel)
+                                         jail_stdio(tty, tty_fds), tty, channel, confinement)
     # Pid 1 keeps nothing open: not the channel, the terminal, nor the host's stdio.
     os.closerange(0, 2**31 - 1)
     init.reap_until_exit(command_pid, spec.persist)

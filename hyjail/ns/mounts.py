@@ -1,9 +1,10 @@
 """The jail's filesystem: first a plan (a list of mount operations), then one loop that does it.
 
-Owns: which filesystems a jail gets (its root, a fresh /proc, a minimal /dev with its own devpts,
-a read-only /sys, the registry masked) and the pivot_root that leaves the host's tree unmounted,
-not merely hidden. `plan()` is pure and testable without a kernel; `carry_out()` runs in pid 1,
-inside the new mount namespace, before the command exists.
+Owns: which filesystems a jail gets (its root, a fresh /proc with its host-wide knobs read-only
+or masked, a minimal /dev with its own devpts, a read-only /sys, the registry masked) and the
+pivot_root that leaves the host's tree unmounted, not merely hidden. `plan()` is pure and
+testable without a kernel; `carry_out()` runs in pid 1, inside the new mount namespace, before
+the command exists.
 
 Targets inside the root are opened with O_NOFOLLOW one component at a time and mounted through
 /proc/self/fd, so a symlink planted in the root can never redirect a mount onto the host's tree.
@@ -24,6 +25,12 @@ from hyjail.registry import STATE_DIR
 # Every jail's root is bind-mounted here, inside its own private mount namespace only. Using a
 # staging point (rather than binding PATH onto itself) makes PATH "/" work like any other.
 STAGING = os.path.join(STATE_DIR, ".root")
+
+# /proc files that act on the whole host and check only for uid 0, not a capability: root
+# inside (uid 0 on files) must not write them. Read-only, like runc's and Docker's.
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+# /proc files that tell about the host's kernel; hidden under /dev/null or an empty tmpfs.
+PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi", "scsi")
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
@@ -52,6 +59,19 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class ReadOnly:
+    """Bind a file or directory onto itself, read-only; skipped if the kernel lacks it."""
+    target: str
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Hide a file under /dev/null, a directory under an empty read-only tmpfs; skipped if
+    the kernel lacks it."""
+    target: str
+
+
+@dataclass(frozen=True)
 class MakeDir:
     target: str  # inside a filesystem this plan made
     mode: int = 0o755
@@ -75,7 +95,8 @@ class PivotRoot:
     """Make STAGING the root and unmount the old one."""
 
 
-Operation = BindRoot | Detach | Mount | MakeDir | BindDevice | Symlink | PivotRoot
+Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
+             | PivotRoot)
 
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
@@ -86,6 +107,8 @@ def plan(path: str, state_dir: str = STATE_DIR) -> list[Operation]:
         BindRoot(path),
         Detach("proc"),
         Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
+        *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
+        *(Mask(f"proc/{name}") for name in PROC_MASKED),
         Detach("dev"),
         Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
     ]
@@ -113,12 +136,16 @@ def _relative_inside(target: str, root: str) -> str | None:
     return None if rel.startswith("..") else rel
 
 
-def _open_beneath(root_fd: int, target: str) -> int:
-    """Open a root-relative directory as O_PATH, refusing symlinks at every component."""
+def _open_beneath(root_fd: int, target: str, directory: bool = True) -> int:
+    """Open a root-relative directory (or any file, with directory=False) as O_PATH, refusing
+    symlinks at every component."""
     fd = os.dup(root_fd)
+    parts = target.split("/")
     try:
-        for part in target.split("/"):
-            flags = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+        for index, part in enumerate(parts):
+            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            if directory or index < len(parts) - 1:
+                flags |= os.O_DIRECTORY
             next_fd = os.open(part, flags, dir_fd=fd)
             os.close(fd)
             fd = next_fd
@@ -147,6 +174,24 @@ def carry_out(ops: list[Operation]) -> None:
                 os.close(root_fd)
 
 
+def _protect(op: ReadOnly | Mask, fd: int, root_fd: int) -> None:
+    path = _fd_path(fd)
+    if isinstance(op, ReadOnly):
+        linux.mount(path, path, None, MS_BIND | MS_REC)
+        # The bind now covers the path; remount it read-only through a fresh walk (the old
+        # fd, and any magic link to it, still names what lies under the bind).
+        fresh = _open_beneath(root_fd, op.target, directory=False)
+        try:
+            linux.mount(None, _fd_path(fresh), None,
+                        MS_BIND | MS_REMOUNT | MS_RDONLY | _NODEV_NOSUID_NOEXEC)
+        finally:
+            os.close(fresh)
+    elif os.path.isdir(path):
+        linux.mount("tmpfs", path, "tmpfs", _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=0")
+    else:
+        linux.mount("/dev/null", path, None, MS_BIND)
+
+
 def _describe(op: Operation) -> str:
     target = getattr(op, "target", None)
     where = f" /{target}" if target else ""
@@ -173,6 +218,15 @@ def _carry_out_one(op: Operation, root_fd: int) -> int:
             fd = _open_beneath(root_fd, target)
             try:
                 linux.mount(fstype, _fd_path(fd), fstype, flags, data)
+            finally:
+                os.close(fd)
+        case ReadOnly(target) | Mask(target):
+            try:
+                fd = _open_beneath(root_fd, target, directory=False)
+            except FileNotFoundError:
+                return root_fd  # this kernel has no such file: nothing to protect
+            try:
+                _protect(op, fd, root_fd)
             finally:
                 os.close(fd)
         case MakeDir(target, mode):

@@ -1,0 +1,60 @@
+"""FreeBSD's `allow.*` jail permissions: which exist, their defaults, and what each grants.
+
+Owns: the names (as `--allow NAME` and `allow.NAME=1` spell them), the default set, and turning
+user input into the frozen set a JailSpec carries. How a permission is enforced belongs to the
+backend (`hyjail.ns.dilution` on the namespace backend); a permission the backend cannot grant
+is refused when the jail is created, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from hyjail.errors import SetupError
+
+# name -> (on by default, what it lets root inside do)
+PERMISSIONS: Mapping[str, tuple[bool, str]] = {
+    "set_hostname": (True, "change the jail's hostname (never the host's)"),
+    "reserved_ports": (True, "bind ports below 1024 as root"),
+    "raw_sockets": (False, "open raw and packet sockets (their source is still the jail's IP)"),
+    "sysvipc": (False, "use System V IPC (in the jail's own IPC namespace)"),
+    "mlock": (False, "lock memory, within RLIMIT_MEMLOCK"),
+    "chflags": (False, "set immutable and append-only file flags"),
+    "mount": (False, "mount file systems (with allow.mount.<fstype>)"),
+}
+DEFAULT: frozenset[str] = frozenset(name for name, (on, _) in PERMISSIONS.items() if on)
+
+
+def known(name: str) -> bool:
+    """True for a permission name (without `allow.`), `mount.<fstype>` included."""
+    return name in PERMISSIONS or (name.startswith("mount.") and len(name) > len("mount."))
+
+
+def resolve(changes: Iterable[tuple[str, bool]]) -> frozenset[str]:
+    """The default set with each (name, on) change applied in order; unknown names refused."""
+    allowed = set(DEFAULT)
+    for name, on in changes:
+        if not known(name):
+            raise SetupError(f"allow.{name}: unknown permission "
+                             f"(known: {', '.join(sorted(PERMISSIONS))}, mount.<fstype>)")
+        (allowed.add if on else allowed.discard)(name)
+    return frozenset(allowed)
+
+
+def parse_option(text: str) -> tuple[str, bool]:
+    """`--allow` values: `NAME`, `allow.NAME`, `NAME=0|1`, `noNAME` (FreeBSD's negation)."""
+    name, sep, value = text.removeprefix("allow.").partition("=")
+    if sep:
+        return name, parse_truth(f"allow.{name}", value)
+    if name.startswith("no") and known(name[2:]):
+        return name[2:], False
+    return name, True
+
+
+def parse_truth(what: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SetupError(f"{what}={value}: not a boolean (1 or 0)")

@@ -1,0 +1,202 @@
+"""Per-jail control groups: one `hyjail` group with a child per jail, on v1, v2 and hybrid hosts.
+
+Owns: finding the host's cgroup hierarchies (from mountinfo, not from guesses about the
+distribution), choosing for each limit the hierarchy whose controller enforces it (v2 when the
+unified hierarchy has the controller, else the v1 hierarchy that carries it), creating
+`<hierarchy>/hyjail/<JID>` with the limits written, and removing it at teardown. A jail always
+gets a group in the unified hierarchy when one is mounted, so it can be found and killed whole.
+
+Pid 1 moves itself in (`join`) before it unshares its cgroup namespace, so that the jail sees
+its own group as the root and every process it ever has is counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from hyjail.errors import SetupError
+from hyjail.limits import Limits
+
+GROUP = "hyjail"
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    mount: str
+    version: int
+    controllers: frozenset[str]
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
+    """The cgroup hierarchies mounted on this host (first mount of each)."""
+    found: dict[frozenset[str] | str, Hierarchy] = {}
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            tail = fields[fields.index("-") + 1:]
+            fstype, mount_point, options = tail[0], fields[4], tail[2]
+            if fstype == "cgroup2" and "v2" not in found:
+                found["v2"] = Hierarchy(mount_point, 2, _v2_controllers(mount_point))
+            elif fstype == "cgroup":
+                controllers = frozenset(o for o in options.split(",")
+                                        if o not in ("rw", "ro") and "=" not in o)
+                found.setdefault(controllers, Hierarchy(mount_point, 1, controllers))
+    return list(found.values())
+
+
+def _v2_controllers(mount: str) -> frozenset[str]:
+    try:
+        with open(os.path.join(mount, "cgroup.controllers")) as f:
+            return frozenset(f.read().split())
+    except OSError:
+        return frozenset()
+
+
+def _needed(limits: Limits) -> dict[str, str]:
+    """controller -> the option that needs it."""
+    wanted = {"memory": limits.memory, "pids": limits.pids, "cpu": limits.cpus}
+    option = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
+    return {c: option[c] for c, v in wanted.items() if v is not None}
+
+
+def plan(limits: Limits, found: list[Hierarchy]) -> dict[Hierarchy, list[str]]:
+    """Which hierarchies get a group for this jail, and which controllers each enforces.
+    Raises SetupError naming the limit when no hierarchy can enforce it (fail closed)."""
+    chosen: dict[Hierarchy, list[str]] = {h: [] for h in found if h.version == 2}
+    for controller, option in _needed(limits).items():
+        home = next((h for h in found if h.version == 2 and controller in h.controllers), None)
+        home = home or next((h for h in found if h.version == 1 and controller in h.controllers),
+                            None)
+        if home is None:
+            raise SetupError(f"{option}: this host has no {controller} cgroup controller "
+                             "(not in the unified hierarchy nor a v1 one)")
+        chosen.setdefault(home, []).append(controller)
+    return chosen
+
+
+def jail_paths(jid: int, existing: bool = False) -> list[str]:
+    """Where jail `jid`'s groups would be on every hierarchy (or are, with `existing`)."""
+    paths = [os.path.join(h.mount, GROUP, str(jid)) for h in hierarchies()]
+    return [p for p in paths if os.path.isdir(p)] if existing else paths
+
+
+def create(jid: int, limits: Limits) -> list[str]:
+    """Create the jail's groups with its limits written; returns their paths. On failure,
+    removes what it made and raises SetupError."""
+    chosen = plan(limits, hierarchies())
+    made: list[str] = []
+    try:
+        for hierarchy, controllers in chosen.items():
+            path = _make_group(hierarchy, controllers, jid)
+            made.append(path)
+            for controller in controllers:
+                _write_limit(hierarchy.version, path, controller, limits)
+    except OSError as e:
+        remove(made)
+        raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
+    return made
+
+
+def _make_group(hierarchy: Hierarchy, controllers: list[str], jid: int) -> str:
+    parent = os.path.join(hierarchy.mount, GROUP)
+    path = os.path.join(parent, str(jid))
+    for _ in range(10):  # another supervisor may remove an empty parent under us
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent, 0o755)
+        if hierarchy.version == 2 and controllers:
+            enable = " ".join(f"+{c}" for c in controllers)
+            _write(os.path.join(hierarchy.mount, "cgroup.subtree_control"), enable)
+            _write(os.path.join(parent, "cgroup.subtree_control"), enable)
+        try:
+            os.mkdir(path, 0o755)
+            return path
+        except FileNotFoundError:
+            continue
+        except FileExistsError:
+            _remove_group(path)  # a leftover of a dead jail with this JID
+            os.mkdir(path, 0o755)
+            return path
+    raise OSError(errno.EBUSY, "kept disappearing", parent)
+
+
+def _write_limit(version: int, path: str, controller: str, limits: Limits) -> None:
+    if controller == "memory":
+        if version == 2:
+            _write(os.path.join(path, "memory.max"), str(limits.memory))
+            _write_if_present(os.path.join(path, "memory.swap.max"), "0")
+        else:
+            _write(os.path.join(path, "memory.limit_in_bytes"), str(limits.memory))
+            _write_if_present(os.path.join(path, "memory.memsw.limit_in_bytes"),
+                              str(limits.memory))
+    elif controller == "pids":
+        _write(os.path.join(path, "pids.max"), str(limits.pids))
+    elif controller == "cpu":
+        quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
+        if version == 2:
+            _write(os.path.join(path, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
+        else:
+            _write(os.path.join(path, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+            _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _write_if_present(path: str, value: str) -> None:
+    if os.path.exists(path):
+        _write(path, value)
+
+
+def join(paths: list[str]) -> None:
+    """Move the calling process into each group (run by pid 1, and by jexec's entering
+    process, before they take the jail's cgroup namespace)."""
+    for path in paths:
+        _write(os.path.join(path, "cgroup.procs"), "0")
+
+
+def remove(paths: list[str]) -> None:
+    """Kill anything left in the groups, remove them, and the `hyjail` parents once empty."""
+    for path in paths:
+        _remove_group(path)
+        with contextlib.suppress(OSError):  # busy: other jails' groups are in it
+            os.rmdir(os.path.dirname(path))
+
+
+def _remove_group(path: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        _kill_members(path)
+        time.sleep(0.01)
+
+
+def _kill_members(path: str) -> None:
+    kill_file = os.path.join(path, "cgroup.kill")
+    if os.path.exists(kill_file):
+        with contextlib.suppress(OSError):
+            _write(kill_file, "1")
+        return
+    with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs")) as f:
+        for pid in f.read().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def remove_jail(jid: int) -> None:
+    """Remove whatever groups jail `jid` has (the reclaim path, which kept no list)."""
+    remove(jail_paths(jid, existing=True))

@@ -1,0 +1,91 @@
+"""Diluting root (SPEC R5) on the namespace backend: the last steps before a jailed exec.
+
+Owns: the one function, `Confinement.apply`, that both the jail's command (`ns.init`) and an
+entered process (`ns.enter`, for jexec) run just before exec, so the two can never differ:
+join the jail's user namespace, lower the rlimits, cut the capability bounding set to what
+ordinary root work needs, clear the inheritable and ambient sets, switch user (jexec -u), set
+no_new_privs, load the seccomp filter, and then check from /proc that all of it holds.
+
+What root keeps, by default: file ownership and permission overrides, setuid/setgid to other
+users, kill, chroot, binding ports below 1024 and setting the jail's hostname (the last two are
+`allow.reserved_ports` and `allow.set_hostname`). Capabilities held in the jail's user
+namespace reach only what it owns, its hostname and its network stack; CAP_NET_ADMIN is never
+kept, so the jail cannot change its addresses or routes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+import prctl
+
+from hyjail import linux
+from hyjail.errors import SetupError
+from hyjail.limits import RLIMITS
+from hyjail.ns import syscall_filter, userns
+
+BASE_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
+             "sys_chroot", "audit_write")
+GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
+              "raw_sockets": "net_raw"}
+
+
+def kept_caps(allowed: frozenset[str]) -> tuple[str, ...]:
+    return BASE_CAPS + tuple(cap for gate, cap in GATED_CAPS.items() if gate in allowed)
+
+
+def cap_mask(names: tuple[str, ...]) -> int:
+    return sum(1 << getattr(prctl, f"CAP_{name.upper()}") for name in names)
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Confinement:
+    allowed: frozenset[str]
+    rlimits: tuple[tuple[str, int, int], ...] = ()
+    account: Account | None = None  # switch to this user (jexec -u); else stay root
+
+    def apply(self) -> None:
+        """Confine the calling (single-threaded, about to exec) process. Raises SetupError
+        when any part does not hold afterwards: a jail never runs half-diluted."""
+        userns.join_jail_userns()
+        for name, soft, hard in self.rlimits:
+            resource.setrlimit(RLIMITS[name], (soft, hard))
+        keep = kept_caps(self.allowed)
+        wanted = cap_mask(keep)
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
+        for cap in range(last_cap + 1):  # by number: caps newer than python-prctl go too
+            if not wanted & (1 << cap):
+                prctl.capbset_drop(cap)
+        prctl.cap_inheritable.limit()
+        linux.clear_ambient_caps()
+        if self.account is not None:
+            os.initgroups(self.account.name, self.account.gid)
+            os.setgid(self.account.gid)
+            os.setuid(self.account.uid)  # leaving uid 0 clears every capability
+        if os.geteuid() == 0:
+            prctl.cap_effective.limit(*keep)  # effective must stay within permitted
+            prctl.cap_permitted.limit(*keep)
+        prctl.set_no_new_privs(True)
+        syscall_filter.load(self.allowed)
+        _verify(wanted)
+
+
+def _verify(bounding: int) -> None:
+    with open("/proc/self/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    expected = {"CapBnd": bounding, "CapInh": 0, "CapAmb": 0}
+    for field, value in expected.items():
+        if int(status[field], 16) != value:
+            raise SetupError(f"superuser dilution did not hold: {field} is {status[field]}")
+    if status.get("NoNewPrivs") != "1" or status.get("Seccomp") != "2":
+        raise SetupError("superuser dilution did not hold: no_new_privs or seccomp missing")

@@ -1,0 +1,90 @@
+"""The jail's seccomp filter: what capabilities alone do not take from root, for every ABI.
+
+Owns: the table of denied system calls (with the errno each gets), the permission gates that
+open parts of it (`allow.*`), and building one libseccomp filter that applies the table to the
+x86_64, i386 (also `int 0x80` from a 64-bit process, which the kernel reports as i386) and x32
+ABIs alike, killing the process on any other ABI.
+
+Arguments that the kernel reads as 32-bit values (an ioctl's request) are compared on their
+low 32 bits only, so setting high bits cannot slip a request past the filter.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+
+# Loaded now, on the host's tree: the filter is loaded after pivot_root, where the jail's root
+# need not have libseccomp.
+import pyseccomp as sc
+
+# Namespace flags for clone/unshare; CLONE_NEWTIME (0x80) only means that to unshare.
+NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
+                   0x40000000)
+CLONE_NEWTIME = 0x00000080
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+MAP_LOCKED = 0x2000  # x86
+
+DENIED_EPERM = (
+    # file systems and the root
+    "mount", "umount", "umount2", "pivot_root", "mount_setattr", "move_mount", "open_tree",
+    "fsopen", "fsconfig", "fsmount", "fspick", "open_by_handle_at", "name_to_handle_at",
+    "quotactl", "quotactl_fd", "swapon", "swapoff", "nfsservctl", "uselib",
+    # namespaces
+    "setns",
+    # the kernel itself
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
+    "bpf", "perf_event_open", "lookup_dcookie", "acct", "syslog",
+    "iopl", "ioperm", "vm86", "vm86old", "modify_ldt",
+    # the clock
+    # (adjtimex and clock_adjtime stay: reading is harmless, setting needs CAP_SYS_TIME)
+    "settimeofday", "stime", "clock_settime", "clock_settime64",
+    # keyrings, userfaultfd
+    "keyctl", "add_key", "request_key", "userfaultfd",
+)
+DENIED_ENOSYS = ("clone3",)  # its flags sit in memory the filter cannot read; libc falls back
+
+# allow.* gates: the calls each permission opens, and the errno they get when it is off.
+GATES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "set_hostname": (errno.EPERM, ("sethostname", "setdomainname")),
+    "sysvipc": (errno.ENOSYS, ("ipc", "shmget", "shmat", "shmdt", "shmctl", "semget", "semop",
+                               "semtimedop", "semtimedop_time64", "semctl", "msgget", "msgsnd",
+                               "msgrcv", "msgctl")),
+    "mlock": (errno.EPERM, ("mlock", "mlock2", "mlockall")),
+}
+
+
+def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
+    """Every whole system call the filter denies for this permission set, with its errno."""
+    allowed = set(allowed)
+    table = {name: errno.EPERM for name in DENIED_EPERM}
+    table.update({name: errno.ENOSYS for name in DENIED_ENOSYS})
+    for permission, (err, names) in GATES.items():
+        if permission not in allowed:
+            table.update({name: err for name in names})
+    return table
+
+
+def load(allowed: Iterable[str]) -> None:
+    """Build and load the filter into the calling thread (no_new_privs must be set)."""
+    allowed = set(allowed)
+    f = sc.SyscallFilter(sc.ALLOW)
+    f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    for arch in (sc.Arch.X86, sc.Arch.X32):
+        if not f.exist_arch(arch):
+            f.add_arch(arch)
+    for name, err in denied_calls(allowed).items():
+        f.add_rule(sc.ERRNO(err), name)
+    for flag in NAMESPACE_FLAGS:
+        f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    for flag in (*NAMESPACE_FLAGS, CLONE_NEWTIME):
+        f.add_rule(sc.ERRNO(errno.EPERM), "unshare", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    for request in (TIOCSTI, TIOCLINUX):
+        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl",
+                   sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    if "mlock" not in allowed:
+        for name in ("mmap", "mmap2"):
+            f.add_rule(sc.ERRNO(errno.EPERM), name,
+                       sc.Arg(3, sc.MASKED_EQ, MAP_LOCKED, MAP_LOCKED))
+    f.load()

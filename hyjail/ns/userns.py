@@ -1,0 +1,84 @@
+"""The jail's user namespace, and the namespaces it owns.
+
+Owns: making a user namespace with a given id map, and in it the jail's UTS and network
+namespaces. Jailed processes live in this user namespace; pid 1 and the host stay outside it.
+So root inside holds capabilities only over what this namespace owns (its hostname, its
+network stack), and none at all over the host's user namespace, which owns the jail's mount,
+pid, IPC and cgroup namespaces: the kernel itself refuses jailed root a mount, a device node,
+a module or the clock, whatever a capability set or a filter would say.
+
+By default the map is the identity (root inside is uid 0 on files, as with FreeBSD jails);
+`--userns` maps the jail's ids onto an unprivileged host range instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hyjail import linux
+
+
+def create(id_map: tuple[tuple[int, int, int], ...], owned: int) -> dict[str, int]:
+    """Make a user namespace mapped by id_map and, owned by it, namespaces of the `owned`
+    CLONE_* flags; return fds {"user", "uts", "net", ...} for those made.
+
+    A throwaway child does the unsharing (a process cannot write its own map with a range,
+    and the namespaces must be created from inside the user namespace); the caller, still in
+    the parent user namespace, writes the map and keeps the namespaces by opening them.
+    """
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            # Our pid as the mounted /proc knows it, which need not be the pid namespace we
+            # are in: pid 1 still sees the host's /proc at this point.
+            proc_pid = os.readlink("/proc/self")
+            linux.unshare(linux.CLONE_NEWUSER)
+            os.write(to_parent_w, proc_pid.encode() + b"\n")
+            if os.read(to_child_r, 1) == b"m":  # mapped
+                linux.unshare(owned)
+                os.write(to_parent_w, b"n")
+                os.read(to_child_r, 1)  # until the parent has opened them
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        proc_pid = os.read(to_parent_r, 32).decode().strip()
+        if not proc_pid.isdigit():
+            raise OSError("jail setup: unshare of the user namespace failed")
+        text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in id_map)
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{proc_pid}/{name}", "w") as f:
+                f.write(text)
+        os.write(to_child_w, b"m")
+        if os.read(to_parent_r, 1) != b"n":
+            raise OSError("jail setup: unshare of the jail's namespaces failed")
+        names = ["user", *(name for name, flag in _KINDS if owned & flag)]
+        return {name: os.open(f"/proc/{proc_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                for name in names}
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        os.waitpid(pid, 0)
+
+
+_KINDS = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
+          ("ipc", linux.CLONE_NEWIPC), ("mnt", linux.CLONE_NEWNS))
+
+
+def join_jail_userns() -> None:
+    """Enter the user namespace that owns this process's UTS namespace (the jail's), unless
+    already in it. Afterwards the process has full capabilities there and none outside."""
+    with open("/proc/self/ns/uts", "rb") as uts:
+        owner = linux.owning_userns(uts.fileno())
+    try:
+        if os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino:
+            linux.setns(owner, linux.CLONE_NEWUSER)
+    finally:
+        os.close(owner)
