@@ -7,6 +7,7 @@ given to a jail the test starts, or to the host end of that jail's own veth.
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import json
 import os
@@ -158,7 +159,8 @@ def leaked_state() -> dict[str, list]:
     records = os.listdir(STATE_DIR) if os.path.isdir(STATE_DIR) else []
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f if "hyjail" in line.split()[1]]
-    leaks = {"interfaces": links, "records": records, "mounts": mounts,
+    cgroups = glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail")
+    leaks = {"interfaces": links, "records": records, "mounts": mounts, "cgroups": cgroups,
              "jailed processes": _nested_pid_processes()}
     return {k: v for k, v in leaks.items() if v}
 
@@ -171,6 +173,12 @@ def _clean_up_leaks() -> None:
     for name in os.listdir("/sys/class/net"):
         if name.startswith("hj"):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
+    for group in glob.glob("/sys/fs/cgroup/hyjail/*") + glob.glob("/sys/fs/cgroup/*/hyjail/*"):
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
+    for parent in glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail"):
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +200,13 @@ def no_leaks(request):
 def busybox_root(tmp_path_factory) -> str:
     from hyjail.rootfs import busybox
     return busybox.build(str(tmp_path_factory.mktemp("roots") / "busybox"))
+
+
+@pytest.fixture(scope="session")
+def probe_root(tmp_path_factory) -> str:
+    """A busybox root with tests/probes/r5probe (static, built here) in its /bin."""
+    from hyjail.rootfs import busybox
+    root = busybox.build(str(tmp_path_factory.mktemp("roots") / "probe"))
+    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", os.path.join(root, "bin", "r5probe"),
+                    os.path.join(HERE, "probes", "r5probe.c")], check=True)
+    return root

@@ -1,0 +1,157 @@
+/* Attempts what a jailed root must not do (SPEC R5), and some it must, with raw system calls.
+ *
+ * usage: r5probe EXPECTED_HOSTNAME ABI OP [OP...]
+ *   ABI is "64" (the x86_64 syscall instruction) or "int80" (the i386 ABI through int 0x80
+ *   from this 64-bit process). Prints one line per OP: "OP=ok" or "OP=<errno name>".
+ *
+ * It refuses to do anything (exit 99) unless it runs inside a hyjail jail: the hostname must be
+ * the one the test gave the jail and pid 1 must be the jail's init. Built static and non-PIE, so
+ * every buffer passed through int 0x80 lies below 4 GiB.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REFUSED 99
+
+static char buf[4096] __attribute__((aligned(4096)));
+static char attr[128];
+static long long ts64[2];
+static int ts32[2];
+static unsigned int socket_args[3];
+static int zero_timezone[2];
+static struct { unsigned int bytes; int type; unsigned char h[8]; } handle = {8, 1, {0}};
+
+struct op {
+    const char *name;
+    long nr64, nr32;
+    long a[5];
+};
+
+static long sys32(long nr, long a, long b, long c, long d, long e)
+{
+    long ret;
+    __asm__ volatile("int $0x80"
+                     : "=a"(ret)
+                     : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
+                     : "memory", "r8", "r9", "r10", "r11");
+    return (int)ret;
+}
+
+static int inside_jail(const char *expected)
+{
+    char host[256] = {0}, comm[64] = {0};
+    FILE *f = fopen("/proc/1/comm", "r");
+    if (!f)
+        return 0;
+    if (!fgets(comm, sizeof comm, f))
+        comm[0] = 0;
+    fclose(f);
+    gethostname(host, sizeof host - 1);
+    return strcmp(host, expected) == 0 && strcmp(comm, "hyjail-init\n") == 0;
+}
+
+#define P(x) ((long)(x))
+
+int main(int argc, char **argv)
+{
+    if (argc < 4 || !inside_jail(argv[1])) {
+        fprintf(stderr, "r5probe: refusing to run outside the jail it was given\n");
+        return REFUSED;
+    }
+    int i386 = strcmp(argv[2], "int80") == 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ts64[0] = now.tv_sec;
+    ts64[1] = now.tv_nsec;
+    ts32[0] = (int)now.tv_sec;
+    ts32[1] = (int)now.tv_nsec;
+    socket_args[0] = 2; /* AF_INET, SOCK_RAW, IPPROTO_ICMP for socketcall */
+    socket_args[1] = 3;
+    socket_args[2] = 1;
+    ((unsigned int *)attr)[1] = sizeof attr; /* perf_event_attr.size */
+    close(open("/tmp/hjprobe-own", O_CREAT | O_WRONLY, 0600));
+    int own_ns = open("/proc/self/ns/uts", O_RDONLY);
+
+    struct op ops[] = {
+        {"mount", 165, 21, {P("none"), P("/tmp"), P("tmpfs"), 0, 0}},
+        {"umount", 166, 52, {P("/proc"), 2 /* MNT_DETACH */}},
+        {"pivot_root", 155, 217, {P("."), P(".")}},
+        {"mknod_chr", 133, 14, {P("/tmp/hjprobe-c"), S_IFCHR | 0600, makedev(1, 3)}},
+        {"mknod_blk", 133, 14, {P("/tmp/hjprobe-b"), S_IFBLK | 0600, makedev(7, 0)}},
+        {"init_module", 175, 128, {P(buf), 16, P("")}},
+        {"delete_module", 176, 129, {P("hjprobe_none"), O_NONBLOCK}},
+        {"reboot", 169, 88, {0xfee1dead, 672274793, 0x89ABCDEF /* CAD_ON */, 0}},
+        {"clock_settime", 227, 264, {CLOCK_REALTIME, 0}},
+        {"settimeofday", 164, 79, {0, P(zero_timezone)}},
+        {"unshare_mnt", 272, 310, {0x00020000}},
+        {"unshare_user", 272, 310, {0x10000000}},
+        {"unshare_net", 272, 310, {0x40000000}},
+        {"setns_own", 308, 346, {own_ns, 0}},
+        {"open_by_handle_at", 304, 342, {-100 /* AT_FDCWD */, P(&handle), O_RDONLY}},
+        {"tiocsti", 16, 54, {0, 0x5412, P("x")}},
+        {"raw_socket", 41, 359, {2, 3, 1}},
+        {"packet_socket", 41, 359, {17, 3, 0}},
+        {"bpf", 321, 357, {0 /* BPF_MAP_CREATE */, P(attr), sizeof attr}},
+        {"perf_event_open", 298, 336, {P(attr), 0, -1, -1, 0}},
+        {"kexec_load", 246, 283, {0, 0, 0, 0}},
+        {"userfaultfd", 323, 374, {0}},
+        {"keyctl", 250, 288, {0 /* GET_KEYRING_ID */, -3 /* session */, 0}},
+        {"iopl", 172, 110, {3}},
+        {"ioperm", 173, 101, {0x80, 1, 1}},
+        {"swapon", 167, 87, {P("/tmp/hjprobe-own"), 0}},
+        {"syslog", 103, 103, {3 /* READ_ALL */, P(buf), 16}},
+        {"acct", 163, 51, {0}},
+        {"write_proc_sys", 2, 5, {P("/proc/sys/kernel/domainname"), O_WRONLY}},
+        {"write_sys", 2, 5, {P("/sys/kernel/profiling"), O_WRONLY}},
+        {"sethostname", 170, 74, {P("hjprobe"), 7}},
+        {"mlock", 149, 150, {P(buf), sizeof buf}},
+        {"shmget", 29, 395, {0 /* IPC_PRIVATE */, 4096, 01600 /* IPC_CREAT|0600 */}},
+        {"chown", 92, 212, {P("/tmp/hjprobe-own"), 1000, 1000}},
+        {"chroot", 161, 61, {P("/tmp")}},
+    };
+    for (int k = 3; k < argc; k++) {
+        const char *name = argv[k];
+        long ret;
+        if (strncmp(name, "ptrace:", 7) == 0) { /* PTRACE_ATTACH to a pid given by the test */
+            long pid = atol(name + 7);
+            ret = i386 ? sys32(26, 16, pid, 0, 0, 0) : syscall(101, 16, pid, 0, 0);
+            ret = (!i386 && ret < 0) ? -errno : ret;
+        } else if (strcmp(name, "socketcall_raw") == 0 && i386) {
+            ret = sys32(102, 1 /* SYS_SOCKET */, P(socket_args), 0, 0, 0);
+        } else if (strcmp(name, "tiocsti_high_bits") == 0 && !i386) {
+            ret = syscall(16, 0, 0x100005412L, "x");
+            ret = ret < 0 ? -errno : ret;
+        } else {
+            struct op *op = NULL;
+            for (size_t j = 0; j < sizeof ops / sizeof ops[0]; j++)
+                if (strcmp(ops[j].name, name) == 0)
+                    op = &ops[j];
+            if (!op) {
+                printf("%s=unknown\n", name);
+                continue;
+            }
+            long a[5];
+            memcpy(a, op->a, sizeof a);
+            if (strcmp(name, "clock_settime") == 0)
+                a[1] = i386 ? P(ts32) : P(ts64);
+            if (i386) {
+                ret = sys32(op->nr32, a[0], a[1], a[2], a[3], a[4]);
+            } else {
+                ret = syscall(op->nr64, a[0], a[1], a[2], a[3], a[4]);
+                ret = ret < 0 ? -errno : ret;
+            }
+        }
+        printf("%s=%s\n", name, ret < 0 ? strerrorname_np((int)-ret) : "ok");
+        fflush(stdout);
+    }
+    return 0;
+}

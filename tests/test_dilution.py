@@ -1,0 +1,165 @@
+"""R5: root inside a jail is diluted, for the x86_64 ABI and for int 0x80 alike, and the
+allow.* permissions open exactly their part. Every attempt is a real system call made by
+tests/probes/r5probe.c, as root inside a real jail."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from conftest import HOST_IP, connect_to_jail, fresh_ip, hyjail, jail_record, needs_root, running
+
+pytestmark = needs_root
+
+# What each attempt must get. EPERM from the capability set, the seccomp filter or both;
+# EROFS where the file system is read-only; ENOSYS for SysV IPC without allow.sysvipc, as on
+# FreeBSD.
+DENIED = {
+    "mount": "EPERM", "umount": "EPERM", "pivot_root": "EPERM",
+    "mknod_chr": "EPERM", "mknod_blk": "EPERM",
+    "init_module": "EPERM", "delete_module": "EPERM", "kexec_load": "EPERM",
+    "reboot": "EPERM", "clock_settime": "EPERM", "settimeofday": "EPERM",
+    "swapon": "EPERM", "acct": "EPERM", "syslog": "EPERM",
+    "unshare_mnt": "EPERM", "unshare_user": "EPERM", "unshare_net": "EPERM",
+    "setns_own": "EPERM", "open_by_handle_at": "EPERM", "tiocsti": "EPERM",
+    "raw_socket": "EPERM", "packet_socket": "EPERM",
+    "bpf": "EPERM", "perf_event_open": "EPERM", "userfaultfd": "EPERM", "keyctl": "EPERM",
+    "iopl": "EPERM", "ioperm": "EPERM",
+    "write_proc_sys": "EROFS", "write_sys": "EROFS",
+    "mlock": "EPERM", "shmget": "ENOSYS",
+}
+# Ordinary root work that must still succeed.
+ALLOWED = {"chown": "ok", "chroot": "ok", "sethostname": "ok"}
+ONLY_ABI = {"64": {"tiocsti_high_bits": "EPERM"}, "int80": {"socketcall_raw": "EPERM"}}
+
+
+def run_probe(root: str, abi: str, ops, *options: str) -> dict[str, str]:
+    # sethostname goes last: the probe refuses to run once the hostname is not the jail's.
+    ops = sorted(ops, key=lambda op: op == "sethostname")
+    result = hyjail("run", *options, root, "r5", "127.0.0.1", "/bin/r5probe", "r5", abi, *ops)
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_root_inside_cannot_do_what_r5_forbids(probe_root, abi):
+    expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi]}
+    assert run_probe(probe_root, abi, expected) == expected
+
+
+def test_probe_refuses_outside_a_jail(probe_root):
+    result = subprocess.run([os.path.join(probe_root, "bin", "r5probe"), "r5", "64", "mount"],
+                            capture_output=True, text=True)
+    assert result.returncode == 99 and result.stdout == ""
+
+
+def test_capabilities_and_filter_as_seen_from_inside(busybox_root):
+    script = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; id -u"
+    result = hyjail("run", busybox_root, "caps", "127.0.0.1", "/bin/sh", "-c", script)
+    status = dict(line.split(":\t") for line in result.stdout.splitlines()[:-1])
+    assert result.stdout.splitlines()[-1] == "0"
+    # chown, dac_override, fowner, fsetid, kill, setgid, setuid, net_bind_service,
+    # sys_chroot, sys_admin (in the jail's user namespace only), audit_write.
+    assert status["CapBnd"] == status["CapPrm"] == status["CapEff"] == "00000000202404fb"
+    assert status["CapInh"] == status["CapAmb"] == "0000000000000000"
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+
+
+def test_ordinary_root_work_still_succeeds(busybox_root):
+    ip = fresh_ip()
+    script = """
+        echo data > /root/file && chown 1000:1000 /root/file && ls -ln /root/file
+        su -s /bin/sh -c 'id -u' nobody 2>&1 || echo su failed
+        echo served | nc -l -p 80
+    """
+    with running("run", busybox_root, "work", ip, "/bin/sh", "-c", script) as jail:
+        with connect_to_jail(ip, 80) as conn:  # port 80, reached at the jail's address
+            assert conn.recv(64) == b"served\n"
+        out, err = jail.communicate(timeout=20)
+    assert jail.returncode == 0, err
+    words = out.split()
+    assert words[2:4] == ["1000", "1000"], out  # chown
+    assert "65534" in words and "su failed" not in out  # setuid to another user
+
+
+def test_jexec_is_confined_like_the_command(probe_root):
+    ip = fresh_ip()
+    with running("run", "--name", "entered", probe_root, "entered", ip, "/bin/sleep", "60"):
+        jail_record(ip)
+        result = hyjail("exec", "entered", "/bin/r5probe", "entered", "64", "mount",
+                        "unshare_user", "raw_socket", "chown")
+        assert result.stdout.split() == ["mount=EPERM", "unshare_user=EPERM",
+                                         "raw_socket=EPERM", "chown=ok"], result.stderr
+        caps = hyjail("exec", "entered", "/bin/grep", "CapBnd", "/proc/self/status")
+        assert caps.stdout.split() == ["CapBnd:", "00000000202404fb"]
+
+
+def test_ptrace_of_another_jails_process_finds_no_such_process(probe_root):
+    ip = fresh_ip()
+    with running("run", probe_root, "victim", ip, "/bin/sleep", "60"):
+        victim = jail_record(ip)["init_pid"]
+        script = f"r5probe attacker 64 ptrace:{victim}"
+        result = hyjail("run", probe_root, "attacker", "127.0.0.1", "/bin/sh", "-c", script)
+        assert result.stdout.strip() == f"ptrace:{victim}=ESRCH", result.stderr
+
+
+# ---- allow.* gates, each both ways -------------------------------------------------------
+
+def test_set_hostname_on_by_default_and_off_when_taken_away(probe_root):
+    assert run_probe(probe_root, "64", ["sethostname"]) == {"sethostname": "ok"}
+    off = run_probe(probe_root, "int80", ["sethostname"], "--allow", "noset_hostname")
+    assert off == {"sethostname": "EPERM"}
+    result = hyjail("run", "--allow", "set_hostname=0", probe_root, "h", "127.0.0.1",
+                    "/bin/sh", "-c", "hostname x; hostname")
+    assert result.stdout.strip() == "h" and "hostname" in result.stderr
+
+
+def test_raw_sockets_gate_and_the_source_stays_the_jail_ip(probe_root):
+    ip = fresh_ip()
+    assert run_probe(probe_root, "64", ["raw_socket", "packet_socket"],
+                     "--allow", "raw_sockets") == {"raw_socket": "ok", "packet_socket": "ok"}
+    # A raw ICMP echo to the host end of the veth arrives from the jail's address.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    listener.settimeout(10)
+    with listener, running("run", "--allow", "raw_sockets", "--host-ip", HOST_IP, probe_root,
+                           "pinger", ip, "/bin/sh", "-c", "sleep 1; ping -c 3 " + HOST_IP):
+        record = jail_record(ip)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            record["host_link"].encode())
+        packet, _ = listener.recvfrom(2048)
+        assert socket.inet_ntoa(packet[12:16]) == ip
+        assert packet[20] == 8  # an echo request
+
+
+def test_sysvipc_gate(probe_root):
+    assert run_probe(probe_root, "int80", ["shmget"]) == {"shmget": "ENOSYS"}
+    assert run_probe(probe_root, "int80", ["shmget"], "--allow", "sysvipc") == {"shmget": "ok"}
+
+
+def test_mlock_gate(probe_root):
+    assert run_probe(probe_root, "64", ["mlock"], "--allow", "mlock") == {"mlock": "ok"}
+
+
+def test_reserved_ports_gate(busybox_root):
+    script = "nc -l -p 80 & sleep 0.3; netstat -ltn | grep -c ':80 '; kill $! 2>/dev/null"
+    off = hyjail("run", "--allow", "noreserved_ports", busybox_root, "p", "127.0.0.1",
+                 "/bin/sh", "-c", script)
+    assert off.stdout.strip() == "0" and "ermission denied" in off.stderr
+    high = hyjail("run", "--allow", "noreserved_ports", busybox_root, "p", "127.0.0.1",
+                  "/bin/sh", "-c", script.replace("80", "8080"))
+    assert high.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("option, message", [
+    ("nosuch", "allow.nosuch: unknown permission"),
+    ("chflags", "allow.chflags: cannot be granted"),
+    ("mount", "allow.mount: cannot be granted"),
+    ("raw_sockets=maybe", "allow.raw_sockets=maybe: not a boolean"),
+])
+def test_bad_or_ungrantable_permissions_are_refused(busybox_root, option, message):
+    result = hyjail("run", "--allow", option, busybox_root, "b", "127.0.0.1", "/bin/true")
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"hyjail: {message}") and len(result.stderr.splitlines()) == 1
