@@ -62,8 +62,8 @@ def test_busybox_root_view(busybox_root, tmp_path):
     (mounts,) = [line for line in lines if line.startswith("mounts=")]
     assert mounts.split("=", 1)[1].split() == [
         "/", "/proc", "/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/keys",
-        "/proc/timer_list", "/proc/acpi", "/dev", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-        "/dev/urandom", "/dev/tty", "/dev/pts", "/dev/shm", "/sys"]
+        "/proc/timer_list", "/proc/acpi", "/dev", "/dev/null", "/dev/zero", "/dev/full",
+        "/dev/random", "/dev/urandom", "/dev/tty", "/dev/pts", "/dev/shm", "/sys"]
     (pids,) = [line for line in lines if line.startswith("pids=")]
     assert len(pids.split("=", 1)[1].split()) <= 6  # init, sh and its short-lived children
 
