@@ -1,0 +1,115 @@
+"""Resource limits: --memory, --pids and --cpus through the jail's own cgroups (on this hybrid
+host: v1 controllers, plus a group in the unified hierarchy), and --rlimit on the command."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import fresh_ip, hyjail, jail_record, needs_root, running
+
+pytestmark = needs_root
+
+# Fills a shell variable with N MiB: the shell itself grows, so the memory limit meets it.
+HOG = "x=$(dd if=/dev/zero bs=1048576 count={mib} 2>/dev/null | tr '\\0' a); echo survived"
+
+
+def test_memory_hog_is_stopped_by_the_limit(busybox_root):
+    unlimited = hyjail("run", busybox_root, "hog", "127.0.0.1", "/bin/sh", "-c",
+                       HOG.format(mib=48))
+    assert (unlimited.returncode, unlimited.stdout) == (0, "survived\n"), unlimited.stderr
+    limited = hyjail("run", "--memory", "24M", busybox_root, "hog", "127.0.0.1", "/bin/sh",
+                     "-c", HOG.format(mib=48))
+    assert limited.returncode == 137 and "survived" not in limited.stdout  # OOM-killed
+
+
+def test_fork_bomb_is_held_and_the_host_stays_responsive(busybox_root):
+    ip = fresh_ip()
+    bomb = "echo started; b() { b | b & }; b; sleep 30"
+    with running("run", "--pids", "40", busybox_root, "bomb", ip, "/bin/sh", "-c",
+                 bomb) as jail:
+        assert jail.stdout.readline() == "started\n"
+        record = jail_record(ip)
+        time.sleep(2)
+        (group,) = glob.glob(f"/sys/fs/cgroup/pids/hyjail/{record['jid']}")
+        with open(os.path.join(group, "pids.current")) as f:
+            assert int(f.read()) <= 40
+        with open(os.path.join(group, "pids.events")) as f:
+            assert int(f.read().split()[1]) > 0  # forks were refused at the limit
+        started = time.monotonic()
+        subprocess.run(["/bin/true"], check=True)
+        assert time.monotonic() - started < 1.0
+
+
+def cpu_seconds_of_a_busy_loop(root: str, *options: str, wall: float = 2.0) -> float:
+    """CPU time a jailed busy loop gets in `wall` seconds (utime+stime, from inside)."""
+    script = (f"(while :; do :; done) & sleep {wall}; "
+              "awk '{print $14 + $15}' /proc/$!/stat; kill $!")
+    result = hyjail("run", *options, root, "cpu", "127.0.0.1", "/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[0]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cpus_caps_usage(busybox_root):
+    capped = cpu_seconds_of_a_busy_loop(busybox_root, "--cpus", "0.2")
+    free = cpu_seconds_of_a_busy_loop(busybox_root)
+    # 0.2 CPU for 2 s is 0.4 s; allow scheduling slack either way.
+    assert 0.2 <= capped <= 0.7, capped
+    assert free >= 1.2, free
+
+
+def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
+    ip = fresh_ip()
+    with running("run", "--memory", "64M", "--pids", "50", "--cpus", "1.5", busybox_root, "lim",
+                 ip, "/bin/sleep", "60"):
+        record = jail_record(ip)
+        jid = record["jid"]
+        assert record["params"]["limits"] == {"memory": str(64 * 2**20), "pids": "50",
+                                              "cpus": "1.5"}
+        groups = sorted(glob.glob(f"/sys/fs/cgroup/*/hyjail/{jid}"))
+        assert [g.split("/")[4] for g in groups] == ["cpu", "memory", "pids", "unified"]
+        for group in groups:  # pid 1 and everything under it
+            with open(os.path.join(group, "cgroup.procs")) as f:
+                assert str(record["init_pid"]) in f.read().split()
+        with open(f"/sys/fs/cgroup/cpu/hyjail/{jid}/cpu.cfs_quota_us") as f:
+            assert f.read().strip() == "150000"
+    # The no_leaks fixture checks that every hyjail group is gone afterwards.
+
+
+def test_jexec_joins_the_jails_groups(busybox_root):
+    ip = fresh_ip()
+    with running("run", "--name", "grouped", "--pids", "50", busybox_root, "grouped", ip,
+                 "/bin/sleep", "60"):
+        jid = jail_record(ip)["jid"]
+        result = hyjail("exec", "grouped", "/bin/cat", "/proc/self/cgroup")
+        assert result.returncode == 0, result.stderr
+        # Inside its cgroup namespace the jail's own group is the root, for the entered
+        # process as well.
+        assert "pids:/\n" in result.stdout
+        with open(f"/sys/fs/cgroup/pids/hyjail/{jid}/pids.current") as f:
+            assert int(f.read()) >= 1
+
+
+def test_rlimits_are_set_on_the_command(busybox_root):
+    result = hyjail("run", "--rlimit", "nofile=64:128", "--rlimit", "core=0", busybox_root,
+                    "rl", "127.0.0.1", "/bin/sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c")
+    assert result.stdout.split() == ["64", "128", "0"], result.stderr
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--rlimit", "nofile=10:99999999999"], "above the host's hard limit"),
+    (["--rlimit", "nofile=64:32"], "the soft limit is above the hard limit"),
+    (["--rlimit", "bogus=1"], "NAME=SOFT[:HARD]"),
+    (["--rlimit", "nofile=1", "--rlimit", "nofile=2"], "given twice"),
+    (["--memory", "lots"], "--memory lots"),
+    (["--pids", "0"], "--pids 0"),
+    (["--cpus", "-1"], "--cpus -1"),
+])
+def test_bad_limits_get_one_line_and_125(busybox_root, option, message):
+    result = hyjail("run", *option, busybox_root, "bad", "127.0.0.1", "/bin/true")
+    assert result.returncode == 125
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
