@@ -35,8 +35,8 @@ def resolve(changes: Iterable[tuple[str, bool]]) -> frozenset[str]:
     allowed = set(DEFAULT)
     for name, on in changes:
         if not known(name):
-            raise SetupError(f"allow.{name}: unknown permission "
-                             f"(known: {', '.join(sorted(PERMISSIONS))}, mount.<fstype>)")
+            names = ", ".join([*sorted(PERMISSIONS), "mount.<fstype>"])
+            raise SetupError(f"allow.{name}: unknown permission (known: {names})")
         (allowed.add if on else allowed.discard)(name)
     return frozenset(allowed)
 

@@ -20,14 +20,18 @@ import os
 import subprocess
 from collections.abc import Iterable
 
+from hyjail import allow, limits
 from hyjail.errors import SetupError
+from hyjail.limits import Limits
 from hyjail.spec import JailSpec
 
 HOOKS_CREATE = ("exec.prestart", "exec.created", "exec.poststart")
 HOOKS_REMOVE = ("exec.prestop", "exec.stop", "exec.poststop")
+# hyjail's own parameters, named as `hyjail run`'s options: memory, pids, cpus, rlimit.NAME.
+LIMITS = ("memory", "pids", "cpus")
 KNOWN = frozenset({"name", "jid", "path", "host.hostname", "ip4.addr", "ip6.addr", "persist",
                    "command", "exec.start", "stop.timeout", "exec.clean", "mount.devfs",
-                   *HOOKS_CREATE, *HOOKS_REMOVE})
+                   *LIMITS, *HOOKS_CREATE, *HOOKS_REMOVE})
 
 Params = dict[str, list[str] | bool]
 
@@ -66,16 +70,30 @@ def _one(params: Params, name: str, default: str | None = None) -> str | None:
 
 
 def _check_known(params: Params) -> None:
-    for name, value in params.items():
-        if name.startswith("allow."):
-            # Dilution of root is not built yet: only "on" (what root can already do) is true
-            # to its word. Anything else, `allow.noX` included, is refused (fail closed).
-            turned_on = value is True or value in (["1"], ["true"])
-            if not turned_on or name.rsplit(".", 1)[1].startswith("no"):
-                raise SetupError(f"{name}: turning a permission off is not enforced yet")
-            continue
-        if name not in KNOWN:
+    for name in params:
+        if not (name in KNOWN or name.startswith(("allow.", "rlimit."))):
             raise SetupError(f"unknown parameter: {name}")
+
+
+def _allow_changes(params: Params) -> list[tuple[str, bool]]:
+    """allow.X, allow.noX, allow.X=1|0 (and allow.noX=1) as (permission, on) changes."""
+    changes = []
+    for name, value in params.items():
+        if not name.startswith("allow."):
+            continue
+        permission, on = name.removeprefix("allow."), True
+        if permission.startswith("no") and allow.known(permission[2:]):
+            permission, on = permission[2:], False
+        if value is not True:
+            on = allow.parse_truth(name, _one(params, name)) == on
+        changes.append((permission, on))
+    return changes
+
+
+def _limits(params: Params) -> Limits:
+    rlimits = [f"{name.removeprefix('rlimit.')}={_one(params, name)}"
+               for name in params if name.startswith("rlimit.")]
+    return limits.create(*(_one(params, name) for name in LIMITS), rlimits=rlimits)
 
 
 def to_spec(params: Params) -> JailSpec:
@@ -94,7 +112,8 @@ def to_spec(params: Params) -> JailSpec:
         path, _one(params, "host.hostname", _one(params, "name") or "jail"),
         ",".join(addresses) or "127.0.0.1", argv, name=_one(params, "name"),
         persist=params.get("persist") is True, jid=_one(params, "jid"),
-        environ={"PATH": "/sbin:/bin:/usr/sbin:/usr/bin"} if params.get("exec.clean") else None)
+        environ={"PATH": "/sbin:/bin:/usr/sbin:/usr/bin"} if params.get("exec.clean") else None,
+        allow_changes=tuple(_allow_changes(params)), limits=_limits(params))
 
 
 def hooks(params: Params, names: Iterable[str]) -> dict[str, list[str]]:

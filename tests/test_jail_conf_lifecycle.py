@@ -113,12 +113,19 @@ def test_failing_start_removes_the_jail(busybox_root):
 
 @pytest.mark.parametrize("args,code,message", [
     (["-c", "path=/", "bogus=1"], 125, "jail: unknown parameter: bogus\n"),
-    (["-c", "path=/", "allow.raw_sockets=0"], 125,
-     "jail: allow.raw_sockets: turning a permission off is not enforced yet\n"),
-    (["-c", "path=/", "allow.noraw_sockets"], 125,
-     "jail: allow.noraw_sockets: turning a permission off is not enforced yet\n"),
-    (["-c", "path=/", "allow.mount=maybe"], 125,
-     "jail: allow.mount: turning a permission off is not enforced yet\n"),
+    (["-c", "path=/", "allow.raw_sockets=maybe"], 125,
+     "jail: allow.raw_sockets=maybe: not a boolean (1 or 0)\n"),
+    (["-c", "path=/", "allow.bogus", "command=/bin/true"], 125,
+     "jail: allow.bogus: unknown permission (known: chflags, mlock, mount, raw_sockets, "
+     "reserved_ports, set_hostname, sysvipc, mount.<fstype>)\n"),
+    (["-c", "path=/", "allow.chflags", "command=/bin/true"], 125,
+     "jail: allow.chflags: cannot be granted: immutable and append-only flags need "
+     "CAP_LINUX_IMMUTABLE in the host's user namespace, which jailed root never holds\n"),
+    (["-c", "path=/", "memory=lots"], 125,
+     "jail: --memory lots: a size such as 256M, 1G or 1048576 (bytes)\n"),
+    (["-c", "path=/", "rlimit.nofile=1:99999999999"], 125,
+     "jail: --rlimit nofile=1:99999999999: above the host's hard limit 20000 "
+     "(a jail's limits can only be lower)\n"),
     (["-c", "host.hostname=x"], 125, "jail: path: a jail needs one\n"),
     (["-c", "-r", "x"], 2, "jail: -c and -r do not go together\n"),
 ])
@@ -127,6 +134,18 @@ def test_bad_parameters(args, code, message):
         pytest.skip("jails need root")
     result = jail(*args)
     assert (result.returncode, result.stderr) == (code, message)
+
+
+@needs_root
+def test_allow_and_limit_parameters_reach_the_jail(busybox_root):
+    script = "hostname other; ulimit -n; cat /proc/self/status | grep CapBnd"
+    result = jail("-c", f"path={busybox_root}", "host.hostname=fixed", "allow.noset_hostname",
+                  "allow.raw_sockets=1", "pids=30", "rlimit.nofile=77",
+                  "command=/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert "hostname" in result.stderr  # refused: allow.set_hostname is off
+    # sys_admin gone (set_hostname off), net_raw there (raw_sockets on).
+    assert result.stdout.split() == ["77", "CapBnd:", "00000000200424fb"]
 
 
 @needs_root
