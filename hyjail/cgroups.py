@@ -65,18 +65,25 @@ def _needed(limits: Limits) -> dict[str, str]:
     return {c: option[c] for c, v in wanted.items() if v is not None}
 
 
+def home(controller: str, found: list[Hierarchy]) -> Hierarchy | None:
+    """The hierarchy that enforces `controller`: the unified one if it has it, else v1's."""
+    for version in (2, 1):
+        for hierarchy in found:
+            if hierarchy.version == version and controller in hierarchy.controllers:
+                return hierarchy
+    return None
+
+
 def plan(limits: Limits, found: list[Hierarchy]) -> dict[Hierarchy, list[str]]:
     """Which hierarchies get a group for this jail, and which controllers each enforces.
     Raises SetupError naming the limit when no hierarchy can enforce it (fail closed)."""
     chosen: dict[Hierarchy, list[str]] = {h: [] for h in found if h.version == 2}
     for controller, option in _needed(limits).items():
-        home = next((h for h in found if h.version == 2 and controller in h.controllers), None)
-        home = home or next((h for h in found if h.version == 1 and controller in h.controllers),
-                            None)
-        if home is None:
+        hierarchy = home(controller, found)
+        if hierarchy is None:
             raise SetupError(f"{option}: this host has no {controller} cgroup controller "
                              "(not in the unified hierarchy nor a v1 one)")
-        chosen.setdefault(home, []).append(controller)
+        chosen.setdefault(hierarchy, []).append(controller)
     return chosen
 
 

@@ -88,6 +88,22 @@ def build(kind: str, dest: str | None) -> int:
 
 
 @hyjail.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def features(as_json: bool) -> int:
+    """What this host supports: user namespaces, seccomp, cgroups, allow.* permissions."""
+    from hyjail.features import as_dicts, probe
+    rows = probe()
+    if as_json:
+        import json
+        click.echo(json.dumps(as_dicts(rows), indent=2))
+        return 0
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        click.echo(f"{row.name:<{width}}  {'yes' if row.available else 'no ':<3}  {row.detail}")
+    return 0
+
+
+@hyjail.command()
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
     from hyjail.registry import Registry

@@ -113,3 +113,51 @@ def test_bad_limits_get_one_line_and_125(busybox_root, option, message):
     result = hyjail("run", *option, busybox_root, "bad", "127.0.0.1", "/bin/true")
     assert result.returncode == 125
     assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# ---- choosing hierarchies: pure planning, for the layouts this host does not have -----------
+
+V2_HOST = ("30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n")
+V1_HOST = ("31 25 0:27 / /sys/fs/cgroup/memory rw shared:5 - cgroup cgroup rw,memory\n"
+           "32 25 0:28 / /sys/fs/cgroup/pids rw shared:6 - cgroup cgroup rw,pids\n"
+           "33 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw shared:7 - cgroup cgroup rw,cpu,cpuacct\n")
+
+
+def test_plan_prefers_the_unified_hierarchy_and_falls_back_to_v1(tmp_path):
+    from hyjail import cgroups
+    from hyjail.limits import Limits
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(V2_HOST + V1_HOST)
+    found = cgroups.hierarchies(str(mountinfo))
+    assert [(h.mount, h.version) for h in found] == [
+        ("/sys/fs/cgroup", 2), ("/sys/fs/cgroup/memory", 1), ("/sys/fs/cgroup/pids", 1),
+        ("/sys/fs/cgroup/cpu,cpuacct", 1)]
+    # A unified hierarchy with the memory controller enforces --memory; v1 the rest.
+    v2 = cgroups.Hierarchy("/sys/fs/cgroup", 2, frozenset({"memory"}))
+    plan = cgroups.plan(Limits(memory=1 << 20, pids=5, cpus=1.0), [v2, *found[1:]])
+    assert {h.mount: c for h, c in plan.items()} == {
+        "/sys/fs/cgroup": ["memory"], "/sys/fs/cgroup/pids": ["pids"],
+        "/sys/fs/cgroup/cpu,cpuacct": ["cpu"]}
+    # No limits: only the unified group (to find and kill the jail whole).
+    assert list(cgroups.plan(Limits(), [v2, *found[1:]])) == [v2]
+
+
+def test_plan_refuses_a_limit_no_hierarchy_enforces():
+    from hyjail import cgroups
+    from hyjail.errors import SetupError
+    from hyjail.limits import Limits
+    bare_v2 = cgroups.Hierarchy("/sys/fs/cgroup", 2, frozenset())
+    with pytest.raises(SetupError, match="--pids: this host has no pids cgroup controller"):
+        cgroups.plan(Limits(pids=10), [bare_v2])
+
+
+def test_features_reports_this_host():
+    import json
+    result = hyjail("features", "--json")
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["cgroups"]["detail"] == "hybrid"
+    assert rows["--pids (pids controller)"]["detail"] == "v1 at /sys/fs/cgroup/pids"
+    assert rows["allow.raw_sockets"]["available"] and not rows["allow.chflags"]["available"]
+    assert rows["user namespaces (root)"]["available"]
+    table = hyjail("features").stdout
+    assert "allow.set_hostname" in table and "seccomp filters" in table
