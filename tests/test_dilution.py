@@ -50,6 +50,21 @@ def test_root_inside_cannot_do_what_r5_forbids(probe_root, abi):
     assert run_probe(probe_root, abi, expected) == expected
 
 
+def test_root_inside_cannot_change_the_network(busybox_root):
+    ip = fresh_ip()
+    script = f"""
+        ip link add hjprobe0 type dummy; echo "link_add=$?"
+        ip addr add 10.77.250.1/32 dev eth0; echo "addr_add=$?"
+        ip link set eth0 down; echo "link_down=$?"
+        ip route add 10.77.250.0/24 dev eth0; echo "route_add=$?"
+        ip -o addr show eth0 | awk '{{print "addr=" $4}}'
+    """
+    result = hyjail("run", busybox_root, "net", ip, "/bin/sh", "-c", script)
+    assert result.stdout.split() == ["link_add=2", "addr_add=2", "link_down=2", "route_add=2",
+                                     f"addr={ip}/32"], result.stderr
+    assert result.stderr.count("Operation not permitted") == 4, result.stderr
+
+
 def test_probe_refuses_outside_a_jail(probe_root):
     result = subprocess.run([os.path.join(probe_root, "bin", "r5probe"), "r5", "64", "mount"],
                             capture_output=True, text=True)
