@@ -20,7 +20,8 @@ _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "-
 
 def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
          allow: tuple[str, ...] = (), memory: str | None = None, pids: str | None = None,
-         cpus: str | None = None, rlimit: tuple[str, ...] = (), **options) -> int:
+         cpus: str | None = None, rlimit: tuple[str, ...] = (), userns: bool = False,
+         userns_base: int | None = None, **options) -> int:
     from hyjail import limits
     from hyjail.allow import parse_option
     from hyjail.spec import JailSpec
@@ -28,6 +29,10 @@ def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
     if not command and not options.get("persist"):
         raise click.UsageError("Missing argument 'COMMAND...' (only --persist jails have none).")
     require_root()  # first: as another user, every later check would fail for that reason
+    if userns_base is not None and not userns:
+        raise click.UsageError("--userns-base needs --userns")
+    if userns:
+        options["userns_base"] = -1 if userns_base is None else userns_base
     spec = JailSpec.create(path, hostname, ip, command,
                            allow_changes=tuple(parse_option(a) for a in allow),
                            limits=limits.create(memory, pids, cpus, rlimit), **options)
@@ -55,6 +60,11 @@ def hyjail() -> None:
               help="A FreeBSD allow.* permission for root inside (noNAME or NAME=0 takes one "
                    "away): set_hostname and reserved_ports (on by default), raw_sockets, "
                    "sysvipc, mlock.")
+@click.option("--userns", is_flag=True,
+              help="Map the jail's uids and gids 0-65535 onto an unprivileged host range (one "
+                   "of the jail's own, from 2^30 + JID*65536), so root inside is nobody outside.")
+@click.option("--userns-base", type=int, metavar="UID",
+              help="With --userns: the first host id of the range.")
 @click.option("--memory", metavar="SIZE", help="Memory limit (cgroup), e.g. 256M.")
 @click.option("--pids", metavar="N", help="Most processes and threads at once (cgroup).")
 @click.option("--cpus", metavar="N", help="CPU time, in CPUs' worth, e.g. 0.5 (cgroup).")

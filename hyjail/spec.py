@@ -32,6 +32,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # The identity (inside, outside, count): every id but (uid_t)-1, as on the host.
 IDENTITY_MAP = ((0, 0, 2**32 - 1),)
+USERNS_SIZE = 65536
+# --userns without a base: a range of its own per JID, far above ordinary users' ids.
+USERNS_AUTO_BASE = 2**30
 
 # Directories of the root that the jail's own filesystems are mounted on.
 REQUIRED_DIRS = ("proc", "dev")
@@ -100,6 +103,13 @@ def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
     return allowed
 
 
+def check_userns_base(base: int) -> int:
+    if base != -1 and not 1 <= base <= 2**32 - 1 - USERNS_SIZE:
+        raise SetupError(f"--userns {base}: a host uid from 1 that leaves room for "
+                         f"{USERNS_SIZE} ids")
+    return base
+
+
 @dataclass(frozen=True)
 class JailSpec:
     path: str
@@ -114,8 +124,8 @@ class JailSpec:
     environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     allowed: frozenset[str] = allow.DEFAULT  # the allow.* permissions root inside has
     limits: Limits = Limits()
-    # The jail's user namespace map (inside, outside, count); identity unless --userns.
-    id_map: tuple[tuple[int, int, int], ...] = IDENTITY_MAP
+    # --userns: map the jail's ids 0-65535 onto host ids from this base (None: identity).
+    userns_base: int | None = None
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -123,7 +133,7 @@ class JailSpec:
                persist: bool = False, jid: int | str | None = None,
                environ: dict[str, str] | None = None,
                allow_changes: tuple[tuple[str, bool], ...] = (),
-               limits: Limits | None = None) -> JailSpec:
+               limits: Limits | None = None, userns_base: int | None = None) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -150,7 +160,15 @@ class JailSpec:
             environ=tuple(env.items()),
             allowed=check_allowed(allow.resolve(allow_changes)),
             limits=limits or Limits(),
+            userns_base=check_userns_base(userns_base) if userns_base is not None else None,
         )
+
+    def id_map(self, jid: int) -> tuple[tuple[int, int, int], ...]:
+        """The jail's user namespace map (inside, outside, count)."""
+        if self.userns_base is None:
+            return IDENTITY_MAP
+        base = USERNS_AUTO_BASE + jid * USERNS_SIZE if self.userns_base == -1 else self.userns_base
+        return ((0, base, USERNS_SIZE),)
 
     def record_params(self) -> dict:
         """What the registry keeps of this spec beyond the jail's identity: what jexec needs

@@ -56,7 +56,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
         undo.callback(channel.close)
         with jail_end:
             jail = Child(lambda: linux.unshare(linux.CLONE_NEWPID),
-                         lambda: _jail_main(spec, jail_end, tty_fds, cgroup_paths))
+                         lambda: _jail_main(spec, jail_end, tty_fds, cgroup_paths,
+                                            spec.id_map(record.jid)))
         undo.callback(jail.kill)
         fds = wait_ready(channel)
 
@@ -72,9 +73,9 @@ def run(spec: JailSpec, registry: Registry | None = None,
 
 
 def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],
-               cgroup_paths: Sequence[str]) -> None:
+               cgroup_paths: Sequence[str], id_map: tuple[tuple[int, int, int], ...]) -> None:
     from hyjail.ns import jail
-    jail.main(spec, jail_end, tty_fds, cgroup_paths)
+    jail.main(spec, jail_end, tty_fds, cgroup_paths, id_map)
 
 
 def start_detached(spec: JailSpec) -> Record:

@@ -52,12 +52,12 @@ def test_root_inside_cannot_do_what_r5_forbids(probe_root, abi):
 
 def test_root_inside_cannot_change_the_network(busybox_root):
     ip = fresh_ip()
-    script = f"""
+    script = """
         ip link add hjprobe0 type dummy; echo "link_add=$?"
         ip addr add 10.77.250.1/32 dev eth0; echo "addr_add=$?"
         ip link set eth0 down; echo "link_down=$?"
         ip route add 10.77.250.0/24 dev eth0; echo "route_add=$?"
-        ip -o addr show eth0 | awk '{{print "addr=" $4}}'
+        ip -o addr show eth0 | awk '{print "addr=" $4}'
     """
     result = hyjail("run", busybox_root, "net", ip, "/bin/sh", "-c", script)
     assert result.stdout.split() == ["link_add=2", "addr_add=2", "link_down=2", "route_add=2",
@@ -178,3 +178,35 @@ def test_bad_or_ungrantable_permissions_are_refused(busybox_root, option, messag
     result = hyjail("run", "--allow", option, busybox_root, "b", "127.0.0.1", "/bin/true")
     assert result.returncode == 125
     assert result.stderr.startswith(f"hyjail: {message}") and len(result.stderr.splitlines()) == 1
+
+
+# ---- --userns ----------------------------------------------------------------------------
+
+def test_userns_root_inside_is_an_unprivileged_range_outside(busybox_root):
+    ip = fresh_ip()
+    made = os.path.join(busybox_root, "tmp", f"userns-{ip}")
+    script = f"id -u; touch /tmp/userns-{ip}; echo ready; sleep 30"
+    try:
+        with running("run", "--userns", "--name", "mapped", busybox_root, "mapped", ip,
+                     "/bin/sh", "-c", script) as jail:
+            assert jail.stdout.readline() == "0\n"  # root inside
+            assert jail.stdout.readline() == "ready\n"
+            jid = jail_record(ip)["jid"]
+            owner = os.stat(made).st_uid  # the root is a bind mount of the host's directory
+            assert owner == 2**30 + jid * 65536
+            entered = hyjail("exec", "mapped", "/bin/sh", "-c", "id -u; cat /proc/self/uid_map")
+            assert entered.stdout.split() == ["0", "0", str(owner), "65536"], entered.stderr
+    finally:
+        if os.path.exists(made):
+            os.unlink(made)
+
+
+def test_userns_base_is_honoured_and_needs_userns(busybox_root):
+    result = hyjail("run", "--userns", "--userns-base", "3000000000", busybox_root, "b",
+                    "127.0.0.1", "/bin/cat", "/proc/self/uid_map")
+    assert result.stdout.split() == ["0", "3000000000", "65536"], result.stderr
+    alone = hyjail("run", "--userns-base", "5", busybox_root, "b", "127.0.0.1", "/bin/true")
+    assert alone.returncode == 2 and "--userns-base needs --userns" in alone.stderr
+    too_high = hyjail("run", "--userns", "--userns-base", str(2**32 - 2), busybox_root, "b",
+                      "127.0.0.1", "/bin/true")
+    assert too_high.returncode == 125 and "--userns 4294967294" in too_high.stderr

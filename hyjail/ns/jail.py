@@ -32,9 +32,9 @@ JAIL_OWNED = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET))
 
 
 def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
-         cgroup_paths: Sequence[str] = ()) -> NoReturn:
+         cgroup_paths: Sequence[str], id_map: tuple[tuple[int, int, int], ...]) -> NoReturn:
     """Run as the forked child, pid 1 of the new pid namespace. Never returns."""
-    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds, cgroup_paths))
+    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds, cgroup_paths, id_map))
 
 
 def guarded(channel: socket.socket, body: Callable[[], object]) -> NoReturn:
@@ -60,14 +60,15 @@ def _fail(channel: socket.socket, code: int, message: str) -> NoReturn:
 
 
 def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
-                   cgroup_paths: Sequence[str]) -> NoReturn:
+                   cgroup_paths: Sequence[str],
+                   id_map: tuple[tuple[int, int, int], ...]) -> NoReturn:
     # If the supervisor dies from here on, so does pid 1, and with it the whole pid namespace.
     # (If it died before this line, the GO read below sees end-of-file.)
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
     cgroups.join(list(cgroup_paths))  # before the cgroup namespace: the jail's group is its root
     linux.unshare(HOST_OWNED)
-    owned = userns.create(spec.id_map, sum(flag for _, flag in JAIL_OWNED))
+    owned = userns.create(id_map, sum(flag for _, flag in JAIL_OWNED))
     for name, flag in JAIL_OWNED:
         linux.setns(owned[name], flag)
     for fd in owned.values():

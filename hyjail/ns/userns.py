@@ -74,7 +74,8 @@ _KINDS = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
 
 def join_jail_userns() -> None:
     """Enter the user namespace that owns this process's UTS namespace (the jail's), unless
-    already in it. Afterwards the process has full capabilities there and none outside."""
+    already in it, as its root. Afterwards the process has full capabilities there and none
+    outside."""
     with open("/proc/self/ns/uts", "rb") as uts:
         owner = linux.owning_userns(uts.fileno())
     try:
@@ -82,3 +83,7 @@ def join_jail_userns() -> None:
             linux.setns(owner, linux.CLONE_NEWUSER)
     finally:
         os.close(owner)
+    if os.getuid() != 0:  # host root is unmapped under --userns: become the jail's root
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
