@@ -58,11 +58,14 @@ def _v2_controllers(mount: str) -> frozenset[str]:
         return frozenset()
 
 
+# controller -> the option whose limit it enforces
+OPTIONS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
+
+
 def _needed(limits: Limits) -> dict[str, str]:
-    """controller -> the option that needs it."""
+    """controller -> the option that needs it, for the limits that are set."""
     wanted = {"memory": limits.memory, "pids": limits.pids, "cpu": limits.cpus}
-    option = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
-    return {c: option[c] for c, v in wanted.items() if v is not None}
+    return {c: OPTIONS[c] for c, v in wanted.items() if v is not None}
 
 
 def home(controller: str, found: list[Hierarchy]) -> Hierarchy | None:

@@ -49,8 +49,8 @@ def _unprivileged_userns() -> Feature:
     blocking = [name for name, blocked in knobs.items()
                 if _read("/proc/sys/" + name.replace(".", "/")) == blocked]
     if blocking:
-        return Feature("unprivileged user namespaces", False, "denied by sysctl " +
-                       ", ".join(f"{name}" for name in blocking))
+        return Feature("unprivileged user namespaces", False,
+                       "denied by sysctl " + ", ".join(blocking))
     return Feature("unprivileged user namespaces", True, "no sysctl restricts them")
 
 
@@ -59,7 +59,7 @@ def _cgroup_rows() -> list[Feature]:
     versions = {h.version for h in found}
     layout = {frozenset({1}): "v1", frozenset({2}): "v2", frozenset({1, 2}): "hybrid"}
     rows = [Feature("cgroups", bool(found), layout.get(frozenset(versions), "none"))]
-    for controller, option in (("memory", "--memory"), ("pids", "--pids"), ("cpu", "--cpus")):
+    for controller, option in cgroups.OPTIONS.items():
         home = cgroups.home(controller, found)
         where = f"v{home.version} at {home.mount}" if home else "no controller"
         rows.append(Feature(f"{option} ({controller} controller)", home is not None, where))

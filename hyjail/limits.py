@@ -35,11 +35,6 @@ class Limits:
     cpus: float | None = None  # CPUs' worth of time per period
     rlimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard)
 
-    @property
-    def cgroup(self) -> bool:
-        """True when a cgroup controller is needed to enforce these."""
-        return any(v is not None for v in (self.memory, self.pids, self.cpus))
-
     def describe(self) -> dict[str, str]:
         shown = {"memory": self.memory, "pids": self.pids, "cpus": self.cpus}
         out = {k: str(v) for k, v in shown.items() if v is not None}

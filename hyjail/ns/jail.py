@@ -68,11 +68,10 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     init.block_signals()
     cgroups.join(list(cgroup_paths))  # before the cgroup namespace: the jail's group is its root
     linux.unshare(HOST_OWNED)
-    owned = userns.create(id_map, sum(flag for _, flag in JAIL_OWNED))
+    owned = userns.create(id_map, JAIL_OWNED)
     for name, flag in JAIL_OWNED:
         linux.setns(owned[name], flag)
-    for fd in owned.values():
-        os.close(fd)
+        os.close(owned[name])
     socket.sethostname(spec.hostname)
     mounts.carry_out(mounts.plan(spec.path))
     bring_up_loopback()

@@ -18,9 +18,10 @@ import os
 from hyjail import linux
 
 
-def create(id_map: tuple[tuple[int, int, int], ...], owned: int) -> dict[str, int]:
-    """Make a user namespace mapped by id_map and, owned by it, namespaces of the `owned`
-    CLONE_* flags; return fds {"user", "uts", "net", ...} for those made.
+def create(id_map: tuple[tuple[int, int, int], ...],
+           owned: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    """Make a user namespace mapped by id_map and, owned by it, the `owned` namespaces
+    ((name, CLONE_* flag) pairs); return an fd of each by name.
 
     A throwaway child does the unsharing (a process cannot write its own map with a range,
     and the namespaces must be created from inside the user namespace); the caller, still in
@@ -40,7 +41,7 @@ def create(id_map: tuple[tuple[int, int, int], ...], owned: int) -> dict[str, in
             linux.unshare(linux.CLONE_NEWUSER)
             os.write(to_parent_w, proc_pid.encode() + b"\n")
             if os.read(to_child_r, 1) == b"m":  # mapped
-                linux.unshare(owned)
+                linux.unshare(sum(flag for _, flag in owned))
                 os.write(to_parent_w, b"n")
                 os.read(to_child_r, 1)  # until the parent has opened them
                 code = 0
@@ -59,17 +60,12 @@ def create(id_map: tuple[tuple[int, int, int], ...], owned: int) -> dict[str, in
         os.write(to_child_w, b"m")
         if os.read(to_parent_r, 1) != b"n":
             raise OSError("jail setup: unshare of the jail's namespaces failed")
-        names = ["user", *(name for name, flag in _KINDS if owned & flag)]
         return {name: os.open(f"/proc/{proc_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-                for name in names}
+                for name, _ in owned}
     finally:
         os.close(to_child_w)
         os.close(to_parent_r)
         os.waitpid(pid, 0)
-
-
-_KINDS = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
-          ("ipc", linux.CLONE_NEWIPC), ("mnt", linux.CLONE_NEWNS))
 
 
 def join_jail_userns() -> None:
