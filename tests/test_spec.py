@@ -76,7 +76,7 @@ def test_mount_plan_for_a_root(tmp_path):
     for d in ("proc", "dev", "sys"):
         (tmp_path / d).mkdir()
     plan = mounts.plan(str(tmp_path))
-    assert plan[0] == mounts.BindRoot(str(tmp_path))
+    assert plan[0] == mounts.BindRoot(str(tmp_path), "/run/hyjail/.root")
     assert plan[-1] == mounts.PivotRoot()
     fstypes = {op.target: op.fstype for op in plan if isinstance(op, mounts.Mount)}
     assert fstypes == {"proc": "proc", "dev": "tmpfs", "dev/pts": "devpts", "dev/shm": "tmpfs",

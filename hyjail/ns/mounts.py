@@ -22,9 +22,10 @@ from hyjail.errors import SetupError
 from hyjail.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
 from hyjail.registry import STATE_DIR
 
-# Every jail's root is bind-mounted here, inside its own private mount namespace only. Using a
-# staging point (rather than binding PATH onto itself) makes PATH "/" work like any other.
-STAGING = os.path.join(STATE_DIR, ".root")
+# Every jail's root is bind-mounted at this directory of the state directory, inside its own
+# private mount namespace only. Using a staging point (rather than binding PATH onto itself)
+# makes PATH "/" work like any other.
+STAGING_NAME = ".root"
 
 # /proc files that act on the whole host and check only for uid 0, not a capability: root
 # inside (uid 0 on files) must not write them. Read-only, like runc's and Docker's.
@@ -40,8 +41,10 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 
 @dataclass(frozen=True)
 class BindRoot:
-    """Make every host mount private (nothing propagates back) and bind PATH at STAGING."""
+    """Make every host mount private (nothing propagates back) and bind PATH at `staging`
+    (made if missing: an empty directory of the state directory)."""
     path: str
+    staging: str
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class Symlink:
 
 @dataclass(frozen=True)
 class PivotRoot:
-    """Make STAGING the root and unmount the old one."""
+    """Make the staged root the root and unmount the old one."""
 
 
 Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
@@ -104,7 +107,7 @@ _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 def plan(path: str, state_dir: str = STATE_DIR) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked)."""
     ops: list[Operation] = [
-        BindRoot(path),
+        BindRoot(path, os.path.join(state_dir, STAGING_NAME)),
         Detach("proc"),
         Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
         *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
@@ -201,10 +204,11 @@ def _describe(op: Operation) -> str:
 def _carry_out_one(op: Operation, root_fd: int) -> int:
     """Perform one operation; returns the (possibly new) fd of the jail's root."""
     match op:
-        case BindRoot(path):
+        case BindRoot(path, staging):
             linux.mount(None, "/", None, MS_REC | linux.MS_PRIVATE)
-            linux.mount(path, STAGING, None, MS_BIND | MS_REC)
-            root_fd = os.open(STAGING, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.makedirs(staging, 0o755, exist_ok=True)
+            linux.mount(path, staging, None, MS_BIND | MS_REC)
+            root_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         case Detach(target):
             fd = _open_beneath(root_fd, target)
             try:
