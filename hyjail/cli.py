@@ -25,10 +25,9 @@ def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
     from hyjail import limits
     from hyjail.allow import parse_option
     from hyjail.spec import JailSpec
-    from hyjail.supervisor import require_root, run, start_detached
+    from hyjail.supervisor import run, start_detached
     if not command and not options.get("persist"):
         raise click.UsageError("Missing argument 'COMMAND...' (only --persist jails have none).")
-    require_root()  # first: as another user, every later check would fail for that reason
     if userns_base is not None and not userns:
         raise click.UsageError("--userns-base needs --userns")
     if userns:
@@ -123,8 +122,6 @@ def gc() -> int:
 
 def _exec(which: str, command: tuple[str, ...], user: str | None, login: bool) -> int:
     from hyjail.jails import exec_in
-    from hyjail.supervisor import require_root
-    require_root()
     return exec_in(which, command, user=user, login=login)
 
 
@@ -191,10 +188,8 @@ def jail(create, remove, conf_file, args) -> int:
 def _jail_remove(names: tuple[str, ...]) -> int:
     from hyjail.jails import list_jails
     from hyjail.jails import stop as stop_jail
-    from hyjail.supervisor import require_root
     if not names:
         raise click.UsageError("jail -r needs a JID or name ('*' for all)")
-    require_root()
     if "*" in names:
         names = tuple(str(j.record.jid) for j in list_jails())
     for name in names:
@@ -204,8 +199,6 @@ def _jail_remove(names: tuple[str, ...]) -> int:
 
 def _jail_create(conf_file: str | None, args: tuple[str, ...]) -> int:
     from hyjail import lifecycle
-    from hyjail.supervisor import require_root
-    require_root()
     if conf_file is None:
         return lifecycle.create(lifecycle.parse_command_line(args))
     from hyjail import jailconf

@@ -43,15 +43,13 @@ def _can_create_user_namespace() -> tuple[bool, str]:
 
 
 def _unprivileged_userns() -> Feature:
-    knobs = {"kernel.unprivileged_userns_clone": "0",
-             "kernel.apparmor_restrict_unprivileged_userns": "1",
-             "user.max_user_namespaces": "0"}
-    blocking = [name for name, blocked in knobs.items()
-                if _read("/proc/sys/" + name.replace(".", "/")) == blocked]
+    from hyjail.rootless import blocking_knobs
+    blocking = blocking_knobs()
     if blocking:
         return Feature("unprivileged user namespaces", False,
                        "denied by sysctl " + ", ".join(blocking))
-    return Feature("unprivileged user namespaces", True, "no sysctl restricts them")
+    return Feature("unprivileged user namespaces", True,
+                   "no sysctl restricts them: users other than root get loopback-only jails")
 
 
 def _cgroup_rows() -> list[Feature]:

@@ -14,31 +14,33 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import prctl
 
 from hyjail import linux, terminal
-from hyjail.errors import HyjailError, SetupError
+from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.ns import control, init
 
 
 class Child:
-    """A child forked into another pid namespace, seen from the host."""
+    """A child forked into another pid namespace, seen from the host.
 
-    def __init__(self, enter_pid_namespace: Callable[[], None], child_main: Callable[[], None]):
-        host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            # Our next child lands in the chosen pid namespace; then restore, so that
-            # anything else this process forks stays in the host's.
-            enter_pid_namespace()
-            try:
-                self.pid = os.fork()
-                if self.pid == 0:
-                    child_main()  # never returns
-                    os._exit(125)
-            finally:
-                linux.setns(host_pidns, linux.CLONE_NEWPID)
-        finally:
-            os.close(host_pidns)
-        self.pidfd = os.pidfd_open(self.pid)
+    Root of the host enters the pid namespace, forks, and comes back out, so that nothing
+    else it forks lands there. A caller that could not come back out (a rootless one, root
+    of its own user namespace only) passes through_helper: a helper process enters, forks
+    the child, waits for it and exits with its status, so the caller never leaves the host's
+    pid namespace at all. Either way `pid` is the child's host pid.
+    """
+
+    def __init__(self, enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
+                 through_helper: bool = False):
+        if through_helper:
+            self._waited, self.pid, self.pidfd = _fork_through_helper(enter_pid_namespace,
+                                                                      child_main)
+        else:
+            self.pid = self._waited = _fork_into(enter_pid_namespace, child_main)
+            self.pidfd = os.pidfd_open(self.pid)
         self.status: int | None = None
 
     def signal(self, signum: int) -> None:
@@ -46,7 +48,7 @@ class Child:
             signal.pidfd_send_signal(self.pidfd, signum)
 
     def reap(self) -> int:
-        _, wait_status = os.waitpid(self.pid, 0)
+        _, wait_status = os.waitpid(self._waited, 0)
         self.status = init.exit_code(wait_status)
         os.close(self.pidfd)
         return self.status
@@ -58,15 +60,98 @@ class Child:
             self.reap()
 
 
-def wait_ready(channel: socket.socket) -> list[int]:
-    """The child's READY and the fds it carries; a reported failure raises it."""
-    message, fds = control.receive(channel)
+def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None]) -> int:
+    host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # Our next child lands in the chosen pid namespace; then restore, so that anything
+        # else this process forks stays in the host's.
+        enter_pid_namespace()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                child_main()  # never returns
+                os._exit(125)
+            return pid
+        finally:
+            linux.setns(host_pidns, linux.CLONE_NEWPID)
+    finally:
+        os.close(host_pidns)
+
+
+def _fork_through_helper(enter_pid_namespace: Callable[[], None],
+                         child_main: Callable[[], None]) -> tuple[int, int, int]:
+    """(helper pid, child pid, child pidfd). The helper reports the child's pid, or why it
+    could not fork it (raised here as SetupError), and waits until we hold the child's pidfd
+    before it may reap it (and its pid be reused)."""
+    mine, helpers = socket.socketpair()
+    helper = os.fork()
+    if helper == 0:
+        mine.close()
+        _helper_main(enter_pid_namespace, child_main, helpers)
+    helpers.close()
+    with mine:
+        answer = mine.recv(4096).decode(errors="replace")
+        if answer.isdigit():
+            pidfd = os.pidfd_open(int(answer))
+            mine.send(b"held")
+            return helper, int(answer), pidfd
+    os.waitpid(helper, 0)
+    code, _, message = answer.partition(" ")
+    if not code.isdigit():
+        raise SetupError("the helper that forks the jail's first process died")
+    raise SetupError(message, int(code))
+
+
+def _helper_main(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
+                 report: socket.socket) -> NoReturn:
+    code = EXIT_SETUP
+    try:
+        parent = os.getppid()
+        prctl.set_pdeathsig(signal.SIGKILL)  # the caller dies: so do we, and so does the child
+        if os.getppid() != parent:
+            os._exit(code)
+        for signum in init.FORWARDED:  # the caller forwards them to the child itself
+            signal.signal(signum, signal.SIG_IGN)
+        try:
+            enter_pid_namespace()
+        except HyjailError as e:
+            report.send(f"{e.exit_code} {e}".encode())
+            os._exit(code)
+        except OSError as e:
+            report.send(f"{EXIT_SETUP} jail setup: {e.strerror or e}".encode())
+            os._exit(code)
+        pid = os.fork()
+        if pid == 0:
+            for signum in init.FORWARDED:
+                signal.signal(signum, signal.SIG_DFL)
+            report.close()
+            child_main()  # never returns
+            os._exit(EXIT_SETUP)
+        report.send(str(pid).encode())
+        report.recv(16)  # the caller holds the child's pidfd (or is gone)
+        os.closerange(0, 2**31 - 1)  # hold nothing of the caller's: not its channel, not stdio
+        _, wait_status = os.waitpid(pid, 0)
+        code = init.exit_code(wait_status)
+    finally:
+        os._exit(code)
+
+
+def wait_ready(channel: socket.socket) -> tuple[list[int], dict[str, int]]:
+    """The child's READY and the fds it carries, with any namespaces it handed over first;
+    a reported failure raises it."""
+    namespaces: dict[str, int] = {}
+    while True:
+        message, fds = control.receive(channel)
+        handed = control.parse_namespaces(message, fds)
+        if handed is None:
+            break
+        namespaces = handed
     failure = control.parse_failure(message)
     if failure:
         raise SetupError(failure.message, failure.exit_code)
     if message != control.READY:
         raise SetupError("the jailed process died while setting up")
-    return fds
+    return fds, namespaces
 
 
 def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[int],

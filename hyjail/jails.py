@@ -66,18 +66,30 @@ def _describe(pid: int, jid: int) -> JailedProcess | None:
                          command=argv or f"[{status.get('Name', '?')}]")
 
 
+def _jail_pid_namespace(record: Record) -> str | None:
+    held = record.params.get("namespace_fds")
+    if held:  # rootless: pid 1's own /proc/N/ns is closed even to its owner
+        try:
+            return os.readlink(f"/proc/{record.supervisor_pid}/fd/{held['pid']}")
+        except OSError:
+            return None
+    return record.init_pid and _pid_namespace(record.init_pid)
+
+
 def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
     by_namespace = {}
+    by_init = {r.init_pid: r.jid for r in records if r.init_pid}
     for record in records:
-        namespace = record.init_pid and _pid_namespace(record.init_pid)
+        namespace = _jail_pid_namespace(record)
         if namespace:
             by_namespace[namespace] = record.jid
     found: dict[int, list[JailedProcess]] = {r.jid: [] for r in records}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        jid = by_namespace.get(_pid_namespace(int(entry)))
-        if jid is not None and (process := _describe(int(entry), jid)):
+        pid = int(entry)
+        jid = by_namespace.get(_pid_namespace(pid), by_init.get(pid))
+        if jid is not None and (process := _describe(pid, jid)):
             found[jid].append(process)
     return found
 
@@ -156,7 +168,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             login: bool = False, environ: dict[str, str] | None = None,
             registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
-    from hyjail import cgroups, linux, terminal
+    from hyjail import cgroups, terminal
     from hyjail.foreground import Child, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
 
@@ -165,7 +177,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
     env = dict(os.environ if environ is None else environ)
     with contextlib.ExitStack() as undo:
-        namespaces = enter.open_namespaces(record.init_pid)
+        namespaces = enter.open_namespaces(record)
         for fd in namespaces.values():
             undo.callback(os.close, fd)
         # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
@@ -174,11 +186,24 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         tty_fds = terminal.tty_fds()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
+        rootless = bool(record.params.get("rootless"))
+        cgroup_paths = [] if rootless else cgroups.jail_paths(record.jid, existing=True)
         with jail_end:
-            child = Child(lambda: linux.setns(namespaces["pid"], linux.CLONE_NEWPID),
-                          lambda: enter.main(namespaces, record.params,
-                                             cgroups.jail_paths(record.jid, existing=True),
-                                             argv, env, user, login, jail_end, tty_fds))
+            child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
+                          lambda: enter.main(namespaces, record.params, cgroup_paths,
+                                             argv, env, user, login, jail_end, tty_fds),
+                          through_helper=rootless)
         undo.callback(child.kill)
-        fds = wait_ready(channel)
+        fds, _ = wait_ready(channel)
         return run_in_foreground(child, channel, tty_fds, fds, undo)
+
+
+def _enter_pid_namespace(pidns: int, rootless: bool) -> None:
+    from hyjail import linux
+    if rootless:  # first the user's own namespace, which owns the jail's pid namespace
+        owner = linux.owning_userns(pidns)
+        try:
+            linux.setns(owner, linux.CLONE_NEWUSER)
+        finally:
+            os.close(owner)
+    linux.setns(pidns, linux.CLONE_NEWPID)

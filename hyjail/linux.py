@@ -32,6 +32,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1): the user namespace that owns a namespace
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): the CLONE_NEW* kind of a namespace fd
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -66,6 +67,11 @@ def setns(fd: int, nstype: int) -> None:
 def owning_userns(ns_fd: int) -> int:
     """A new fd of the user namespace that owns the namespace open at ns_fd."""
     return fcntl.ioctl(ns_fd, NS_GET_USERNS)
+
+
+def namespace_type(ns_fd: int) -> int:
+    """The CLONE_NEW* flag of the namespace open at ns_fd (OSError if it is not one)."""
+    return fcntl.ioctl(ns_fd, NS_GET_NSTYPE)
 
 
 def clear_ambient_caps() -> None:

@@ -27,5 +27,6 @@ def reclaim(record: Record) -> None:
     if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
         from hyjail.net import veth
         veth.delete(record.host_link)
-    from hyjail import cgroups
-    cgroups.remove_jail(record.jid)
+    if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
+        from hyjail import cgroups
+        cgroups.remove_jail(record.jid)

@@ -26,6 +26,13 @@ from hyjail.reclaim import reclaim as reclaim_stale
 STATE_DIR = "/run/hyjail"
 
 
+def default_state_dir() -> str:
+    """Root's registry is STATE_DIR; another user's jails are listed in a directory of their
+    own (`hyjail.rootless.state_dir`), so users never see or touch each other's records."""
+    from hyjail import rootless
+    return STATE_DIR if rootless.host_root() else rootless.state_dir()
+
+
 @dataclass(frozen=True)
 class Record:
     jid: int
@@ -56,11 +63,11 @@ class Record:
 
 
 class Registry:
-    def __init__(self, state_dir: str = STATE_DIR,
+    def __init__(self, state_dir: str | None = None,
                  reclaim: Callable[[Record], None] = reclaim_stale):
         self.reclaim = reclaim
-        self.state_dir = state_dir
-        self.jails_dir = os.path.join(state_dir, "jails")
+        self.state_dir = state_dir or default_state_dir()
+        self.jails_dir = os.path.join(self.state_dir, "jails")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

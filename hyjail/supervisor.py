@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
-from hyjail import cgroups, linux, terminal
+from hyjail import cgroups, linux, rootless, terminal
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, run_in_foreground, wait_ready
 from hyjail.net import host_link_name
@@ -26,11 +26,6 @@ from hyjail.spec import JailSpec
 BACKEND = "ns"
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise SetupError(f"must run as root (effective uid {os.geteuid()})")
-
-
 def run(spec: JailSpec, registry: Registry | None = None,
         on_ready: Callable[[Record], None] | None = None) -> int:
     """Run spec.command in a new jail, in the foreground; return its exit status (SPEC 2).
@@ -39,27 +34,42 @@ def run(spec: JailSpec, registry: Registry | None = None,
     code 126 or 127 when the command cannot be executed or found inside the jail.
     `on_ready` is called with the jail's record once it exists and is about to run.
     """
-    require_root()
+    host_root = rootless.host_root()
+    if not host_root:
+        rootless.refuse_what_needs_root(spec)
     registry = registry or Registry()
+    params = spec.record_params()
+    if not host_root:
+        params["rootless"] = "1"  # no cgroups to join or reclaim
     with contextlib.ExitStack() as undo:
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            params=spec.record_params(), jid=spec.jid,
+            params=params, jid=spec.jid,
             link_name=host_link_name if spec.needs_veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
-        cgroup_paths = cgroups.create(record.jid, spec.limits)
+        cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
         undo.callback(cgroups.remove, cgroup_paths)
 
         tty_fds = terminal.tty_fds()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
+        host = control.HostPlan(
+            cgroup_paths=tuple(cgroup_paths),
+            id_map=spec.id_map(record.jid) if host_root else rootless.JAIL_ID_MAP,
+            state_dir=registry.state_dir, hand_over_namespaces=not host_root)
         with jail_end:
-            jail = Child(lambda: linux.unshare(linux.CLONE_NEWPID),
-                         lambda: _jail_main(spec, jail_end, tty_fds, cgroup_paths,
-                                            spec.id_map(record.jid)))
+            jail = Child(
+                (lambda: linux.unshare(linux.CLONE_NEWPID)) if host_root
+                else rootless.enter_user_and_pid_namespaces,
+                lambda: _jail_main(spec, jail_end, tty_fds, host),
+                through_helper=not host_root)
         undo.callback(jail.kill)
-        fds = wait_ready(channel)
+        fds, namespaces = wait_ready(channel)
+        for fd in namespaces.values():
+            undo.callback(os.close, fd)
+        if namespaces:  # jexec opens them as /proc/<supervisor>/fd/N
+            record = registry.update(record, params={**record.params, "namespace_fds": namespaces})
 
         if spec.needs_veth:
             from hyjail.net import veth
@@ -73,15 +83,14 @@ def run(spec: JailSpec, registry: Registry | None = None,
 
 
 def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],
-               cgroup_paths: Sequence[str], id_map: tuple[tuple[int, int, int], ...]) -> None:
+               host: control.HostPlan) -> None:
     from hyjail.ns import jail
-    jail.main(spec, jail_end, tty_fds, cgroup_paths, id_map)
+    jail.main(spec, jail_end, tty_fds, host)
 
 
 def start_detached(spec: JailSpec) -> Record:
     """Start a jail whose supervisor runs on in the background (`--persist`, `jail -c`):
     returns its record once it exists, or raises what stopped it from starting."""
-    require_root()
     ready_read, ready_write = os.pipe()
     if os.fork() == 0:
         os.close(ready_read)

@@ -1,6 +1,9 @@
 """The channel between the supervisor and the jail's pid 1 (a SOCK_SEQPACKET socketpair).
 
-Owns: the few messages of the start-up handshake and their wire form:
+Owns: what the supervisor hands pid 1 at the fork (HostPlan), and the few messages of the
+start-up handshake and their wire form:
+  jail -> supervisor  NAMESPACES <names> + fds      (rootless only) pid 1's namespaces,
+                                                    which the supervisor keeps for jexec
   jail -> supervisor  READY [+ the pty master fd]   namespaces and mounts are in place
   supervisor -> jail  GO                            the host side is ready: run the command
   jail -> supervisor  FAIL <code> <message>         setup or exec failed; exit with <code>
@@ -14,8 +17,21 @@ import socket
 from dataclasses import dataclass
 
 READY = b"READY"
+NAMESPACES = b"NAMESPACES"
 GO = b"GO"
 FAIL = b"FAIL"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What the supervisor decided on the host for pid 1 to carry out."""
+    cgroup_paths: tuple[str, ...]  # the groups to join (none for a rootless jail)
+    id_map: tuple[tuple[int, int, int], ...]  # of the jail's user namespace
+    state_dir: str  # the registry's directory, whose staging point and mask the mounts use
+    # Rootless: hand fds of pid 1's namespaces to the supervisor, which keeps them for jexec
+    # (pid 1 is non-dumpable and was forked, not exec'd, in the host's user namespace, so
+    # not even its owner may open /proc/1/ns/* from outside).
+    hand_over_namespaces: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,18 @@ def send_ready(sock: socket.socket, fds: list[int]) -> None:
     socket.send_fds(sock, [READY], fds)
 
 
+def send_namespaces(sock: socket.socket, fds: dict[str, int]) -> None:
+    socket.send_fds(sock, [b" ".join([NAMESPACES, *(n.encode() for n in fds)])],
+                    list(fds.values()))
+
+
+def parse_namespaces(data: bytes, fds: list[int]) -> dict[str, int] | None:
+    names = data.split(b" ")
+    if names[0] != NAMESPACES or len(names) - 1 != len(fds):
+        return None
+    return {name.decode(): fd for name, fd in zip(names[1:], fds, strict=True)}
+
+
 def send_fail(sock: socket.socket, exit_code: int, message: str) -> None:
     sock.send(b"%s %d %s" % (FAIL, exit_code, message.encode(errors="replace")))
 
@@ -43,7 +71,7 @@ def send_go(sock: socket.socket) -> None:
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One message and any fds it carried; (b"", []) at end-of-file."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 4)
+    data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
     return data, fds
 
 

@@ -18,16 +18,18 @@ from typing import NoReturn
 import prctl
 
 from hyjail import cgroups, linux
-from hyjail.errors import SetupError
+from hyjail.errors import HyjailError, SetupError
 from hyjail.ns import init
 from hyjail.ns.dilution import Account, Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
+from hyjail.registry import Record
 
 # The mount namespace goes last: joining it moves this process's root into the jail, after
 # which the host's /proc (and the other fds' meaning) are no longer what they were.
 NAMESPACES = (("cgroup", linux.CLONE_NEWCGROUP), ("ipc", linux.CLONE_NEWIPC),
               ("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
               ("mnt", linux.CLONE_NEWNS))
+NAMESPACE_TYPES = {"pid": linux.CLONE_NEWPID, **dict(NAMESPACES)}
 LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
@@ -37,10 +39,29 @@ def confinement_for(params: dict, account: Account | None = None) -> Confinement
     return Confinement(frozenset(params.get("allow", ())), rlimits, account)
 
 
-def open_namespaces(init_pid: int) -> dict[str, int]:
-    """fds of pid 1's namespaces (and its pid namespace), opened on the host."""
-    return {name: os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            for name in ("pid", *(n for n, _ in NAMESPACES))}
+def open_namespaces(record: Record) -> dict[str, int]:
+    """fds of pid 1's namespaces (and its pid namespace), opened on the host: from /proc, or,
+    for a rootless jail, from the fds its supervisor keeps of them (which the registry names)."""
+    wanted = ("pid", *(n for n, _ in NAMESPACES))
+    held = record.params.get("namespace_fds")
+    if not held:
+        return {name: os.open(f"/proc/{record.init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                for name in wanted}
+    fds: dict[str, int] = {}
+    try:
+        for name in wanted:
+            fds[name] = os.open(f"/proc/{record.supervisor_pid}/fd/{held[name]}",
+                                os.O_RDONLY | os.O_CLOEXEC)
+            if linux.namespace_type(fds[name]) != NAMESPACE_TYPES[name]:
+                raise SetupError(f"jail {record.name}: its supervisor's fd {held[name]} is not "
+                                 f"a {name} namespace")
+        if not record.supervisor_alive():  # the fds were another process's
+            raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
 
 
 def main(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
@@ -65,6 +86,9 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                "PATH": LOGIN_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
         os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
     switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
+    if switch_to and switch_to.uid != 0 and params.get("rootless"):
+        raise SetupError(f"-u {user}: a jail started by a user other than root has only its "
+                         f"root mapped")
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
                       confinement_for(params, switch_to))
 

@@ -31,10 +31,14 @@ HOST_OWNED = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
 JAIL_OWNED = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET))
 
 
+# What jexec needs of pid 1's namespaces (rootless: handed to the supervisor).
+ENTERED = ("user", "pid", "cgroup", "ipc", "uts", "net", "mnt")
+
+
 def main(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
-         cgroup_paths: Sequence[str], id_map: tuple[tuple[int, int, int], ...]) -> NoReturn:
+         host: control.HostPlan) -> NoReturn:
     """Run as the forked child, pid 1 of the new pid namespace. Never returns."""
-    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds, cgroup_paths, id_map))
+    guarded(channel, lambda: _setup_and_run(spec, channel, tty_fds, host))
 
 
 def guarded(channel: socket.socket, body: Callable[[], object]) -> NoReturn:
@@ -60,21 +64,22 @@ def _fail(channel: socket.socket, code: int, message: str) -> NoReturn:
 
 
 def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
-                   cgroup_paths: Sequence[str],
-                   id_map: tuple[tuple[int, int, int], ...]) -> NoReturn:
+                   host: control.HostPlan) -> NoReturn:
     # If the supervisor dies from here on, so does pid 1, and with it the whole pid namespace.
     # (If it died before this line, the GO read below sees end-of-file.)
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
-    cgroups.join(list(cgroup_paths))  # before the cgroup namespace: the jail's group is its root
+    cgroups.join(list(host.cgroup_paths))  # before the cgroup namespace: the group is its root
     linux.unshare(HOST_OWNED)
-    owned = userns.create(id_map, JAIL_OWNED)
+    owned = userns.create(host.id_map, JAIL_OWNED)
     for name, flag in JAIL_OWNED:
         linux.setns(owned[name], flag)
         os.close(owned[name])
     socket.sethostname(spec.hostname)
-    mounts.carry_out(mounts.plan(spec.path))
+    mounts.carry_out(mounts.plan(spec.path, host.state_dir))
     bring_up_loopback()
+    if host.hand_over_namespaces:
+        _hand_over_namespaces(channel)
 
     tty = ready_and_wait(channel, tty_fds)
 
@@ -89,6 +94,16 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     # Pid 1 keeps nothing open: not the channel, the terminal, nor the host's stdio.
     os.closerange(0, 2**31 - 1)
     init.reap_until_exit(command_pid, spec.persist)
+
+
+def _hand_over_namespaces(channel: socket.socket) -> None:
+    fds = {name: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+           for name in ENTERED}
+    try:
+        control.send_namespaces(channel, fds)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def ready_and_wait(channel: socket.socket, tty_fds: Sequence[int]) -> int | None:
