@@ -20,9 +20,30 @@ PERMISSIONS: Mapping[str, tuple[bool, str]] = {
     "sysvipc": (False, "use System V IPC (in the jail's own IPC namespace)"),
     "mlock": (False, "lock memory, within RLIMIT_MEMLOCK"),
     "chflags": (False, "set immutable and append-only file flags"),
-    "mount": (False, "mount file systems (with allow.mount.<fstype>)"),
+    "mount": (False, "mount and unmount in the jail's own tree (each kind of file system also "
+                     "needs its allow.mount.<fstype>)"),
 }
 DEFAULT: frozenset[str] = frozenset(name for name, (on, _) in PERMISSIONS.items() if on)
+
+# allow.mount.<fstype>, FreeBSD's names: what each lets root inside mount, or why it cannot.
+# Linux decides before a mount which types a user namespace may make, and a seccomp filter
+# cannot read the type's name, so "tmpfs" grants the kernel's whole user-namespace-safe set.
+MOUNT_TYPES: Mapping[str, str] = {
+    "tmpfs": "new tmpfs (and the kernel's other user-namespace-safe kinds: ramfs, devpts, "
+             "overlay, a read-only sysfs)",
+    "nullfs": "bind mounts of the jail's own tree",
+}
+MOUNT_TYPES_REFUSED: Mapping[str, str] = {
+    "procfs": "a new proc needs the jail's pid namespace to belong to its user namespace, "
+              "which hyjail keeps the host's",
+    "linprocfs": "a new proc needs the jail's pid namespace to belong to its user namespace, "
+                 "which hyjail keeps the host's",
+    "devfs": "device nodes are never granted; the jail's /dev is made for it",
+    "fdescfs": "/dev/fd is already /proc/self/fd",
+    "linsysfs": "the jail's /sys is already mounted (read-only)",
+    "fusefs": "a jail has no /dev/fuse",
+    "zfs": "not a Linux file system",
+}
 
 
 def known(name: str) -> bool:

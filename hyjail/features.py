@@ -84,6 +84,10 @@ def probe() -> list[Feature]:
         reason = UNGRANTABLE.get(name)
         detail = reason or f"{'on' if default else 'off'} by default: {what}"
         rows.append(Feature(f"allow.{name}", reason is None, detail))
+    for fstype, what in allow.MOUNT_TYPES.items():
+        rows.append(Feature(f"allow.mount.{fstype}", True, f"off by default: {what}"))
+    for fstype, reason in allow.MOUNT_TYPES_REFUSED.items():
+        rows.append(Feature(f"allow.mount.{fstype}", False, reason))
     return rows
 
 

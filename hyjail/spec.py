@@ -91,13 +91,20 @@ def check_root(path: str) -> str:
 UNGRANTABLE = {
     "chflags": "immutable and append-only flags need CAP_LINUX_IMMUTABLE in the host's user "
                "namespace, which jailed root never holds",
-    "mount": "mounting inside a jail is not supported yet",
 }
 
 
 def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
     for name in sorted(allowed):
-        reason = UNGRANTABLE.get(name.split(".")[0])
+        reason = UNGRANTABLE.get(name)
+        fstype = name.removeprefix("mount.") if name.startswith("mount.") else None
+        if fstype is not None:
+            reason = allow.MOUNT_TYPES_REFUSED.get(fstype)
+            if fstype not in allow.MOUNT_TYPES and reason is None:
+                known = ", ".join(sorted(allow.MOUNT_TYPES))
+                raise SetupError(f"allow.{name}: unknown file system type (grantable: {known})")
+            if reason is None and "mount" not in allowed:
+                raise SetupError(f"allow.{name}: needs allow.mount too")
         if reason:
             raise SetupError(f"allow.{name}: cannot be granted: {reason}")
     return allowed

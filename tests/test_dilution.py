@@ -18,7 +18,7 @@ pytestmark = needs_root
 # EROFS where the file system is read-only; ENOSYS for SysV IPC without allow.sysvipc, as on
 # FreeBSD.
 DENIED = {
-    "mount": "EPERM", "umount": "EPERM", "pivot_root": "EPERM",
+    "mount": "EPERM", "mount_bind": "EPERM", "umount": "EPERM", "pivot_root": "EPERM",
     "mknod_chr": "EPERM", "mknod_blk": "EPERM",
     "init_module": "EPERM", "delete_module": "EPERM", "kexec_load": "EPERM",
     "reboot": "EPERM", "clock_settime": "EPERM", "settimeofday": "EPERM",
@@ -168,10 +168,45 @@ def test_reserved_ports_gate(busybox_root):
     assert high.stdout.strip() == "1"
 
 
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_mount_gate_opens_only_the_granted_kinds(probe_root, abi):
+    ops = ["mount", "mount_bind"]
+    assert run_probe(probe_root, abi, ops, "--allow", "mount") == {
+        "mount": "EPERM", "mount_bind": "EPERM"}
+    assert run_probe(probe_root, abi, ops, "--allow", "mount", "--allow", "mount.tmpfs") == {
+        "mount": "ok", "mount_bind": "EPERM"}
+    assert run_probe(probe_root, abi, ops, "--allow", "mount", "--allow", "mount.nullfs") == {
+        "mount": "EPERM", "mount_bind": "ok"}
+
+
+def test_mounting_root_cannot_undo_the_jails_own_mounts(busybox_root):
+    script = """
+        mount -t tmpfs scratch /tmp && touch /tmp/made && echo tmpfs=$?
+        mount -o remount,rw /proc/sys; echo remount_proc_sys=$?
+        umount /proc/sys; echo umount_proc_sys=$?
+        umount -l /proc/kcore; echo umount_mask=$?
+        mkdir /tmp/p; mount -t proc proc /tmp/p; echo proc=$?
+        mount -t sysfs sysfs /tmp/p; echo sysfs_rw=$?
+        mount -t sysfs -o ro sysfs /tmp/p && mount -o remount,rw /tmp/p; echo sysfs_to_rw=$?
+        mount -t cgroup2 none /tmp/p; echo cgroup2=$?
+        mount -t mqueue none /tmp/p; echo mqueue=$?
+        echo x > /proc/sys/kernel/hostname; echo write_proc_sys=$?
+    """
+    result = hyjail("run", "--allow", "mount", "--allow", "mount.tmpfs", "--allow",
+                    "mount.nullfs", busybox_root, "mnt", "127.0.0.1", "/bin/sh", "-c", script)
+    answers = dict(line.split("=") for line in result.stdout.split())
+    assert answers.pop("tmpfs") == "0", result.stderr
+    assert set(answers.values()) == {"1"}, answers
+    with open("/proc/self/mountinfo") as f:  # none of it reached the host
+        assert busybox_root not in f.read()
+
+
 @pytest.mark.parametrize("option, message", [
     ("nosuch", "allow.nosuch: unknown permission"),
     ("chflags", "allow.chflags: cannot be granted"),
-    ("mount", "allow.mount: cannot be granted"),
+    ("mount.procfs", "allow.mount.procfs: cannot be granted"),
+    ("mount.tmpfs", "allow.mount.tmpfs: needs allow.mount too"),
+    ("mount.ext4", "allow.mount.ext4: unknown file system type"),
     ("raw_sockets=maybe", "allow.raw_sockets=maybe: not a boolean"),
 ])
 def test_bad_or_ungrantable_permissions_are_refused(busybox_root, option, message):

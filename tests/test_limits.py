@@ -159,5 +159,7 @@ def test_features_reports_this_host():
     assert rows["--pids (pids controller)"]["detail"] == "v1 at /sys/fs/cgroup/pids"
     assert rows["allow.raw_sockets"]["available"] and not rows["allow.chflags"]["available"]
     assert rows["user namespaces (root)"]["available"]
+    assert rows["unprivileged user namespaces"]["available"]
+    assert rows["allow.mount.tmpfs"]["available"] and not rows["allow.mount.procfs"]["available"]
     table = hyjail("features").stdout
     assert "allow.set_hostname" in table and "seccomp filters" in table

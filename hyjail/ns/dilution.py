@@ -29,11 +29,12 @@ from hyjail.ns import syscall_filter, userns
 BASE_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
              "sys_chroot", "audit_write")
 GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
-              "raw_sockets": "net_raw"}
+              "raw_sockets": "net_raw", "mount": "sys_admin"}
 
 
 def kept_caps(allowed: frozenset[str]) -> tuple[str, ...]:
-    return BASE_CAPS + tuple(cap for gate, cap in GATED_CAPS.items() if gate in allowed)
+    gated = dict.fromkeys(cap for gate, cap in GATED_CAPS.items() if gate in allowed)
+    return BASE_CAPS + tuple(gated)
 
 
 def cap_mask(names: tuple[str, ...]) -> int:

@@ -77,6 +77,8 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         os.close(owned[name])
     socket.sethostname(spec.hostname)
     mounts.carry_out(mounts.plan(spec.path, host.state_dir))
+    if "mount" in spec.allowed:
+        userns.own_mount_namespace()
     bring_up_loopback()
     if host.hand_over_namespaces:
         _hand_over_namespaces(channel)

@@ -27,9 +27,8 @@ TIOCLINUX = 0x541C
 MAP_LOCKED = 0x2000  # x86
 
 DENIED_EPERM = (
-    # file systems and the root
-    "mount", "umount", "umount2", "pivot_root", "mount_setattr", "move_mount", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "open_by_handle_at", "name_to_handle_at",
+    # file systems and the root (mounting itself is the gate allow.mount)
+    "pivot_root", "open_by_handle_at", "name_to_handle_at",
     "quotactl", "quotactl_fd", "swapon", "swapoff", "nfsservctl", "uselib",
     # namespaces
     "setns",
@@ -52,7 +51,16 @@ GATES: dict[str, tuple[int, tuple[str, ...]]] = {
                                "semtimedop", "semtimedop_time64", "semctl", "msgget", "msgsnd",
                                "msgrcv", "msgctl")),
     "mlock": (errno.EPERM, ("mlock", "mlock2", "mlockall")),
+    "mount": (errno.EPERM, ("mount", "umount", "umount2", "mount_setattr", "move_mount",
+                            "open_tree", "fsopen", "fsconfig", "fsmount", "fspick")),
 }
+# With allow.mount: the calls that make a new file system, open only with allow.mount.tmpfs;
+# and the flags that make a bind mount (mount's, open_tree's), open only with .nullfs.
+NEW_FILE_SYSTEM_CALLS = ("fsopen", "fsconfig", "fsmount")
+MS_BIND, MS_REMOUNT = 0x1000, 0x20
+# mount() makes a new file system unless one of these says it acts on an existing mount.
+MS_EXISTING = (MS_BIND | MS_REMOUNT | 0x2000 | (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20))
+OPEN_TREE_CLONE = 0x1
 
 
 def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
@@ -83,8 +91,23 @@ def load(allowed: Iterable[str]) -> None:
     for request in (TIOCSTI, TIOCLINUX):
         f.add_rule(sc.ERRNO(errno.EPERM), "ioctl",
                    sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    if "mount" in allowed:
+        _mount_types(f, allowed)
     if "mlock" not in allowed:
         for name in ("mmap", "mmap2"):
             f.add_rule(sc.ERRNO(errno.EPERM), name,
                        sc.Arg(3, sc.MASKED_EQ, MAP_LOCKED, MAP_LOCKED))
     f.load()
+
+
+def _mount_types(f: sc.SyscallFilter, allowed: set[str]) -> None:
+    """allow.mount is on: refuse the kinds of mount whose allow.mount.<fstype> is not."""
+    denied = sc.ERRNO(errno.EPERM)
+    if "mount.tmpfs" not in allowed:
+        f.add_rule(denied, "mount", sc.Arg(3, sc.MASKED_EQ, MS_EXISTING, 0))
+        for name in NEW_FILE_SYSTEM_CALLS:
+            f.add_rule(denied, name)
+    if "mount.nullfs" not in allowed:  # a bind, but not a remount of one's flags
+        f.add_rule(denied, "mount", sc.Arg(3, sc.MASKED_EQ, MS_BIND | MS_REMOUNT, MS_BIND))
+        f.add_rule(denied, "open_tree",
+                   sc.Arg(2, sc.MASKED_EQ, OPEN_TREE_CLONE, OPEN_TREE_CLONE))

@@ -1,11 +1,12 @@
 """The jail's user namespace, and the namespaces it owns.
 
 Owns: making a user namespace with a given id map, and in it the jail's UTS and network
-namespaces. Jailed processes live in this user namespace; pid 1 and the host stay outside it.
-So root inside holds capabilities only over what this namespace owns (its hostname, its
-network stack), and none at all over the host's user namespace, which owns the jail's mount,
-pid, IPC and cgroup namespaces: the kernel itself refuses jailed root a mount, a device node,
-a module or the clock, whatever a capability set or a filter would say.
+namespaces (and, with allow.mount, a copy of its mount namespace). Jailed processes live in
+this user namespace; pid 1 and the host stay outside it. So root inside holds capabilities
+only over what this namespace owns (its hostname, its network stack), and none at all over the
+host's user namespace, which owns the jail's mount (unless allow.mount), pid, IPC and cgroup
+namespaces: the kernel itself refuses jailed root a mount, a device node, a module or the
+clock, whatever a capability set or a filter would say.
 
 By default the map is the identity (root inside is uid 0 on files, as with FreeBSD jails);
 `--userns` maps the jail's ids onto an unprivileged host range instead.
@@ -62,6 +63,46 @@ def create(id_map: tuple[tuple[int, int, int], ...],
             raise OSError("jail setup: unshare of the jail's namespaces failed")
         return {name: os.open(f"/proc/{proc_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                 for name, _ in owned}
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        os.waitpid(pid, 0)
+
+
+def own_mount_namespace() -> None:
+    """Move the caller (pid 1, its mounts done) into a copy of its mount namespace owned by
+    the jail's user namespace, where root inside may mount (allow.mount) over its own tree.
+    The kernel locks every mount copied across, flags and all, so what hyjail made (the
+    read-only and masked parts of /proc, the read-only /sys) stays as it is; and no file
+    system that needs the host's user namespace (proc, cgroup, mqueue, any disk) can be made.
+    """
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            with open("/proc/self/ns/uts", "rb") as uts:
+                owner = linux.owning_userns(uts.fileno())
+            linux.setns(owner, linux.CLONE_NEWUSER)
+            linux.unshare(linux.CLONE_NEWNS)
+            os.write(to_parent_w, b"n")
+            os.read(to_child_r, 1)  # until the parent has joined it
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        if os.read(to_parent_r, 1) != b"n":
+            raise OSError("jail setup: a mount namespace of the jail's own failed")
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNS)
+        finally:
+            os.close(fd)
     finally:
         os.close(to_child_w)
         os.close(to_parent_r)

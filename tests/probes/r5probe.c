@@ -83,6 +83,7 @@ int main(int argc, char **argv)
 
     struct op ops[] = {
         {"mount", 165, 21, {P("none"), P("/tmp"), P("tmpfs"), 0, 0}},
+        {"mount_bind", 165, 21, {P("/etc"), P("/tmp"), 0, 0x1000 /* MS_BIND */, 0}},
         {"umount", 166, 52, {P("/proc"), 2 /* MNT_DETACH */}},
         {"pivot_root", 155, 217, {P("."), P(".")}},
         {"mknod_chr", 133, 14, {P("/tmp/hjprobe-c"), S_IFCHR | 0600, makedev(1, 3)}},
