@@ -209,3 +209,10 @@ def test_user_namespaces_denied_by_a_filter_say_no_sysctl_explains_it(user_root)
         "hyjail: a jail started by a user other than root needs an unprivileged user "
         "namespace, and this host denies it: Operation not permitted, and no sysctl says so: "
         "a seccomp policy or security module of this host refuses them\n")
+
+
+def test_allow_mount_in_a_rootless_jail(user_root):
+    script = "mount -t tmpfs x /tmp && echo tmpfs=$?; umount /proc/sys; echo umount=$?"
+    result = as_user("run", "--allow", "mount", "--allow", "mount.tmpfs", user_root, "rl",
+                     "127.0.0.1", "/bin/sh", "-c", script)
+    assert result.stdout.split() == ["tmpfs=0", "umount=1"], result.stderr
