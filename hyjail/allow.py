@@ -19,7 +19,8 @@ PERMISSIONS: Mapping[str, tuple[bool, str]] = {
     "raw_sockets": (False, "open raw and packet sockets (their source is still the jail's IP)"),
     "sysvipc": (False, "use System V IPC (in the jail's own IPC namespace)"),
     "mlock": (False, "lock memory, within RLIMIT_MEMLOCK"),
-    "chflags": (False, "set immutable and append-only file flags"),
+    "chflags": (False, "set immutable and append-only file flags (jailed root then stays in "
+                       "the host's user namespace)"),
     "mount": (False, "mount and unmount in the jail's own tree (each kind of file system also "
                      "needs its allow.mount.<fstype>)"),
 }

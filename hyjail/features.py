@@ -65,7 +65,6 @@ def _cgroup_rows() -> list[Feature]:
 
 
 def probe() -> list[Feature]:
-    from hyjail.spec import UNGRANTABLE
     namespaces = sorted(os.listdir("/proc/self/ns"))
     userns_ok, userns_detail = _can_create_user_namespace()
     seccomp = _read("/proc/sys/kernel/seccomp/actions_avail") or ""
@@ -81,9 +80,8 @@ def probe() -> list[Feature]:
         *_cgroup_rows(),
     ]
     for name, (default, what) in allow.PERMISSIONS.items():
-        reason = UNGRANTABLE.get(name)
-        detail = reason or f"{'on' if default else 'off'} by default: {what}"
-        rows.append(Feature(f"allow.{name}", reason is None, detail))
+        rows.append(Feature(f"allow.{name}", True,
+                            f"{'on' if default else 'off'} by default: {what}"))
     for fstype, what in allow.MOUNT_TYPES.items():
         rows.append(Feature(f"allow.mount.{fstype}", True, f"off by default: {what}"))
     for fstype, reason in allow.MOUNT_TYPES_REFUSED.items():

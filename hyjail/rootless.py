@@ -59,6 +59,9 @@ def refuse_what_needs_root(spec: JailSpec) -> None:
     for option, value in cgroup_limits.items():
         if value is not None:
             raise SetupError(f"{option}: cgroup limits need root (--rlimit works without)")
+    if "chflags" in spec.allowed:
+        raise SetupError("allow.chflags: needs root (immutable flags need CAP_LINUX_IMMUTABLE "
+                         "in the host's user namespace)")
     if spec.userns_base is not None:
         raise SetupError(f"--userns: needs root; a jail started by uid {os.geteuid()} maps "
                          f"its root to uid {os.geteuid()} anyway")

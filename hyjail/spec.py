@@ -87,16 +87,19 @@ def check_root(path: str) -> str:
     return resolved
 
 
-# Permissions that the namespace backend cannot grant, and why (refused, never ignored).
-UNGRANTABLE = {
-    "chflags": "immutable and append-only flags need CAP_LINUX_IMMUTABLE in the host's user "
-               "namespace, which jailed root never holds",
+# Permissions that cannot go together, and why (refused, never ignored).
+CONFLICTS = {
+    ("chflags", "mount"): "allow.mount needs the jail's own user namespace, which allow.chflags "
+                          "gives up (immutable flags need a capability in the host's)",
 }
 
 
 def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
+    for (first, second), reason in CONFLICTS.items():
+        if first in allowed and second in allowed:
+            raise SetupError(f"allow.{first} and allow.{second}: {reason}")
     for name in sorted(allowed):
-        reason = UNGRANTABLE.get(name)
+        reason = None
         fstype = name.removeprefix("mount.") if name.startswith("mount.") else None
         if fstype is not None:
             reason = allow.MOUNT_TYPES_REFUSED.get(fstype)
@@ -168,7 +171,13 @@ class JailSpec:
             allowed=check_allowed(allow.resolve(allow_changes)),
             limits=limits or Limits(),
             userns_base=check_userns_base(userns_base) if userns_base is not None else None,
-        )
+        )._checked()
+
+    def _checked(self) -> JailSpec:
+        if "chflags" in self.allowed and self.userns_base is not None:
+            raise SetupError("--userns with allow.chflags: immutable flags need jailed root to "
+                             "stay in the host's user namespace")
+        return self
 
     def id_map(self, jid: int) -> tuple[tuple[int, int, int], ...]:
         """The jail's user namespace map (inside, outside, count)."""

@@ -154,6 +154,25 @@ def test_sysvipc_gate(probe_root):
     assert run_probe(probe_root, "int80", ["shmget"], "--allow", "sysvipc") == {"shmget": "ok"}
 
 
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_chflags_gate(probe_root, abi):
+    assert run_probe(probe_root, abi, ["chattr_immutable"]) == {"chattr_immutable": "EPERM"}
+    assert run_probe(probe_root, abi, ["chattr_immutable"], "--allow", "chflags") == {
+        "chattr_immutable": "ok"}
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_with_chflags_root_stays_in_the_host_userns_and_is_still_diluted(probe_root, abi):
+    expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi]}
+    assert run_probe(probe_root, abi, expected, "--allow", "chflags") == expected
+    result = hyjail("run", "--allow", "chflags", probe_root, "c", "127.0.0.1", "/bin/sh", "-c",
+                    "cat /proc/self/uid_map; grep CapEff /proc/self/status")
+    uid_map, caps = result.stdout.split("\n")[:2]
+    assert uid_map.split() == ["0", "0", "4294967295"]
+    assert int(caps.split()[1], 16) & (1 << 9)  # CAP_LINUX_IMMUTABLE
+    assert not int(caps.split()[1], 16) & (1 << 21)  # never CAP_SYS_ADMIN there
+
+
 def test_mlock_gate(probe_root):
     assert run_probe(probe_root, "64", ["mlock"], "--allow", "mlock") == {"mlock": "ok"}
 
@@ -203,14 +222,15 @@ def test_mounting_root_cannot_undo_the_jails_own_mounts(busybox_root):
 
 @pytest.mark.parametrize("option, message", [
     ("nosuch", "allow.nosuch: unknown permission"),
-    ("chflags", "allow.chflags: cannot be granted"),
+    ("chflags,mount", "allow.chflags and allow.mount: allow.mount needs the jail's own user"),
     ("mount.procfs", "allow.mount.procfs: cannot be granted"),
     ("mount.tmpfs", "allow.mount.tmpfs: needs allow.mount too"),
     ("mount.ext4", "allow.mount.ext4: unknown file system type"),
     ("raw_sockets=maybe", "allow.raw_sockets=maybe: not a boolean"),
 ])
 def test_bad_or_ungrantable_permissions_are_refused(busybox_root, option, message):
-    result = hyjail("run", "--allow", option, busybox_root, "b", "127.0.0.1", "/bin/true")
+    allows = [arg for one in option.split(",") for arg in ("--allow", one)]
+    result = hyjail("run", *allows, busybox_root, "b", "127.0.0.1", "/bin/true")
     assert result.returncode == 125
     assert result.stderr.startswith(f"hyjail: {message}") and len(result.stderr.splitlines()) == 1
 
@@ -234,6 +254,14 @@ def test_userns_root_inside_is_an_unprivileged_range_outside(busybox_root):
     finally:
         if os.path.exists(made):
             os.unlink(made)
+
+
+def test_userns_and_chflags_do_not_go_together(busybox_root):
+    result = hyjail("run", "--userns", "--allow", "chflags", busybox_root, "u", "127.0.0.1",
+                    "/bin/true")
+    assert (result.returncode, result.stderr) == (125, (
+        "hyjail: --userns with allow.chflags: immutable flags need jailed root to stay in the "
+        "host's user namespace\n"))
 
 
 def test_userns_base_is_honoured_and_needs_userns(busybox_root):

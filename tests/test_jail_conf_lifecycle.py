@@ -118,9 +118,9 @@ def test_failing_start_removes_the_jail(busybox_root):
     (["-c", "path=/", "allow.bogus", "command=/bin/true"], 125,
      "jail: allow.bogus: unknown permission (known: chflags, mlock, mount, raw_sockets, "
      "reserved_ports, set_hostname, sysvipc, mount.<fstype>)\n"),
-    (["-c", "path=/", "allow.chflags", "command=/bin/true"], 125,
-     "jail: allow.chflags: cannot be granted: immutable and append-only flags need "
-     "CAP_LINUX_IMMUTABLE in the host's user namespace, which jailed root never holds\n"),
+    (["-c", "path=/", "allow.mount.procfs", "command=/bin/true"], 125,
+     "jail: allow.mount.procfs: cannot be granted: a new proc needs the jail's pid namespace "
+     "to belong to its user namespace, which hyjail keeps the host's\n"),
     (["-c", "path=/", "memory=lots"], 125,
      "jail: --memory lots: a size such as 256M, 1G or 1048576 (bytes)\n"),
     (["-c", "path=/", "rlimit.nofile=1:99999999999"], 125,

@@ -94,6 +94,7 @@ def test_root_inside_a_rootless_jail_is_diluted_the_same(user_root, abi):
     (("--memory", "64M"), "127.0.0.1", "--memory: cgroup limits need root"),
     (("--pids", "10"), "127.0.0.1", "--pids: cgroup limits need root"),
     (("--userns",), "127.0.0.1", "--userns: needs root"),
+    (("--allow", "chflags"), "127.0.0.1", "allow.chflags: needs root"),
 ])
 def test_what_needs_root_is_refused_in_one_line(user_root, options, ip, says):
     result = as_user("run", *options, user_root, "rl", ip, "/bin/true")

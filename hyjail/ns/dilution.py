@@ -29,12 +29,23 @@ from hyjail.ns import syscall_filter, userns
 BASE_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
              "sys_chroot", "audit_write")
 GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
-              "raw_sockets": "net_raw", "mount": "sys_admin"}
+              "raw_sockets": "net_raw", "mount": "sys_admin", "chflags": "linux_immutable"}
+# Held in the host's user namespace (allow.chflags), sys_admin would reach the host's kernel;
+# there the jail's hostname is set by the rule that a user namespace's owner holds every
+# capability in it.
+HOST_USERNS_NEVER = ("sys_admin",)
 
 
 def kept_caps(allowed: frozenset[str]) -> tuple[str, ...]:
     gated = dict.fromkeys(cap for gate, cap in GATED_CAPS.items() if gate in allowed)
+    if stays_in_host_userns(allowed):
+        gated = {cap: None for cap in gated if cap not in HOST_USERNS_NEVER}
     return BASE_CAPS + tuple(gated)
+
+
+def stays_in_host_userns(allowed: frozenset[str]) -> bool:
+    """allow.chflags: jailed root stays where CAP_LINUX_IMMUTABLE means something."""
+    return "chflags" in allowed
 
 
 def cap_mask(names: tuple[str, ...]) -> int:
@@ -57,7 +68,8 @@ class Confinement:
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
         when any part does not hold afterwards: a jail never runs half-diluted."""
-        userns.join_jail_userns()
+        if not stays_in_host_userns(self.allowed):
+            userns.join_jail_userns()
         for name, soft, hard in self.rlimits:
             resource.setrlimit(RLIMITS[name], (soft, hard))
         keep = kept_caps(self.allowed)

@@ -29,6 +29,11 @@ HOST_OWNED = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
 # These are owned by the jail's user namespace: root inside may set its own hostname and
 # bind low ports or open raw sockets (as allow.* permits) on its own network stack.
 JAIL_OWNED = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET))
+# allow.chflags: jailed root stays in the host's user namespace (immutable flags need
+# CAP_LINUX_IMMUTABLE there). The jail's user namespace then owns only its UTS namespace,
+# whose owner, root, may set the hostname from outside it; the network is the host's to own,
+# where jailed root holds no CAP_NET_ADMIN.
+JAIL_OWNED_WITH_CHFLAGS = (("uts", linux.CLONE_NEWUTS),)
 
 
 # What jexec needs of pid 1's namespaces (rootless: handed to the supervisor).
@@ -70,9 +75,11 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
     cgroups.join(list(host.cgroup_paths))  # before the cgroup namespace: the group is its root
-    linux.unshare(HOST_OWNED)
-    owned = userns.create(host.id_map, JAIL_OWNED)
-    for name, flag in JAIL_OWNED:
+    chflags = "chflags" in spec.allowed
+    linux.unshare(HOST_OWNED | (linux.CLONE_NEWNET if chflags else 0))
+    jail_owned = JAIL_OWNED_WITH_CHFLAGS if chflags else JAIL_OWNED
+    owned = userns.create(host.id_map, jail_owned)
+    for name, flag in jail_owned:
         linux.setns(owned[name], flag)
         os.close(owned[name])
     socket.sethostname(spec.hostname)

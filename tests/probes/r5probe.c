@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -128,6 +129,19 @@ int main(int argc, char **argv)
             ret = (!i386 && ret < 0) ? -errno : ret;
         } else if (strcmp(name, "socketcall_raw") == 0 && i386) {
             ret = sys32(102, 1 /* SYS_SOCKET */, P(socket_args), 0, 0, 0);
+        } else if (strcmp(name, "chattr_immutable") == 0) {
+            /* FS_IOC_SETFLAGS with FS_IMMUTABLE_FL (chattr +i), then the old flags again. */
+            static int flags, old;
+            int fd = open("/tmp/hjprobe-own", O_RDONLY);
+            ioctl(fd, 0x80086601 /* FS_IOC_GETFLAGS */, &old);
+            flags = old | 0x10;
+            ret = i386 ? sys32(54, fd, 0x40046602, P(&flags), 0, 0)
+                       : syscall(16, fd, 0x40086602L, &flags);
+            ret = (!i386 && ret < 0) ? -errno : ret;
+            if (ret == 0 && unlink("/tmp/hjprobe-own") == 0)
+                ret = -EEXIST; /* immutable, yet removable: the flag did not hold */
+            ioctl(fd, 0x40086602, &old);
+            close(fd);
         } else if (strcmp(name, "tiocsti_high_bits") == 0 && !i386) {
             ret = syscall(16, 0, 0x100005412L, "x");
             ret = ret < 0 ? -errno : ret;
