@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -173,11 +174,26 @@ def join(paths: list[str]) -> None:
 
 
 def remove(paths: list[str]) -> None:
-    """Kill anything left in the groups, remove them, and the `hyjail` parents once empty."""
+    """Kill anything left in the groups, remove them, and the `hyjail` parents once empty. A
+    group still busy after the wait is left for `hyjail gc` (`sweep`), with one line saying so."""
     for path in paths:
-        _remove_group(path)
+        try:
+            _remove_group(path)
+        except OSError as e:
+            sys.stderr.write(f"hyjail: cgroup {path}: {e.strerror}; left for `hyjail gc`\n")
+            continue
         with contextlib.suppress(OSError):  # busy: other jails' groups are in it
             os.rmdir(os.path.dirname(path))
+
+
+def sweep(live_jids: set[int]) -> None:
+    """Remove every jail group whose JID no live jail holds (what a busy teardown left)."""
+    for hierarchy in hierarchies():
+        parent = os.path.join(hierarchy.mount, GROUP)
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(parent):
+                if entry.isdigit() and int(entry) not in live_jids:
+                    remove([os.path.join(parent, entry)])
 
 
 def _remove_group(path: str, timeout: float = 5.0) -> None:

@@ -115,8 +115,9 @@ def features(as_json: bool) -> int:
 @hyjail.command()
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
+    from hyjail import cgroups, rootless
     from hyjail.registry import Registry
-    Registry().live()
+    Registry().collect(cgroups.sweep if rootless.host_root() else lambda live: None)
     return 0
 
 

@@ -114,6 +114,13 @@ class Registry:
         with self.locked():
             return self._live_locked()
 
+    def collect(self, orphans: Callable[[set[int]], None]) -> None:
+        """`hyjail gc`: reclaim stale records, then, still under the lock (so no jail is
+        between its admission and its first resources), hand the live JIDs to `orphans`,
+        which removes what no live jail owns."""
+        with self.locked():
+            orphans({record.jid for record in self._live_locked()})
+
     def _live_locked(self) -> list[Record]:
         live = []
         for record in self._read_all():

@@ -273,3 +273,31 @@ def test_userns_base_is_honoured_and_needs_userns(busybox_root):
     too_high = hyjail("run", "--userns", "--userns-base", str(2**32 - 2), busybox_root, "b",
                       "127.0.0.1", "/bin/true")
     assert too_high.returncode == 125 and "--userns 4294967294" in too_high.stderr
+
+
+# ---- the filter for an ABI this kernel lacks (x32: CONFIG_X86_X32_ABI is off here) ----
+
+def filter_text(allowed: frozenset[str]) -> str:
+    import tempfile
+
+    from hyjail.ns import syscall_filter
+    with tempfile.TemporaryFile("w+") as out:
+        syscall_filter.build(allowed).export_pfc(out)
+        out.seek(0)
+        return out.read()
+
+
+def test_the_filter_covers_x32_like_x86_64_and_kills_other_abis():
+    """x32 cannot run on this kernel, so this reads the filter libseccomp generated: x32's
+    calls are x86_64's numbers with bit 30 set, and each gets the same action."""
+    text = filter_text(frozenset({"set_hostname"}))
+    x86_64, rest = text.split("# filter for arch x86 ", 1)
+    i386, x32 = rest.split("# filter for arch x32 ", 1)
+    for name, number in (("mount", 165), ("init_module", 175), ("open_by_handle_at", 304),
+                         ("reboot", 169), ("bpf", 321), ("setns", 308)):
+        assert f'syscall "{name}" ({number})' in x86_64
+        assert f'syscall "{name}" ({0x40000000 + number})' in x32
+    assert x32.count("ERRNO(1)") == x86_64.count("ERRNO(1)")
+    assert "$a1 & 0xffffffff == 21522" in x32  # TIOCSTI, on the low 32 bits
+    assert "# invalid architecture action\naction KILL_PROCESS;" in text  # any other ABI
+    assert "ERRNO" in i386

@@ -3,6 +3,7 @@ host: v1 controllers, plus a group in the unified hierarchy), and --rlimit on th
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
@@ -163,3 +164,24 @@ def test_features_reports_this_host():
     assert rows["allow.mount.tmpfs"]["available"] and not rows["allow.mount.procfs"]["available"]
     table = hyjail("features").stdout
     assert "allow.set_hostname" in table and "seccomp filters" in table
+
+
+def test_gc_sweeps_groups_no_live_jail_owns(busybox_root):
+    """What a teardown could not remove (a group still busy) is left for `hyjail gc`, which
+    keeps every live jail's groups."""
+    from hyjail import cgroups
+    unified = next(h for h in cgroups.hierarchies() if h.version == 2)
+    with running("run", "--persist", "--name", "kept", busybox_root, "k", "127.0.0.1",
+                 "/bin/sleep", "60") as start:
+        start.wait(timeout=30)
+        jid = int(start.stdout.read())
+        orphan = os.path.join(unified.mount, "hyjail", str(jid + 1000))
+        os.mkdir(orphan)
+        try:
+            assert hyjail("gc").returncode == 0
+            assert not os.path.exists(orphan)
+            assert os.path.isdir(os.path.join(unified.mount, "hyjail", str(jid)))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(orphan)
+            assert hyjail("stop", "kept").returncode == 0

@@ -76,6 +76,11 @@ def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
 
 def load(allowed: Iterable[str]) -> None:
     """Build and load the filter into the calling thread (no_new_privs must be set)."""
+    build(allowed).load()
+
+
+def build(allowed: Iterable[str]) -> sc.SyscallFilter:
+    """The filter for this permission set, not yet loaded."""
     allowed = set(allowed)
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
@@ -97,7 +102,7 @@ def load(allowed: Iterable[str]) -> None:
         for name in ("mmap", "mmap2"):
             f.add_rule(sc.ERRNO(errno.EPERM), name,
                        sc.Arg(3, sc.MASKED_EQ, MAP_LOCKED, MAP_LOCKED))
-    f.load()
+    return f
 
 
 def _mount_types(f: sc.SyscallFilter, allowed: set[str]) -> None:
