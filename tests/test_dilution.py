@@ -149,6 +149,26 @@ def test_raw_sockets_gate_and_the_source_stays_the_jail_ip(probe_root):
         assert packet[20] == 8  # an echo request
 
 
+def test_raw_sockets_cannot_forge_the_ipv4_source(probe_root):
+    """IP_HDRINCL lets root with a raw socket write any source; the host end of the veth
+    drops what does not come from the jail's address (strict reverse-path filtering)."""
+    ip, forged = fresh_ip(), fresh_ip()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    listener.settimeout(10)
+    script = (f"sleep 1; /bin/r5probe spoofer 64 spoof:{forged}:{HOST_IP} spoof:{ip}:{HOST_IP}"
+              f"; sleep 2")
+    with listener, running("run", "--allow", "raw_sockets", "--host-ip", HOST_IP, probe_root,
+                           "spoofer", ip, "/bin/sh", "-c", script) as jail:
+        record = jail_record(ip)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            record["host_link"].encode())
+        packet, _ = listener.recvfrom(2048)
+        # The forged one went first, yet the first echo of ours to arrive is the honest one.
+        assert (socket.inet_ntoa(packet[12:16]), packet[24:26]) == (ip, b"JJ")
+        assert jail.stdout.read().split() == [f"spoof:{forged}:{HOST_IP}=ok",
+                                              f"spoof:{ip}:{HOST_IP}=ok"]
+
+
 def test_sysvipc_gate(probe_root):
     assert run_probe(probe_root, "int80", ["shmget"]) == {"shmget": "ENOSYS"}
     assert run_probe(probe_root, "int80", ["shmget"], "--allow", "sysvipc") == {"shmget": "ok"}

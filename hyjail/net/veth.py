@@ -3,7 +3,8 @@
 Owns: creating the pair with its jail end born inside the jail's network namespace (no move
 between namespaces), the host end's addresses and the /32 (/128) routes to the jail, the jail
 end's addresses, its route to the host end and its default route (inside the jail only), and
-removing the pair. It never touches another interface, never adds a default route, NAT or
+removing the pair. The host end drops IPv4 packets whose source is not the jail's (strict
+reverse-path filtering). It never touches another interface, never adds a default route, NAT or
 forwarding on the host.
 """
 
@@ -105,6 +106,10 @@ def _configure(host: IPRoute, netns_fd: int, name: str, addresses: tuple[Address
                host_addresses: tuple[Address, ...]) -> None:
     try:
         (index,) = host.link_lookup(ifname=name)
+        # Strict reverse-path filtering on our end: an IPv4 packet from the jail whose source
+        # is not the jail's (one root made with allow.raw_sockets and IP_HDRINCL) is dropped.
+        with open(f"/proc/sys/net/ipv4/conf/{name}/rp_filter", "w") as f:
+            f.write("1")
         for addr in host_addresses:
             _add_address(host, index, addr)
         host.link("set", index=index, state="up")

@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -61,6 +64,38 @@ static int inside_jail(const char *expected)
 }
 
 #define P(x) ((long)(x))
+
+static unsigned short checksum(const unsigned char *data, int len)
+{
+    unsigned long sum = 0;
+    for (int i = 0; i + 1 < len; i += 2)
+        sum += (data[i] << 8) | data[i + 1];
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (unsigned short)~sum;
+}
+
+static long spoof(const char *src, const char *dst)
+{
+    unsigned char packet[28] = {0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1 /* ICMP */};
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, src, packet + 12) != 1 || inet_pton(AF_INET, dst, &to.sin_addr) != 1)
+        return -EINVAL;
+    memcpy(packet + 16, &to.sin_addr, 4);
+    unsigned char *icmp = packet + 20;
+    icmp[0] = 8; /* echo request, id 0x4a4a */
+    icmp[4] = icmp[5] = 0x4a;
+    unsigned short sum = checksum(icmp, 8);
+    icmp[2] = sum >> 8;
+    icmp[3] = sum & 0xff;
+    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW); /* IPPROTO_RAW implies IP_HDRINCL */
+    if (fd < 0)
+        return -errno;
+    long ret = sendto(fd, packet, sizeof packet, 0, (struct sockaddr *)&to, sizeof to);
+    ret = ret < 0 ? -errno : 0;
+    close(fd);
+    return ret;
+}
 
 int main(int argc, char **argv)
 {
@@ -129,6 +164,14 @@ int main(int argc, char **argv)
             ret = (!i386 && ret < 0) ? -errno : ret;
         } else if (strcmp(name, "socketcall_raw") == 0 && i386) {
             ret = sys32(102, 1 /* SYS_SOCKET */, P(socket_args), 0, 0, 0);
+        } else if (strncmp(name, "spoof:", 6) == 0) {
+            /* spoof:SRC:DST: one ICMP echo from a forged IPv4 source (IP_HDRINCL). */
+            char src[32] = {0}, *dst = strchr(name + 6, ':');
+            ret = -EINVAL;
+            if (dst && (size_t)(dst - name - 6) < sizeof src) {
+                memcpy(src, name + 6, dst - name - 6);
+                ret = spoof(src, dst + 1);
+            }
         } else if (strcmp(name, "chattr_immutable") == 0) {
             /* FS_IOC_SETFLAGS with FS_IMMUTABLE_FL (chattr +i), then the old flags again. */
             static int flags, old;
