@@ -2,8 +2,9 @@
 `jexec` share.
 
 Owns: forking a child into a pid namespace (a new one for pid 1, the jail's for jexec) with
-the host's restored for later forks, the READY/GO handshake on the supervisor's side, the
-terminal relay, forwarding signals, and the exit status (SPEC section 2).
+the host's restored for later forks, or through a helper for a rootless caller, which cannot
+come back out; the READY/GO handshake on the supervisor's side, the terminal relay,
+forwarding signals, and the exit status (SPEC section 2).
 """
 
 from __future__ import annotations
