@@ -14,9 +14,39 @@ By default the map is the identity (root inside is uid 0 on files, as with FreeB
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 
 from hyjail import linux
+
+
+@contextlib.contextmanager
+def _throwaway_child(body: Callable[[Callable[[bytes], object], Callable[[], bytes]], None]
+                     ) -> Iterator[tuple[int, Callable[[bytes], object], Callable[[], bytes]]]:
+    """Fork a child that runs body(say, hear) and exits; yield (its pid, say, hear) to the
+    parent. Each side's `say` writes to the other's `hear`, which returns b"" once the other
+    is gone. The parent reaps the child on leaving."""
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            body(lambda data: os.write(to_parent_w, data), lambda: os.read(to_child_r, 64))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        yield pid, (lambda data: os.write(to_child_w, data)), (lambda: os.read(to_parent_r, 64))
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        os.waitpid(pid, 0)
 
 
 def create(id_map: tuple[tuple[int, int, int], ...],
@@ -28,45 +58,30 @@ def create(id_map: tuple[tuple[int, int, int], ...],
     and the namespaces must be created from inside the user namespace); the caller, still in
     the parent user namespace, writes the map and keeps the namespaces by opening them.
     """
-    to_child_r, to_child_w = os.pipe()
-    to_parent_r, to_parent_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(to_child_w)
-            os.close(to_parent_r)
-            # Our pid as the mounted /proc knows it, which need not be the pid namespace we
-            # are in: pid 1 still sees the host's /proc at this point.
-            proc_pid = os.readlink("/proc/self")
-            linux.unshare(linux.CLONE_NEWUSER)
-            os.write(to_parent_w, proc_pid.encode() + b"\n")
-            if os.read(to_child_r, 1) == b"m":  # mapped
-                linux.unshare(sum(flag for _, flag in owned))
-                os.write(to_parent_w, b"n")
-                os.read(to_child_r, 1)  # until the parent has opened them
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(to_child_r)
-    os.close(to_parent_w)
-    try:
-        proc_pid = os.read(to_parent_r, 32).decode().strip()
+    def unshare_in_child(say: Callable[[bytes], object], hear: Callable[[], bytes]) -> None:
+        # Our pid as the mounted /proc knows it, which need not be the pid namespace we are
+        # in: pid 1 still sees the host's /proc at this point.
+        proc_pid = os.readlink("/proc/self")
+        linux.unshare(linux.CLONE_NEWUSER)
+        say(proc_pid.encode() + b"\n")
+        if hear() == b"m":  # mapped
+            linux.unshare(sum(flag for _, flag in owned))
+            say(b"n")
+            hear()  # until the parent has opened them
+
+    with _throwaway_child(unshare_in_child) as (_, say, hear):
+        proc_pid = hear().decode().strip()
         if not proc_pid.isdigit():
             raise OSError("jail setup: unshare of the user namespace failed")
         text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in id_map)
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{proc_pid}/{name}", "w") as f:
                 f.write(text)
-        os.write(to_child_w, b"m")
-        if os.read(to_parent_r, 1) != b"n":
+        say(b"m")
+        if hear() != b"n":
             raise OSError("jail setup: unshare of the jail's namespaces failed")
         return {name: os.open(f"/proc/{proc_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                 for name, _ in owned}
-    finally:
-        os.close(to_child_w)
-        os.close(to_parent_r)
-        os.waitpid(pid, 0)
 
 
 def own_mount_namespace() -> None:
@@ -76,37 +91,22 @@ def own_mount_namespace() -> None:
     read-only and masked parts of /proc, the read-only /sys) stays as it is; and no file
     system that needs the host's user namespace (proc, cgroup, mqueue, any disk) can be made.
     """
-    to_child_r, to_child_w = os.pipe()
-    to_parent_r, to_parent_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(to_child_w)
-            os.close(to_parent_r)
-            with open("/proc/self/ns/uts", "rb") as uts:
-                owner = linux.owning_userns(uts.fileno())
-            linux.setns(owner, linux.CLONE_NEWUSER)
-            linux.unshare(linux.CLONE_NEWNS)
-            os.write(to_parent_w, b"n")
-            os.read(to_child_r, 1)  # until the parent has joined it
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(to_child_r)
-    os.close(to_parent_w)
-    try:
-        if os.read(to_parent_r, 1) != b"n":
+    def unshare_in_child(say: Callable[[bytes], object], hear: Callable[[], bytes]) -> None:
+        with open("/proc/self/ns/uts", "rb") as uts:
+            owner = linux.owning_userns(uts.fileno())
+        linux.setns(owner, linux.CLONE_NEWUSER)
+        linux.unshare(linux.CLONE_NEWNS)
+        say(b"n")
+        hear()  # until the parent has joined it
+
+    with _throwaway_child(unshare_in_child) as (pid, _, hear):
+        if hear() != b"n":
             raise OSError("jail setup: a mount namespace of the jail's own failed")
         fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         try:
             linux.setns(fd, linux.CLONE_NEWNS)
         finally:
             os.close(fd)
-    finally:
-        os.close(to_child_w)
-        os.close(to_parent_r)
-        os.waitpid(pid, 0)
 
 
 def join_jail_userns() -> None:
