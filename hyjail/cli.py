@@ -64,6 +64,10 @@ def hyjail() -> None:
                    "of the jail's own, from 2^30 + JID*65536), so root inside is nobody outside.")
 @click.option("--userns-base", type=int, metavar="UID",
               help="With --userns: the first host id of the range.")
+@click.option("--backend", type=click.Choice(["auto", "ns", "trace"]), default="auto",
+              show_default=True,
+              help="Which providers enforce the rules: auto (the kernel's first), ns (the "
+                   "kernel's only), trace (ptrace's first; see `hyjail features`).")
 @click.option("--memory", metavar="SIZE", help="Memory limit (cgroup), e.g. 256M.")
 @click.option("--pids", metavar="N", help="Most processes and threads at once (cgroup).")
 @click.option("--cpus", metavar="N", help="CPU time, in CPUs' worth, e.g. 0.5 (cgroup).")
@@ -98,17 +102,18 @@ def build(kind: str, dest: str | None) -> int:
 
 @hyjail.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def features(as_json: bool) -> int:
-    """What this host supports: user namespaces, seccomp, cgroups, allow.* permissions."""
-    from hyjail.features import as_dicts, probe
-    rows = probe()
+@click.option("--fresh", is_flag=True, help="Probe again instead of using this boot's cache.")
+def features(as_json: bool, fresh: bool) -> int:
+    """What this host allows (the probe), which provider holds each rule (the plan), and the
+    permissions and limits a jail can have."""
+    from hyjail.features import as_text, report
+    data = report(fresh)
     if as_json:
         import json
-        click.echo(json.dumps(as_dicts(rows), indent=2))
+        click.echo(json.dumps(data, indent=2))
         return 0
-    width = max(len(row.name) for row in rows)
-    for row in rows:
-        click.echo(f"{row.name:<{width}}  {'yes' if row.available else 'no ':<3}  {row.detail}")
+    for line in as_text(data):
+        click.echo(line)
     return 0
 
 

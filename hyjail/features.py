@@ -1,13 +1,12 @@
 """What this host offers the namespace backend's superuser dilution and limits, found by looking
 at the running kernel (and, for user namespaces, by trying), not by version numbers.
 
-Owns: the rows `hyjail features` prints. Each row is (feature, yes/no, detail). The full probe
-of namespaces, ptrace and ABIs, and the rule-to-provider plan, come with the trace backend.
+Owns: what `hyjail features` prints: the probe (`hyjail.platform`), the rule-to-provider plan
+(`hyjail.plan`), and the host's permissions and limits, each row (feature, yes/no, detail).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from hyjail import allow, cgroups
@@ -18,38 +17,6 @@ class Feature:
     name: str
     available: bool
     detail: str
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _can_create_user_namespace() -> tuple[bool, str]:
-    from hyjail import linux
-    pid = os.fork()
-    if pid == 0:
-        try:
-            linux.unshare(linux.CLONE_NEWUSER)
-            os._exit(0)
-        except OSError as e:
-            os._exit(e.errno or 1)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code == 0, "created one" if code == 0 else f"unshare failed: {os.strerror(code)}"
-
-
-def _unprivileged_userns() -> Feature:
-    from hyjail.rootless import blocking_knobs
-    blocking = blocking_knobs()
-    if blocking:
-        return Feature("unprivileged user namespaces", False,
-                       "denied by sysctl " + ", ".join(blocking))
-    return Feature("unprivileged user namespaces", True,
-                   "no sysctl restricts them: users other than root get loopback-only jails")
 
 
 def _cgroup_rows() -> list[Feature]:
@@ -64,19 +31,12 @@ def _cgroup_rows() -> list[Feature]:
     return rows
 
 
-def probe() -> list[Feature]:
-    namespaces = sorted(os.listdir("/proc/self/ns"))
-    userns_ok, userns_detail = _can_create_user_namespace()
-    seccomp = _read("/proc/sys/kernel/seccomp/actions_avail") or ""
+def host_rows() -> list[Feature]:
+    """Capabilities, cgroups, and every allow.* permission with its default or refusal."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = f.read().strip()
     rows = [
-        Feature("namespaces", True, " ".join(namespaces)),
-        Feature("user namespaces (root)", userns_ok, userns_detail),
-        _unprivileged_userns(),
-        Feature("capabilities", True, f"cap_last_cap {_read('/proc/sys/kernel/cap_last_cap')}"),
-        Feature("seccomp filters", "errno" in seccomp.split(), seccomp or "not available"),
-        Feature("i386 ABI (int 0x80)", os.path.exists("/proc/sys/abi/vsyscall32"),
-                "filtered like x86_64" if os.path.exists("/proc/sys/abi/vsyscall32")
-                else "not compiled in"),
+        Feature("capabilities", True, f"cap_last_cap {last_cap}"),
         *_cgroup_rows(),
     ]
     for name, (default, what) in allow.PERMISSIONS.items():
@@ -89,5 +49,29 @@ def probe() -> list[Feature]:
     return rows
 
 
-def as_dicts(rows: list[Feature]) -> list[dict]:
-    return [asdict(row) for row in rows]
+def report(fresh: bool = False) -> dict:
+    """The probe (what this host allows, by trying), the rule-to-provider plan, and the
+    host's permissions and limits: what `hyjail features` prints."""
+    from hyjail import plan, platform
+    probe = platform.current(fresh=fresh)
+    return {"probe": [asdict(check) for check in probe.values()],
+            "plan": plan.table(probe),
+            "host": [asdict(row) for row in host_rows()]}
+
+
+def as_text(data: dict) -> list[str]:
+    lines = ["Probe (what this host allows, found by trying):"]
+    width = max(len(c["name"]) for c in data["probe"])
+    lines += [f"  {c['name']:<{width}}  {'yes' if c['ok'] else 'no ':<3}  {c['detail']}"
+              for c in data["probe"]]
+    lines.append("Plan (rule: providers, kernel first; * marks what --backend picks):")
+    for row in data["plan"]:
+        state = "ok" if not row["missing"] else "missing " + ", ".join(row["missing"])
+        picked = ",".join(row["picked_by"]) or "-"
+        lines.append(f"  {row['rule']} {row['name']:<9}  {row['provider']:<6}  "
+                     f"{row['how']:<52}  {state:<24}  * {picked}")
+    lines.append("Permissions and limits:")
+    width = max(len(r["name"]) for r in data["host"])
+    lines += [f"  {r['name']:<{width}}  {'yes' if r['available'] else 'no ':<3}  {r['detail']}"
+              for r in data["host"]]
+    return lines

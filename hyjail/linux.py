@@ -74,6 +74,36 @@ def namespace_type(ns_fd: int) -> int:
     return fcntl.ioctl(ns_fd, NS_GET_NSTYPE)
 
 
+_PR_CAPBSET_READ = 23
+_PR_CAP_AMBIENT_IS_SET = 1
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def last_cap() -> int:
+    """The highest capability this kernel knows, asked of the kernel itself (no /proc: a
+    chrooted process may have none)."""
+    cap = 0
+    while _libc.prctl(_PR_CAPBSET_READ, cap + 1, 0, 0, 0) >= 0:
+        cap += 1
+    return cap
+
+
+def capability_sets() -> dict[str, int]:
+    """This process's capability sets as bit masks: bounding, effective, permitted,
+    inheritable, ambient (from the kernel, not /proc)."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(_libc.capget(header, data), "capget")
+    caps = range(last_cap() + 1)
+    return {
+        "bounding": sum(1 << c for c in caps if _libc.prctl(_PR_CAPBSET_READ, c, 0, 0, 0) == 1),
+        "effective": data[0] | data[3] << 32, "permitted": data[1] | data[4] << 32,
+        "inheritable": data[2] | data[5] << 32,
+        "ambient": sum(1 << c for c in caps
+                       if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1),
+    }
+
+
 def clear_ambient_caps() -> None:
     _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
 

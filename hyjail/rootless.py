@@ -93,6 +93,13 @@ def _private_to(path: str, uid: int) -> bool:
 def enter_user_and_pid_namespaces() -> None:
     """Become root of a new user namespace (uid and gid mapped from the caller's) and unshare
     the pid namespace the next fork will be pid 1 of, owned by it."""
+    with denied_as_setup_error():
+        enter_user_namespace()
+        linux.unshare(linux.CLONE_NEWPID)
+
+
+def enter_user_namespace() -> None:
+    """Become root of a new user namespace, the caller's uid and gid mapped to 0."""
     uid, gid = os.geteuid(), os.getegid()
     with denied_as_setup_error():
         linux.unshare(linux.CLONE_NEWUSER)
@@ -102,7 +109,6 @@ def enter_user_and_pid_namespaces() -> None:
                            ("gid_map", f"0 {gid} 1\n")):
             with open(f"/proc/self/{name}", "w") as f:
                 f.write(text)
-        linux.unshare(linux.CLONE_NEWPID)
 
 
 @contextlib.contextmanager

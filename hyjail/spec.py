@@ -113,6 +113,13 @@ def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
     return allowed
 
 
+def check_backend(backend: str) -> str:
+    from hyjail.plan import BACKENDS
+    if backend not in BACKENDS:
+        raise SetupError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+    return backend
+
+
 def check_userns_base(base: int) -> int:
     if base != -1 and not 1 <= base <= 2**32 - 1 - USERNS_SIZE:
         raise SetupError(f"--userns {base}: a host uid from 1 that leaves room for "
@@ -136,6 +143,7 @@ class JailSpec:
     limits: Limits = Limits()
     # --userns: map the jail's ids 0-65535 onto host ids from this base (None: identity).
     userns_base: int | None = None
+    backend: str = "auto"  # auto, ns or trace: which providers the plan prefers (hyjail.plan)
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -143,7 +151,8 @@ class JailSpec:
                persist: bool = False, jid: int | str | None = None,
                environ: dict[str, str] | None = None,
                allow_changes: tuple[tuple[str, bool], ...] = (),
-               limits: Limits | None = None, userns_base: int | None = None) -> JailSpec:
+               limits: Limits | None = None, userns_base: int | None = None,
+               backend: str = "auto") -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -171,6 +180,7 @@ class JailSpec:
             allowed=check_allowed(allow.resolve(allow_changes)),
             limits=limits or Limits(),
             userns_base=check_userns_base(userns_base) if userns_base is not None else None,
+            backend=check_backend(backend),
         )._checked()
 
     def _checked(self) -> JailSpec:

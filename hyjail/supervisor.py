@@ -16,10 +16,12 @@ import socket
 from collections.abc import Callable, Sequence
 
 from hyjail import cgroups, linux, rootless, terminal
+from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, run_in_foreground, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control
+from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
 
@@ -34,10 +36,14 @@ def run(spec: JailSpec, registry: Registry | None = None,
     code 126 or 127 when the command cannot be executed or found inside the jail.
     `on_ready` is called with the jail's record once it exists and is about to run.
     """
+    registry = registry or Registry()
+    plan = choose_plan(spec, registry)
+    if plan.kind == "trace":
+        from hyjail.trace import supervisor as trace_supervisor
+        return trace_supervisor.run(spec, plan, registry, on_ready)
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)
-    registry = registry or Registry()
     params = spec.record_params()
     if not host_root:
         params["rootless"] = "1"  # no cgroups to join or reclaim
@@ -80,6 +86,23 @@ def run(spec: JailSpec, registry: Registry | None = None,
         if on_ready:
             on_ready(record)
         return run_in_foreground(jail, channel, tty_fds, fds, undo)
+
+
+def choose_plan(spec: JailSpec, registry: Registry) -> Plan:
+    """The rule-to-provider plan for this jail on this host (the probe is cached per boot)."""
+    from hyjail import platform
+    probe = platform.current(registry.state_dir)
+    if rootless.host_root():
+        return plans.choose(probe, spec.backend)
+    # A user other than root has namespaces (its own user namespace) or nothing: the trace
+    # backend's chroot needs root.
+    if spec.backend == "trace":
+        raise SetupError("--backend trace: needs root (its R1 is chroot)")
+    if not probe.has("userns.unprivileged"):
+        raise SetupError(f"a jail started by a user other than root needs an unprivileged user "
+                         f"namespace, and this host denies it: "
+                         f"{probe['userns.unprivileged'].detail}")
+    return plans.choose(probe, "ns")
 
 
 def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],

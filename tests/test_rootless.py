@@ -43,7 +43,8 @@ def user_root(probe_root):
     top = tempfile.mkdtemp(prefix="hyjail-rootless-")
     os.chmod(top, 0o755)
     root = os.path.join(top, "root")
-    shutil.copytree(probe_root, root, symlinks=True)
+    shutil.copytree(probe_root, root, symlinks=True,  # not the device nodes' contents
+                    ignore=lambda where, names: names if where.endswith("/dev") else [])
     os.mkdir(os.path.join(root, "out"))
     os.chown(os.path.join(root, "out"), USER, USER)
     yield root

@@ -34,6 +34,7 @@ GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
 # there the jail's hostname is set by the rule that a user namespace's owner holds every
 # capability in it.
 HOST_USERNS_NEVER = ("sys_admin",)
+TRACE_NEVER = ("sys_admin", "sys_chroot")
 
 
 def kept_caps(allowed: frozenset[str]) -> tuple[str, ...]:
@@ -64,19 +65,28 @@ class Confinement:
     allowed: frozenset[str]
     rlimits: tuple[tuple[str, int, int], ...] = ()
     account: Account | None = None  # switch to this user (jexec -u); else stay root
+    # The trace backend: the calls its supervisor judges (call -> prefilter tag), and the
+    # calls it refuses outright. Its root is a chroot, so it never keeps sys_chroot (chroot
+    # again, and `..` walks out), and stays in the host's user namespace.
+    traced: tuple[tuple[str, int], ...] = ()
+    refused: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        if not self.traced:
+            return kept_caps(self.allowed)
+        return tuple(cap for cap in kept_caps(self.allowed) if cap not in TRACE_NEVER)
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
         when any part does not hold afterwards: a jail never runs half-diluted."""
-        if not stays_in_host_userns(self.allowed):
+        if not (self.traced or stays_in_host_userns(self.allowed)):
             userns.join_jail_userns()
         for name, soft, hard in self.rlimits:
             resource.setrlimit(RLIMITS[name], (soft, hard))
-        keep = kept_caps(self.allowed)
+        keep = self.keep
         wanted = cap_mask(keep)
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last_cap = int(f.read())
-        for cap in range(last_cap + 1):  # by number: caps newer than python-prctl go too
+        for cap in range(linux.last_cap() + 1):  # by number: newer caps than prctl knows go too
             if not wanted & (1 << cap):
                 prctl.capbset_drop(cap)
         prctl.cap_inheritable.limit()
@@ -89,16 +99,19 @@ class Confinement:
             prctl.cap_effective.limit(*keep)  # effective must stay within permitted
             prctl.cap_permitted.limit(*keep)
         prctl.set_no_new_privs(True)
-        syscall_filter.load(self.allowed)
+        syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused))
         _verify(wanted)
 
 
 def _verify(bounding: int) -> None:
-    with open("/proc/self/status") as f:
-        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    expected = {"CapBnd": bounding, "CapInh": 0, "CapAmb": 0}
-    for field, value in expected.items():
-        if int(status[field], 16) != value:
-            raise SetupError(f"superuser dilution did not hold: {field} is {status[field]}")
-    if status.get("NoNewPrivs") != "1" or status.get("Seccomp") != "2":
-        raise SetupError("superuser dilution did not hold: no_new_privs or seccomp missing")
+    """Read back, from the kernel (a chrooted process may have no /proc), that the sets,
+    no_new_privs and the filter hold."""
+    sets = linux.capability_sets()
+    expected = {"bounding": bounding, "inheritable": 0, "ambient": 0}
+    for name, value in expected.items():
+        if sets[name] != value:
+            raise SetupError(f"superuser dilution did not hold: {name} set is "
+                             f"{sets[name]:#x}")
+    if sets["permitted"] & ~bounding or not prctl.get_no_new_privs() or not prctl.get_seccomp():
+        raise SetupError("superuser dilution did not hold: permitted set, no_new_privs or "
+                         "seccomp")

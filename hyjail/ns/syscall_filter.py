@@ -12,7 +12,7 @@ low 32 bits only, so setting high bits cannot slip a request past the filter.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Loaded now, on the host's tree: the filter is loaded after pivot_root, where the jail's root
 # need not have libseccomp.
@@ -74,21 +74,30 @@ def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
     return table
 
 
-def load(allowed: Iterable[str]) -> None:
+def load(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
+         refused: Mapping[str, int] | None = None) -> None:
     """Build and load the filter into the calling thread (no_new_privs must be set)."""
-    build(allowed).load()
+    build(allowed, traced, refused).load()
 
 
-def build(allowed: Iterable[str]) -> sc.SyscallFilter:
-    """The filter for this permission set, not yet loaded."""
+def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
+          refused: Mapping[str, int] | None = None) -> sc.SyscallFilter:
+    """The filter for this permission set, not yet loaded. The trace backend adds `traced`
+    (call -> tag: RET_TRACE, so its supervisor judges the call) and `refused` (call ->
+    errno) to the table."""
     allowed = set(allowed)
+    traced = traced or {}
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for arch in (sc.Arch.X86, sc.Arch.X32):
         if not f.exist_arch(arch):
             f.add_arch(arch)
-    for name, err in denied_calls(allowed).items():
-        f.add_rule(sc.ERRNO(err), name)
+    table = {**denied_calls(allowed), **(refused or {})}
+    for name, err in table.items():
+        if name not in traced:  # a judged call's gate is its handler's to keep
+            f.add_rule(sc.ERRNO(err), name)
+    for name, tag in traced.items():
+        f.add_rule(sc.TRACE(tag), name)
     for flag in NAMESPACE_FLAGS:
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     for flag in (*NAMESPACE_FLAGS, CLONE_NEWTIME):

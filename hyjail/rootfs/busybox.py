@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import struct
 import subprocess
 
@@ -30,6 +31,28 @@ FILES = {
     "etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
     MARKER: "busybox\n",
 }
+
+
+# Character devices a jail's programs expect; the ns backend mounts its own /dev over them,
+# a chroot (the trace backend) uses these. Made only when the builder may (root).
+DEVICES = {"dev/null": (1, 3), "dev/zero": (1, 5), "dev/full": (1, 7), "dev/random": (1, 8),
+           "dev/urandom": (1, 9), "dev/tty": (5, 0)}
+
+
+def _make_device(path: str, major: int, minor: int) -> None:
+    wanted = os.makedev(major, minor)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == wanted:
+            return
+    except FileNotFoundError:
+        pass
+    try:
+        os.mknod(path + ".new", 0o666 | stat.S_IFCHR, wanted)
+    except PermissionError:
+        return  # not root: the root has no devices of its own
+    os.chmod(path + ".new", 0o666)
+    os.replace(path + ".new", path)  # replaces a symlink, never writes through it
 
 
 def _is_static(path: str) -> bool:
@@ -97,6 +120,8 @@ def build(dest: str, busybox: str = BUSYBOX) -> str:
         _make_directory(dest, directory, mode)
     for name, text in FILES.items():
         _write_if_changed(os.path.join(dest, name), text)
+    for name, (major, minor) in DEVICES.items():
+        _make_device(os.path.join(dest, name), major, minor)
 
     installed = os.path.join(dest, "bin/busybox")
     src = os.stat(busybox)

@@ -1,0 +1,119 @@
+"""The plan: for each jail rule (SPEC section 1, R1-R7), the provider that enforces it here.
+
+Owns: the providers each rule can have (the kernel's first, ptrace's second), what each needs
+of the host (named by `hyjail.platform` checks), the choice under `--backend auto|ns|trace`,
+and the refusal, naming the rule and why, when a rule is left without one. A provider that
+is not built yet counts as missing: a rule is never assumed to hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hyjail.errors import SetupError
+from hyjail.platform import Probe
+
+RULES = {"R1": "root", "R2": "hostname", "R3": "address", "R4": "processes",
+         "R5": "superuser", "R6": "lifetime", "R7": "identity"}
+BACKENDS = ("auto", "ns", "trace")
+# What every ptrace provider needs: a RET_TRACE prefilter that stops only the judged calls,
+# the kernel's own decoding of each (any ABI), and tracees that die with their tracer.
+_TRACING = ("seccomp.filter", "seccomp.trace", "ptrace.traceseccomp", "ptrace.syscall_info",
+            "ptrace.exitkill")
+
+
+@dataclass(frozen=True)
+class Provider:
+    rule: str
+    kind: str  # "kernel" or "ptrace"
+    how: str
+    needs: tuple[str, ...]
+    built: bool = True
+
+    def missing(self, probe: Probe) -> list[str]:
+        """What this host lacks for it ([] when it can enforce its rule here)."""
+        lacking = [need for need in self.needs if not probe.has(need)]
+        return lacking if self.built else ["not built yet", *lacking]
+
+
+PROVIDERS: dict[str, tuple[Provider, ...]] = {
+    "R1": (Provider("R1", "kernel", "mount namespace, pivot_root", ("ns.mnt", "pivot_root")),
+           Provider("R1", "ptrace", "chroot; chroot, pivot_root and mounts denied",
+                    ("seccomp.filter",))),
+    "R2": (Provider("R2", "kernel", "UTS namespace", ("ns.uts",)),
+           Provider("R2", "ptrace", "uname and sethostname answered per jail", _TRACING)),
+    "R3": (Provider("R3", "kernel", "network namespace, veth", ("ns.net",)),
+           Provider("R3", "ptrace", "socket calls performed by the supervisor",
+                    (*_TRACING, "pidfd_getfd"), built=False)),
+    "R4": (Provider("R4", "kernel", "pid namespace", ("ns.pid",)),
+           Provider("R4", "ptrace", "jail pids only; signals sent by the supervisor",
+                    (*_TRACING, "pidfd_open", "pidfd.thread"))),
+    "R5": (Provider("R5", "kernel", "user namespace, capabilities, seccomp filter",
+                    ("ns.user", "seccomp.filter")),
+           Provider("R5", "ptrace", "capabilities, seccomp filter (no user namespace)",
+                    ("seccomp.filter",))),
+    "R6": (Provider("R6", "kernel", "pid namespace: all die with pid 1", ("ns.pid",)),
+           Provider("R6", "ptrace", "PTRACE_O_EXITKILL: all die with the tracer",
+                    ("ptrace.exitkill",))),
+    "R7": (Provider("R7", "kernel", "registry, pid namespace", ("ns.pid",)),
+           Provider("R7", "ptrace", "registry, the tracer's tracees", _TRACING)),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str  # what was asked for
+    chosen: dict[str, Provider]
+
+    @property
+    def kind(self) -> str:
+        """The backend that runs the jail: "ns" when the kernel holds every rule, else
+        "trace" (ptrace providers, with the kernel's where it has them)."""
+        kinds = {p.kind for p in self.chosen.values()}
+        return "ns" if kinds == {"kernel"} else "trace"
+
+    def uses(self, rule: str, kind: str) -> bool:
+        return self.chosen[rule].kind == kind
+
+
+def choose(probe: Probe, backend: str = "auto") -> Plan:
+    """The plan for this host. `ns` takes kernel providers only, `trace` ptrace's first,
+    `auto` the kernel's first. Raises SetupError naming the first rule left without one."""
+    if backend not in BACKENDS:
+        raise SetupError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+    chosen: dict[str, Provider] = {}
+    for rule, providers in PROVIDERS.items():
+        picked = _pick(providers, probe, backend)
+        if picked is None:
+            why = "; ".join(f"{p.kind} ({p.how}): {', '.join(p.missing(probe))}"
+                            for p in _order(providers, backend))
+            raise SetupError(f"{rule} ({RULES[rule]}) cannot be enforced on this host with "
+                             f"--backend {backend}: {why}")
+        chosen[rule] = picked
+    return Plan(backend, chosen)
+
+
+def _order(providers: tuple[Provider, ...], backend: str) -> list[Provider]:
+    if backend == "ns":
+        return [p for p in providers if p.kind == "kernel"]
+    if backend == "trace":
+        return sorted(providers, key=lambda p: p.kind != "ptrace")
+    return list(providers)
+
+
+def _pick(providers: tuple[Provider, ...], probe: Probe, backend: str) -> Provider | None:
+    return next((p for p in _order(providers, backend) if not p.missing(probe)), None)
+
+
+def table(probe: Probe) -> list[dict]:
+    """Every rule with every provider: whether this host has it, and which each backend
+    would pick; what `hyjail features` prints."""
+    rows = []
+    for rule, providers in PROVIDERS.items():
+        for provider in providers:
+            rows.append({
+                "rule": rule, "name": RULES[rule], "provider": provider.kind,
+                "how": provider.how, "missing": provider.missing(probe),
+                "picked_by": [b for b in BACKENDS
+                              if _pick(providers, probe, b) == provider]})
+    return rows

@@ -1,0 +1,277 @@
+"""The trace backend's judges: one handler per family of system calls the prefilter stops.
+
+Owns: the table of handled calls (which also generates the seccomp prefilter, so a call is
+stopped exactly when a handler exists for it), and each handler's decision: let the call run,
+or answer it without running it. A handler sees the kernel's own decoding of the call (any
+ABI), reads what it needs from the tracee's memory once, and when a decision could be undone
+by a pid changing hands it performs the operation itself through a pidfd it holds.
+
+Rules: R2 (uname, sethostname, setdomainname answered per jail) and R4 (signals, ptrace,
+priorities, scheduling, limits: jail pids only; kill(-1) and process groups reach the jail).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hyjail.trace import memory
+
+if TYPE_CHECKING:
+    from hyjail.trace.tracer import Call
+
+ALLOW = None  # a handler's answer: run the call as the tracee made it
+HOST_NAME_MAX = 64
+_UTS_FIELD = 65
+_SYS_PIDFD_SEND_SIGNAL = 424
+_PIDFD_SIGNAL_THREAD = 1
+_PIDFD_SIGNAL_THREAD_GROUP = 2
+_CAP_KILL = 5
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Handler:
+    rule: str
+    judge: Callable[[Call], int | None]  # None: allow; an int: the call's result (-errno)
+
+
+def _int(value: int) -> int:
+    """A register as the kernel reads a C int (pid_t, signal numbers)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+# ---- R2: the jail's own hostname ---------------------------------------------------------
+
+def _uname(call: Call) -> int | None:
+    """Answer uname() with the host's kernel and the jail's names, written whole (output
+    only: nothing of the host's hostname ever reaches the tracee's memory)."""
+    host = os.uname()
+    fields = (host.sysname, call.jail.hostname, host.release, host.version, host.machine,
+              call.jail.domainname)
+    data = b"".join(f.encode()[:_UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0") for f in fields)
+    try:
+        memory.write(call.tid, call.args[0], data)
+    except OSError:
+        return -errno.EFAULT
+    return 0
+
+
+def _set_name(which: str) -> Callable[[Call], int | None]:
+    def judge(call: Call) -> int | None:
+        if "set_hostname" not in call.jail.allowed:
+            return -errno.EPERM
+        length = call.args[1] & 0xFFFFFFFF
+        if length > HOST_NAME_MAX:
+            return -errno.EINVAL
+        try:
+            name = memory.read(call.tid, call.args[0], length) if length else b""
+        except OSError:
+            return -errno.EFAULT
+        call.jail.rename(which, name.decode(errors="replace"))
+        return 0
+    return judge
+
+
+# ---- R4: signals, through the supervisor's pidfds ----------------------------------------
+
+def _kill(call: Call) -> int | None:
+    pid, sig = _int(call.args[0]), _int(call.args[1])
+    if not 0 <= sig <= 64:
+        return -errno.EINVAL
+    if pid > 0:
+        if pid == call.tgid:
+            return ALLOW  # to itself: nothing to judge, and the kernel keeps its semantics
+        return _signal_processes(call, [pid], sig) if call.jail.has_process(pid) else -errno.ESRCH
+    if pid == -1:
+        others = [p for p in call.jail.processes() if p != call.tgid]
+        return _signal_processes(call, others, sig, some=True) if others else -errno.ESRCH
+    group = _process_group(call.tgid) if pid == 0 else -pid
+    members = [p for p in call.jail.processes() if _process_group(p) == group]
+    return _signal_processes(call, members, sig, some=True) if members else -errno.ESRCH
+
+
+def _tkill(call: Call) -> int | None:
+    tid, sig = _int(call.args[0]), _int(call.args[1])
+    return _signal_thread(call, None, tid, sig, None)
+
+
+def _tgkill(call: Call) -> int | None:
+    tgid, tid, sig = (_int(a) for a in call.args[:3])
+    return _signal_thread(call, tgid, tid, sig, None)
+
+
+def _rt_sigqueueinfo(call: Call) -> int | None:
+    tgid, sig = _int(call.args[0]), _int(call.args[1])
+    if tgid == call.tgid:
+        return ALLOW
+    if not call.jail.has_process(tgid):
+        return -errno.ESRCH
+    info = _siginfo(call, call.args[2])
+    if isinstance(info, int):
+        return info
+    return _send(call, tgid, sig, info, _PIDFD_SIGNAL_THREAD_GROUP)
+
+
+def _rt_tgsigqueueinfo(call: Call) -> int | None:
+    tgid, tid, sig = (_int(a) for a in call.args[:3])
+    info = _siginfo(call, call.args[3])
+    if isinstance(info, int):
+        return info
+    return _signal_thread(call, tgid, tid, sig, info)
+
+
+def _signal_thread(call: Call, tgid: int | None, tid: int, sig: int,
+                   info: bytes | None) -> int | None:
+    if tid <= 0 or (tgid is not None and tgid <= 0) or not 0 <= sig <= 64:
+        return -errno.EINVAL
+    if call.jail.thread_group(tid) is None or (tgid is not None
+                                                and call.jail.thread_group(tid) != tgid):
+        return -errno.ESRCH
+    if call.jail.thread_group(tid) == call.tgid:
+        return ALLOW
+    return _send(call, tid, sig, info, _PIDFD_SIGNAL_THREAD)
+
+
+def _signal_processes(call: Call, pids: list[int], sig: int, some: bool = False) -> int:
+    """Signal each process as the caller may (kill(2)'s permission rules, judged on the
+    caller's credentials); for a group or -1, success if any one got it."""
+    results = [_send(call, pid, sig, None, _PIDFD_SIGNAL_THREAD_GROUP) for pid in pids]
+    if some and 0 in results:
+        return 0
+    return results[0] if not some else (-errno.EPERM if -errno.EPERM in results
+                                        else -errno.ESRCH)
+
+
+def _send(call: Call, target: int, sig: int, info: bytes | None, flags: int) -> int:
+    if not _may_signal(call.tid, target, sig):
+        return -errno.EPERM
+    pidfd = call.jail.pidfd(target)
+    if pidfd is None:
+        return -errno.ESRCH
+    buffer = ctypes.create_string_buffer(info, 128) if info is not None else None
+    if _libc.syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, buffer, flags) != 0:
+        return -ctypes.get_errno()
+    return 0
+
+
+def _may_signal(caller: int, target: int, sig: int) -> bool:
+    """kill(2)'s rule: the caller's real or effective uid is the target's real or saved uid,
+    or the caller holds CAP_KILL (SIGCONT also within one session)."""
+    mine, theirs = _credentials(caller), _credentials(target)
+    if mine is None or theirs is None:
+        return False
+    if mine["cap_effective"] & (1 << _CAP_KILL):
+        return True
+    if {mine["uid"][0], mine["uid"][1]} & {theirs["uid"][0], theirs["uid"][2]}:
+        return True
+    return sig == 18 and _session(caller) == _session(target)  # SIGCONT
+
+
+def _credentials(tid: int) -> dict | None:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return None
+    return {"uid": [int(u) for u in status["Uid"].split()],
+            "cap_effective": int(status["CapEff"], 16)}
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _siginfo(call: Call, address: int) -> bytes | int:
+    """The caller's siginfo, read once, in the 64-bit layout the supervisor sends."""
+    try:
+        raw = memory.read(call.tid, address, 128)
+    except OSError:
+        return -errno.EFAULT
+    if call.abi != "i386":
+        return raw
+    # compat siginfo: signo, errno, code, then pid, uid and a 32-bit sigval, unpadded.
+    signo, err, code, pid, uid, value = struct.unpack_from("<6i", raw)
+    return struct.pack("<3i4xiiq", signo, err, code, pid, uid, value).ljust(128, b"\0")
+
+
+# ---- R4: calls that name a process, a group or a user: jail ones only --------------------
+
+def _pid_at(*indexes: int, zero_is_self: bool = True) -> Callable[[Call], int | None]:
+    def judge(call: Call) -> int | None:
+        for index in indexes:
+            pid = _int(call.args[index])
+            if pid == 0 and zero_is_self:
+                continue
+            if pid > 0 and call.jail.thread_group(pid) is None:
+                return -errno.ESRCH
+        return ALLOW
+    return judge
+
+
+def _ptrace(call: Call) -> int | None:
+    if call.args[0] == 0:  # PTRACE_TRACEME: the tracer is the supervisor already; refused
+        return -errno.EPERM
+    return _pid_at(1, zero_is_self=False)(call)
+
+
+def _who(process: int, group: int) -> Callable[[Call], int | None]:
+    """setpriority/getpriority and ioprio_*: a process, a process group, or a user (which
+    would reach the host's processes of that uid: refused)."""
+    def judge(call: Call) -> int | None:
+        which, who = _int(call.args[0]), _int(call.args[1])
+        if which == process:
+            return _pid_at(1)(call)
+        if which == group:
+            if who == 0 or any(_process_group(p) == who for p in call.jail.processes()):
+                return ALLOW
+            return -errno.ESRCH
+        return -errno.EPERM if which == process + 2 else -errno.EINVAL
+    return judge
+
+
+HANDLERS: dict[str, Handler] = {
+    "uname": Handler("R2", _uname),
+    "sethostname": Handler("R2", _set_name("hostname")),
+    "setdomainname": Handler("R2", _set_name("domainname")),
+    "kill": Handler("R4", _kill),
+    "tkill": Handler("R4", _tkill),
+    "tgkill": Handler("R4", _tgkill),
+    "rt_sigqueueinfo": Handler("R4", _rt_sigqueueinfo),
+    "rt_tgsigqueueinfo": Handler("R4", _rt_tgsigqueueinfo),
+    "ptrace": Handler("R4", _ptrace),
+    "pidfd_open": Handler("R4", _pid_at(0, zero_is_self=False)),
+    "process_vm_readv": Handler("R4", _pid_at(0, zero_is_self=False)),
+    "process_vm_writev": Handler("R4", _pid_at(0, zero_is_self=False)),
+    "kcmp": Handler("R4", _pid_at(0, 1, zero_is_self=False)),
+    "setpriority": Handler("R4", _who(0, 1)),
+    "getpriority": Handler("R4", _who(0, 1)),
+    "ioprio_set": Handler("R4", _who(1, 2)),
+    "ioprio_get": Handler("R4", _who(1, 2)),
+    **{name: Handler("R4", _pid_at(0)) for name in (
+        "sched_setaffinity", "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
+        "sched_setparam", "sched_getparam", "sched_rr_get_interval",
+        "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "prlimit64",
+        "getpgid", "getsid", "migrate_pages", "move_pages", "get_robust_list")},
+}
+# Old uname calls libc no longer makes: refused, not answered with the host's names.
+REFUSED_IN_TRACE = {"olduname": errno.ENOSYS, "oldolduname": errno.ENOSYS,
+                    # io_uring performs calls (connect, openat...) no filter or tracer sees.
+                    "io_uring_setup": errno.EPERM, "io_uring_enter": errno.EPERM,
+                    "io_uring_register": errno.EPERM}

@@ -1,0 +1,210 @@
+"""One jail's life under the trace backend, read top to bottom.
+
+Owns: what the trace backend refuses (each in one line, naming the rule or option), the order
+of the host-side steps and their undoing (registry, cgroups, the first process, the veth when
+the kernel holds R3), the jail side of the first process (the plan's namespaces, chroot,
+READY, then the shared exec path with the trace confinement: capabilities, no_new_privs and
+the filter whose RET_TRACE entries come from the handler table), and the foreground loop:
+tracee events, forwarded signals, the terminal relay, the exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import prctl
+
+from hyjail import cgroups, linux, rootless, terminal
+from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
+from hyjail.foreground import wait_ready
+from hyjail.net import host_link_name
+from hyjail.ns import control, init
+from hyjail.ns.dilution import Confinement
+from hyjail.ns.jail import guarded, jail_stdio
+from hyjail.plan import Plan
+from hyjail.registry import Record, Registry
+from hyjail.spec import JailSpec
+from hyjail.trace import handlers
+from hyjail.trace.tracer import TAGS, JailState, Tracer
+
+BACKEND = "trace"
+_PIDFD_SIGNAL_THREAD_GROUP = 2
+
+
+def refuse_what_trace_cannot_hold(spec: JailSpec, plan: Plan) -> None:
+    if not rootless.host_root():
+        raise SetupError("the trace backend needs root (its R1 is chroot)")
+    if plan.uses("R4", "ptrace") and _proc_is_mounted(spec.path):
+        raise SetupError(f"R4 (processes): {spec.path}/proc is a mounted proc that shows the "
+                         f"host's processes, and the trace backend cannot replace it")
+    if "mount" in spec.allowed:
+        raise SetupError("allow.mount: needs the ns backend (a mount namespace of the jail's)")
+    if "sysvipc" in spec.allowed and not plan.uses("R3", "kernel"):
+        raise SetupError("allow.sysvipc: without an IPC namespace the jail would share the "
+                         "host's System V IPC")
+    if spec.userns_base is not None:
+        raise SetupError("--userns: needs the ns backend")
+    if spec.persist:
+        raise SetupError("--persist: not supported by the trace backend yet")
+
+
+def _proc_is_mounted(path: str) -> bool:
+    target = os.path.join(path, "proc")
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def confinement(spec: JailSpec) -> Confinement:
+    return Confinement(spec.allowed, spec.limits.rlimits, traced=tuple(TAGS.items()),
+                       refused=tuple(handlers.REFUSED_IN_TRACE.items()))
+
+
+def run(spec: JailSpec, plan: Plan, registry: Registry,
+        on_ready: Callable[[Record], None] | None = None) -> int:
+    refuse_what_trace_cannot_hold(spec, plan)
+    kernel_net = plan.uses("R3", "kernel")
+    with contextlib.ExitStack() as undo:
+        record = registry.admit(
+            name=spec.name, hostname=spec.hostname, path=spec.path,
+            addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
+            params=spec.record_params(), jid=spec.jid,
+            link_name=host_link_name if (spec.needs_veth and kernel_net) else lambda jid: None)
+        undo.callback(registry.remove, record.jid)
+        cgroup_paths = cgroups.create(record.jid, spec.limits)
+        undo.callback(cgroups.remove, cgroup_paths)
+
+        tty_fds = terminal.tty_fds()
+        master = slave = None
+        if tty_fds:  # the jail's terminal is a pty of its own, relayed; never the host's
+            master, slave = os.openpty()
+            undo.callback(os.close, master)
+        channel, jail_end = control.pair()
+        undo.callback(channel.close)
+        unshare = linux.CLONE_NEWNET | linux.CLONE_NEWIPC if kernel_net else 0
+        pid = os.fork()
+        if pid == 0:
+            channel.close()
+            guarded(jail_end, lambda: _jail_side(spec, jail_end, unshare, cgroup_paths,
+                                                 tty_fds, slave))
+        jail_end.close()
+        if slave is not None:
+            os.close(slave)
+        undo.callback(_kill_and_reap, pid)
+        wait_ready(channel)
+
+        current = {"record": record}  # what sethostname inside updates (jls shows it)
+
+        def renamed(which: str, name: str) -> None:
+            if which == "hostname":
+                current["record"] = registry.update(current["record"], hostname=name)
+
+        jail = JailState(spec.hostname, spec.allowed, on_rename=renamed)
+        tracer = Tracer(jail, pid)
+        undo.callback(jail.kill_all)
+        if spec.needs_veth and kernel_net:
+            from hyjail.net import veth
+            undo.enter_context(veth.attached(record.host_link, pid, spec.veth_addresses,
+                                             spec.veth_host_addresses))
+        record = current["record"] = registry.update(record, init_pid=pid,
+                                                     init_start=linux.process_start_time(pid))
+        if on_ready:
+            on_ready(record)
+        relay = None
+        if master is not None:
+            relay = terminal.Relay(master, tuple(tty_fds))
+            if relay.host_in is not None:
+                undo.enter_context(terminal.raw_mode(relay.host_in))
+        return _supervise(tracer, channel, relay, undo)
+
+
+def _kill_and_reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-1, 0x40000000)  # __WALL: every tracee, until none is left
+
+
+def _jail_side(spec: JailSpec, channel: socket.socket, unshare: int,
+               cgroup_paths: Sequence[str], tty_fds: Sequence[int],
+               tty: int | None) -> NoReturn:
+    prctl.set_pdeathsig(signal.SIGKILL)  # the supervisor dies: so do we (EXITKILL later)
+    cgroups.join(list(cgroup_paths))
+    if unshare:
+        linux.unshare(unshare)
+    os.chroot(spec.path)
+    os.chdir("/")
+    if unshare:
+        from hyjail.net.loopback import bring_up_loopback
+        bring_up_loopback()
+    control.send_ready(channel, [])
+    message, _ = control.receive(channel)  # GO comes once the supervisor traces us
+    if message != control.GO:
+        os._exit(EXIT_SETUP)
+    init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty, channel,
+                      confinement(spec))
+
+
+def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | None,
+               undo: contextlib.ExitStack) -> int:
+    wake_read, wake_write = socket.socketpair()
+    undo.callback(wake_read.close)
+    undo.callback(wake_write.close)
+    wake_write.setblocking(False)
+    wake_read.setblocking(False)
+    undo.callback(signal.set_wakeup_fd, signal.set_wakeup_fd(wake_write.fileno()))
+    for signum in (*init.FORWARDED, signal.SIGCHLD):  # SIGCHLD: a tracee stopped or exited
+        undo.callback(signal.signal, signum, signal.signal(signum, lambda *_: None))
+
+    control.send_go(channel)
+    selector = selectors.DefaultSelector()
+    undo.callback(selector.close)
+    selector.register(wake_read, selectors.EVENT_READ, "signal")
+    selector.register(channel, selectors.EVENT_READ, "control")
+    if relay:
+        selector.register(relay.master, selectors.EVENT_READ, "jail-output")
+        if relay.host_in is not None:
+            selector.register(relay.host_in, selectors.EVENT_READ, "host-input")
+
+    failure = None
+    tracer.drain()
+    while not tracer.done:
+        for key, _events in selector.select(timeout=1.0):
+            match key.data:
+                case "signal":
+                    for signum in wake_read.recv(256):
+                        if signum == signal.SIGWINCH and relay:
+                            relay.resize()
+                        elif signum != signal.SIGCHLD:
+                            _forward(tracer, signum)
+                case "control":
+                    message, _ = control.receive(channel)
+                    failure = failure or control.parse_failure(message)
+                    if not message:
+                        selector.unregister(channel)
+                case "jail-output":
+                    if not relay.from_jail():
+                        selector.unregister(relay.master)
+                case "host-input":
+                    if not relay.from_host():
+                        selector.unregister(relay.host_in)
+                    relay.to_jail()
+        tracer.drain()
+    if relay:
+        relay.drain()
+    if failure:
+        raise HyjailError(failure.message, failure.exit_code)
+    return tracer.status
+
+
+def _forward(tracer: Tracer, signum: int) -> None:
+    pidfd = tracer.jail.pidfd(tracer.first)
+    if pidfd is not None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_THREAD_GROUP)

@@ -1,0 +1,175 @@
+"""The ptrace loop: every thread of every jailed process, traced from its first instruction.
+
+Owns: seizing the jail's first process (EXITKILL, so all tracees die with the supervisor;
+TRACESECCOMP, so the prefilter's RET_TRACE stops reach us; fork, vfork, clone and exec
+followed, so a new task is traced before it runs), the jail's task list with a pidfd for each
+task, dispatching each seccomp stop to its handler by the filter's tag, answering a call
+without running it (syscall number -1, the result in the return register), passing signals
+and group-stops through, and, when the command's process ends, killing the rest (R6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hyjail.trace import handlers, ptrace
+
+OPTIONS = (ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACESECCOMP | ptrace.PTRACE_O_TRACEFORK
+           | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE
+           | ptrace.PTRACE_O_TRACEEXEC)
+# The prefilter's tag for each handled call (0 is never a tag).
+TAGS = {name: index for index, name in enumerate(sorted(handlers.HANDLERS), start=1)}
+_BY_TAG = {index: handlers.HANDLERS[name] for name, index in TAGS.items()}
+_WALL = 0x40000000
+_PIDFD_THREAD = os.O_EXCL
+_GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+_SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
+_PTRACE_CONT = 7
+
+
+@dataclass(frozen=True)
+class Call:
+    """A judged call: who made it, with which ABI and arguments (the kernel's decoding)."""
+    jail: JailState
+    tid: int
+    tgid: int
+    abi: str
+    args: tuple[int, ...]
+
+
+class JailState:
+    """What the supervisor knows of its jail: names, permissions, and its tasks."""
+
+    def __init__(self, hostname: str, allowed: frozenset[str],
+                 on_rename: Callable[[str, str], None] = lambda which, name: None):
+        self.hostname = hostname
+        self.domainname = "(none)"
+        self.allowed = allowed
+        self._on_rename = on_rename
+        self._tasks: dict[int, int] = {}  # tid -> tgid
+        self._pidfds: dict[int, int] = {}  # tid -> pidfd (PIDFD_THREAD)
+
+    def rename(self, which: str, name: str) -> None:
+        setattr(self, which, name)
+        self._on_rename(which, name)
+
+    def add(self, tid: int) -> None:
+        if tid in self._tasks:
+            return
+        try:
+            with open(f"/proc/{tid}/status") as f:
+                tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
+            self._pidfds[tid] = os.pidfd_open(tid, _PIDFD_THREAD)
+        except (OSError, StopIteration):
+            return  # already gone
+        self._tasks[tid] = tgid
+
+    def remove(self, tid: int) -> None:
+        self._tasks.pop(tid, None)
+        pidfd = self._pidfds.pop(tid, None)
+        if pidfd is not None:
+            os.close(pidfd)
+
+    def thread_group(self, tid: int) -> int | None:
+        return self._tasks.get(tid)
+
+    def has_process(self, pid: int) -> bool:
+        return self._tasks.get(pid) == pid
+
+    def processes(self) -> list[int]:
+        return [tid for tid, tgid in self._tasks.items() if tid == tgid]
+
+    def pidfd(self, tid: int) -> int | None:
+        return self._pidfds.get(tid)
+
+    def tasks(self) -> list[int]:
+        return list(self._tasks)
+
+    def kill_all(self) -> None:
+        for tid in self.processes():
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._pidfds[tid], signal.SIGKILL)
+
+
+class Tracer:
+    def __init__(self, jail: JailState, first: int):
+        self.jail = jail
+        self.first = first
+        self.status: int | None = None  # the first process's exit status, once it exits
+        ptrace.seize(first, OPTIONS)
+        jail.add(first)
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None and not self.jail.tasks()
+
+    def drain(self) -> None:
+        """Handle every tracee event that is waiting, without blocking."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG | _WALL)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.handle(pid, status)
+
+    def handle(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.jail.remove(tid)
+            if tid == self.first:
+                from hyjail.ns.init import exit_code
+                self.status = exit_code(status)
+                self.jail.kill_all()  # R6: the command is gone, so is its jail
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        self.jail.add(tid)  # a new task may stop before its parent's fork event arrives
+        sig, event = os.WSTOPSIG(status), status >> 16
+        resume_with = 0
+        if event == ptrace.PTRACE_EVENT_SECCOMP:
+            self._judge(tid)
+        elif event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK,
+                       ptrace.PTRACE_EVENT_CLONE):
+            self.jail.add(ptrace.ptrace_geteventmsg(tid))
+        elif event == ptrace.PTRACE_EVENT_STOP and sig in _GROUP_STOPS:
+            self._resume(tid, ptrace.PTRACE_LISTEN, 0)  # job control: stay stopped
+            return
+        elif event == 0:
+            resume_with = sig  # a signal on its way to the tracee: deliver it
+        self._resume(tid, _PTRACE_CONT, resume_with)
+
+    def _judge(self, tid: int) -> None:
+        try:
+            stop = ptrace.seccomp_stop(tid)
+        except OSError:
+            return  # killed meanwhile
+        handler = _BY_TAG.get(stop.tag)
+        tgid = self.jail.thread_group(tid) or tid
+        try:
+            result = handler.judge(Call(self.jail, tid, tgid, stop.abi, stop.args)) \
+                if handler else -errno.ENOSYS
+        except Exception:  # a handler's bug denies the call; it never lets it through
+            result = -errno.EPERM
+        if result is not handlers.ALLOW:
+            self._answer(tid, result)
+
+    def _answer(self, tid: int, result: int) -> None:
+        """Skip the call and make `result` its return value."""
+        try:
+            regs = ptrace.ptrace_getregs(tid)
+            regs.orig_rax = _SKIP
+            regs.rax = result & _SKIP
+            ptrace.ptrace_setregs(tid, regs)
+        except (OSError, ptrace.PtraceError):
+            pass  # killed meanwhile
+
+    @staticmethod
+    def _resume(tid: int, how: int, sig: int) -> None:
+        with contextlib.suppress(OSError):
+            ptrace.request(how, tid, 0, sig)
