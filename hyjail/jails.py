@@ -76,10 +76,23 @@ def _jail_pid_namespace(record: Record) -> str | None:
     return record.init_pid and _pid_namespace(record.init_pid)
 
 
+def _tracer(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
+    """Each jail's processes: those in its pid namespace, or, on the trace backend, those its
+    supervisor traces."""
     by_namespace = {}
-    by_init = {r.init_pid: r.jid for r in records if r.init_pid}
+    by_init = {r.init_pid: r.jid for r in records if r.init_pid and r.backend != "trace"}
+    by_tracer = {r.supervisor_pid: r.jid for r in records if r.backend == "trace"}
     for record in records:
+        if record.backend == "trace":  # no pid namespace of its own
+            continue
         namespace = _jail_pid_namespace(record)
         if namespace:
             by_namespace[namespace] = record.jid
@@ -89,6 +102,8 @@ def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
             continue
         pid = int(entry)
         jid = by_namespace.get(_pid_namespace(pid), by_init.get(pid))
+        if jid is None and by_tracer:
+            jid = by_tracer.get(_tracer(pid))
         if jid is not None and (process := _describe(pid, jid)):
             found[jid].append(process)
     return found
@@ -173,6 +188,9 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     from hyjail.ns import control, enter
 
     record = get(which, registry).record
+    if record.backend == "trace":
+        raise HyjailError(f"jail {record.name} (JID {record.jid}) runs on the trace backend, "
+                          f"which cannot take in another process yet")
     if not record.init_pid:
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
     env = dict(os.environ if environ is None else environ)

@@ -207,6 +207,7 @@ def probe_root(tmp_path_factory) -> str:
     """A busybox root with tests/probes/r5probe (static, built here) in its /bin."""
     from hyjail.rootfs import busybox
     root = busybox.build(str(tmp_path_factory.mktemp("roots") / "probe"))
-    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", os.path.join(root, "bin", "r5probe"),
+    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-pthread", "-o",
+                    os.path.join(root, "bin", "r5probe"),
                     os.path.join(HERE, "probes", "r5probe.c")], check=True)
     return root

@@ -158,9 +158,15 @@ def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | N
     undo.callback(wake_write.close)
     wake_write.setblocking(False)
     wake_read.setblocking(False)
-    undo.callback(signal.set_wakeup_fd, signal.set_wakeup_fd(wake_write.fileno()))
-    for signum in (*init.FORWARDED, signal.SIGCHLD):  # SIGCHLD: a tracee stopped or exited
-        undo.callback(signal.signal, signum, signal.signal(signum, lambda *_: None))
+    # Every tracee stop sends a SIGCHLD: the wakeup fd only wakes the loop (a full buffer
+    # loses nothing), and the signals to forward are kept by their handler.
+    undo.callback(signal.set_wakeup_fd,
+                  signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False))
+    pending: list[int] = []
+    for signum in init.FORWARDED:
+        undo.callback(signal.signal, signum,
+                      signal.signal(signum, lambda signum, _frame: pending.append(signum)))
+    undo.callback(signal.signal, signal.SIGCHLD, signal.signal(signal.SIGCHLD, lambda *_: None))
 
     control.send_go(channel)
     selector = selectors.DefaultSelector()
@@ -178,10 +184,14 @@ def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | N
         for key, _events in selector.select(timeout=1.0):
             match key.data:
                 case "signal":
-                    for signum in wake_read.recv(256):
+                    with contextlib.suppress(BlockingIOError):
+                        while wake_read.recv(4096):
+                            pass
+                    while pending:
+                        signum = pending.pop(0)
                         if signum == signal.SIGWINCH and relay:
                             relay.resize()
-                        elif signum != signal.SIGCHLD:
+                        else:
                             _forward(tracer, signum)
                 case "control":
                     message, _ = control.receive(channel)

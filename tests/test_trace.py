@@ -1,0 +1,206 @@
+"""The trace backend: the same rules held by a ptrace supervisor, and the plan that picks it.
+
+Behaviours shared with the ns backend run once per backend. On this host the kernel has
+every namespace, so `--backend trace` takes ptrace's providers for R1, R2, R4-R7 and the
+kernel's network namespace for R3 (whose ptrace provider is not built yet); a run under a
+seccomp filter that denies namespaces shows what `auto` does on a host without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import (
+    HERE,
+    HOST_IP,
+    HYJAIL,
+    alive,
+    connect_to_jail,
+    descendants,
+    fresh_ip,
+    guard,
+    hyjail,
+    needs_root,
+    running,
+)
+from test_dilution import ALLOWED, DENIED, ONLY_ABI
+
+pytestmark = needs_root
+
+BACKENDS = ["ns", "trace"]
+# Where a chroot answers otherwise than the ns backend's jail, and why: there is no /proc or
+# /sys to write (absent, not read-only), and root may not chroot again (a second chroot is
+# how a chroot is escaped), so CAP_SYS_CHROOT is never kept.
+TRACE = {"write_proc_sys": "ENOENT", "write_sys": "ENOENT", "chroot": "EPERM"}
+
+
+@pytest.fixture
+def host_process():
+    """A process of the host's (same uid as the jail's root) that the jail must not reach."""
+    process = subprocess.Popen(["sleep", "60"])
+    yield process.pid
+    assert process.poll() is None, "the host's process was reached from the jail"
+    process.kill()
+    process.wait()
+
+
+def probe_ops(root: str, backend: str, abi: str, *ops: str, options=()) -> dict[str, str]:
+    result = hyjail("run", "--backend", backend, *options, root, "tj", "127.0.0.1",
+                    "/bin/r5probe", "tj", abi, *ops)
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_of_a_host_pid_says_no_such_process(busybox_root, backend, host_process):
+    result = hyjail("run", "--backend", backend, busybox_root, "tj", "127.0.0.1", "/bin/sh",
+                    "-c", guard("tj") + f"kill {host_process}")
+    assert result.returncode == 1
+    assert "No such process" in result.stderr
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_of_a_host_pid_is_esrch_for_every_abi(probe_root, backend, abi, host_process):
+    assert probe_ops(probe_root, backend, abi, f"kill:{host_process}") == {
+        f"kill:{host_process}": "ESRCH"}
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hostname_is_the_jails_and_changes_only_there(probe_root, backend, abi):
+    host = socket.gethostname()
+    result = probe_ops(probe_root, backend, abi, "nodename", "sethostname", "nodename")
+    assert result == {"nodename": "hjprobe", "sethostname": "ok"}  # the second one wins
+    assert socket.gethostname() == host
+    off = probe_ops(probe_root, backend, abi, "sethostname", "nodename",
+                    options=("--allow", "noset_hostname"))
+    assert off == {"sethostname": "EPERM", "nodename": "tj"}
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_root_in_a_trace_jail_cannot_do_what_r5_forbids(probe_root, abi):
+    expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi], **TRACE}
+    ops = sorted(expected, key=lambda op: op == "sethostname")
+    assert probe_ops(probe_root, "trace", abi, *ops) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_minus_one_reaches_only_the_jail(busybox_root, backend, host_process):
+    script = guard("tj") + "sleep 30 & sleep 30 & sleep 0.2; kill -9 -1; wait; echo survived"
+    result = hyjail("run", "--backend", backend, busybox_root, "tj", "127.0.0.1", "/bin/sh",
+                    "-c", script)
+    assert (result.returncode, result.stdout) == (0, "survived\n"), result.stderr
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_threads_and_a_fork_heavy_pipeline_work_under_trace(probe_root, abi):
+    assert probe_ops(probe_root, "trace", abi, "threads") == {"threads": "ok"}
+    script = ("i=0; while [ $i -lt 200 ]; do echo $i | cat | tr 0-9 a-j >/dev/null; "
+              "i=$((i+1)); done; echo $i")
+    result = hyjail("run", "--backend", "trace", probe_root, "tj", "127.0.0.1", "/bin/sh",
+                    "-c", script)
+    assert (result.returncode, result.stdout) == (0, "200\n"), result.stderr
+
+
+def test_busybox_httpd_serves_under_trace(busybox_root, tmp_path):
+    ip = fresh_ip()
+    script = ("mkdir -p /tmp/www && echo traced > /tmp/www/index.html && "
+              "exec httpd -f -p 80 -h /tmp/www")
+    with running("run", "--backend", "trace", "--host-ip", HOST_IP, busybox_root, "web", ip,
+                 "/bin/sh", "-c", script):
+        for _ in range(3):
+            with connect_to_jail(ip, 80) as client:
+                client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                reply = b""
+                while chunk := client.recv(4096):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.") and reply.endswith(b"traced\n")
+
+
+def test_exit_codes_under_trace(busybox_root):
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return hyjail("run", "--backend", "trace", busybox_root, "tj", "127.0.0.1", *argv)
+    assert run("/bin/sh", "-c", "exit 7").returncode == 7
+    missing = run("/nonexistent")
+    assert (missing.returncode, missing.stderr) == (
+        127, "hyjail: /nonexistent: command not found in the jail\n")
+    assert run("/bin/sh", "-c", "kill -TERM $$").returncode == 143
+
+
+def test_killing_the_supervisor_kills_every_tracee(busybox_root):
+    with running("run", "--backend", "trace", busybox_root, "tj", "127.0.0.1", "/bin/sh",
+                 "-c", "sleep 60 & sleep 60 & echo up; wait") as jail:
+        assert jail.stdout.readline() == "up\n"
+        tracees = descendants(jail.pid)
+        assert len(tracees) >= 3
+        jail.send_signal(signal.SIGKILL)
+        jail.wait()
+        deadline = time.monotonic() + 10
+        while alive(tracees) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive(tracees) == []
+    assert hyjail("gc").returncode == 0
+
+
+def test_ps_maps_traced_processes_to_their_jail(busybox_root):
+    with running("run", "--backend", "trace", "--name", "traced", busybox_root, "tj",
+                 "127.0.0.1", "/bin/sh", "-c", "sleep 60 & echo up; wait") as jail:
+        assert jail.stdout.readline() == "up\n"
+        listed = json.loads(hyjail("ps", "--json").stdout)
+        commands = sorted(p["command"] for p in listed)
+        assert commands == ["/bin/sh -c sleep 60 & echo up; wait", "sleep 60"]
+        jls = hyjail("ls", "--json")
+        assert json.loads(jls.stdout)[0]["backend"] == "trace"
+
+
+@pytest.mark.parametrize(("options", "path", "message"), [
+    (("--persist",), None, "--persist: not supported by the trace backend yet"),
+    (("--allow", "mount"), None, "allow.mount: needs the ns backend"),
+    ((), "/", "R4 (processes): //proc is a mounted proc that shows the host's processes"),
+])
+def test_what_trace_cannot_hold_is_refused(busybox_root, options, path, message):
+    result = hyjail("run", "--backend", "trace", *options, path or busybox_root, "tj",
+                    "127.0.0.1", "/bin/true")
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"hyjail: {message}") and result.stderr.count("\n") == 1
+
+
+def test_jexec_into_a_trace_jail_is_refused(busybox_root):
+    with running("run", "--backend", "trace", "--name", "closed", busybox_root, "tj",
+                 "127.0.0.1", "/bin/sh", "-c", "echo up; sleep 60") as jail:
+        assert jail.stdout.readline() == "up\n"
+        result = hyjail("exec", "closed", "/bin/true")
+        assert (result.returncode, result.stderr) == (125, (
+            "hyjail: jail closed (JID 1) runs on the trace backend, which cannot take in "
+            "another process yet\n"))
+
+
+def under_denied_namespaces(*args: str) -> subprocess.CompletedProcess:
+    """hyjail as on a locked-down container host: namespaces refused by a parent filter."""
+    return subprocess.run([sys.executable, os.path.join(HERE, "deny_namespaces.py"), *HYJAIL,
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def test_without_namespaces_auto_picks_ptrace_and_names_the_rule_it_lacks(busybox_root):
+    plan = json.loads(under_denied_namespaces("features", "--json").stdout)
+    probe = {check["name"]: check["ok"] for check in plan["probe"]}
+    assert not any(ok for name, ok in probe.items() if name.startswith("ns."))
+    picked = {row["rule"]: row["provider"] for row in plan["plan"]
+              if "auto" in row["picked_by"]}
+    assert picked == {"R1": "ptrace", "R2": "ptrace", "R4": "ptrace", "R5": "ptrace",
+                      "R6": "ptrace", "R7": "ptrace"}
+    result = under_denied_namespaces("run", busybox_root, "tj", "127.0.0.1", "/bin/true")
+    assert result.returncode == 125
+    assert result.stderr == (
+        "hyjail: R3 (address) cannot be enforced on this host with --backend auto: kernel "
+        "(network namespace, veth): ns.net; ptrace (socket calls performed by the "
+        "supervisor): not built yet\n")
