@@ -14,7 +14,7 @@ import os
 import selectors
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 import prctl
@@ -137,6 +137,22 @@ def _helper_main(enter_pid_namespace: Callable[[], None], child_main: Callable[[
         os._exit(code)
 
 
+@contextlib.contextmanager
+def caught_signals(extra: tuple[int, ...] = ()) -> Iterator[list[int]]:
+    """Catch the signals a jail's command gets forwarded (and `extra`), queueing their numbers
+    in the list yielded, until the very end of the supervisor's teardown: a SIGTERM that
+    arrives while the jail is being taken down must not kill the supervisor half way (and
+    leave its record, veth or cgroups behind). Enter it first, so it is left last."""
+    pending: list[int] = []
+    saved = {signum: signal.signal(signum, lambda signum, _frame: pending.append(signum))
+             for signum in (*init.FORWARDED, *extra)}
+    try:
+        yield pending
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def wait_ready(channel: socket.socket) -> tuple[list[int], dict[str, int]]:
     """The child's READY and the fds it carries, with any namespaces it handed over first;
     a reported failure raises it."""
@@ -156,7 +172,7 @@ def wait_ready(channel: socket.socket) -> tuple[list[int], dict[str, int]]:
 
 
 def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[int],
-                      fds: list[int], undo: contextlib.ExitStack) -> int:
+                      fds: list[int], undo: contextlib.ExitStack, pending: list[int]) -> int:
     """Send GO, then relay the terminal and forward signals until the child exits."""
     relay = None
     if fds:
@@ -164,21 +180,20 @@ def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[in
         undo.callback(os.close, fds[0])
         if relay.host_in is not None:
             undo.enter_context(terminal.raw_mode(relay.host_in))
-    return _supervise(child, channel, relay, undo)
+    return _supervise(child, channel, relay, undo, pending)
 
 
 def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None,
-               undo: contextlib.ExitStack) -> int:
+               undo: contextlib.ExitStack, pending: list[int]) -> int:
     """Start the command, then forward signals and relay the terminal until pid 1 exits."""
     wake_read, wake_write = socket.socketpair()
     undo.callback(wake_read.close)
     undo.callback(wake_write.close)
     wake_write.setblocking(False)
     wake_read.setblocking(False)
-    # Python writes each caught signal's number to the wakeup fd; the handler does nothing.
-    undo.callback(signal.set_wakeup_fd, signal.set_wakeup_fd(wake_write.fileno()))
-    for signum in init.FORWARDED:
-        undo.callback(signal.signal, signum, signal.signal(signum, lambda *_: None))
+    # The wakeup fd only wakes the loop; `pending` (from caught_signals) says which signals.
+    undo.callback(signal.set_wakeup_fd,
+                  signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False))
 
     control.send_go(channel)
 
@@ -199,7 +214,11 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
                 case "exit":
                     jail.reap()
                 case "signal":
-                    for signum in wake_read.recv(256):
+                    with contextlib.suppress(BlockingIOError):
+                        while wake_read.recv(4096):
+                            pass
+                    while pending:
+                        signum = pending.pop(0)
                         if signum == signal.SIGWINCH and relay:
                             relay.resize()
                         else:

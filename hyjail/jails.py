@@ -184,7 +184,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
     from hyjail import cgroups, terminal
-    from hyjail.foreground import Child, run_in_foreground, wait_ready
+    from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
 
     record = get(which, registry).record
@@ -195,6 +195,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
     env = dict(os.environ if environ is None else environ)
     with contextlib.ExitStack() as undo:
+        pending = undo.enter_context(caught_signals())
         namespaces = enter.open_namespaces(record)
         for fd in namespaces.values():
             undo.callback(os.close, fd)
@@ -213,7 +214,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
                           through_helper=rootless)
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
-        return run_in_foreground(child, channel, tty_fds, fds, undo)
+        return run_in_foreground(child, channel, tty_fds, fds, undo, pending)
 
 
 def _enter_pid_namespace(pidns: int, rootless: bool) -> None:

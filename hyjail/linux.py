@@ -104,6 +104,33 @@ def capability_sets() -> dict[str, int]:
     }
 
 
+_SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+LANDLOCK_SCOPE_SIGNAL = 1 << 1
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers (0: none)."""
+    version = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0,
+                            _LANDLOCK_CREATE_RULESET_VERSION)
+    return max(version, 0)
+
+
+def landlock_scope(scopes: int) -> None:
+    """Enter a Landlock domain that confines only by scope (ABI 6): no connecting to abstract
+    unix sockets, nor signalling processes, outside the domain. Needs no_new_privs."""
+    attr = (ctypes.c_uint64 * 3)(0, 0, scopes)  # handled_access_fs, handled_access_net, scoped
+    ruleset = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.sizeof(attr), 0)
+    if ruleset < 0:
+        _check(-1, "landlock_create_ruleset")
+    try:
+        _check(_libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
 def clear_ambient_caps() -> None:
     _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
 

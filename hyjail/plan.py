@@ -44,7 +44,7 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
            Provider("R2", "ptrace", "uname and sethostname answered per jail", _TRACING)),
     "R3": (Provider("R3", "kernel", "network namespace, veth", ("ns.net",)),
            Provider("R3", "ptrace", "socket calls performed by the supervisor",
-                    (*_TRACING, "pidfd_getfd"), built=False)),
+                    (*_TRACING, "pidfd_getfd", "landlock.scope"))),
     "R4": (Provider("R4", "kernel", "pid namespace", ("ns.pid",)),
            Provider("R4", "ptrace", "jail pids only; signals sent by the supervisor",
                     (*_TRACING, "pidfd_open", "pidfd.thread"))),
@@ -64,6 +64,7 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
 class Plan:
     backend: str  # what was asked for
     chosen: dict[str, Provider]
+    probe: Probe
 
     @property
     def kind(self) -> str:
@@ -90,7 +91,7 @@ def choose(probe: Probe, backend: str = "auto") -> Plan:
             raise SetupError(f"{rule} ({RULES[rule]}) cannot be enforced on this host with "
                              f"--backend {backend}: {why}")
         chosen[rule] = picked
-    return Plan(backend, chosen)
+    return Plan(backend, chosen, probe)
 
 
 def _order(providers: tuple[Provider, ...], backend: str) -> list[Provider]:

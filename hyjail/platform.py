@@ -1,7 +1,8 @@
 """What this host lets hyjail do, found by trying, never by reading version numbers.
 
 Owns: the probe, one check per capability a provider needs (each namespace kind, pivot_root,
-unprivileged user namespaces, seccomp filters and their RET_TRACE action, ptrace's EXITKILL,
+unprivileged user namespaces, seccomp filters and their RET_TRACE action, Landlock's scopes
+(signals and abstract unix sockets kept inside the jail), ptrace's EXITKILL,
 TRACESECCOMP and GET_SYSCALL_INFO, pidfd_open and pidfd_getfd, the i386 and x32 ABIs), and
 its cache. Every check runs in a throwaway child, so a refusal, a crash or a half-made
 namespace never touches the caller; the answer crosses back as one JSON line.
@@ -33,6 +34,7 @@ _SYS_GETPID_I386 = 20
 _SYS_GETPID_X32 = 0x40000000 + 39
 _SYS_GETPPID_X86_64 = 110
 _CACHE_NAME = "probe.json"
+_VERSION = "3"  # of the checks: a cached probe from other checks is never reused
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -208,6 +210,21 @@ def _x32_abi() -> tuple[bool, str]:
     return False, os.strerror(ctypes.get_errno()) if result == -1 else str(result)
 
 
+def _landlock_scope() -> tuple[bool, str]:
+    import prctl
+    abi = linux.landlock_abi()
+    if abi < 6:
+        return False, f"Landlock ABI {abi}; scopes need 6"
+    parent = os.getppid()
+    prctl.set_no_new_privs(True)
+    linux.landlock_scope(linux.LANDLOCK_SCOPE_SIGNAL | linux.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET)
+    try:
+        os.kill(parent, 0)
+    except PermissionError:
+        return True, f"Landlock ABI {abi}: signals and abstract sockets scoped"
+    return False, "scoped, yet the signal went out"
+
+
 def _seccomp_trace_action() -> tuple[bool, str]:
     try:
         with open("/proc/sys/kernel/seccomp/actions_avail") as f:
@@ -249,6 +266,7 @@ def run() -> Probe:
         "pivot_root": _pivot_root,
         "userns.unprivileged": _unprivileged_userns,
         "seccomp.filter": _seccomp_filter_check,
+        "landlock.scope": _landlock_scope,
         "abi.i386": _i386_abi,
         "abi.x32": _x32_abi,
     }
@@ -272,7 +290,7 @@ def run() -> Probe:
 def fingerprint() -> str:
     """What the probe's answer depends on: the boot, the kernel, and who asks (ids, user
     namespace, capabilities, seccomp state)."""
-    parts = [_read("/proc/sys/kernel/random/boot_id"), os.uname().release,
+    parts = [_VERSION, _read("/proc/sys/kernel/random/boot_id"), os.uname().release,
              _read("/proc/self/uid_map"), os.readlink("/proc/self/ns/user")]
     status = _read("/proc/self/status")
     parts += [line for line in status.splitlines()

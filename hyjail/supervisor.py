@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from hyjail import cgroups, linux, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
-from hyjail.foreground import Child, run_in_foreground, wait_ready
+from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control
 from hyjail.plan import Plan
@@ -48,6 +48,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
     if not host_root:
         params["rootless"] = "1"  # no cgroups to join or reclaim
     with contextlib.ExitStack() as undo:
+        pending = undo.enter_context(caught_signals())
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
@@ -85,7 +86,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
                                  init_start=linux.process_start_time(jail.pid))
         if on_ready:
             on_ready(record)
-        return run_in_foreground(jail, channel, tty_fds, fds, undo)
+        return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
 
 
 def choose_plan(spec: JailSpec, registry: Registry) -> Plan:

@@ -39,6 +39,13 @@ def fresh_ip() -> str:
     return f"10.77.{1 + n // 250}.{2 + n % 250}"
 
 
+def fresh_loopback_ip() -> str:
+    """A host-local address for a jail without a network namespace (the trace backend's R3):
+    127.77.1.2 upwards, on the host's own loopback."""
+    n = next(_next_octets)
+    return f"127.77.{1 + n // 250}.{2 + n % 250}"
+
+
 def hyjail(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*HYJAIL, *args], capture_output=True, text=True, timeout=timeout,
                           **kwargs)

@@ -20,12 +20,10 @@ import pytest
 
 from conftest import (
     HERE,
-    HOST_IP,
     HYJAIL,
     alive,
-    connect_to_jail,
     descendants,
-    fresh_ip,
+    fresh_loopback_ip,
     guard,
     hyjail,
     needs_root,
@@ -111,19 +109,31 @@ def test_threads_and_a_fork_heavy_pipeline_work_under_trace(probe_root, abi):
     assert (result.returncode, result.stdout) == (0, "200\n"), result.stderr
 
 
-def test_busybox_httpd_serves_under_trace(busybox_root, tmp_path):
-    ip = fresh_ip()
+def test_busybox_httpd_serves_under_trace(busybox_root):
+    ip = fresh_loopback_ip()
     script = ("mkdir -p /tmp/www && echo traced > /tmp/www/index.html && "
-              "exec httpd -f -p 80 -h /tmp/www")
-    with running("run", "--backend", "trace", "--host-ip", HOST_IP, busybox_root, "web", ip,
-                 "/bin/sh", "-c", script):
+              "exec httpd -f -p 8080 -h /tmp/www")
+    with running("run", "--backend", "trace", busybox_root, "web", ip, "/bin/sh", "-c",
+                 script):
         for _ in range(3):
-            with connect_to_jail(ip, 80) as client:
+            with connect_retrying(ip, 8080) as client:
                 client.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 reply = b""
                 while chunk := client.recv(4096):
                     reply += chunk
             assert reply.startswith(b"HTTP/1.") and reply.endswith(b"traced\n")
+
+
+def connect_retrying(ip: str, port: int, timeout: float = 20) -> socket.socket:
+    """A connection to a jail's loopback address (the trace backend's), once it listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((ip, port), timeout=5)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_exit_codes_under_trace(busybox_root):
@@ -190,17 +200,93 @@ def under_denied_namespaces(*args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=60)
 
 
-def test_without_namespaces_auto_picks_ptrace_and_names_the_rule_it_lacks(busybox_root):
+def test_without_namespaces_auto_picks_ptrace_for_every_rule(probe_root, host_process):
     plan = json.loads(under_denied_namespaces("features", "--json").stdout)
     probe = {check["name"]: check["ok"] for check in plan["probe"]}
     assert not any(ok for name, ok in probe.items() if name.startswith("ns."))
     picked = {row["rule"]: row["provider"] for row in plan["plan"]
               if "auto" in row["picked_by"]}
-    assert picked == {"R1": "ptrace", "R2": "ptrace", "R4": "ptrace", "R5": "ptrace",
-                      "R6": "ptrace", "R7": "ptrace"}
-    result = under_denied_namespaces("run", busybox_root, "tj", "127.0.0.1", "/bin/true")
-    assert result.returncode == 125
-    assert result.stderr == (
-        "hyjail: R3 (address) cannot be enforced on this host with --backend auto: kernel "
-        "(network namespace, veth): ns.net; ptrace (socket calls performed by the "
-        "supervisor): not built yet\n")
+    assert picked == {rule: "ptrace" for rule in ("R1", "R2", "R3", "R4", "R5", "R6", "R7")}
+    ip = fresh_loopback_ip()
+    result = under_denied_namespaces("run", probe_root, "tj", ip, "/bin/r5probe", "tj", "64",
+                                     "nodename", f"kill:{host_process}", "bind:0.0.0.0",
+                                     "unshare_net", "mount")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["nodename=tj", f"kill:{host_process}=ESRCH",
+                                     f"bind:0.0.0.0={ip}", "unshare_net=EPERM", "mount=EPERM"]
+    listed = json.loads(hyjail("ls", "--json").stdout)
+    assert listed == []
+
+
+# ---- R3 without a network namespace: the supervisor performs the socket calls ---------------
+
+@pytest.mark.parametrize("abi", ["64", "int80", "int80s"])  # int80s: by socketcall
+def test_binds_follow_freebsds_rules(probe_root, abi):
+    ip = fresh_loopback_ip()
+    ops = ["bind:0.0.0.0", "bind:127.0.0.1", f"bind:{ip}", "bind:127.0.0.2"]
+    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe", "tj",
+                    abi, *ops)
+    assert result.stdout.split() == [f"bind:0.0.0.0={ip}", f"bind:127.0.0.1={ip}",
+                                     f"bind:{ip}={ip}", "bind:127.0.0.2=EADDRNOTAVAIL"]
+
+
+def test_a_server_on_any_address_answers_at_the_jail_ip_only(busybox_root):
+    ip = fresh_loopback_ip()
+    with running("run", "--backend", "trace", busybox_root, "srv", ip, "/bin/sh", "-c",
+                 "nc -l -p 8081 -e /bin/echo served"):
+        with connect_retrying(ip, 8081) as client:
+            assert client.recv(64) == b"served\n"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", 8081), timeout=5).close()
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+def test_traffic_leaves_from_the_jail_ip_and_localhost_stays_inside(probe_root, abi):
+    ip, peer = fresh_loopback_ip(), fresh_loopback_ip()  # peer: this test's own address
+    with socket.socket() as listener, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+            socket.socket() as localhost:
+        listener.bind((peer, 0))
+        listener.listen()
+        listener.settimeout(20)
+        udp.bind((peer, 0))
+        udp.settimeout(20)
+        localhost.bind(("127.0.0.1", 0))  # a host service the jail must never reach
+        localhost.listen()
+        localhost.setblocking(False)
+        tcp_port, udp_port = listener.getsockname()[1], udp.getsockname()[1]
+        script = (f"echo tcp | nc {peer} {tcp_port}; "
+                  f"nc 127.0.0.1 {localhost.getsockname()[1]} </dev/null; echo $?; "
+                  f"/bin/r5probe udp {abi} sendto:{peer}:{udp_port} sendmsg:{peer}:{udp_port}")
+        with running("run", "--backend", "trace", probe_root, "udp", ip, "/bin/sh", "-c",
+                     script) as jail:
+            connection, source = listener.accept()
+            with connection:
+                assert source[0] == ip and connection.recv(16) == b"tcp\n"
+            for _ in range(2):
+                data, source = udp.recvfrom(16)
+                assert (data, source[0]) == (b"udp\n", ip)
+            # 127.0.0.1 meant the jail's own address, where nothing listens: refused.
+            assert jail.stdout.read().split() == ["1", f"sendto:{peer}:{udp_port}=ok",
+                                                  f"sendmsg:{peer}:{udp_port}=ok"]
+        with pytest.raises(BlockingIOError):
+            localhost.accept()
+
+
+def test_the_sockaddr_race_never_escapes(probe_root):
+    """sysjail's hole: a thread rewrites the address between the check and the kernel's use.
+    50,000 rounds of bind and connect, 100,000 judged calls, while another thread flips the
+    bind address to a host address and the connect address to 127.0.0.1, where this test
+    listens."""
+    ip = fresh_loopback_ip()
+    with socket.socket() as localhost:
+        localhost.bind(("127.0.0.1", 0))
+        localhost.listen(128)
+        localhost.setblocking(False)
+        port = localhost.getsockname()[1]
+        result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe",
+                        "tj", "64", f"race:{ip}:127.0.0.2:{port}:50000", timeout=300)
+        lines = dict(line.split("=", 1) for line in result.stdout.split())
+        assert lines.pop(f"race:{ip}:127.0.0.2:{port}:50000") == "ok", result.stderr
+        assert 5000 < int(lines["race_bound"]) < 45000  # the flips did land on both sides
+        with pytest.raises(BlockingIOError):
+            localhost.accept()

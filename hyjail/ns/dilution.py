@@ -70,6 +70,11 @@ class Confinement:
     # again, and `..` walks out), and stays in the host's user namespace.
     traced: tuple[tuple[str, int], ...] = ()
     refused: tuple[tuple[str, int], ...] = ()
+    # Landlock scopes (signals, abstract unix sockets) that keep the jail's processes from
+    # reaching outside the jail where no namespace does; 0 for none.
+    landlock_scopes: int = 0
+    # (call, argument index, value, errno): refused when that argument has that value.
+    refused_arguments: tuple[tuple[str, int, int, int], ...] = ()
 
     @property
     def keep(self) -> tuple[str, ...]:
@@ -99,7 +104,10 @@ class Confinement:
             prctl.cap_effective.limit(*keep)  # effective must stay within permitted
             prctl.cap_permitted.limit(*keep)
         prctl.set_no_new_privs(True)
-        syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused))
+        if self.landlock_scopes:
+            linux.landlock_scope(self.landlock_scopes)
+        syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused),
+                            self.refused_arguments)
         _verify(wanted)
 
 

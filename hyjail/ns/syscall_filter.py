@@ -75,16 +75,18 @@ def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
 
 
 def load(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
-         refused: Mapping[str, int] | None = None) -> None:
+         refused: Mapping[str, int] | None = None,
+         refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> None:
     """Build and load the filter into the calling thread (no_new_privs must be set)."""
-    build(allowed, traced, refused).load()
+    build(allowed, traced, refused, refused_arguments).load()
 
 
 def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
-          refused: Mapping[str, int] | None = None) -> sc.SyscallFilter:
+          refused: Mapping[str, int] | None = None,
+          refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> sc.SyscallFilter:
     """The filter for this permission set, not yet loaded. The trace backend adds `traced`
-    (call -> tag: RET_TRACE, so its supervisor judges the call) and `refused` (call ->
-    errno) to the table."""
+    (call -> tag: RET_TRACE, so its supervisor judges the call), `refused` (call -> errno)
+    and `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
     allowed = set(allowed)
     traced = traced or {}
     f = sc.SyscallFilter(sc.ALLOW)
@@ -98,6 +100,8 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
             f.add_rule(sc.ERRNO(err), name)
     for name, tag in traced.items():
         f.add_rule(sc.TRACE(tag), name)
+    for name, index, value, err in refused_arguments:
+        f.add_rule(sc.ERRNO(err), name, sc.Arg(index, sc.MASKED_EQ, 0xFFFFFFFF, value))
     for flag in NAMESPACE_FLAGS:
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     for flag in (*NAMESPACE_FLAGS, CLONE_NEWTIME):

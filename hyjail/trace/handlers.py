@@ -6,8 +6,9 @@ or answer it without running it. A handler sees the kernel's own decoding of the
 ABI), reads what it needs from the tracee's memory once, and when a decision could be undone
 by a pid changing hands it performs the operation itself through a pidfd it holds.
 
-Rules: R2 (uname, sethostname, setdomainname answered per jail) and R4 (signals, ptrace,
-priorities, scheduling, limits: jail pids only; kill(-1) and process groups reach the jail).
+Rules: R2 (uname, sethostname, setdomainname answered per jail), R3 (the socket calls, in
+`hyjail.trace.sockets`) and R4 (signals, ptrace, priorities, scheduling, limits: jail pids
+only; kill(-1) and process groups reach the jail).
 """
 
 from __future__ import annotations
@@ -246,7 +247,29 @@ def _who(process: int, group: int) -> Callable[[Call], int | None]:
     return judge
 
 
+def _socket(name: str, arguments: int) -> Callable[[Call], int | None]:
+    """R3's calls: the fd (an int) and the next `arguments` arguments, as the kernel decoded
+    them."""
+    def judge(call: Call) -> int | None:
+        from hyjail.trace import sockets
+        fd, *rest = call.args
+        return getattr(sockets, name)(call, _int(fd), *rest[:arguments])
+    return judge
+
+
+def _socketcall(call: Call) -> int | None:
+    from hyjail.trace import sockets
+    return sockets.socketcall(call)
+
+
 HANDLERS: dict[str, Handler] = {
+    "bind": Handler("R3", _socket("bind", 2)),
+    "listen": Handler("R3", _socket("listen", 1)),
+    "connect": Handler("R3", _socket("connect", 2)),
+    "sendto": Handler("R3", _socket("sendto", 5)),
+    "sendmsg": Handler("R3", _socket("sendmsg", 2)),
+    "sendmmsg": Handler("R3", _socket("sendmmsg", 3)),
+    "socketcall": Handler("R3", _socketcall),
     "uname": Handler("R2", _uname),
     "sethostname": Handler("R2", _set_name("hostname")),
     "setdomainname": Handler("R2", _set_name("domainname")),
@@ -270,6 +293,14 @@ HANDLERS: dict[str, Handler] = {
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "prlimit64",
         "getpgid", "getsid", "migrate_pages", "move_pages", "get_robust_list")},
 }
+
+
+def table(rules: set[str]) -> dict[str, Handler]:
+    """The handlers of the rules the plan gives ptrace; sorted, so that the prefilter's tags
+    and the tracer's agree."""
+    return {name: HANDLERS[name] for name in sorted(HANDLERS) if HANDLERS[name].rule in rules}
+
+
 # Old uname calls libc no longer makes: refused, not answered with the host's names.
 REFUSED_IN_TRACE = {"olduname": errno.ENOSYS, "oldolduname": errno.ENOSYS,
                     # io_uring performs calls (connect, openat...) no filter or tracer sees.

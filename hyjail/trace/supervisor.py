@@ -11,6 +11,7 @@ tracee events, forwarded signals, the terminal relay, the exit status.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -22,7 +23,7 @@ import prctl
 
 from hyjail import cgroups, linux, rootless, terminal
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
-from hyjail.foreground import wait_ready
+from hyjail.foreground import caught_signals, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
@@ -31,7 +32,7 @@ from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
 from hyjail.trace import handlers
-from hyjail.trace.tracer import TAGS, JailState, Tracer
+from hyjail.trace.tracer import JailState, Tracer, tags
 
 BACKEND = "trace"
 _PIDFD_SIGNAL_THREAD_GROUP = 2
@@ -48,10 +49,29 @@ def refuse_what_trace_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     if "sysvipc" in spec.allowed and not plan.uses("R3", "kernel"):
         raise SetupError("allow.sysvipc: without an IPC namespace the jail would share the "
                          "host's System V IPC")
+    if plan.uses("R3", "ptrace"):
+        if "raw_sockets" in spec.allowed:
+            raise SetupError("allow.raw_sockets: without a network namespace a raw socket "
+                             "could send from any address of the host")
+        for address in spec.addresses:
+            if not _is_local(address):
+                raise SetupError(f"R3 (address): {address} is not an address of this host; "
+                                 f"without a network namespace the jail shares the host's "
+                                 f"network, so its address must be one of the host's")
     if spec.userns_base is not None:
         raise SetupError("--userns: needs the ns backend")
     if spec.persist:
         raise SetupError("--persist: not supported by the trace backend yet")
+
+
+def _is_local(address) -> bool:
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _proc_is_mounted(path: str) -> bool:
@@ -60,9 +80,31 @@ def _proc_is_mounted(path: str) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-def confinement(spec: JailSpec) -> Confinement:
-    return Confinement(spec.allowed, spec.limits.rlimits, traced=tuple(TAGS.items()),
-                       refused=tuple(handlers.REFUSED_IN_TRACE.items()))
+def handled(plan: Plan) -> dict[str, handlers.Handler]:
+    """The handlers of the rules the plan gives ptrace."""
+    return handlers.table({rule for rule, p in plan.chosen.items() if p.kind == "ptrace"})
+
+
+def confinement(spec: JailSpec, plan: Plan) -> Confinement:
+    scopes = 0
+    if plan.probe.has("landlock.scope"):  # the kernel keeps signals and abstract sockets in
+        scopes = linux.LANDLOCK_SCOPE_SIGNAL | linux.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+    refused_arguments = ()
+    if plan.uses("R3", "ptrace"):  # protocols and options that add addresses
+        from hyjail.trace import sockets
+        versions = {address.version for address in spec.addresses}
+        refused_arguments = (
+            # A family the jail has no address of does not exist for it (as on FreeBSD), so
+            # programs fall back to the other one.
+            *(("socket", 0, family, errno.EAFNOSUPPORT)
+              for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6))
+              if version not in versions),
+            *(("socket", 2, protocol, errno.EPROTONOSUPPORT)
+              for protocol in sockets.REFUSED_PROTOCOLS),
+            *(("setsockopt", 1, level, errno.EPERM) for level in sockets.REFUSED_OPTION_LEVELS))
+    return Confinement(spec.allowed, spec.limits.rlimits, traced=tuple(tags(handled(plan)).items()),
+                       refused=tuple(handlers.REFUSED_IN_TRACE.items()), landlock_scopes=scopes,
+                       refused_arguments=refused_arguments)
 
 
 def run(spec: JailSpec, plan: Plan, registry: Registry,
@@ -70,6 +112,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
     refuse_what_trace_cannot_hold(spec, plan)
     kernel_net = plan.uses("R3", "kernel")
     with contextlib.ExitStack() as undo:
+        pending = undo.enter_context(caught_signals((signal.SIGCHLD,)))
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
@@ -90,7 +133,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         pid = os.fork()
         if pid == 0:
             channel.close()
-            guarded(jail_end, lambda: _jail_side(spec, jail_end, unshare, cgroup_paths,
+            guarded(jail_end, lambda: _jail_side(spec, plan, jail_end, unshare, cgroup_paths,
                                                  tty_fds, slave))
         jail_end.close()
         if slave is not None:
@@ -104,8 +147,12 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             if which == "hostname":
                 current["record"] = registry.update(current["record"], hostname=name)
 
-        jail = JailState(spec.hostname, spec.allowed, on_rename=renamed)
-        tracer = Tracer(jail, pid)
+        jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed)
+        try:
+            tracer = Tracer(jail, pid, handled(plan))
+        except OSError as e:
+            raise SetupError(f"ptrace: cannot trace the jail's first process ({e.strerror}); "
+                             f"is hyjail itself being traced?") from None
         undo.callback(jail.kill_all)
         if spec.needs_veth and kernel_net:
             from hyjail.net import veth
@@ -120,7 +167,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             relay = terminal.Relay(master, tuple(tty_fds))
             if relay.host_in is not None:
                 undo.enter_context(terminal.raw_mode(relay.host_in))
-        return _supervise(tracer, channel, relay, undo)
+        return _supervise(tracer, channel, relay, undo, pending)
 
 
 def _kill_and_reap(pid: int) -> None:
@@ -131,7 +178,7 @@ def _kill_and_reap(pid: int) -> None:
             os.waitpid(-1, 0x40000000)  # __WALL: every tracee, until none is left
 
 
-def _jail_side(spec: JailSpec, channel: socket.socket, unshare: int,
+def _jail_side(spec: JailSpec, plan: Plan, channel: socket.socket, unshare: int,
                cgroup_paths: Sequence[str], tty_fds: Sequence[int],
                tty: int | None) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # the supervisor dies: so do we (EXITKILL later)
@@ -148,11 +195,11 @@ def _jail_side(spec: JailSpec, channel: socket.socket, unshare: int,
     if message != control.GO:
         os._exit(EXIT_SETUP)
     init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty, channel,
-                      confinement(spec))
+                      confinement(spec, plan))
 
 
 def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | None,
-               undo: contextlib.ExitStack) -> int:
+               undo: contextlib.ExitStack, pending: list[int]) -> int:
     wake_read, wake_write = socket.socketpair()
     undo.callback(wake_read.close)
     undo.callback(wake_write.close)
@@ -162,17 +209,13 @@ def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | N
     # loses nothing), and the signals to forward are kept by their handler.
     undo.callback(signal.set_wakeup_fd,
                   signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False))
-    pending: list[int] = []
-    for signum in init.FORWARDED:
-        undo.callback(signal.signal, signum,
-                      signal.signal(signum, lambda signum, _frame: pending.append(signum)))
-    undo.callback(signal.signal, signal.SIGCHLD, signal.signal(signal.SIGCHLD, lambda *_: None))
 
     control.send_go(channel)
     selector = selectors.DefaultSelector()
     undo.callback(selector.close)
     selector.register(wake_read, selectors.EVENT_READ, "signal")
     selector.register(channel, selectors.EVENT_READ, "control")
+    selector.register(tracer.wake_fd, selectors.EVENT_READ, "deferred")
     if relay:
         selector.register(relay.master, selectors.EVENT_READ, "jail-output")
         if relay.host_in is not None:
@@ -189,10 +232,14 @@ def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | N
                             pass
                     while pending:
                         signum = pending.pop(0)
+                        if signum == signal.SIGCHLD:
+                            continue  # a tracee stopped or exited: drained below
                         if signum == signal.SIGWINCH and relay:
                             relay.resize()
                         else:
                             _forward(tracer, signum)
+                case "deferred":
+                    tracer.finish_deferred()
                 case "control":
                     message, _ = control.receive(channel)
                     failure = failure or control.parse_failure(message)

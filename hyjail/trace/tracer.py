@@ -13,18 +13,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from hyjail.trace import handlers, ptrace
+from hyjail.trace.sockets import Deferred
 
 OPTIONS = (ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACESECCOMP | ptrace.PTRACE_O_TRACEFORK
            | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE
            | ptrace.PTRACE_O_TRACEEXEC)
-# The prefilter's tag for each handled call (0 is never a tag).
-TAGS = {name: index for index, name in enumerate(sorted(handlers.HANDLERS), start=1)}
-_BY_TAG = {index: handlers.HANDLERS[name] for name, index in TAGS.items()}
+
+
+def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:
+    """The prefilter's tag for each handled call (0 is never a tag)."""
+    return {name: index for index, name in enumerate(sorted(handled), start=1)}
+
 _WALL = 0x40000000
 _PIDFD_THREAD = os.O_EXCL
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
@@ -45,9 +51,10 @@ class Call:
 class JailState:
     """What the supervisor knows of its jail: names, permissions, and its tasks."""
 
-    def __init__(self, hostname: str, allowed: frozenset[str],
+    def __init__(self, hostname: str, allowed: frozenset[str], addresses: tuple = (),
                  on_rename: Callable[[str, str], None] = lambda which, name: None):
         self.hostname = hostname
+        self.addresses = addresses  # ipaddress objects: the jail's own (R3)
         self.domainname = "(none)"
         self.allowed = allowed
         self._on_rename = on_rename
@@ -97,10 +104,15 @@ class JailState:
 
 
 class Tracer:
-    def __init__(self, jail: JailState, first: int):
+    def __init__(self, jail: JailState, first: int, handled: dict[str, handlers.Handler]):
         self.jail = jail
         self.first = first
         self.status: int | None = None  # the first process's exit status, once it exits
+        self._by_tag = {tag: handled[name] for name, tag in tags(handled).items()}
+        # Calls that may block (a connect on a blocking socket) run in worker threads; the
+        # tracee stays stopped until its result comes back through this pipe's wake-up.
+        self._finished: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self.wake_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         ptrace.seize(first, OPTIONS)
         jail.add(first)
 
@@ -133,7 +145,8 @@ class Tracer:
         sig, event = os.WSTOPSIG(status), status >> 16
         resume_with = 0
         if event == ptrace.PTRACE_EVENT_SECCOMP:
-            self._judge(tid)
+            if not self._judge(tid):
+                return  # held until its worker is done
         elif event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK,
                        ptrace.PTRACE_EVENT_CLONE):
             self.jail.add(ptrace.ptrace_geteventmsg(tid))
@@ -144,20 +157,45 @@ class Tracer:
             resume_with = sig  # a signal on its way to the tracee: deliver it
         self._resume(tid, _PTRACE_CONT, resume_with)
 
-    def _judge(self, tid: int) -> None:
+    def _judge(self, tid: int) -> bool:
+        """Decide a stopped call; False when a worker will answer it later."""
         try:
             stop = ptrace.seccomp_stop(tid)
         except OSError:
-            return  # killed meanwhile
-        handler = _BY_TAG.get(stop.tag)
+            return True  # killed meanwhile
+        handler = self._by_tag.get(stop.tag)
         tgid = self.jail.thread_group(tid) or tid
         try:
             result = handler.judge(Call(self.jail, tid, tgid, stop.abi, stop.args)) \
                 if handler else -errno.ENOSYS
         except Exception:  # a handler's bug denies the call; it never lets it through
             result = -errno.EPERM
+        if isinstance(result, Deferred):
+            threading.Thread(target=self._work, args=(tid, result), daemon=True).start()
+            return False
         if result is not handlers.ALLOW:
             self._answer(tid, result)
+        return True
+
+    def _work(self, tid: int, deferred: Deferred) -> None:
+        try:
+            result = deferred.work()
+        except Exception:
+            result = -errno.EIO
+        self._finished.put((tid, result))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"x")
+
+    def finish_deferred(self) -> None:
+        """Answer and resume the tracees whose workers are done (the loop calls this when
+        wake_fd is readable)."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_fd, 4096):
+                pass
+        while not self._finished.empty():
+            tid, result = self._finished.get()
+            self._answer(tid, result)
+            self._resume(tid, _PTRACE_CONT, 0)
 
     def _answer(self, tid: int, result: int) -> None:
         """Skip the call and make `result` its return value."""

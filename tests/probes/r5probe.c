@@ -82,6 +82,67 @@ static void *busy_thread(void *arg)
     return arg;
 }
 
+/* The sysjail race: one thread flips a sockaddr while another binds and connects with it. */
+static struct sockaddr_in race_bind, race_connect;
+static struct in_addr race_jail, race_other, race_loopback;
+static volatile int race_done;
+
+static void *flipper(void *arg)
+{
+    /* Volatile stores: each one must reach memory, none may be folded away. */
+    volatile in_addr_t *bind_at = &race_bind.sin_addr.s_addr;
+    volatile in_addr_t *connect_at = &race_connect.sin_addr.s_addr;
+    while (!race_done) {
+        *bind_at = race_other.s_addr;
+        *connect_at = race_loopback.s_addr;
+        for (volatile int spin = 0; spin < 50; spin++)
+            ;
+        *bind_at = race_jail.s_addr;
+        *connect_at = race_jail.s_addr;
+        for (volatile int spin = 0; spin < 50; spin++)
+            ;
+    }
+    return arg;
+}
+
+static long race(const char *spec)
+{
+    char jail[32], other[32];
+    int port, tries;
+    if (sscanf(spec, "%31[^:]:%31[^:]:%d:%d", jail, other, &port, &tries) != 4)
+        return -EINVAL;
+    inet_pton(AF_INET, jail, &race_jail);
+    inet_pton(AF_INET, other, &race_other);
+    inet_pton(AF_INET, "127.0.0.1", &race_loopback);
+    race_bind = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr = race_jail};
+    race_connect = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port),
+                                        .sin_addr = race_jail};
+    pthread_t thread;
+    pthread_create(&thread, NULL, flipper, NULL);
+    long escaped = 0, bound = 0;
+    for (int i = 0; i < tries; i++) {
+        struct sockaddr_in name;
+        socklen_t length = sizeof name;
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        if (bind(s, (struct sockaddr *)&race_bind, sizeof race_bind) == 0) {
+            bound++;
+            getsockname(s, (struct sockaddr *)&name, &length);
+            escaped += name.sin_addr.s_addr != race_jail.s_addr;
+        }
+        close(s);
+        s = socket(AF_INET, SOCK_STREAM, 0);
+        connect(s, (struct sockaddr *)&race_connect, sizeof race_connect);
+        length = sizeof name;
+        if (getsockname(s, (struct sockaddr *)&name, &length) == 0 && name.sin_port)
+            escaped += name.sin_addr.s_addr != race_jail.s_addr;
+        close(s);
+    }
+    race_done = 1;
+    pthread_join(thread, NULL);
+    printf("race_bound=%ld\n", bound);
+    return escaped ? -EXDEV : 0;
+}
+
 static long threads(void)
 {
     pthread_t ids[8];
@@ -137,7 +198,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "r5probe: refusing to run outside the jail it was given\n");
         return REFUSED;
     }
-    int i386 = strcmp(argv[2], "int80") == 0;
+    int i386 = strncmp(argv[2], "int80", 5) == 0; /* "int80s": socket calls by socketcall */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     ts64[0] = now.tv_sec;
@@ -210,6 +271,65 @@ int main(int argc, char **argv)
                 printf("nodename=%s\n", names.nodename);
                 continue;
             }
+        } else if (strncmp(name, "bind:", 5) == 0) { /* bind a UDP socket to IP, port 0 */
+            static struct sockaddr_in at;
+            static unsigned int call_args[3];
+            at = (struct sockaddr_in){.sin_family = AF_INET};
+            inet_pton(AF_INET, name + 5, &at.sin_addr);
+            int s = socket(AF_INET, SOCK_DGRAM, 0);
+            call_args[0] = s, call_args[1] = (unsigned int)P(&at), call_args[2] = sizeof at;
+            if (i386 && argv[2][5] == 's') /* int80s: through socketcall(SYS_BIND) */
+                ret = sys32(102, 2, P(call_args), 0, 0, 0);
+            else
+                ret = i386 ? sys32(361, s, P(&at), sizeof at, 0, 0) : syscall(49, s, &at, sizeof at);
+            ret = (!i386 && ret < 0) ? -errno : ret;
+            if (ret == 0) {
+                struct sockaddr_in bound;
+                socklen_t length = sizeof bound;
+                char text[32];
+                getsockname(s, (struct sockaddr *)&bound, &length);
+                printf("%s=%s\n", name, inet_ntop(AF_INET, &bound.sin_addr, text, sizeof text));
+                close(s);
+                continue;
+            }
+            close(s);
+        } else if (strncmp(name, "sendto:", 7) == 0 || strncmp(name, "sendmsg:", 8) == 0) {
+            /* one UDP datagram, "udp\n", to IP:PORT from an unbound socket */
+            static struct sockaddr_in to;
+            static char payload[] = "udp\n";
+            static struct iovec iov;
+            static struct { unsigned int name, namelen, iov, iovlen, control, controllen,
+                            flags; } msg32;
+            static struct msghdr msg;
+            char ip[32];
+            int port, by_msg = name[4] == 'm';
+            if (sscanf(strchr(name, ':') + 1, "%31[^:]:%d", ip, &port) != 2) {
+                ret = -EINVAL;
+            } else {
+                to = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port)};
+                inet_pton(AF_INET, ip, &to.sin_addr);
+                iov = (struct iovec){payload, 4};
+                msg = (struct msghdr){.msg_name = &to, .msg_namelen = sizeof to,
+                                      .msg_iov = &iov, .msg_iovlen = 1};
+                static unsigned int iov32[2];
+                iov32[0] = (unsigned int)P(payload), iov32[1] = 4;
+                msg32.name = (unsigned int)P(&to), msg32.namelen = sizeof to;
+                msg32.iov = (unsigned int)P(iov32), msg32.iovlen = 1;
+                int s = socket(AF_INET, SOCK_DGRAM, 0);
+                if (by_msg)
+                    ret = i386 ? sys32(370, s, P(&msg32), 0, 0, 0) : syscall(46, s, &msg, 0);
+                else if (i386) { /* six arguments: through socketcall(SYS_SENDTO) */
+                    static unsigned int args[6];
+                    args[0] = s, args[1] = (unsigned int)P(payload), args[2] = 4, args[3] = 0;
+                    args[4] = (unsigned int)P(&to), args[5] = sizeof to;
+                    ret = sys32(102, 11, P(args), 0, 0, 0);
+                } else
+                    ret = syscall(44, s, payload, 4, 0, &to, sizeof to);
+                ret = (!i386 && ret < 0) ? -errno : (ret == 4 ? 0 : ret);
+                close(s);
+            }
+        } else if (strncmp(name, "race:", 5) == 0) {
+            ret = race(name + 5);
         } else if (strcmp(name, "threads") == 0) {
             ret = threads();
         } else if (strncmp(name, "spoof:", 6) == 0) {

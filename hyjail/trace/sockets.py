@@ -1,0 +1,475 @@
+"""R3 on the trace backend: the jail's socket calls, performed by the supervisor itself.
+
+Owns: FreeBSD's address rules (binding the unspecified address or 127.0.0.1 means the
+jail's address, any other address but the jail's is EADDRNOTAVAIL; connecting or sending to
+127.0.0.1 reaches the jail's own address; every socket that talks is first bound to the
+jail's address) and carrying each call out race-free: the supervisor copies the address, the
+data and the control messages out of the tracee once, takes the socket itself with
+pidfd_getfd, and binds, connects or sends on that copy of the socket with its own copy of the
+arguments. Another thread rewriting the tracee's memory afterwards changes nothing. A call on
+a blocking socket runs in a worker thread, with the tracee held until it is done.
+
+AF_UNIX calls run as made: path names lie inside the jail's root, and Landlock's scope keeps
+abstract names inside the jail (the plan requires it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hyjail.trace import memory, ptrace
+
+if TYPE_CHECKING:
+    from hyjail.trace.tracer import Call
+
+_MAX_DATA = 1 << 20  # bytes copied per send; more is a short write, as the kernel may do
+_CAP_NET_BIND_SERVICE = 10
+# Control messages a jail may send on an internet socket (level, type); PKTINFO's source is
+# checked, the rest cannot change where a packet comes from.
+_PKTINFO = {(socket.IPPROTO_IP, 8), (socket.IPPROTO_IPV6, 50)}
+_HARMLESS_CMSG = {(socket.IPPROTO_IP, 1), (socket.IPPROTO_IP, 2), (socket.IPPROTO_IPV6, 52),
+                  (socket.IPPROTO_IPV6, 67), (socket.IPPROTO_UDP, 103)}
+_SOCKETCALL = {1: "socket", 2: "bind", 3: "connect", 4: "listen", 11: "sendto",
+               14: "setsockopt", 16: "sendmsg", 20: "sendmmsg"}
+_SOCKETCALL_ARGS = {1: 3, 2: 3, 3: 3, 4: 2, 11: 6, 14: 5, 16: 3, 20: 4}
+REFUSED_PROTOCOLS = (132, 262)  # SCTP and MPTCP: more addresses than the one bound
+REFUSED_OPTION_LEVELS = (132, 284)  # their address options (bindx, connectx, subflows)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A result computed off the tracer's thread (a call that may block); the tracee waits."""
+    work: Callable[[], int]
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+@contextlib.contextmanager
+def _taken(call: Call, fd: int) -> Iterator[socket.socket | None]:
+    """The tracee's socket fd as our own socket object (same open file), or None if the fd
+    is not a socket of ours to judge."""
+    pidfd = call.jail.pidfd(call.tgid)
+    try:
+        mine = ptrace.pidfd_getfd(pidfd, fd) if pidfd is not None else -1
+    except OSError:
+        mine = -1
+    if mine < 0:
+        yield None
+        return
+    try:
+        sock = socket.socket(fileno=mine)
+    except OSError:
+        os.close(mine)
+        yield None
+        return
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _read_sockaddr(call: Call, address: int, length: int) -> bytes | int:
+    if length < 2 or length > 128:
+        return -errno.EINVAL
+    try:
+        return memory.read(call.tid, address, length)
+    except OSError:
+        return -errno.EFAULT
+
+
+def _decode(raw: bytes) -> tuple | None:
+    """An AF_INET/AF_INET6 sockaddr as Python's address tuple; None for other families."""
+    family = struct.unpack_from("<H", raw)[0]
+    if family == socket.AF_INET and len(raw) >= 16:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return (str(ipaddress.IPv4Address(raw[4:8])), port)
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        port, flow = struct.unpack_from(">HI", raw, 2)
+        scope = struct.unpack_from("<I", raw, 24)[0] if len(raw) >= 28 else 0
+        return (str(ipaddress.IPv6Address(raw[8:24])), port, flow, scope)
+    return None
+
+
+def _family(raw: bytes) -> int:
+    return struct.unpack_from("<H", raw)[0]
+
+
+def _jail_address(call: Call, ip: str, *, binding: bool) -> str | int:
+    """FreeBSD's rules: the unspecified address and 127.0.0.1 (::1) mean the jail's own
+    address, for a bind and a destination alike (so the host's localhost services are out of
+    reach); any other address bound must be the jail's."""
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        inner = _jail_address(call, str(mapped), binding=binding)
+        return inner if isinstance(inner, int) else f"::ffff:{inner}"
+    own = [a for a in call.jail.addresses if a.version == addr.version]
+    if addr in own:
+        return ip
+    localhost = addr == ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    if addr.is_unspecified or localhost:
+        return str(own[0]) if own else -errno.EADDRNOTAVAIL
+    if binding and addr not in own:
+        return -errno.EADDRNOTAVAIL
+    return ip
+
+
+def _source_for(call: Call, sock: socket.socket, destination: str | None = None) -> int:
+    """Bind an unbound internet socket to the jail's address (port 0), as FreeBSD does before
+    a jailed socket talks; 0, or -errno."""
+    name = sock.getsockname()
+    if name[1] != 0 or not ipaddress.ip_address(name[0]).is_unspecified:
+        return 0  # bound already (only ever through us, to the jail's address)
+    wanted = "0.0.0.0" if sock.family == socket.AF_INET else "::"
+    if destination and sock.family == socket.AF_INET6 and destination.startswith("::ffff:"):
+        wanted = "::ffff:0.0.0.0"
+    source = _jail_address(call, wanted, binding=True)
+    if isinstance(source, int):
+        return source
+    try:
+        sock.bind((source, 0) if sock.family == socket.AF_INET else (source, 0, 0, 0))
+    except OSError as e:
+        return -e.errno
+    return 0
+
+
+def _inet(sock: socket.socket | None) -> bool:
+    return sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def _may_bind_port(call: Call, port: int) -> bool:
+    if port == 0 or port >= _unprivileged_port_start():
+        return True
+    try:
+        with open(f"/proc/{call.tid}/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(caps & (1 << _CAP_NET_BIND_SERVICE))
+
+
+def _blocking(sock: socket.socket, flags: int = 0) -> bool:
+    return not (fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+                or flags & socket.MSG_DONTWAIT)
+
+
+def _later_if_blocking(sock: socket.socket, flags: int, work: Callable[[socket.socket], int],
+                       call: Call, fd: int) -> int | Deferred:
+    """Run work(sock) now, or, on a blocking socket, in a worker with its own copy of it."""
+    if not _blocking(sock, flags):
+        return work(sock)
+    held = sock.dup()
+
+    def run() -> int:
+        try:
+            return work(held)
+        finally:
+            held.close()
+    return Deferred(run)
+
+
+def _errno_of(action: Callable[[], int]) -> int:
+    try:
+        return action()
+    except OSError as e:
+        return -(e.errno or errno.EIO)
+
+
+# ---- the calls -----------------------------------------------------------------------------
+
+def bind(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
+    raw = _read_sockaddr(call, address, length)
+    if isinstance(raw, int):
+        return raw
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return None if sock is not None else -errno.EBADF
+        decoded = _decode(raw)
+        if decoded is None or _family(raw) != sock.family:
+            return -errno.EAFNOSUPPORT if decoded is None else -errno.EINVAL
+        ip = _jail_address(call, decoded[0], binding=True)
+        if isinstance(ip, int):
+            return ip
+        if not _may_bind_port(call, decoded[1]):
+            return -errno.EACCES
+        target = (ip, *decoded[1:])
+        return _errno_of(lambda: sock.bind(target) or 0)
+
+
+def listen(call: Call, fd: int, backlog: int, perform: bool = False) -> int | None:
+    """An unbound socket would listen on every address of the host: bind it first. With
+    `perform`, listen on our copy too (socketcall's fd sits in memory)."""
+    with _taken(call, fd) as sock:
+        if sock is None:
+            return -errno.EBADF if perform else None
+        if _inet(sock):
+            bound = _source_for(call, sock)
+            if bound:
+                return bound
+        if not perform:
+            return None
+        return _errno_of(lambda: sock.listen(backlog) or 0)
+
+
+def connect(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
+    raw = _read_sockaddr(call, address, length)
+    if isinstance(raw, int):
+        return raw
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return None if sock is not None else -errno.EBADF
+        decoded = _decode(raw)
+        if decoded is None:
+            return None if _family(raw) == socket.AF_UNSPEC else -errno.EAFNOSUPPORT
+        ip = _jail_address(call, decoded[0], binding=False)
+        if isinstance(ip, int):
+            return ip
+        bound = _source_for(call, sock, ip)
+        if bound:
+            return bound
+        target = (ip, *decoded[1:])
+        return _later_if_blocking(sock, 0, lambda s: -s.connect_ex(target), call, fd)
+
+
+def sendto(call: Call, fd: int, buffer: int, length: int, flags: int, address: int,
+           address_length: int) -> int | Deferred | None:
+    if address == 0:
+        return None  # to the connected peer: its source was bound when it connected
+    raw = _read_sockaddr(call, address, address_length)
+    if isinstance(raw, int):
+        return raw
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return None if sock is not None else -errno.EBADF
+        decoded = _decode(raw)
+        if decoded is None:
+            return -errno.EAFNOSUPPORT
+        ip = _jail_address(call, decoded[0], binding=False)
+        if isinstance(ip, int):
+            return ip
+        bound = _source_for(call, sock, ip)
+        if bound:
+            return bound
+        try:
+            data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
+        except OSError:
+            return -errno.EFAULT
+        target = (ip, *decoded[1:])
+        return _later_if_blocking(
+            sock, flags, lambda s: _errno_of(lambda: s.sendto(data, flags, target)), call, fd)
+
+
+@dataclass(frozen=True)
+class _Message:
+    name: bytes | None
+    data: list[bytes]
+    control: list[tuple[int, int, bytes]]
+
+
+def _read_msghdr(call: Call, address: int) -> _Message | int:
+    """A msghdr and everything it points to, copied once, in the caller's ABI's layout."""
+    compat = call.abi != "x86_64"
+    layout = "<7I" if compat else "<QI4xQQQQI"
+    try:
+        fields = struct.unpack(layout, memory.read(call.tid, address, struct.calcsize(layout)))
+        name_at, name_len, iov_at, iov_len, control_at, control_len = fields[:6]
+        if iov_len > 1024 or control_len > 4096:
+            return -errno.EMSGSIZE if iov_len > 1024 else -errno.ENOBUFS
+        name = _read_sockaddr(call, name_at, name_len) if name_at else None
+        if isinstance(name, int):
+            return name
+        vector = "<II" if compat else "<QQ"
+        size = struct.calcsize(vector)
+        raw_iov = memory.read(call.tid, iov_at, size * iov_len) if iov_len else b""
+        data, total = [], 0
+        for i in range(iov_len):
+            base, length = struct.unpack_from(vector, raw_iov, i * size)
+            length = min(length, _MAX_DATA - total)
+            data.append(memory.read(call.tid, base, length) if length else b"")
+            total += length
+        control = memory.read(call.tid, control_at, control_len) if control_at else b""
+    except OSError:
+        return -errno.EFAULT
+    parsed = _cmsgs(control, compat)
+    return parsed if isinstance(parsed, int) else _Message(name, data, parsed)
+
+
+def _cmsgs(raw: bytes, compat: bool) -> list[tuple[int, int, bytes]] | int:
+    header = "<Iii" if compat else "<Qii"
+    align = 4 if compat else 8
+    size = struct.calcsize(header)
+    out, at = [], 0
+    while at + size <= len(raw):
+        length, level, kind = struct.unpack_from(header, raw, at)
+        if length < size or at + length > len(raw):
+            return -errno.EINVAL
+        out.append((level, kind, raw[at + size:at + length]))
+        at += (length + align - 1) & ~(align - 1)
+    return out
+
+
+def _check_control(call: Call, control: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in control:
+        if (level, kind) in _PKTINFO:
+            source = data[4:8] if level == socket.IPPROTO_IP else data[:16]
+            addr = ipaddress.ip_address(source)
+            if not addr.is_unspecified and addr not in call.jail.addresses:
+                return -errno.EADDRNOTAVAIL
+        elif (level, kind) not in _HARMLESS_CMSG:
+            return -errno.EPERM
+    return 0
+
+
+def _send_message(call: Call, sock: socket.socket, message: _Message, flags: int) -> int:
+    """Send one copied message from the jail's address; bytes sent, or -errno."""
+    target = None
+    if message.name is not None:
+        decoded = _decode(message.name)
+        if decoded is None:
+            return -errno.EAFNOSUPPORT
+        ip = _jail_address(call, decoded[0], binding=False)
+        if isinstance(ip, int):
+            return ip
+        target = (ip, *decoded[1:])
+    refused = _check_control(call, message.control) or _source_for(
+        call, sock, target[0] if target else None)
+    if refused:
+        return refused
+    return _errno_of(lambda: sock.sendmsg(message.data, message.control, flags,
+                                          *([target] if target else [])))
+
+
+def sendmsg(call: Call, fd: int, address: int, flags: int) -> int | Deferred | None:
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return None if sock is not None else -errno.EBADF
+        message = _read_msghdr(call, address)
+        if isinstance(message, int):
+            return message
+        return _later_if_blocking(sock, flags, lambda s: _send_message(call, s, message, flags),
+                                  call, fd)
+
+
+def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
+             ) -> int | Deferred | None:
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return None if sock is not None else -errno.EBADF
+        size = 32 if call.abi != "x86_64" else 64  # mmsghdr: msghdr, then msg_len
+        offset = 28 if call.abi != "x86_64" else 56
+        messages = []
+        for i in range(min(count, 1024)):
+            message = _read_msghdr(call, address + i * size)
+            if isinstance(message, int):
+                return message if not messages else len(messages)
+            messages.append(message)
+
+        def work(s: socket.socket) -> int:
+            sent = 0
+            for i, message in enumerate(messages):
+                result = _send_message(call, s, message, flags)
+                if result < 0:
+                    return result if sent == 0 else sent
+                with contextlib.suppress(OSError):
+                    memory.write(call.tid, address + i * size + offset,
+                                 struct.pack("<I", result))
+                sent += 1
+            return sent
+        return _later_if_blocking(sock, flags, work, call, fd)
+
+
+def setsockopt(call: Call, fd: int, level: int, name: int, value: int, length: int
+               ) -> int | None:
+    """Only reached through i386's socketcall, whose arguments sit in memory: performed on
+    our copy, refusing the levels that add addresses."""
+    if _int32(level) in REFUSED_OPTION_LEVELS:
+        return -errno.EPERM
+    with _taken(call, fd) as sock:
+        if sock is None:
+            return -errno.EBADF
+        try:
+            data = memory.read(call.tid, value, min(length, 4096)) if length else b""
+        except OSError:
+            return -errno.EFAULT
+        return _errno_of(lambda: sock.setsockopt(_int32(level), _int32(name), data) or 0)
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def socket_call(call: Call, family: int, protocol: int) -> int | None:
+    versions = {a.version for a in call.jail.addresses}
+    if {socket.AF_INET: 4, socket.AF_INET6: 6}.get(_int32(family), 0) not in versions | {0}:
+        return -errno.EAFNOSUPPORT
+    return -errno.EPROTONOSUPPORT if _int32(protocol) in REFUSED_PROTOCOLS else None
+
+
+def socketcall(call: Call) -> int | Deferred | None:
+    """i386's multiplexer: the arguments are copied once, then handled as the direct calls
+    are, except that every judged call is performed, never let through (the kernel would
+    read the arguments again)."""
+    which = call.args[0] & 0xFFFFFFFF
+    if which not in _SOCKETCALL:
+        return None
+    try:
+        raw = memory.read(call.tid, call.args[1], 4 * _SOCKETCALL_ARGS[which])
+    except OSError:
+        return -errno.EFAULT
+    args = struct.unpack(f"<{_SOCKETCALL_ARGS[which]}I", raw)
+    fd = _int32(args[0])
+    match _SOCKETCALL[which]:
+        case "socket":
+            return socket_call(call, args[0], args[2])
+        case "bind":
+            return _performed(bind(call, fd, args[1], args[2]))
+        case "connect":
+            return _performed(connect(call, fd, args[1], args[2]))
+        case "listen":
+            return listen(call, fd, _int32(args[1]), perform=True)
+        case "sendto":
+            if not args[4]:
+                return _send_connected(call, fd, args[1], args[2], args[3])
+            return _performed(sendto(call, fd, *args[1:6]))
+        case "setsockopt":
+            return setsockopt(call, fd, *args[1:5])
+        case "sendmsg":
+            return _performed(sendmsg(call, fd, args[1], args[2]))
+        case "sendmmsg":
+            return _performed(sendmmsg(call, fd, *args[1:4]))
+    return None
+
+
+def _performed(result: int | Deferred | None) -> int | Deferred:
+    """A multiplexed call may not run as made; one the direct call would let through (an
+    AF_UNIX socket, for one) is refused instead: 32-bit programs use the direct calls."""
+    return -errno.ENOSYS if result is None else result
+
+
+def _send_connected(call: Call, fd: int, buffer: int, length: int, flags: int
+                    ) -> int | Deferred:
+    with _taken(call, fd) as sock:
+        if not _inet(sock):
+            return -errno.EBADF if sock is None else -errno.ENOSYS
+        try:
+            data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
+        except OSError:
+            return -errno.EFAULT
+        return _later_if_blocking(sock, flags, lambda s: _errno_of(lambda: s.send(data, flags)),
+                                  call, fd)
