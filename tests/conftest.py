@@ -210,6 +210,13 @@ def busybox_root(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def i386_root(tmp_path_factory) -> str:
+    """A root of Debian's 32-bit busybox (script/bootstrap unpacks it)."""
+    from hyjail.rootfs import build
+    return build("busybox-i386", str(tmp_path_factory.mktemp("roots") / "busybox-i386"))
+
+
+@pytest.fixture(scope="session")
 def probe_root(tmp_path_factory) -> str:
     """A busybox root with tests/probes/r5probe (static, built here) in its /bin."""
     from hyjail.rootfs import busybox

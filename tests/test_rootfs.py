@@ -80,3 +80,14 @@ def test_build_never_writes_through_symlinks_in_dest(tmp_path):
     with pytest.raises(SetupError, match="symlink"):
         busybox.build(str(evil))
     assert sorted(os.listdir(outside)) == ["passwd"]
+
+
+def test_the_i386_root_is_32_bit_and_static(i386_root):
+    from hyjail.rootfs.busybox import _is_static
+    binary = os.path.join(i386_root, "bin", "busybox")
+    with open(binary, "rb") as f:
+        assert f.read(5) == b"\x7fELF\x01"
+    assert _is_static(binary)
+    with open(os.path.join(i386_root, "etc", "hyjail-root")) as f:
+        assert f.read() == "busybox-i386\n"
+    assert os.readlink(os.path.join(i386_root, "bin", "sh")) == "/bin/busybox"

@@ -65,6 +65,17 @@ def test_kill_of_a_host_pid_says_no_such_process(busybox_root, backend, host_pro
     assert "No such process" in result.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_of_a_host_pid_from_a_32_bit_root(i386_root, backend, host_process):
+    """The seed's emulation example: 32-bit binaries get the same protection."""
+    with open(os.path.join(i386_root, "bin", "busybox"), "rb") as f:
+        assert f.read(5) == b"\x7fELF\x01"  # ELFCLASS32: an i386 program
+    result = hyjail("run", "--backend", backend, i386_root, "tj32", "127.0.0.1", "/bin/sh",
+                    "-c", guard("tj32") + f"kill {host_process}; echo $?; hostname")
+    assert (result.returncode, result.stdout) == (0, "1\ntj32\n")
+    assert "No such process" in result.stderr
+
+
 @pytest.mark.parametrize("abi", ["64", "int80"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_of_a_host_pid_is_esrch_for_every_abi(probe_root, backend, abi, host_process):

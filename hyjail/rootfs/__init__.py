@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from hyjail.errors import SetupError
 
-KINDS = ("busybox",)
+KINDS = ("busybox", "busybox-i386")
 DEFAULT_DEST = "/var/lib/hyjail/roots"
 
 
 def build(kind: str, dest: str) -> str:
-    if kind == "busybox":
+    if kind in KINDS:
         from hyjail.rootfs import busybox
-        return busybox.build(dest)
+        binary = busybox.BUSYBOX_I386 if kind == "busybox-i386" else busybox.BUSYBOX
+        return busybox.build(dest, binary, kind)
     raise SetupError(f"{kind!r}: unknown root kind (known: {', '.join(KINDS)})")

@@ -17,6 +17,9 @@ import subprocess
 from hyjail.errors import SetupError
 
 BUSYBOX = "/bin/busybox"
+# Debian's i386 busybox-static, unpacked by script/bootstrap (it cannot be installed beside
+# the amd64 package): the 32-bit root's only binary.
+BUSYBOX_I386 = "/usr/lib/hyjail/busybox-i386/bin/busybox"
 MARKER = "etc/hyjail-root"  # names the kind; lets a test tell the jail's root from the host's
 _PT_INTERP = 3
 
@@ -56,13 +59,18 @@ def _make_device(path: str, major: int, minor: int) -> None:
 
 
 def _is_static(path: str) -> bool:
-    """True if the ELF file at path has no program interpreter (needs no shared libraries)."""
+    """True if the ELF file at path (64- or 32-bit) has no program interpreter (needs no
+    shared libraries)."""
     with open(path, "rb") as f:
         header = f.read(64)
-        if header[:4] != b"\x7fELF" or header[4] != 2:  # ELFCLASS64
+        if header[:4] != b"\x7fELF" or header[4] not in (1, 2):  # ELFCLASS32, ELFCLASS64
             return False
-        (phoff,) = struct.unpack_from("<Q", header, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        if header[4] == 2:
+            (phoff,) = struct.unpack_from("<Q", header, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        else:
+            (phoff,) = struct.unpack_from("<I", header, 0x1C)
+            phentsize, phnum = struct.unpack_from("<HH", header, 0x2A)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != _PT_INTERP
@@ -108,17 +116,18 @@ def _link(target: str, path: str) -> None:
     os.symlink(target, path)
 
 
-def build(dest: str, busybox: str = BUSYBOX) -> str:
+def build(dest: str, busybox: str = BUSYBOX, kind: str = "busybox") -> str:
     """Build (or bring up to date) a busybox root at dest; returns dest."""
     if not os.path.isfile(busybox):
-        raise SetupError(f"{busybox}: not found (install Debian's busybox-static)")
+        raise SetupError(f"{busybox}: not found (install Debian's busybox-static; "
+                         f"script/bootstrap unpacks the i386 one)")
     if not _is_static(busybox):
         raise SetupError(f"{busybox}: not statically linked (install busybox-static)")
     dest = os.path.abspath(dest)
     os.makedirs(dest, exist_ok=True)
     for directory, mode in DIRECTORIES.items():
         _make_directory(dest, directory, mode)
-    for name, text in FILES.items():
+    for name, text in {**FILES, MARKER: f"{kind}\n"}.items():
         _write_if_changed(os.path.join(dest, name), text)
     for name, (major, minor) in DEVICES.items():
         _make_device(os.path.join(dest, name), major, minor)
