@@ -16,6 +16,10 @@ from hyjail.platform import Probe
 RULES = {"R1": "root", "R2": "hostname", "R3": "address", "R4": "processes",
          "R5": "superuser", "R6": "lifetime", "R7": "identity"}
 BACKENDS = ("auto", "ns", "trace")
+# The rules whose kernel provider the trace backend can still use (a network namespace). For
+# the others it is all or nothing: once any rule needs ptrace, they all take ptrace's
+# provider, so the plan never claims a kernel provider the jail does not get.
+MIXABLE = ("R3",)
 # What every ptrace provider needs: a RET_TRACE prefilter that stops only the judged calls,
 # the kernel's own decoding of each (any ABI), and tracees that die with their tracer.
 _TRACING = ("seccomp.filter", "seccomp.trace", "ptrace.traceseccomp", "ptrace.syscall_info",
@@ -91,6 +95,16 @@ def choose(probe: Probe, backend: str = "auto") -> Plan:
             raise SetupError(f"{rule} ({RULES[rule]}) cannot be enforced on this host with "
                              f"--backend {backend}: {why}")
         chosen[rule] = picked
+    if any(p.kind == "ptrace" for p in chosen.values()):
+        for rule, providers in PROVIDERS.items():
+            if rule in MIXABLE:
+                continue
+            ptraced = next(p for p in providers if p.kind == "ptrace")
+            if ptraced.missing(probe):
+                raise SetupError(f"{rule} ({RULES[rule]}): the trace backend, which this host "
+                                 f"needs for other rules, cannot hold it: "
+                                 f"{', '.join(ptraced.missing(probe))}")
+            chosen[rule] = ptraced
     return Plan(backend, chosen, probe)
 
 
@@ -109,12 +123,17 @@ def _pick(providers: tuple[Provider, ...], probe: Probe, backend: str) -> Provid
 def table(probe: Probe) -> list[dict]:
     """Every rule with every provider: whether this host has it, and which each backend
     would pick; what `hyjail features` prints."""
+    picks = {}
+    for backend in BACKENDS:
+        try:
+            picks[backend] = choose(probe, backend).chosen
+        except SetupError:
+            picks[backend] = {}  # this backend cannot run a jail here
     rows = []
     for rule, providers in PROVIDERS.items():
         for provider in providers:
             rows.append({
                 "rule": rule, "name": RULES[rule], "provider": provider.kind,
                 "how": provider.how, "missing": provider.missing(probe),
-                "picked_by": [b for b in BACKENDS
-                              if _pick(providers, probe, b) == provider]})
+                "picked_by": [b for b in BACKENDS if picks[b].get(rule) == provider]})
     return rows

@@ -1,0 +1,84 @@
+"""The rule-to-provider plan, on probes of hosts that have less than this one (pure: the plan
+reads only the probe), and the probe of this host itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from hyjail import plan, platform
+from hyjail.errors import SetupError
+from hyjail.platform import Check, Probe
+
+from conftest import needs_root
+
+EVERYTHING = ("ns.mnt", "ns.pid", "ns.uts", "ns.ipc", "ns.net", "ns.cgroup", "ns.user",
+              "pivot_root", "seccomp.filter", "seccomp.trace", "ptrace.exitkill",
+              "ptrace.traceseccomp", "ptrace.syscall_info", "pidfd_open", "pidfd_getfd",
+              "pidfd.thread", "landlock.scope")
+
+
+def host(*lacking: str) -> Probe:
+    return Probe({name: Check(name, name not in lacking, "") for name in EVERYTHING})
+
+
+def kinds(chosen: plan.Plan) -> dict[str, str]:
+    return {rule: provider.kind for rule, provider in chosen.chosen.items()}
+
+
+def test_a_full_host_gets_the_kernel_for_every_rule_unless_trace_is_asked_for():
+    assert set(kinds(plan.choose(host(), "auto")).values()) == {"kernel"}
+    assert plan.choose(host(), "ns").kind == "ns"
+    assert set(kinds(plan.choose(host(), "trace")).values()) == {"ptrace"}
+
+
+@pytest.mark.parametrize("missing", ["ns.net", "ns.pid", "ns.mnt", "pivot_root", "ns.user"])
+def test_one_missing_namespace_moves_the_jail_to_ptrace_whole(missing):
+    chosen = plan.choose(host(missing), "auto")
+    assert chosen.kind == "trace"
+    # Never a kernel provider the trace backend cannot give (R3's network namespace it can).
+    assert {r for r, k in kinds(chosen).items() if k == "kernel"} <= set(plan.MIXABLE)
+
+
+def test_ns_refuses_naming_the_rule_and_what_is_missing():
+    with pytest.raises(SetupError) as refused:
+        plan.choose(host("ns.net"), "ns")
+    assert str(refused.value) == ("R3 (address) cannot be enforced on this host with "
+                                  "--backend ns: kernel (network namespace, veth): ns.net")
+
+
+def test_without_namespaces_or_landlock_r3_has_no_provider():
+    lacking = [n for n in EVERYTHING if n.startswith("ns.")] + ["landlock.scope"]
+    with pytest.raises(SetupError, match=r"^R3 \(address\) cannot be enforced .*"
+                                         r"ptrace \(socket calls performed by the supervisor\)"
+                                         r": landlock.scope$"):
+        plan.choose(host(*lacking), "auto")
+
+
+def test_a_rule_ptrace_cannot_hold_refuses_the_trace_backend():
+    with pytest.raises(SetupError, match=r"^R4 \(processes\): the trace backend, which this "
+                                         r"host needs for other rules, cannot hold it: "
+                                         r"pidfd.thread$"):
+        plan.choose(host("ns.net", "pidfd.thread"), "auto")
+
+
+def test_an_unknown_backend_is_refused():
+    with pytest.raises(SetupError, match="--backend jails: one of auto, ns, trace"):
+        plan.choose(host(), "jails")
+
+
+def test_the_table_shows_every_provider_and_each_backends_pick():
+    rows = plan.table(host("ns.net"))
+    r3 = {row["provider"]: row for row in rows if row["rule"] == "R3"}
+    assert r3["kernel"]["missing"] == ["ns.net"] and r3["kernel"]["picked_by"] == []
+    assert r3["ptrace"]["picked_by"] == ["auto", "trace"]
+
+
+@needs_root
+def test_this_host_probes_everything_a_full_plan_needs():
+    """This machine (kernel 6.18, as root) has every namespace, ptrace's options, pidfds and
+    Landlock's scopes."""
+    probe = platform.run()
+    assert all(probe.has(name) for name in EVERYTHING), {
+        n: c.detail for n, c in probe.items() if not c.ok}
+    assert probe.has("abi.i386")
+    assert plan.choose(probe, "auto").kind == "ns"
