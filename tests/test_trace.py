@@ -95,6 +95,29 @@ def test_hostname_is_the_jails_and_changes_only_there(probe_root, backend, abi):
     assert off == {"sethostname": "EPERM", "nodename": "tj"}
 
 
+def test_nothing_outside_the_root_is_reachable_under_trace(busybox_root):
+    secret = os.path.join(os.path.dirname(busybox_root), "secret-of-trace")
+    with open(secret, "w") as f:
+        f.write("host secret\n")
+    script = guard("inside") + f"""
+        cd / && cat ../secret-of-trace ../../secret-of-trace /../secret-of-trace {secret} \
+            /proc/self/root/../secret-of-trace /proc/1/root/../secret-of-trace 2>/dev/null \
+            && echo LEAKED
+        mkdir -p /tmp/deeper && cd /tmp/deeper && chroot . /bin/true 2>/dev/null; echo "chroot=$?"
+        cd / && echo "root=$(ls / | tr '\n' ' ')"
+    """
+    try:
+        result = hyjail("run", "--backend", "trace", busybox_root, "inside", "127.0.0.1",
+                        "/bin/sh", "-c", script)
+    finally:
+        os.unlink(secret)
+    assert result.returncode == 0, result.stderr
+    assert "LEAKED" not in result.stdout and "host secret" not in result.stdout
+    # No second chroot, the classic way out of a first: root has no CAP_SYS_CHROOT.
+    assert "chroot=1" in result.stdout.splitlines()
+    assert f"root={' '.join(sorted(os.listdir(busybox_root)))} " in result.stdout.splitlines()
+
+
 @pytest.mark.parametrize("abi", ["64", "int80"])
 def test_root_in_a_trace_jail_cannot_do_what_r5_forbids(probe_root, abi):
     expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi], **TRACE}

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from hyjail.trace import handlers, ptrace
 from hyjail.trace.sockets import Deferred
 
+# Fork, vfork and clone are followed (the new task is traced before it runs); exec needs no
+# stop (a seized tracee gets no SIGTRAP on exec, and nothing about a task changes for us).
 OPTIONS = (ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACESECCOMP | ptrace.PTRACE_O_TRACEFORK
-           | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE
-           | ptrace.PTRACE_O_TRACEEXEC)
+           | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE)
 
 
 def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:

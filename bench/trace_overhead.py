@@ -1,0 +1,98 @@
+"""The trace backend's cost, side by side with its peers, as ratios to native.
+
+    .venv/bin/python bench/trace_overhead.py [--runs N]      (as root)
+
+Workloads, each run in a busybox root by every runner found on this host:
+  - start: /bin/true, the runner's own start-up and teardown;
+  - syscalls: one process making 400,000 system calls the trace backend does not judge
+    (dd's reads and writes): what the seccomp prefilter is for (the 1.15x target);
+  - fork-exec: a shell loop of pipelines: every new task costs the trace backend two stops
+    (the fork event and the child's first stop), handled in Python;
+  - judged: a loop of `kill -0 $$`, `hostname` and `uname`: calls the trace backend stops
+    and judges.
+Runners: native (chroot), hyjail --backend ns, hyjail --backend trace, strace -f, proot.
+Each figure is the median wall time of N runs, start-up included; "net" takes each runner's
+own start-up (the start workload) out of both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HYJAIL = [sys.executable, "-m", "hyjail"]
+
+WORKLOADS = {
+    "start": "true",
+    "syscalls": "dd if=/dev/zero of=/tmp/data bs=512 count=100000 2>/dev/null && "
+                "dd if=/tmp/data of=/dev/null bs=512 2>/dev/null; rm /tmp/data",
+    "fork-exec": "i=0; while [ $i -lt 300 ]; do echo $i | cat | tr 0-9 a-j >/tmp/out; "
+                 "cat /tmp/out >/dev/null; i=$((i+1)); done",
+    "judged": "i=0; while [ $i -lt 3000 ]; do kill -0 $$; i=$((i+1)); done; "
+              "j=0; while [ $j -lt 300 ]; do hostname >/dev/null; uname -n >/dev/null; "
+              "j=$((j+1)); done",
+}
+
+
+def runners(root: str) -> dict[str, list[str] | None]:
+    """Each runner's argv prefix for `/bin/sh -c SCRIPT` in root; None where it is missing."""
+    def found(tool: str, argv: list[str]) -> list[str] | None:
+        return argv if shutil.which(tool) else None
+    return {
+        "native (chroot)": ["chroot", root],
+        "hyjail ns": [*HYJAIL, "run", "--backend", "ns", root, "bench", "127.0.0.1"],
+        "hyjail trace": [*HYJAIL, "run", "--backend", "trace", root, "bench", "127.0.0.1"],
+        "strace -f": found("strace", ["strace", "-f", "-qq", "-o", "/dev/null", "chroot",
+                                      root]),
+        "proot": found("proot", ["proot", "-w", "/", "-r", root]),
+    }
+
+
+def timed(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (jails and chroot need it)")
+    sys.path.insert(0, os.path.dirname(HERE))
+    from hyjail.rootfs import busybox
+    with tempfile.TemporaryDirectory() as top:
+        root = busybox.build(os.path.join(top, "root"))
+        table = runners(root)
+        print(f"{'workload':<10} {'runner':<16} {'median s':>9} {'x native':>9} {'net':>7}",
+              flush=True)
+        start: dict[str, float] = {}
+        for workload, script in WORKLOADS.items():
+            native = None
+            for name, prefix in table.items():
+                if prefix is None:
+                    print(f"{workload:<10} {name:<16} {'missing':>9}", flush=True)
+                    continue
+                seconds = timed([*prefix, "/bin/sh", "-c", script], args.runs)
+                start.setdefault(name, seconds)
+                native = native or seconds
+                first = next(iter(start.values()))
+                net = (seconds - start[name]) / max(native - first, 1e-9)
+                shown = f"{net:>6.2f}x" if workload != "start" else ""
+                print(f"{workload:<10} {name:<16} {seconds:>9.3f} {seconds / native:>8.2f}x "
+                      f"{shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
