@@ -186,12 +186,24 @@ def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[in
 def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None,
                undo: contextlib.ExitStack, pending: list[int]) -> int:
     """Start the command, then forward signals and relay the terminal until pid 1 exits."""
+    supervise(channel, relay, undo, pending, done=lambda: jail.status is not None,
+              forward=jail.signal, sources={jail.pidfd: jail.reap})
+    return jail.status
+
+
+def supervise(channel: socket.socket, relay: terminal.Relay | None, undo: contextlib.ExitStack,
+              pending: list[int], *, done: Callable[[], bool], forward: Callable[[int], None],
+              sources: dict[int, Callable[[], object]], tick: Callable[[], object] = lambda: 0,
+              timeout: float | None = None) -> None:
+    """Send GO, then, until done(): forward the caught signals (`pending`, from
+    caught_signals), relay the terminal, call each source's callback when its fd is readable
+    and tick() after every wake-up. Raises the failure the jail side reported, if any."""
     wake_read, wake_write = socket.socketpair()
     undo.callback(wake_read.close)
     undo.callback(wake_write.close)
     wake_write.setblocking(False)
     wake_read.setblocking(False)
-    # The wakeup fd only wakes the loop; `pending` (from caught_signals) says which signals.
+    # The wakeup fd only wakes the loop (a full buffer loses nothing); `pending` says which.
     undo.callback(signal.set_wakeup_fd,
                   signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False))
 
@@ -199,7 +211,8 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
 
     selector = selectors.DefaultSelector()
     undo.callback(selector.close)
-    selector.register(jail.pidfd, selectors.EVENT_READ, "exit")
+    for fd, callback in sources.items():
+        selector.register(fd, selectors.EVENT_READ, callback)
     selector.register(wake_read, selectors.EVENT_READ, "signal")
     selector.register(channel, selectors.EVENT_READ, "control")
     if relay:
@@ -208,11 +221,10 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
             selector.register(relay.host_in, selectors.EVENT_READ, "host-input")
 
     failure = None
-    while jail.status is None:
-        for key, _events in selector.select():
+    tick()
+    while not done():
+        for key, _events in selector.select(timeout):
             match key.data:
-                case "exit":
-                    jail.reap()
                 case "signal":
                     with contextlib.suppress(BlockingIOError):
                         while wake_read.recv(4096):
@@ -221,8 +233,8 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
                         signum = pending.pop(0)
                         if signum == signal.SIGWINCH and relay:
                             relay.resize()
-                        else:
-                            jail.signal(signum)
+                        elif signum != signal.SIGCHLD:  # a child stopped or exited: tick()
+                            forward(signum)
                 case "control":
                     message, _ = control.receive(channel)
                     failure = failure or control.parse_failure(message)
@@ -235,6 +247,9 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
                     if not relay.from_host():
                         selector.unregister(relay.host_in)
                     relay.to_jail()
+                case callback:
+                    callback()
+        tick()
     if relay:
         relay.drain()
     if failure is None:
@@ -242,4 +257,3 @@ def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None
             failure = control.parse_failure(control.receive(channel)[0])
     if failure:
         raise HyjailError(failure.message, failure.exit_code)
-    return jail.status

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -22,8 +21,8 @@ from typing import NoReturn
 import prctl
 
 from hyjail import cgroups, linux, rootless, terminal
-from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
-from hyjail.foreground import caught_signals, wait_ready
+from hyjail.errors import EXIT_SETUP, SetupError
+from hyjail.foreground import caught_signals, supervise, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
@@ -200,63 +199,10 @@ def _jail_side(spec: JailSpec, plan: Plan, channel: socket.socket, unshare: int,
 
 def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | None,
                undo: contextlib.ExitStack, pending: list[int]) -> int:
-    wake_read, wake_write = socket.socketpair()
-    undo.callback(wake_read.close)
-    undo.callback(wake_write.close)
-    wake_write.setblocking(False)
-    wake_read.setblocking(False)
-    # Every tracee stop sends a SIGCHLD: the wakeup fd only wakes the loop (a full buffer
-    # loses nothing), and the signals to forward are kept by their handler.
-    undo.callback(signal.set_wakeup_fd,
-                  signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False))
-
-    control.send_go(channel)
-    selector = selectors.DefaultSelector()
-    undo.callback(selector.close)
-    selector.register(wake_read, selectors.EVENT_READ, "signal")
-    selector.register(channel, selectors.EVENT_READ, "control")
-    selector.register(tracer.wake_fd, selectors.EVENT_READ, "deferred")
-    if relay:
-        selector.register(relay.master, selectors.EVENT_READ, "jail-output")
-        if relay.host_in is not None:
-            selector.register(relay.host_in, selectors.EVENT_READ, "host-input")
-
-    failure = None
-    tracer.drain()
-    while not tracer.done:
-        for key, _events in selector.select(timeout=1.0):
-            match key.data:
-                case "signal":
-                    with contextlib.suppress(BlockingIOError):
-                        while wake_read.recv(4096):
-                            pass
-                    while pending:
-                        signum = pending.pop(0)
-                        if signum == signal.SIGCHLD:
-                            continue  # a tracee stopped or exited: drained below
-                        if signum == signal.SIGWINCH and relay:
-                            relay.resize()
-                        else:
-                            _forward(tracer, signum)
-                case "deferred":
-                    tracer.finish_deferred()
-                case "control":
-                    message, _ = control.receive(channel)
-                    failure = failure or control.parse_failure(message)
-                    if not message:
-                        selector.unregister(channel)
-                case "jail-output":
-                    if not relay.from_jail():
-                        selector.unregister(relay.master)
-                case "host-input":
-                    if not relay.from_host():
-                        selector.unregister(relay.host_in)
-                    relay.to_jail()
-        tracer.drain()
-    if relay:
-        relay.drain()
-    if failure:
-        raise HyjailError(failure.message, failure.exit_code)
+    """Start the command, then judge, forward and relay until every tracee is gone."""
+    supervise(channel, relay, undo, pending, done=lambda: tracer.done,
+              forward=lambda signum: _forward(tracer, signum),
+              sources={tracer.wake_fd: tracer.finish_deferred}, tick=tracer.drain, timeout=1.0)
     return tracer.status
 
 
