@@ -192,22 +192,38 @@ def _errno_of(action: Callable[[], int]) -> int:
 
 # ---- the calls -----------------------------------------------------------------------------
 
-def bind(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
+@contextlib.contextmanager
+def _judged(call: Call, fd: int, address: int, length: int, *, binding: bool
+            ) -> Iterator[tuple[socket.socket, tuple] | int | None]:
+    """The tracee's internet socket and the address it named, judged by FreeBSD's rules, as
+    (socket, address to use); or, instead, the call's answer: -errno, or None to let it run
+    (not an internet socket, or connect's AF_UNSPEC, which only dissolves an association)."""
     raw = _read_sockaddr(call, address, length)
     if isinstance(raw, int):
-        return raw
+        yield raw
+        return
     with _taken(call, fd) as sock:
         if not _inet(sock):
-            return None if sock is not None else -errno.EBADF
+            yield None if sock is not None else -errno.EBADF
+            return
         decoded = _decode(raw)
-        if decoded is None or _family(raw) != sock.family:
-            return -errno.EAFNOSUPPORT if decoded is None else -errno.EINVAL
-        ip = _jail_address(call, decoded[0], binding=True)
-        if isinstance(ip, int):
-            return ip
-        if not _may_bind_port(call, decoded[1]):
+        if decoded is None:
+            unspec = not binding and _family(raw) == socket.AF_UNSPEC
+            yield None if unspec else -errno.EAFNOSUPPORT
+        elif binding and _family(raw) != sock.family:
+            yield -errno.EINVAL
+        else:
+            ip = _jail_address(call, decoded[0], binding=binding)
+            yield ip if isinstance(ip, int) else (sock, (ip, *decoded[1:]))
+
+
+def bind(call: Call, fd: int, address: int, length: int) -> int | None:
+    with _judged(call, fd, address, length, binding=True) as judged:
+        if not isinstance(judged, tuple):
+            return judged
+        sock, target = judged
+        if not _may_bind_port(call, target[1]):
             return -errno.EACCES
-        target = (ip, *decoded[1:])
         return _errno_of(lambda: sock.bind(target) or 0)
 
 
@@ -227,49 +243,29 @@ def listen(call: Call, fd: int, backlog: int, perform: bool = False) -> int | No
 
 
 def connect(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
-    raw = _read_sockaddr(call, address, length)
-    if isinstance(raw, int):
-        return raw
-    with _taken(call, fd) as sock:
-        if not _inet(sock):
-            return None if sock is not None else -errno.EBADF
-        decoded = _decode(raw)
-        if decoded is None:
-            return None if _family(raw) == socket.AF_UNSPEC else -errno.EAFNOSUPPORT
-        ip = _jail_address(call, decoded[0], binding=False)
-        if isinstance(ip, int):
-            return ip
-        bound = _source_for(call, sock, ip)
-        if bound:
-            return bound
-        target = (ip, *decoded[1:])
-        return _later_if_blocking(sock, 0, lambda s: -s.connect_ex(target), call, fd)
+    with _judged(call, fd, address, length, binding=False) as judged:
+        if not isinstance(judged, tuple):
+            return judged
+        sock, target = judged
+        return _source_for(call, sock, target[0]) or _later_if_blocking(
+            sock, 0, lambda s: -s.connect_ex(target), call, fd)
 
 
 def sendto(call: Call, fd: int, buffer: int, length: int, flags: int, address: int,
            address_length: int) -> int | Deferred | None:
     if address == 0:
         return None  # to the connected peer: its source was bound when it connected
-    raw = _read_sockaddr(call, address, address_length)
-    if isinstance(raw, int):
-        return raw
-    with _taken(call, fd) as sock:
-        if not _inet(sock):
-            return None if sock is not None else -errno.EBADF
-        decoded = _decode(raw)
-        if decoded is None:
-            return -errno.EAFNOSUPPORT
-        ip = _jail_address(call, decoded[0], binding=False)
-        if isinstance(ip, int):
-            return ip
-        bound = _source_for(call, sock, ip)
+    with _judged(call, fd, address, address_length, binding=False) as judged:
+        if not isinstance(judged, tuple):
+            return judged
+        sock, target = judged
+        bound = _source_for(call, sock, target[0])
         if bound:
             return bound
         try:
             data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
         except OSError:
             return -errno.EFAULT
-        target = (ip, *decoded[1:])
         return _later_if_blocking(
             sock, flags, lambda s: _errno_of(lambda: s.sendto(data, flags, target)), call, fd)
 
