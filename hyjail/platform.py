@@ -8,7 +8,8 @@ its cache. Every check runs in a throwaway child, so a refusal, a crash or a hal
 namespace never touches the caller; the answer crosses back as one JSON line.
 
 The answer depends on the boot and on who asks (root or not, under which seccomp filter, in
-which user namespace), so the cache is keyed by all of that: a process under a parent filter
+which user namespace), so the cache (`/var/cache/hyjail/probe.json` for root) is keyed by all
+of that: a process under a parent filter
 that denies namespaces gets its own probe, never root's cached one.
 """
 
@@ -33,6 +34,7 @@ NAMESPACE_FLAGS = {"mnt": linux.CLONE_NEWNS, "pid": linux.CLONE_NEWPID,
 _SYS_GETPID_I386 = 20
 _SYS_GETPID_X32 = 0x40000000 + 39
 _SYS_GETPPID_X86_64 = 110
+CACHE_DIR = "/var/cache/hyjail"
 _CACHE_NAME = "probe.json"
 _VERSION = "3"  # of the checks: a cached probe from other checks is never reused
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -307,10 +309,19 @@ def _read(path: str) -> str:
         return ""
 
 
-def current(state_dir: str | None = None, fresh: bool = False) -> Probe:
+def cache_dir() -> str:
+    """Root's probes are kept in /var/cache/hyjail (the key holds the boot, so a stale entry
+    is never used); another user's in their own state directory."""
+    from hyjail import rootless
+    if not rootless.host_root():
+        return rootless.state_dir()
+    os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+    return CACHE_DIR
+
+
+def current(fresh: bool = False) -> Probe:
     """The probe for this boot and this caller: from the cache, else run and cached."""
-    from hyjail.registry import default_state_dir
-    path = os.path.join(state_dir or default_state_dir(), _CACHE_NAME)
+    path = os.path.join(cache_dir(), _CACHE_NAME)
     key = fingerprint()
     cached = {} if fresh else _load(path)
     if key in cached:

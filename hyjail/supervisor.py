@@ -37,7 +37,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
     `on_ready` is called with the jail's record once it exists and is about to run.
     """
     registry = registry or Registry()
-    plan = choose_plan(spec, registry)
+    plan = choose_plan(spec)
     if plan.kind == "trace":
         from hyjail.trace import supervisor as trace_supervisor
         return trace_supervisor.run(spec, plan, registry, on_ready)
@@ -89,10 +89,10 @@ def run(spec: JailSpec, registry: Registry | None = None,
         return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
 
 
-def choose_plan(spec: JailSpec, registry: Registry) -> Plan:
+def choose_plan(spec: JailSpec) -> Plan:
     """The rule-to-provider plan for this jail on this host (the probe is cached per boot)."""
     from hyjail import platform
-    probe = platform.current(registry.state_dir)
+    probe = platform.current()
     if rootless.host_root():
         return plans.choose(probe, spec.backend)
     # A user other than root has namespaces (its own user namespace) or nothing: the trace

@@ -167,7 +167,11 @@ def leaked_state() -> dict[str, list]:
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f if "hyjail" in line.split()[1]]
     cgroups = glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail")
+    # Any other file under /run/hyjail is state nothing owns (the stop hook's rule too).
+    files = [os.path.join(where, name) for where, _, names in os.walk("/run/hyjail")
+             for name in names if where != STATE_DIR]
     leaks = {"interfaces": links, "records": records, "mounts": mounts, "cgroups": cgroups,
+             "state files": files,
              "jailed processes": _nested_pid_processes()}
     return {k: v for k, v in leaks.items() if v}
 
