@@ -83,6 +83,19 @@ def test_kill_of_a_host_pid_is_esrch_for_every_abi(probe_root, backend, abi, hos
         f"kill:{host_process}": "ESRCH"}
 
 
+PID_CALLS = ("capget", "getpgid", "getaffinity", "getpriority", "prlimit")
+
+
+@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_calls_that_name_a_host_pid_find_no_such_process(probe_root, backend, abi,
+                                                         host_process):
+    ops = [f"pid:{call}:{pid}" for pid in (host_process, 0) for call in PID_CALLS]
+    result = probe_ops(probe_root, backend, abi, *ops)
+    assert result == {op: ("ESRCH" if op.endswith(f":{host_process}") else "ok")
+                      for op in ops}
+
+
 @pytest.mark.parametrize("abi", ["64", "int80"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hostname_is_the_jails_and_changes_only_there(probe_root, backend, abi):

@@ -13,6 +13,7 @@ only; kill(-1) and process groups reach the jail).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -40,6 +41,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 class Handler:
     rule: str
     judge: Callable[[Call], int | None]  # None: allow; an int: the call's result (-errno)
+    # A call let run that names another process: the tracer keeps every jail pid allocated
+    # (it reaps no exit) until the call has returned, so the pid cannot pass to a host
+    # process between the judgement and the kernel's use.
+    names_a_pid: bool = False
 
 
 def _int(value: int) -> int:
@@ -262,6 +267,36 @@ def _socketcall(call: Call) -> int | None:
     return sockets.socketcall(call)
 
 
+def _capget(call: Call) -> int | None:
+    """capget(header, data): performed here on a copy of the header (whose pid another
+    thread could change after a check), for a jail task only; the sets are written back."""
+    header_at, data_at = call.args[0], call.args[1]
+    try:
+        version, pid = struct.unpack("<Ii", memory.read(call.tid, header_at, 8))
+    except OSError:
+        return -errno.EFAULT
+    target = call.tid if pid == 0 else pid
+    if pid < 0:
+        return -errno.EINVAL
+    if call.jail.thread_group(target) is None:
+        return -errno.ESRCH
+    header = (ctypes.c_uint32 * 2)(version, target)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.capget(header, data if data_at else None) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:  # an unknown version: the kernel names the one it wants
+            with contextlib.suppress(OSError):
+                memory.write(call.tid, header_at, struct.pack("<I", header[0]))
+        return -err
+    words = 3 if version == 0x19980330 else 6  # version 1 has one set of 32 bits
+    if data_at:
+        try:
+            memory.write(call.tid, data_at, bytes(data)[:4 * words])
+        except OSError:
+            return -errno.EFAULT
+    return 0
+
+
 HANDLERS: dict[str, Handler] = {
     "bind": Handler("R3", _socket("bind", 2)),
     "listen": Handler("R3", _socket("listen", 1)),
@@ -278,16 +313,17 @@ HANDLERS: dict[str, Handler] = {
     "tgkill": Handler("R4", _tgkill),
     "rt_sigqueueinfo": Handler("R4", _rt_sigqueueinfo),
     "rt_tgsigqueueinfo": Handler("R4", _rt_tgsigqueueinfo),
-    "ptrace": Handler("R4", _ptrace),
-    "pidfd_open": Handler("R4", _pid_at(0, zero_is_self=False)),
-    "process_vm_readv": Handler("R4", _pid_at(0, zero_is_self=False)),
-    "process_vm_writev": Handler("R4", _pid_at(0, zero_is_self=False)),
-    "kcmp": Handler("R4", _pid_at(0, 1, zero_is_self=False)),
-    "setpriority": Handler("R4", _who(0, 1)),
-    "getpriority": Handler("R4", _who(0, 1)),
-    "ioprio_set": Handler("R4", _who(1, 2)),
-    "ioprio_get": Handler("R4", _who(1, 2)),
-    **{name: Handler("R4", _pid_at(0)) for name in (
+    "ptrace": Handler("R4", _ptrace, names_a_pid=True),
+    "pidfd_open": Handler("R4", _pid_at(0, zero_is_self=False), names_a_pid=True),
+    "process_vm_readv": Handler("R4", _pid_at(0, zero_is_self=False), names_a_pid=True),
+    "process_vm_writev": Handler("R4", _pid_at(0, zero_is_self=False), names_a_pid=True),
+    "kcmp": Handler("R4", _pid_at(0, 1, zero_is_self=False), names_a_pid=True),
+    "setpriority": Handler("R4", _who(0, 1), names_a_pid=True),
+    "getpriority": Handler("R4", _who(0, 1), names_a_pid=True),
+    "ioprio_set": Handler("R4", _who(1, 2), names_a_pid=True),
+    "ioprio_get": Handler("R4", _who(1, 2), names_a_pid=True),
+    "capget": Handler("R4", lambda call: _capget(call)),
+    **{name: Handler("R4", _pid_at(0), names_a_pid=True) for name in (
         "sched_setaffinity", "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
         "sched_setparam", "sched_getparam", "sched_rr_get_interval",
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "prlimit64",

@@ -25,7 +25,8 @@ from hyjail.trace.sockets import Deferred
 # Fork, vfork and clone are followed (the new task is traced before it runs); exec needs no
 # stop (a seized tracee gets no SIGTRAP on exec, and nothing about a task changes for us).
 OPTIONS = (ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACESECCOMP | ptrace.PTRACE_O_TRACEFORK
-           | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE)
+           | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE
+           | ptrace.PTRACE_O_TRACESYSGOOD)
 
 
 def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:
@@ -37,6 +38,8 @@ _PIDFD_THREAD = os.O_EXCL
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
 _PTRACE_CONT = 7
+_PTRACE_SYSCALL = 24
+_SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,31 @@ class Tracer:
             return False
         if result is not handlers.ALLOW:
             self._answer(tid, result)
+        elif handler.names_a_pid:
+            self._run_holding_pids(tid)
+            return False
         return True
+
+    def _run_holding_pids(self, tid: int) -> None:
+        """Let a judged call that names a pid run, and reap no exit until it has returned:
+        a traced task's pid stays allocated until its tracer collects it, so the pid judged
+        cannot belong to a host process by the time the kernel uses it. Only tid is waited
+        for meanwhile; these calls do not block."""
+        how, sig = _PTRACE_SYSCALL, 0
+        while True:
+            self._resume(tid, how, sig)
+            try:
+                _, status = os.waitpid(tid, _WALL)
+            except ChildProcessError:
+                return
+            if not os.WIFSTOPPED(status):
+                self.handle(tid, status)  # it died: its exit is handled as any other
+                return
+            if os.WSTOPSIG(status) == _SYSCALL_STOP:
+                self._resume(tid, _PTRACE_CONT, 0)  # returned: the pid may go now
+                return
+            # A signal on its way in before the call ran: deliver it, keep waiting.
+            how, sig = _PTRACE_SYSCALL, os.WSTOPSIG(status) if status >> 16 == 0 else 0
 
     def _work(self, tid: int, deferred: Deferred) -> None:
         try:

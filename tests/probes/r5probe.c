@@ -259,6 +259,31 @@ int main(int argc, char **argv)
             ret = (!i386 && ret < 0) ? -errno : ret;
         } else if (strcmp(name, "socketcall_raw") == 0 && i386) {
             ret = sys32(102, 1 /* SYS_SOCKET */, P(socket_args), 0, 0, 0);
+        } else if (strncmp(name, "pid:", 4) == 0) { /* pid:CALL:PID, a call naming a process */
+            static struct { unsigned int version; int pid; } header;
+            static unsigned int data[6];
+            static unsigned long mask[16];
+            static unsigned long long limits[2];
+            char call[32];
+            long pid;
+            ret = -EINVAL;
+            if (sscanf(name + 4, "%31[^:]:%ld", call, &pid) == 2) {
+                header.version = 0x20080522, header.pid = (int)pid;
+                if (strcmp(call, "capget") == 0)
+                    ret = i386 ? sys32(184, P(&header), P(data), 0, 0, 0)
+                               : syscall(125, &header, data);
+                else if (strcmp(call, "getpgid") == 0)
+                    ret = i386 ? sys32(132, pid, 0, 0, 0, 0) : syscall(121, pid);
+                else if (strcmp(call, "getaffinity") == 0)
+                    ret = i386 ? sys32(242, pid, 4, P(mask), 0, 0)
+                               : syscall(204, pid, sizeof mask, mask);
+                else if (strcmp(call, "getpriority") == 0)
+                    ret = i386 ? sys32(96, 0, pid, 0, 0, 0) : syscall(140, 0, pid);
+                else if (strcmp(call, "prlimit") == 0)
+                    ret = i386 ? sys32(340, pid, 7, 0, P(limits), 0)
+                               : syscall(302, pid, 7, NULL, limits);
+                ret = (!i386 && ret < 0) ? -errno : (ret < 0 ? ret : 0);
+            }
         } else if (strncmp(name, "kill:", 5) == 0) { /* kill(PID, 0): does it exist for us? */
             long pid = atol(name + 5);
             ret = i386 ? sys32(37, pid, 0, 0, 0, 0) : syscall(62, pid, 0);
