@@ -187,16 +187,17 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
 
+    registry = registry or Registry()
     record = get(which, registry).record
-    if record.backend == "trace":
-        raise HyjailError(f"jail {record.name} (JID {record.jid}) runs on the trace backend, "
-                          f"which cannot take in another process yet")
+    traced = record.backend == "trace"
+    if traced:
+        from hyjail.trace import enter as trace_enter
     if not record.init_pid:
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
     env = dict(os.environ if environ is None else environ)
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals())
-        namespaces = enter.open_namespaces(record)
+        namespaces = (trace_enter if traced else enter).open_namespaces(record)
         for fd in namespaces.values():
             undo.callback(os.close, fd)
         # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
@@ -208,12 +209,19 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         rootless = bool(record.params.get("rootless"))
         cgroup_paths = [] if rootless else cgroups.jail_paths(record.jid, existing=True)
         with jail_end:
-            child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
-                          lambda: enter.main(namespaces, record.params, cgroup_paths,
-                                             argv, env, user, login, jail_end, tty_fds),
-                          through_helper=rootless)
+            if traced:
+                child = Child(lambda: None,  # no pid namespace: the tracer holds R4
+                              lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
+                                                       env, user, login, jail_end, tty_fds))
+            else:
+                child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
+                              lambda: enter.main(namespaces, record.params, cgroup_paths,
+                                                 argv, env, user, login, jail_end, tty_fds),
+                              through_helper=rootless)
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
+        if traced:
+            trace_enter.ask_to_be_traced(record, registry.door_path(record.jid), child.pid)
         return run_in_foreground(child, channel, tty_fds, fds, undo, pending)
 
 

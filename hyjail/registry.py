@@ -166,6 +166,12 @@ class Registry:
             self._write(updated)
         return updated
 
+    def door_path(self, jid: int) -> str:
+        """Where a trace jail's supervisor listens for jexec (`hyjail.trace.supervisor`)."""
+        return os.path.join(self.jails_dir, f"{jid}.door")
+
     def remove(self, jid: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(jid))
+        """The jail's record, and its door if a supervisor killed outright left one."""
+        for path in (self._path(jid), self.door_path(jid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -231,14 +231,38 @@ def test_what_trace_cannot_hold_is_refused(busybox_root, options, path, message)
     assert result.stderr.startswith(f"hyjail: {message}") and result.stderr.count("\n") == 1
 
 
-def test_jexec_into_a_trace_jail_is_refused(busybox_root):
-    with running("run", "--backend", "trace", "--name", "closed", busybox_root, "tj",
+def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process):
+    ip = fresh_loopback_ip()
+    with running("run", "--backend", "trace", "--name", "entered", probe_root, "tj", ip,
+                 "/bin/sh", "-c", "echo up; sleep 60") as jail:
+        assert jail.stdout.readline() == "up\n"
+        result = hyjail("exec", "entered", "/bin/r5probe", "tj", "int80", "nodename",
+                        f"kill:{host_process}", "mount", "bind:0.0.0.0", "unshare_user")
+        assert (result.returncode, result.stdout.split()) == (0, [
+            "nodename=tj", f"kill:{host_process}=ESRCH", "mount=EPERM", f"bind:0.0.0.0={ip}",
+            "unshare_user=EPERM"]), result.stderr
+        as_nobody = hyjail("exec", "-u", "nobody", "entered", "/bin/sh", "-c", "id -u; exit 9")
+        assert (as_nobody.returncode, as_nobody.stdout) == (9, "65534\n")
+        lingering = subprocess.Popen([*HYJAIL, "exec", "entered", "/bin/sleep", "60"])
+        try:
+            time.sleep(0.5)
+            jail.terminate()  # the jail ends: so does what was let into it
+            assert lingering.wait(timeout=20) == 137
+        finally:
+            lingering.kill()
+            lingering.wait()
+
+
+def test_the_door_traces_only_the_askers_own_child(busybox_root):
+    from hyjail.registry import Registry
+    with running("run", "--backend", "trace", "--name", "doored", busybox_root, "tj",
                  "127.0.0.1", "/bin/sh", "-c", "echo up; sleep 60") as jail:
         assert jail.stdout.readline() == "up\n"
-        result = hyjail("exec", "closed", "/bin/true")
-        assert (result.returncode, result.stderr) == (125, (
-            "hyjail: jail closed (JID 1) runs on the trace backend, which cannot take in "
-            "another process yet\n"))
+        record = next(r for r in Registry().live() if r.name == "doored")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as door:
+            door.connect(Registry().door_path(record.jid))
+            door.send(f"TRACE {os.getppid()}".encode())  # not our child
+            assert door.recv(256) == b"FAIL not the asker's own child"
 
 
 def under_denied_namespaces(*args: str) -> subprocess.CompletedProcess:

@@ -79,7 +79,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     for name, nstype in NAMESPACES:
         linux.setns(namespaces[name], nstype)
     os.chdir("/")
-    account = _account(user) if (user or login) else None
+    account = account_of(user) if (user or login) else None
     tty = ready_and_wait(channel, tty_fds)
     if login:
         env = {"HOME": account.pw_dir, "SHELL": account.pw_shell, "USER": account.pw_name,
@@ -93,7 +93,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                       confinement_for(params, switch_to))
 
 
-def _account(user: str | None) -> pwd.struct_passwd:
+def account_of(user: str | None) -> pwd.struct_passwd:
     """The user from the jail's own /etc/passwd (we are in its mount namespace now)."""
     try:
         return pwd.getpwuid(int(user)) if user and user.isdigit() else pwd.getpwnam(user or "root")

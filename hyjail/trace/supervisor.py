@@ -15,7 +15,8 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import Callable, Sequence
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 import prctl
@@ -84,6 +85,15 @@ def handled(plan: Plan) -> dict[str, handlers.Handler]:
     return handlers.table({rule for rule, p in plan.chosen.items() if p.kind == "ptrace"})
 
 
+def confinement_params(spec: JailSpec, plan: Plan) -> dict:
+    """The trace confinement as the registry keeps it, for jexec to confine an entered
+    process exactly like the command."""
+    held = confinement(spec, plan)
+    return {"traced": held.traced, "refused": held.refused,
+            "refused_arguments": held.refused_arguments,
+            "landlock_scopes": held.landlock_scopes, "kernel_net": plan.uses("R3", "kernel")}
+
+
 def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     scopes = 0
     if plan.probe.has("landlock.scope"):  # the kernel keeps signals and abstract sockets in
@@ -115,7 +125,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
-            params=spec.record_params(), jid=spec.jid,
+            params={**spec.record_params(), "trace": confinement_params(spec, plan)},
+            jid=spec.jid,
             link_name=host_link_name if (spec.needs_veth and kernel_net) else lambda jid: None)
         undo.callback(registry.remove, record.jid)
         cgroup_paths = cgroups.create(record.jid, spec.limits)
@@ -157,6 +168,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             from hyjail.net import veth
             undo.enter_context(veth.attached(record.host_link, pid, spec.veth_addresses,
                                              spec.veth_host_addresses))
+        door = undo.enter_context(entry_door(registry, record.jid))
         record = current["record"] = registry.update(record, init_pid=pid,
                                                      init_start=linux.process_start_time(pid))
         if on_ready:
@@ -166,7 +178,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             relay = terminal.Relay(master, tuple(tty_fds))
             if relay.host_in is not None:
                 undo.enter_context(terminal.raw_mode(relay.host_in))
-        return _supervise(tracer, channel, relay, undo, pending)
+        return _supervise(tracer, channel, relay, undo, pending, door)
 
 
 def _kill_and_reap(pid: int) -> None:
@@ -198,12 +210,61 @@ def _jail_side(spec: JailSpec, plan: Plan, channel: socket.socket, unshare: int,
 
 
 def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | None,
-               undo: contextlib.ExitStack, pending: list[int]) -> int:
-    """Start the command, then judge, forward and relay until every tracee is gone."""
+               undo: contextlib.ExitStack, pending: list[int], door: socket.socket) -> int:
+    """Start the command, then judge, forward, relay and let jexec in until every tracee is
+    gone."""
     supervise(channel, relay, undo, pending, done=lambda: tracer.done,
               forward=lambda signum: _forward(tracer, signum),
-              sources={tracer.wake_fd: tracer.finish_deferred}, tick=tracer.drain, timeout=1.0)
+              sources={tracer.wake_fd: tracer.finish_deferred,
+                       door.fileno(): lambda: _let_in(tracer, door)},
+              tick=tracer.drain, timeout=1.0)
     return tracer.status
+
+
+@contextlib.contextmanager
+def entry_door(registry: Registry, jid: int) -> Iterator[socket.socket]:
+    """The socket jexec asks the supervisor on to trace a process it is about to let into the
+    jail; in the registry's directory (0700), removed with the jail."""
+    path = registry.door_path(jid)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    door = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        door.bind(path)
+        os.chmod(path, 0o600)
+        door.listen(8)
+        yield door
+    finally:
+        door.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _let_in(tracer: Tracer, door: socket.socket) -> None:
+    """One request, `TRACE <pid>`: traced when the asker is root (or this supervisor's own
+    user) and the pid is the asker's own child, not yet in the jail."""
+    connection, _ = door.accept()
+    with connection:
+        try:
+            pid = int(connection.recv(64).decode().removeprefix("TRACE "))
+            peer_pid, peer_uid, _ = struct.unpack("3i", connection.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if peer_uid not in (0, os.geteuid()) or _parent_of(pid) != peer_pid:
+                raise PermissionError("not the asker's own child")
+            tracer.adopt(pid)
+            connection.send(b"OK")
+        except (OSError, ValueError) as e:
+            with contextlib.suppress(OSError):
+                connection.send(f"FAIL {e}".encode())
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[1])
 
 
 def _forward(tracer: Tracer, signum: int) -> None:

@@ -120,6 +120,11 @@ class Tracer:
         ptrace.seize(first, OPTIONS)
         jail.add(first)
 
+    def adopt(self, pid: int) -> None:
+        """Trace a process that is to enter the jail (jexec), before it confines itself."""
+        ptrace.seize(pid, OPTIONS)
+        self.jail.add(pid)
+
     @property
     def done(self) -> bool:
         return self.status is not None and not self.jail.tasks()
