@@ -10,7 +10,10 @@ Workloads, each run in a busybox root by every runner found on this host:
     (the fork event and the child's first stop), handled in Python;
   - judged: a loop of `kill -0 $$`, `hostname` and `uname`: calls the trace backend stops
     and judges.
-Runners: native (chroot), hyjail --backend ns, hyjail --backend trace, strace -f, proot.
+Runners: native (chroot), hyjail --backend ns, hyjail --backend trace, both of the last
+again with the tracer and the jail pinned to one CPU (taskset; ratios to native on one CPU),
+strace -f, proot. `--only WORD` keeps the runners whose name has WORD (and native);
+`--workloads a,b` keeps those workloads.
 Each figure is the median wall time of N runs, start-up included; "net" takes each runner's
 own start-up (the start workload) out of both sides.
 """
@@ -49,6 +52,10 @@ def runners(root: str) -> dict[str, list[str] | None]:
         "native (chroot)": ["chroot", root],
         "hyjail ns": [*HYJAIL, "run", "--backend", "ns", root, "bench", "127.0.0.1"],
         "hyjail trace": [*HYJAIL, "run", "--backend", "trace", root, "bench", "127.0.0.1"],
+        # Where the tracer runs relative to its tracees: all on one CPU, against native there.
+        "native, 1 CPU": found("taskset", ["taskset", "-c", "0", "chroot", root]),
+        "trace, 1 CPU": found("taskset", ["taskset", "-c", "0", *HYJAIL, "run", "--backend",
+                                          "trace", root, "bench", "127.0.0.1"]),
         "strace -f": found("strace", ["strace", "-f", "-qq", "-o", "/dev/null", "chroot",
                                       root]),
         "proot": found("proot", ["proot", "-w", "/", "-r", root]),
@@ -67,6 +74,8 @@ def timed(argv: list[str], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", metavar="WORD", help="Only runners whose name has WORD.")
+    parser.add_argument("--workloads", metavar="A,B", help="Only these workloads.")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (jails and chroot need it)")
@@ -74,21 +83,28 @@ def main() -> None:
     from hyjail.rootfs import busybox
     with tempfile.TemporaryDirectory() as top:
         root = busybox.build(os.path.join(top, "root"))
-        table = runners(root)
+        table = {name: argv for name, argv in runners(root).items()
+                 if name.startswith("native") or not args.only or args.only in name}
         print(f"{'workload':<10} {'runner':<16} {'median s':>9} {'x native':>9} {'net':>7}",
               flush=True)
         start: dict[str, float] = {}
+        natives: dict[str, float] = {}
+        chosen = args.workloads.split(",") if args.workloads else list(WORKLOADS)
         for workload, script in WORKLOADS.items():
-            native = None
+            if workload not in chosen and workload != "start":
+                continue
             for name, prefix in table.items():
                 if prefix is None:
                     print(f"{workload:<10} {name:<16} {'missing':>9}", flush=True)
                     continue
                 seconds = timed([*prefix, "/bin/sh", "-c", script], args.runs)
                 start.setdefault(name, seconds)
-                native = native or seconds
-                first = next(iter(start.values()))
-                net = (seconds - start[name]) / max(native - first, 1e-9)
+                # Ratios are to the native run on as many CPUs.
+                baseline = "native, 1 CPU" if "1 CPU" in name else "native (chroot)"
+                if name == baseline:
+                    natives[name] = seconds
+                native = natives[baseline]
+                net = (seconds - start[name]) / max(native - start[baseline], 1e-9)
                 shown = f"{net:>6.2f}x" if workload != "start" else ""
                 print(f"{workload:<10} {name:<16} {seconds:>9.3f} {seconds / native:>8.2f}x "
                       f"{shown}", flush=True)

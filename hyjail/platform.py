@@ -111,7 +111,7 @@ def _unprivileged_userns() -> tuple[bool, str]:
     return True, "made one as uid 65534 and mounted in it"
 
 
-def _seccomp_filter_check() -> tuple[bool, str]:
+def _seccomp_filter() -> tuple[bool, str]:
     import pyseccomp as sc
     f = sc.SyscallFilter(sc.ALLOW)
     f.add_rule(sc.ERRNO(errno.EPERM), "getppid")
@@ -267,7 +267,7 @@ def run() -> Probe:
         **{f"ns.{name}": _namespace(flag) for name, flag in NAMESPACE_FLAGS.items()},
         "pivot_root": _pivot_root,
         "userns.unprivileged": _unprivileged_userns,
-        "seccomp.filter": _seccomp_filter_check,
+        "seccomp.filter": _seccomp_filter,
         "landlock.scope": _landlock_scope,
         "abi.i386": _i386_abi,
         "abi.x32": _x32_abi,
