@@ -220,7 +220,6 @@ def test_ps_maps_traced_processes_to_their_jail(busybox_root):
 
 
 @pytest.mark.parametrize(("options", "path", "message"), [
-    (("--persist",), None, "--persist: not supported by the trace backend yet"),
     (("--allow", "mount"), None, "allow.mount: needs the ns backend"),
     ((), "/", "R4 (processes): //proc is a mounted proc that shows the host's processes"),
 ])
@@ -251,6 +250,25 @@ def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process)
         finally:
             lingering.kill()
             lingering.wait()
+
+
+def test_a_persistent_trace_jail_outlives_its_command_until_stopped(busybox_root):
+    ip = fresh_loopback_ip()
+    started = hyjail("run", "--backend", "trace", "--persist", "--name", "kept", busybox_root,
+                     "tj", ip, "/bin/sh", "-c", "exit 3")
+    assert started.returncode == 0, started.stderr
+    try:
+        time.sleep(0.5)  # the command is long gone; the jail is not
+        listed = json.loads(hyjail("ls", "--json").stdout)
+        assert [(j["name"], j["backend"]) for j in listed] == [("kept", "trace")]
+        assert [p["command"] for p in json.loads(hyjail("ps", "--json").stdout)] == [
+            "hyjail-hold"]
+        entered = hyjail("exec", "kept", "/bin/sh", "-c", "hostname; kill -0 1; echo $?")
+        assert entered.stdout == "tj\n1\n"
+    finally:
+        stopped = hyjail("stop", "kept")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(hyjail("ls", "--json").stdout) == []
 
 
 def test_the_door_traces_only_the_askers_own_child(busybox_root):

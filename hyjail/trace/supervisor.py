@@ -60,8 +60,6 @@ def refuse_what_trace_cannot_hold(spec: JailSpec, plan: Plan) -> None:
                                  f"network, so its address must be one of the host's")
     if spec.userns_base is not None:
         raise SetupError("--userns: needs the ns backend")
-    if spec.persist:
-        raise SetupError("--persist: not supported by the trace backend yet")
 
 
 def _is_local(address) -> bool:
@@ -159,7 +157,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
 
         jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed)
         try:
-            tracer = Tracer(jail, pid, handled(plan))
+            tracer = Tracer(jail, pid, handled(plan), persist=spec.persist)
         except OSError as e:
             raise SetupError(f"ptrace: cannot trace the jail's first process ({e.strerror}); "
                              f"is hyjail itself being traced?") from None
@@ -205,8 +203,30 @@ def _jail_side(spec: JailSpec, plan: Plan, channel: socket.socket, unshare: int,
     message, _ = control.receive(channel)  # GO comes once the supervisor traces us
     if message != control.GO:
         os._exit(EXIT_SETUP)
+    if spec.persist:
+        _hold(spec, plan, channel, tty, tty_fds)
     init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty, channel,
                       confinement(spec, plan))
+
+
+def _hold(spec: JailSpec, plan: Plan, channel: socket.socket, tty: int | None,
+          tty_fds: Sequence[int]) -> NoReturn:
+    """A persistent jail's first process: it starts the command (if any) as its child and
+    then holds the jail, confined like every other process of it, until it is stopped."""
+    if spec.command and os.fork() == 0:
+        init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty,
+                          channel, confinement(spec, plan))
+    os.setsid()
+    os.closerange(3, 2**31 - 1)  # nothing of the supervisor's: not the channel, not the lock
+    for signum in (*init.FORWARDED, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its command's exit leaves no zombie
+    prctl.set_dumpable(False)  # a Python of the host's: its memory stays out of the jail's reach
+    prctl.set_name("hyjail-hold")
+    prctl.set_proctitle("hyjail-hold")  # its argv would show the host's paths
+    confinement(spec, plan).apply()
+    while True:
+        signal.pause()
 
 
 def _supervise(tracer: Tracer, channel: socket.socket, relay: terminal.Relay | None,

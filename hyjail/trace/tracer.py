@@ -108,9 +108,11 @@ class JailState:
 
 
 class Tracer:
-    def __init__(self, jail: JailState, first: int, handled: dict[str, handlers.Handler]):
+    def __init__(self, jail: JailState, first: int, handled: dict[str, handlers.Handler],
+                 persist: bool = False):
         self.jail = jail
         self.first = first
+        self.persist = persist  # the first process only holds the jail: its end ends nothing
         self.status: int | None = None  # the first process's exit status, once it exits
         self._by_tag = {tag: handled[name] for name, tag in tags(handled).items()}
         # Calls that may block (a connect on a blocking socket) run in worker threads; the
@@ -146,7 +148,8 @@ class Tracer:
             if tid == self.first:
                 from hyjail.ns.init import exit_code
                 self.status = exit_code(status)
-                self.jail.kill_all()  # R6: the command is gone, so is its jail
+                if not self.persist:
+                    self.jail.kill_all()  # R6: the command is gone, so is its jail
             return
         if not os.WIFSTOPPED(status):
             return
