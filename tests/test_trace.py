@@ -319,6 +319,13 @@ def test_binds_follow_freebsds_rules(probe_root, abi):
                                      f"bind:{ip}={ip}", "bind:127.0.0.2=EADDRNOTAVAIL"]
 
 
+def test_connect_af_unspec_dissolves_an_association(probe_root):
+    ip = fresh_loopback_ip()
+    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe", "tj",
+                    "64", f"unspec:{ip}:9")
+    assert result.stdout.split() == [f"unspec:{ip}:9=ok"], result.stderr
+
+
 def test_a_server_on_any_address_answers_at_the_jail_ip_only(busybox_root):
     ip = fresh_loopback_ip()
     with running("run", "--backend", "trace", busybox_root, "srv", ip, "/bin/sh", "-c",

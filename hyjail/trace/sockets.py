@@ -16,6 +16,7 @@ abstract names inside the jail (the plan requires it).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import ipaddress
@@ -41,6 +42,7 @@ _HARMLESS_CMSG = {(socket.IPPROTO_IP, 1), (socket.IPPROTO_IP, 2), (socket.IPPROT
 _SOCKETCALL = {1: "socket", 2: "bind", 3: "connect", 4: "listen", 11: "sendto",
                14: "setsockopt", 16: "sendmsg", 20: "sendmmsg"}
 _SOCKETCALL_ARGS = {1: 3, 2: 3, 3: 3, 4: 2, 11: 6, 14: 5, 16: 3, 20: 4}
+_libc = ctypes.CDLL(None, use_errno=True)
 REFUSED_PROTOCOLS = (132, 262)  # SCTP and MPTCP: more addresses than the one bound
 REFUSED_OPTION_LEVELS = (132, 284)  # their address options (bindx, connectx, subflows)
 
@@ -209,12 +211,21 @@ def _judged(call: Call, fd: int, address: int, length: int, *, binding: bool
         decoded = _decode(raw)
         if decoded is None:
             unspec = not binding and _family(raw) == socket.AF_UNSPEC
-            yield None if unspec else -errno.EAFNOSUPPORT
+            # connect(AF_UNSPEC) dissolves an association: done here, on our copy, since the
+            # kernel would read the address again (and another thread may have changed it).
+            yield _errno_of(lambda: _dissolve(sock)) if unspec else -errno.EAFNOSUPPORT
         elif binding and _family(raw) != sock.family:
             yield -errno.EINVAL
         else:
             ip = _jail_address(call, decoded[0], binding=binding)
             yield ip if isinstance(ip, int) else (sock, (ip, *decoded[1:]))
+
+
+def _dissolve(sock: socket.socket) -> int:
+    unspec = struct.pack("<H14x", socket.AF_UNSPEC)
+    if _libc.connect(sock.fileno(), unspec, len(unspec)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return 0
 
 
 def bind(call: Call, fd: int, address: int, length: int) -> int | None:

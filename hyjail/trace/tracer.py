@@ -174,7 +174,8 @@ class Tracer:
         try:
             stop = ptrace.seccomp_stop(tid)
         except OSError:
-            return True  # killed meanwhile
+            self._answer(tid, -errno.EPERM)  # unread, so refused (or the task is gone)
+            return True
         handler = self._by_tag.get(stop.tag)
         tgid = self.jail.thread_group(tid) or tid
         try:
@@ -234,14 +235,16 @@ class Tracer:
             self._resume(tid, _PTRACE_CONT, 0)
 
     def _answer(self, tid: int, result: int) -> None:
-        """Skip the call and make `result` its return value."""
+        """Skip the call and make `result` its return value. A task whose call cannot be
+        skipped is killed: it must never go on to make the call it was refused."""
         try:
             regs = ptrace.ptrace_getregs(tid)
             regs.orig_rax = _SKIP
             regs.rax = result & _SKIP
             ptrace.ptrace_setregs(tid, regs)
         except (OSError, ptrace.PtraceError):
-            pass  # killed meanwhile
+            with contextlib.suppress(OSError):  # (or it is gone already)
+                os.kill(tid, signal.SIGKILL)
 
     @staticmethod
     def _resume(tid: int, how: int, sig: int) -> None:

@@ -353,6 +353,26 @@ int main(int argc, char **argv)
                 ret = (!i386 && ret < 0) ? -errno : (ret == 4 ? 0 : ret);
                 close(s);
             }
+        } else if (strncmp(name, "unspec:", 7) == 0) {
+            /* connect a UDP socket to IP:PORT, then dissolve it with AF_UNSPEC */
+            struct sockaddr_in to = {.sin_family = AF_INET};
+            struct sockaddr none = {.sa_family = AF_UNSPEC};
+            char ip[32];
+            int port;
+            ret = -EINVAL;
+            if (sscanf(name + 7, "%31[^:]:%d", ip, &port) == 2) {
+                to.sin_port = htons(port);
+                inet_pton(AF_INET, ip, &to.sin_addr);
+                int s = socket(AF_INET, SOCK_DGRAM, 0);
+                struct sockaddr_in peer;
+                socklen_t length = sizeof peer;
+                ret = connect(s, (struct sockaddr *)&to, sizeof to) ? -errno : 0;
+                if (ret == 0)
+                    ret = connect(s, &none, sizeof none) ? -errno : 0;
+                if (ret == 0 && getpeername(s, (struct sockaddr *)&peer, &length) == 0)
+                    ret = -EISCONN; /* still connected: AF_UNSPEC did not dissolve it */
+                close(s);
+            }
         } else if (strncmp(name, "race:", 5) == 0) {
             ret = race(name + 5);
         } else if (strcmp(name, "threads") == 0) {
