@@ -33,10 +33,9 @@ def _cgroup_rows() -> list[Feature]:
 
 def host_rows() -> list[Feature]:
     """Capabilities, cgroups, and every allow.* permission with its default or refusal."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last_cap = f.read().strip()
+    from hyjail import linux
     rows = [
-        Feature("capabilities", True, f"cap_last_cap {last_cap}"),
+        Feature("capabilities", True, f"cap_last_cap {linux.last_cap()}"),
         *_cgroup_rows(),
     ]
     for name, (default, what) in allow.PERMISSIONS.items():

@@ -184,7 +184,7 @@ def _ptrace_checks() -> dict[str, tuple[bool, str]]:
             signum = os.WSTOPSIG(status) if event == 0 else 0
             if signum == signal.SIGSTOP:  # group-stop of a seized tracee: no signal to pass
                 signum = 0
-            ptrace.request(0x7, child, 0, signum)  # PTRACE_CONT
+            ptrace.request(ptrace.PTRACE_CONT, child, 0, signum)
     finally:
         try:
             os.kill(child, signal.SIGKILL)

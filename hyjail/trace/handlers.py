@@ -322,7 +322,7 @@ HANDLERS: dict[str, Handler] = {
     "getpriority": Handler("R4", _who(0, 1), names_a_pid=True),
     "ioprio_set": Handler("R4", _who(1, 2), names_a_pid=True),
     "ioprio_get": Handler("R4", _who(1, 2), names_a_pid=True),
-    "capget": Handler("R4", lambda call: _capget(call)),
+    "capget": Handler("R4", _capget),
     **{name: Handler("R4", _pid_at(0), names_a_pid=True) for name in (
         "sched_setaffinity", "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
         "sched_setparam", "sched_getparam", "sched_rr_get_interval",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from ptrace import PtraceError
 from ptrace.binding.func import ptrace_cont, ptrace_geteventmsg, ptrace_getregs, ptrace_setregs
 
+PTRACE_CONT = 7
+PTRACE_SYSCALL = 24
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208

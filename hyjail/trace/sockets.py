@@ -170,8 +170,8 @@ def _blocking(sock: socket.socket, flags: int = 0) -> bool:
                 or flags & socket.MSG_DONTWAIT)
 
 
-def _later_if_blocking(sock: socket.socket, flags: int, work: Callable[[socket.socket], int],
-                       call: Call, fd: int) -> int | Deferred:
+def _later_if_blocking(sock: socket.socket, flags: int,
+                       work: Callable[[socket.socket], int]) -> int | Deferred:
     """Run work(sock) now, or, on a blocking socket, in a worker with its own copy of it."""
     if not _blocking(sock, flags):
         return work(sock)
@@ -259,7 +259,7 @@ def connect(call: Call, fd: int, address: int, length: int) -> int | Deferred | 
             return judged
         sock, target = judged
         return _source_for(call, sock, target[0]) or _later_if_blocking(
-            sock, 0, lambda s: -s.connect_ex(target), call, fd)
+            sock, 0, lambda s: -s.connect_ex(target))
 
 
 def sendto(call: Call, fd: int, buffer: int, length: int, flags: int, address: int,
@@ -278,7 +278,7 @@ def sendto(call: Call, fd: int, buffer: int, length: int, flags: int, address: i
         except OSError:
             return -errno.EFAULT
         return _later_if_blocking(
-            sock, flags, lambda s: _errno_of(lambda: s.sendto(data, flags, target)), call, fd)
+            sock, flags, lambda s: _errno_of(lambda: s.sendto(data, flags, target)))
 
 
 @dataclass(frozen=True)
@@ -368,8 +368,8 @@ def sendmsg(call: Call, fd: int, address: int, flags: int) -> int | Deferred | N
         message = _read_msghdr(call, address)
         if isinstance(message, int):
             return message
-        return _later_if_blocking(sock, flags, lambda s: _send_message(call, s, message, flags),
-                                  call, fd)
+        return _later_if_blocking(sock, flags,
+                                  lambda s: _send_message(call, s, message, flags))
 
 
 def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
@@ -397,7 +397,7 @@ def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
                                  struct.pack("<I", result))
                 sent += 1
             return sent
-        return _later_if_blocking(sock, flags, work, call, fd)
+        return _later_if_blocking(sock, flags, work)
 
 
 def setsockopt(call: Call, fd: int, level: int, name: int, value: int, length: int
@@ -478,5 +478,5 @@ def _send_connected(call: Call, fd: int, buffer: int, length: int, flags: int
             data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
         except OSError:
             return -errno.EFAULT
-        return _later_if_blocking(sock, flags, lambda s: _errno_of(lambda: s.send(data, flags)),
-                                  call, fd)
+        return _later_if_blocking(sock, flags,
+                                  lambda s: _errno_of(lambda: s.send(data, flags)))

@@ -37,8 +37,6 @@ _WALL = 0x40000000
 _PIDFD_THREAD = os.O_EXCL
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
-_PTRACE_CONT = 7
-_PTRACE_SYSCALL = 24
 _SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
 
 
@@ -167,7 +165,7 @@ class Tracer:
             return
         elif event == 0:
             resume_with = sig  # a signal on its way to the tracee: deliver it
-        self._resume(tid, _PTRACE_CONT, resume_with)
+        self._resume(tid, ptrace.PTRACE_CONT, resume_with)
 
     def _judge(self, tid: int) -> bool:
         """Decide a stopped call; False when a worker will answer it later."""
@@ -198,7 +196,7 @@ class Tracer:
         a traced task's pid stays allocated until its tracer collects it, so the pid judged
         cannot belong to a host process by the time the kernel uses it. Only tid is waited
         for meanwhile; these calls do not block."""
-        how, sig = _PTRACE_SYSCALL, 0
+        how, sig = ptrace.PTRACE_SYSCALL, 0
         while True:
             self._resume(tid, how, sig)
             try:
@@ -209,10 +207,10 @@ class Tracer:
                 self.handle(tid, status)  # it died: its exit is handled as any other
                 return
             if os.WSTOPSIG(status) == _SYSCALL_STOP:
-                self._resume(tid, _PTRACE_CONT, 0)  # returned: the pid may go now
+                self._resume(tid, ptrace.PTRACE_CONT, 0)  # returned: the pid may go now
                 return
             # A signal on its way in before the call ran: deliver it, keep waiting.
-            how, sig = _PTRACE_SYSCALL, os.WSTOPSIG(status) if status >> 16 == 0 else 0
+            how, sig = ptrace.PTRACE_SYSCALL, os.WSTOPSIG(status) if status >> 16 == 0 else 0
 
     def _work(self, tid: int, deferred: Deferred) -> None:
         try:
@@ -232,7 +230,7 @@ class Tracer:
         while not self._finished.empty():
             tid, result = self._finished.get()
             self._answer(tid, result)
-            self._resume(tid, _PTRACE_CONT, 0)
+            self._resume(tid, ptrace.PTRACE_CONT, 0)
 
     def _answer(self, tid: int, result: int) -> None:
         """Skip the call and make `result` its return value. A task whose call cannot be
