@@ -220,8 +220,19 @@ def supervise(channel: socket.socket, relay: terminal.Relay | None, undo: contex
         if relay.host_in is not None:
             selector.register(relay.host_in, selectors.EVENT_READ, "host-input")
 
+    def handle_caught_signals() -> None:
+        while pending:
+            signum = pending.pop(0)
+            if signum == signal.SIGWINCH and relay:
+                relay.resize()
+            elif signum != signal.SIGCHLD:  # a child stopped or exited: tick()
+                forward(signum)
+
     failure = None
     tick()
+    # A signal caught before the wakeup fd was set woke nothing: take it now, not at the
+    # next wake-up, which may never come (a SIGTERM right after start would be lost).
+    handle_caught_signals()
     while not done():
         for key, _events in selector.select(timeout):
             match key.data:
@@ -229,12 +240,7 @@ def supervise(channel: socket.socket, relay: terminal.Relay | None, undo: contex
                     with contextlib.suppress(BlockingIOError):
                         while wake_read.recv(4096):
                             pass
-                    while pending:
-                        signum = pending.pop(0)
-                        if signum == signal.SIGWINCH and relay:
-                            relay.resize()
-                        elif signum != signal.SIGCHLD:  # a child stopped or exited: tick()
-                            forward(signum)
+                    handle_caught_signals()
                 case "control":
                     message, _ = control.receive(channel)
                     failure = failure or control.parse_failure(message)
