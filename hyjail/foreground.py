@@ -49,16 +49,23 @@ class Child:
             signal.pidfd_send_signal(self.pidfd, signum)
 
     def reap(self) -> int:
-        _, wait_status = os.waitpid(self._waited, 0)
+        try:
+            _, wait_status = os.waitpid(self._waited, 0)
+        finally:
+            os.close(self.pidfd)
         self.status = init.exit_code(wait_status)
-        os.close(self.pidfd)
         return self.status
 
     def kill(self) -> None:
-        """Teardown on any path: SIGKILL and reap (for pid 1, the kernel kills the rest)."""
+        """Teardown on any path: SIGKILL and reap (for pid 1, the kernel kills the rest).
+        A child its tracer has reaped already (a hybrid jail's) is simply let go."""
         if self.status is None:
-            self.signal(signal.SIGKILL)
-            self.reap()
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGKILL)
+            try:
+                self.reap()
+            except ChildProcessError:
+                self.status = -1
 
 
 def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None]) -> int:
@@ -174,13 +181,20 @@ def wait_ready(channel: socket.socket) -> tuple[list[int], dict[str, int]]:
 def run_in_foreground(child: Child, channel: socket.socket, tty_fds: Sequence[int],
                       fds: list[int], undo: contextlib.ExitStack, pending: list[int]) -> int:
     """Send GO, then relay the terminal and forward signals until the child exits."""
-    relay = None
-    if fds:
-        relay = terminal.Relay(fds[0], tuple(tty_fds))
-        undo.callback(os.close, fds[0])
-        if relay.host_in is not None:
-            undo.enter_context(terminal.raw_mode(relay.host_in))
-    return _supervise(child, channel, relay, undo, pending)
+    return _supervise(child, channel, relay_of(fds, tty_fds, undo), undo, pending)
+
+
+def relay_of(fds: list[int], tty_fds: Sequence[int],
+             undo: contextlib.ExitStack) -> terminal.Relay | None:
+    """The terminal relay for the pty master READY carried (fds[0]), if any; the host's
+    terminal in raw mode until the end."""
+    if not fds:
+        return None
+    relay = terminal.Relay(fds[0], tuple(tty_fds))
+    undo.callback(os.close, fds[0])
+    if relay.host_in is not None:
+        undo.enter_context(terminal.raw_mode(relay.host_in))
+    return relay
 
 
 def _supervise(jail: Child, channel: socket.socket, relay: terminal.Relay | None,

@@ -84,14 +84,18 @@ def _tracer(pid: int) -> int | None:
         return None
 
 
+def _has_pid_namespace(record: Record) -> bool:
+    return record.params.get("pid_namespace", record.backend != "trace")
+
+
 def _processes(records: list[Record]) -> dict[int, list[JailedProcess]]:
-    """Each jail's processes: those in its pid namespace, or, on the trace backend, those its
-    supervisor traces."""
+    """Each jail's processes: those in its pid namespace, or, where ptrace holds R4 (no pid
+    namespace of its own), those its supervisor traces."""
     by_namespace = {}
-    by_init = {r.init_pid: r.jid for r in records if r.init_pid and r.backend != "trace"}
-    by_tracer = {r.supervisor_pid: r.jid for r in records if r.backend == "trace"}
+    by_init = {r.init_pid: r.jid for r in records if r.init_pid and _has_pid_namespace(r)}
+    by_tracer = {r.supervisor_pid: r.jid for r in records if not _has_pid_namespace(r)}
     for record in records:
-        if record.backend == "trace":  # no pid namespace of its own
+        if not _has_pid_namespace(record):
             continue
         namespace = _jail_pid_namespace(record)
         if namespace:
@@ -189,7 +193,8 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
 
     registry = registry or Registry()
     record = get(which, registry).record
-    traced = record.backend == "trace"
+    traced = record.backend in ("trace", "hybrid")  # the supervisor must trace it first
+    chrooted = record.backend == "trace"
     if traced:
         from hyjail.trace import enter as trace_enter
     if not record.init_pid:
@@ -197,7 +202,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     env = dict(os.environ if environ is None else environ)
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals())
-        namespaces = (trace_enter if traced else enter).open_namespaces(record)
+        namespaces = (trace_enter if chrooted else enter).open_namespaces(record)
         for fd in namespaces.values():
             undo.callback(os.close, fd)
         # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
@@ -209,7 +214,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         rootless = bool(record.params.get("rootless"))
         cgroup_paths = [] if rootless else cgroups.jail_paths(record.jid, existing=True)
         with jail_end:
-            if traced:
+            if chrooted:
                 child = Child(lambda: None,  # no pid namespace: the tracer holds R4
                               lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
                                                        env, user, login, jail_end, tty_fds))

@@ -16,10 +16,15 @@ from hyjail.platform import Probe
 RULES = {"R1": "root", "R2": "hostname", "R3": "address", "R4": "processes",
          "R5": "superuser", "R6": "lifetime", "R7": "identity"}
 BACKENDS = ("auto", "ns", "trace")
-# The rules whose kernel provider the trace backend can still use (a network namespace). For
-# the others it is all or nothing: once any rule needs ptrace, they all take ptrace's
-# provider, so the plan never claims a kernel provider the jail does not get.
-MIXABLE = ("R3",)
+# R1 decides the jail's shape. With the kernel's R1 (a mount namespace and pivot_root) every
+# other rule takes its own best provider: a hybrid jail, namespaces where the host has them
+# and the ptrace providers for the rest, inside the same jail. With ptrace's R1 (a chroot)
+# the jail is the trace backend's whole, which can still use a network namespace for R3;
+# so the plan never claims a kernel provider the jail does not get.
+MIXABLE_WITH_CHROOT = ("R3",)
+# The rules whose ptrace provider needs the supervisor to trace the jail (R5's is the
+# capability sets and the filter alone).
+TRACED = ("R1", "R2", "R3", "R4", "R6", "R7")
 # What every ptrace provider needs: a RET_TRACE prefilter that stops only the judged calls,
 # the kernel's own decoding of each (any ABI), and tracees that die with their tracer.
 _TRACING = ("seccomp.filter", "seccomp.trace", "ptrace.traceseccomp", "ptrace.syscall_info",
@@ -44,7 +49,10 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
     "R1": (Provider("R1", "kernel", "mount namespace, pivot_root", ("ns.mnt", "pivot_root")),
            Provider("R1", "ptrace", "chroot; chroot, pivot_root and mounts denied",
                     ("seccomp.filter",))),
-    "R2": (Provider("R2", "kernel", "UTS namespace", ("ns.uts",)),
+    # The jail's user namespace is what lets its root set its own hostname (allow.set_hostname)
+    # and nothing of the host's.
+    "R2": (Provider("R2", "kernel", "UTS namespace owned by the jail's user namespace",
+                    ("ns.uts", "ns.user")),
            Provider("R2", "ptrace", "uname and sethostname answered per jail", _TRACING)),
     "R3": (Provider("R3", "kernel", "network namespace, veth", ("ns.net",)),
            Provider("R3", "ptrace", "socket calls performed by the supervisor",
@@ -53,7 +61,7 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
            Provider("R4", "ptrace", "jail pids only; signals sent by the supervisor",
                     (*_TRACING, "pidfd_open", "pidfd.thread"))),
     "R5": (Provider("R5", "kernel", "user namespace, capabilities, seccomp filter",
-                    ("ns.user", "seccomp.filter")),
+                    ("ns.user", "ns.uts", "seccomp.filter")),
            Provider("R5", "ptrace", "capabilities, seccomp filter (no user namespace)",
                     ("seccomp.filter",))),
     "R6": (Provider("R6", "kernel", "pid namespace: all die with pid 1", ("ns.pid",)),
@@ -72,10 +80,20 @@ class Plan:
 
     @property
     def kind(self) -> str:
-        """The backend that runs the jail: "ns" when the kernel holds every rule, else
-        "trace" (ptrace providers, with the kernel's where it has them)."""
-        kinds = {p.kind for p in self.chosen.values()}
-        return "ns" if kinds == {"kernel"} else "trace"
+        """The jail's shape: "ns" when the kernel holds every rule, "trace" when ptrace holds
+        R1 (a chroot, and ptrace for all but R3), else "hybrid" (a namespace jail whose
+        missing rules a tracing supervisor holds)."""
+        if self.uses("R1", "ptrace"):
+            return "trace"
+        return "ns" if all(p.kind == "kernel" for p in self.chosen.values()) else "hybrid"
+
+    @property
+    def traced(self) -> bool:
+        """Whether the supervisor traces the jail's processes."""
+        return any(self.uses(rule, "ptrace") for rule in TRACED)
+
+    def ptrace_rules(self) -> set[str]:
+        return {rule for rule, p in self.chosen.items() if p.kind == "ptrace"}
 
     def uses(self, rule: str, kind: str) -> bool:
         return self.chosen[rule].kind == kind
@@ -95,14 +113,14 @@ def choose(probe: Probe, backend: str = "auto") -> Plan:
             raise SetupError(f"{rule} ({RULES[rule]}) cannot be enforced on this host with "
                              f"--backend {backend}: {why}")
         chosen[rule] = picked
-    if any(p.kind == "ptrace" for p in chosen.values()):
+    if chosen["R1"].kind == "ptrace":
         for rule, providers in PROVIDERS.items():
-            if rule in MIXABLE:
+            if rule in MIXABLE_WITH_CHROOT:
                 continue
             ptraced = next(p for p in providers if p.kind == "ptrace")
             if ptraced.missing(probe):
-                raise SetupError(f"{rule} ({RULES[rule]}): the trace backend, which this host "
-                                 f"needs for other rules, cannot hold it: "
+                raise SetupError(f"{rule} ({RULES[rule]}): the trace backend, whose chroot this "
+                                 f"host needs for R1, cannot hold it: "
                                  f"{', '.join(ptraced.missing(probe))}")
             chosen[rule] = ptraced
     return Plan(backend, chosen, probe)

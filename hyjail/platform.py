@@ -36,6 +36,7 @@ _SYS_GETPID_X32 = 0x40000000 + 39
 _SYS_GETPPID_X86_64 = 110
 CACHE_DIR = "/var/cache/hyjail"
 _CACHE_NAME = "probe.json"
+_CACHE_ENTRIES = 32
 _VERSION = "3"  # of the checks: a cached probe from other checks is never reused
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -297,8 +298,31 @@ def fingerprint() -> str:
     status = _read("/proc/self/status")
     parts += [line for line in status.splitlines()
               if line.split(":")[0] in ("Uid", "Gid", "CapEff", "CapBnd", "NoNewPrivs",
-                                        "Seccomp", "Seccomp_filters")]
+                                        "Seccomp")]
+    parts.append(_filters_installed_by())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _filters_installed_by() -> str:
+    """Which seccomp filters we run under, as far as /proc tells: their number, and the
+    process that installed the newest (the oldest ancestor under as many), by pid and start
+    time. Two parent filters of the same number are then told apart, so a command under one
+    never gets the probe made under another."""
+    def filters(pid: int | str) -> tuple[int, int] | None:  # (count, parent)
+        fields = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines()
+                      if line.startswith(("Seccomp_filters:", "PPid:")))
+        if "PPid" not in fields:
+            return None
+        return int(fields.get("Seccomp_filters", "0")), int(fields["PPid"])
+
+    mine = filters("self")
+    if mine is None:
+        return "unknown"
+    count, parent = mine
+    installer = os.getpid()
+    while parent > 0 and (above := filters(parent)) is not None and above[0] == count:
+        installer, parent = parent, above[1]
+    return f"filters {count} from {installer}@{linux.process_start_time(installer)}"
 
 
 def _read(path: str) -> str:
@@ -329,6 +353,8 @@ def current(fresh: bool = False) -> Probe:
                       for name, (ok, detail) in cached[key].items()})
     probe = run()
     cached[key] = {name: [c.ok, c.detail] for name, c in probe.items()}
+    for stale in list(cached)[:-_CACHE_ENTRIES]:  # the oldest callers (or boots) go first
+        del cached[stale]
     _store(path, cached)
     return probe
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import Callable, Sequence
 
-from hyjail import cgroups, linux, rootless, terminal
+from hyjail import cgroups, enforcement, foreground, linux, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
@@ -24,8 +25,6 @@ from hyjail.ns import control
 from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
-
-BACKEND = "ns"
 
 
 def run(spec: JailSpec, registry: Registry | None = None,
@@ -44,16 +43,21 @@ def run(spec: JailSpec, registry: Registry | None = None,
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)
-    params = spec.record_params()
+    enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
+    namespaces = enforcement.Namespaces.of(plan)
+    confinement = enforcement.confinement(spec, plan)
+    veth = spec.needs_veth and namespaces.net
+    params = {**spec.record_params(), "confinement": confinement.to_params(),
+              "pid_namespace": namespaces.pid}
     if not host_root:
         params["rootless"] = "1"  # no cgroups to join or reclaim
     with contextlib.ExitStack() as undo:
-        pending = undo.enter_context(caught_signals())
+        pending = undo.enter_context(caught_signals((signal.SIGCHLD,) if plan.traced else ()))
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
-            addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
+            addresses=tuple(str(a) for a in spec.addresses), backend=plan.kind,
             params=params, jid=spec.jid,
-            link_name=host_link_name if spec.needs_veth else lambda jid: None)
+            link_name=host_link_name if veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
         cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
         undo.callback(cgroups.remove, cgroup_paths)
@@ -64,13 +68,17 @@ def run(spec: JailSpec, registry: Registry | None = None,
         host = control.HostPlan(
             cgroup_paths=tuple(cgroup_paths),
             id_map=spec.id_map(record.jid) if host_root else rootless.JAIL_ID_MAP,
-            state_dir=registry.state_dir, hand_over_namespaces=not host_root)
+            state_dir=registry.state_dir, namespaces=namespaces, confinement=confinement,
+            hand_over_namespaces=not host_root)
+        if not host_root:
+            enter_pid_namespace = rootless.enter_user_and_pid_namespaces
+        elif namespaces.pid:
+            enter_pid_namespace = lambda: linux.unshare(linux.CLONE_NEWPID)  # noqa: E731
+        else:  # the tracer holds R4: the jail's first process is one of the host's pids
+            enter_pid_namespace = lambda: None  # noqa: E731
         with jail_end:
-            jail = Child(
-                (lambda: linux.unshare(linux.CLONE_NEWPID)) if host_root
-                else rootless.enter_user_and_pid_namespaces,
-                lambda: _jail_main(spec, jail_end, tty_fds, host),
-                through_helper=not host_root)
+            jail = Child(enter_pid_namespace, lambda: _jail_main(spec, jail_end, tty_fds, host),
+                         through_helper=not host_root)
         undo.callback(jail.kill)
         fds, namespaces = wait_ready(channel)
         for fd in namespaces.values():
@@ -78,14 +86,24 @@ def run(spec: JailSpec, registry: Registry | None = None,
         if namespaces:  # jexec opens them as /proc/<supervisor>/fd/N
             record = registry.update(record, params={**record.params, "namespace_fds": namespaces})
 
-        if spec.needs_veth:
-            from hyjail.net import veth
-            undo.enter_context(veth.attached(
+        if veth:
+            from hyjail.net import veth as veths
+            undo.enter_context(veths.attached(
                 record.host_link, jail.pid, spec.veth_addresses, spec.veth_host_addresses))
+        tracing = None
+        if plan.traced:  # a hybrid: the supervisor traces pid 1 and with it every descendant
+            from hyjail.trace import supervisor as trace_supervisor
+            undo.callback(trace_supervisor.kill_and_reap, jail.pid)  # after kill_all
+            tracing = trace_supervisor.Tracing(spec, plan, registry, record, jail.pid, undo)
         record = registry.update(record, init_pid=jail.pid,
                                  init_start=linux.process_start_time(jail.pid))
+        if tracing:
+            tracing.record = record
         if on_ready:
             on_ready(record)
+        if tracing:
+            relay = foreground.relay_of(fds, tty_fds, undo)
+            return tracing.supervise(channel, relay, undo, pending)
         return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
 
 

@@ -1,11 +1,12 @@
-"""Run a command as on a locked-down host: under a seccomp filter that refuses namespaces.
+"""Run a command as on a host that denies namespaces: under a seccomp filter that refuses them.
 
-    python tests/deny_namespaces.py [--user-only] COMMAND [ARG...]
+    python tests/deny_namespaces.py [--only KIND[,KIND...]] COMMAND [ARG...]
 
 Container hosts deny namespace creation this way (Docker's default profile refuses `unshare`
-and namespace flags on `clone`), so no sysctl tells why. With --user-only, only user
-namespaces are refused (what a distribution's policy or a container runtime may do). The
-filter is inherited by every descendant and cannot be removed.
+and namespace flags on `clone`, and `setns`), so no sysctl tells why. With --only, just those
+kinds are refused (user, pid, net, uts, ipc, mnt, cgroup): what a distribution's policy, a
+container runtime or a kernel built without them leaves a host. The filter is inherited by
+every descendant and cannot be removed.
 """
 
 from __future__ import annotations
@@ -16,23 +17,27 @@ import sys
 
 import pyseccomp as sc
 
-CLONE_NEWUSER = 0x10000000
-ALL_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, CLONE_NEWUSER, 0x20000000,
-                  0x40000000, 0x00000080)
+KINDS = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
+         "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "time": 0x00000080}
 
 
 def main(argv: list[str]) -> None:
-    user_only = argv[:1] == ["--user-only"]
-    command = argv[1:] if user_only else argv
-    flags = (CLONE_NEWUSER,) if user_only else ALL_NAMESPACES
+    if argv[:1] == ["--only"]:
+        kinds, command = argv[1].split(","), argv[2:]
+    else:
+        kinds, command = list(KINDS), argv
     denied = sc.ERRNO(errno.EPERM)
     syscall_filter = sc.SyscallFilter(sc.ALLOW)
-    for flag in flags:
+    # Every ABI the jail may use (a filter for x86_64 alone would kill any int 0x80 call).
+    for arch in (sc.Arch.X86, sc.Arch.X32):
+        syscall_filter.add_arch(arch)
+    for kind in kinds:
+        flag = KINDS[kind]
         for call in ("unshare", "clone"):
             syscall_filter.add_rule(denied, call, sc.Arg(0, sc.MASKED_EQ, flag, flag))
     # clone3 passes its flags in memory, out of a filter's reach: make callers fall back.
     syscall_filter.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    if not user_only:
+    if set(kinds) == set(KINDS):
         syscall_filter.add_rule(denied, "setns")
     syscall_filter.load()
     os.execvp(command[0], command)

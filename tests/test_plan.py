@@ -31,12 +31,30 @@ def test_a_full_host_gets_the_kernel_for_every_rule_unless_trace_is_asked_for():
     assert set(kinds(plan.choose(host(), "trace")).values()) == {"ptrace"}
 
 
-@pytest.mark.parametrize("missing", ["ns.net", "ns.pid", "ns.mnt", "pivot_root", "ns.user"])
-def test_one_missing_namespace_moves_the_jail_to_ptrace_whole(missing):
+@pytest.mark.parametrize("missing", ["ns.mnt", "pivot_root"])
+def test_without_the_kernels_r1_the_jail_is_the_trace_backends_whole(missing):
     chosen = plan.choose(host(missing), "auto")
-    assert chosen.kind == "trace"
+    assert chosen.kind == "trace" and chosen.traced
     # Never a kernel provider the trace backend cannot give (R3's network namespace it can).
-    assert {r for r, k in kinds(chosen).items() if k == "kernel"} <= set(plan.MIXABLE)
+    assert {r for r, k in kinds(chosen).items() if k == "kernel"} == {"R3"}
+
+
+@pytest.mark.parametrize("missing, ptraced", [
+    ("ns.net", {"R3"}),
+    ("ns.pid", {"R4", "R6", "R7"}),
+    ("ns.user", {"R2", "R5"}),  # root cannot be let set a hostname the host's userns owns
+    ("ns.uts", {"R2", "R5"}),
+])
+def test_with_the_kernels_r1_each_missing_rule_alone_goes_to_ptrace(missing, ptraced):
+    chosen = plan.choose(host(missing), "auto")
+    assert chosen.kind == "hybrid" and chosen.traced
+    assert chosen.ptrace_rules() == ptraced
+
+
+def test_a_hybrid_is_refused_by_backend_ns_and_trace_takes_the_whole():
+    with pytest.raises(SetupError, match=r"^R4 \(processes\) cannot be enforced"):
+        plan.choose(host("ns.pid"), "ns")
+    assert plan.choose(host("ns.pid"), "trace").kind == "trace"
 
 
 def test_ns_refuses_naming_the_rule_and_what_is_missing():
@@ -55,10 +73,10 @@ def test_without_namespaces_or_landlock_r3_has_no_provider():
 
 
 def test_a_rule_ptrace_cannot_hold_refuses_the_trace_backend():
-    with pytest.raises(SetupError, match=r"^R4 \(processes\): the trace backend, which this "
-                                         r"host needs for other rules, cannot hold it: "
+    with pytest.raises(SetupError, match=r"^R4 \(processes\): the trace backend, whose chroot "
+                                         r"this host needs for R1, cannot hold it: "
                                          r"pidfd.thread$"):
-        plan.choose(host("ns.net", "pidfd.thread"), "auto")
+        plan.choose(host("pivot_root", "pidfd.thread"), "auto")
 
 
 def test_an_unknown_backend_is_refused():

@@ -202,7 +202,7 @@ def test_other_knobs_are_named_too():
 
 def test_user_namespaces_denied_by_a_filter_say_no_sysctl_explains_it(user_root):
     result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "deny_namespaces.py"), "--user-only", *HYJAIL,
+        [sys.executable, os.path.join(HERE, "deny_namespaces.py"), "--only", "user", *HYJAIL,
          "run", user_root, "rl", "127.0.0.1", "/bin/true"],
         capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]},
         **AS_USER)

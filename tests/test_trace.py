@@ -220,7 +220,7 @@ def test_ps_maps_traced_processes_to_their_jail(busybox_root):
 
 
 @pytest.mark.parametrize(("options", "path", "message"), [
-    (("--allow", "mount"), None, "allow.mount: needs the ns backend"),
+    (("--allow", "mount"), None, "allow.mount: needs a user namespace of the jail's"),
     ((), "/", "R4 (processes): //proc is a mounted proc that shows the host's processes"),
 ])
 def test_what_trace_cannot_hold_is_refused(busybox_root, options, path, message):

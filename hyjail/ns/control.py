@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hyjail.enforcement import Namespaces
+    from hyjail.ns.dilution import Confinement
 
 READY = b"READY"
 NAMESPACES = b"NAMESPACES"
@@ -28,6 +33,8 @@ class HostPlan:
     cgroup_paths: tuple[str, ...]  # the groups to join (none for a rootless jail)
     id_map: tuple[tuple[int, int, int], ...]  # of the jail's user namespace
     state_dir: str  # the registry's directory, whose staging point and mask the mounts use
+    namespaces: Namespaces  # which to make (the plan's kernel providers)
+    confinement: Confinement  # the command's, applied just before its exec
     # Rootless: hand fds of pid 1's namespaces to the supervisor, which keeps them for jexec
     # (pid 1 is non-dumpable and was forked, not exec'd, in the host's user namespace, so
     # not even its owner may open /proc/1/ns/* from outside).

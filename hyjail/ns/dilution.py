@@ -30,18 +30,21 @@ BASE_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "set
              "sys_chroot", "audit_write")
 GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
               "raw_sockets": "net_raw", "mount": "sys_admin", "chflags": "linux_immutable"}
-# Held in the host's user namespace (allow.chflags), sys_admin would reach the host's kernel;
-# there the jail's hostname is set by the rule that a user namespace's owner holds every
-# capability in it.
+# Held in the host's user namespace (allow.chflags, or a host without user namespaces),
+# sys_admin would reach the host's kernel. With allow.chflags the jail's hostname is still
+# root's to set, by the rule that a user namespace's owner holds every capability in it;
+# without user namespaces the supervisor sets it (R2's ptrace provider).
 HOST_USERNS_NEVER = ("sys_admin",)
-TRACE_NEVER = ("sys_admin", "sys_chroot")
+# A chroot is left by a second chroot: a chrooted jail's root never keeps sys_chroot.
+CHROOT_NEVER = ("sys_chroot",)
 
 
-def kept_caps(allowed: frozenset[str]) -> tuple[str, ...]:
+def kept_caps(allowed: frozenset[str], in_host_userns: bool = False,
+              chrooted: bool = False) -> tuple[str, ...]:
+    never = (HOST_USERNS_NEVER if in_host_userns or stays_in_host_userns(allowed) else ()) \
+        + (CHROOT_NEVER if chrooted else ())
     gated = dict.fromkeys(cap for gate, cap in GATED_CAPS.items() if gate in allowed)
-    if stays_in_host_userns(allowed):
-        gated = {cap: None for cap in gated if cap not in HOST_USERNS_NEVER}
-    return BASE_CAPS + tuple(gated)
+    return tuple(cap for cap in (*BASE_CAPS, *gated) if cap not in never)
 
 
 def stays_in_host_userns(allowed: frozenset[str]) -> bool:
@@ -65,9 +68,13 @@ class Confinement:
     allowed: frozenset[str]
     rlimits: tuple[tuple[str, int, int], ...] = ()
     account: Account | None = None  # switch to this user (jexec -u); else stay root
-    # The trace backend: the calls its supervisor judges (call -> prefilter tag), and the
-    # calls it refuses outright. Its root is a chroot, so it never keeps sys_chroot (chroot
-    # again, and `..` walks out), and stays in the host's user namespace.
+    # Whether jailed processes live in the jail's user namespace (R5's kernel provider); if
+    # not, root stays in the host's, where it never keeps sys_admin.
+    userns: bool = True
+    # Whether the jail's root is a chroot (R1's ptrace provider): then no sys_chroot.
+    chrooted: bool = False
+    # A traced jail: the calls its supervisor judges (call -> prefilter tag), and the calls
+    # it refuses outright.
     traced: tuple[tuple[str, int], ...] = ()
     refused: tuple[tuple[str, int], ...] = ()
     # Landlock scopes (signals, abstract unix sockets) that keep the jail's processes from
@@ -78,14 +85,34 @@ class Confinement:
 
     @property
     def keep(self) -> tuple[str, ...]:
-        if not self.traced:
-            return kept_caps(self.allowed)
-        return tuple(cap for cap in kept_caps(self.allowed) if cap not in TRACE_NEVER)
+        return kept_caps(self.allowed, in_host_userns=not self.userns, chrooted=self.chrooted)
+
+    def to_params(self) -> dict:
+        """The confinement as the registry keeps it (without the account), so that jexec
+        confines an entered process exactly like the command."""
+        return {"userns": self.userns, "chrooted": self.chrooted,
+                "traced": [list(t) for t in self.traced],
+                "refused": [list(r) for r in self.refused],
+                "landlock_scopes": self.landlock_scopes,
+                "refused_arguments": [list(r) for r in self.refused_arguments]}
+
+    @classmethod
+    def from_params(cls, params: dict, account: Account | None = None) -> Confinement:
+        """The jail's own confinement from its registry record (to_params's counterpart)."""
+        held = params.get("confinement", {})
+        rlimits = tuple((name, int(soft), int(hard))
+                        for name, soft, hard in params.get("rlimits", ()))
+        return cls(frozenset(params.get("allow", ())), rlimits, account,
+                   userns=held.get("userns", True), chrooted=held.get("chrooted", False),
+                   traced=tuple((name, tag) for name, tag in held.get("traced", ())),
+                   refused=tuple((name, err) for name, err in held.get("refused", ())),
+                   landlock_scopes=held.get("landlock_scopes", 0),
+                   refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())))
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
         when any part does not hold afterwards: a jail never runs half-diluted."""
-        if not (self.traced or stays_in_host_userns(self.allowed)):
+        if self.userns and not stays_in_host_userns(self.allowed):
             userns.join_jail_userns()
         for name, soft, hard in self.rlimits:
             resource.setrlimit(RLIMITS[name], (soft, hard))

@@ -19,7 +19,7 @@ import prctl
 
 from hyjail import cgroups, linux
 from hyjail.errors import HyjailError, SetupError
-from hyjail.ns import init
+from hyjail.ns import init, userns
 from hyjail.ns.dilution import Account, Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
 from hyjail.registry import Record
@@ -31,12 +31,6 @@ NAMESPACES = (("cgroup", linux.CLONE_NEWCGROUP), ("ipc", linux.CLONE_NEWIPC),
               ("mnt", linux.CLONE_NEWNS))
 NAMESPACE_TYPES = {"pid": linux.CLONE_NEWPID, **dict(NAMESPACES)}
 LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
-
-
-def confinement_for(params: dict, account: Account | None = None) -> Confinement:
-    """The jail's own confinement (from its registry record), for an entered process."""
-    rlimits = tuple((name, int(soft), int(hard)) for name, soft, hard in params.get("rlimits", ()))
-    return Confinement(frozenset(params.get("allow", ())), rlimits, account)
 
 
 def open_namespaces(record: Record) -> dict[str, int]:
@@ -76,6 +70,9 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                     channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
     cgroups.join(list(cgroup_paths))  # counted against the jail's limits, like its own
+    confinement = Confinement.from_params(params)
+    if confinement.userns:
+        userns.hold_jail_userns(namespaces["uts"])  # the jail's /proc may not show it
     for name, nstype in NAMESPACES:
         linux.setns(namespaces[name], nstype)
     os.chdir("/")
@@ -90,7 +87,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
         raise SetupError(f"-u {user}: a jail started by a user other than root has only its "
                          f"root mapped")
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
-                      confinement_for(params, switch_to))
+                      Confinement.from_params(params, switch_to))
 
 
 def account_of(user: str | None) -> pwd.struct_passwd:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP, HyjailError
-from hyjail.ns import control
+from hyjail.ns import control, userns
 from hyjail.ns.dilution import Confinement
 
 # SPEC section 2: these, sent to `hyjail run`, reach the jailed command.
@@ -59,11 +59,16 @@ def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
             os.dup2(fd, target)
         else:
             os.set_inheritable(fd, True)
-    # Only 0-2 cross into the command; the channel closes itself on exec.
-    keep = channel.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _MAX_FD)
+    # Only 0-2 cross into the command; the channel and the jail's user namespace (held for
+    # the confinement to join) close themselves on exec.
+    kept = sorted(fd for fd in (channel.fileno(), userns.held_userns()) if fd is not None)
+    for low, high in zip([3, *(fd + 1 for fd in kept)], [*kept, _MAX_FD], strict=True):
+        os.closerange(low, high)
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
+        signal.signal(signum, signal.SIG_DFL)
+    # We are a fork of the supervisor, whose handlers would swallow a forwarded signal that
+    # arrives before the exec (a SIGTERM sent just as the jail starts): default them first.
+    for signum in FORWARDED:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:

@@ -20,20 +20,16 @@ from hyjail import cgroups, linux
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
 from hyjail.ns import control, init, mounts, userns
-from hyjail.ns.dilution import Confinement
 from hyjail.spec import JailSpec
 
-# pid is unshared by the supervisor before it forks us; we are already pid 1 of it. These are
-# owned by the host's user namespace, so jailed root holds no capability over them.
-HOST_OWNED = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-# These are owned by the jail's user namespace: root inside may set its own hostname and
-# bind low ports or open raw sockets (as allow.* permits) on its own network stack.
-JAIL_OWNED = (("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET))
-# allow.chflags: jailed root stays in the host's user namespace (immutable flags need
-# CAP_LINUX_IMMUTABLE there). The jail's user namespace then owns only its UTS namespace,
-# whose owner, root, may set the hostname from outside it; the network is the host's to own,
+# Which namespaces pid 1 makes, and which of them the jail's user namespace owns, follow the
+# plan (`hyjail.enforcement.Namespaces`). By default the host's user namespace owns the mount,
+# IPC and cgroup namespaces (and pid, unshared by the supervisor before it forks us), so
+# jailed root holds no capability over them; the jail's owns its UTS and network namespaces,
+# where root may set its own hostname and bind low ports or open raw sockets (as allow.*
+# permits) on its own network stack. allow.chflags keeps root in the host's user namespace
+# (immutable flags need CAP_LINUX_IMMUTABLE there); the network is then the host's to own,
 # where jailed root holds no CAP_NET_ADMIN.
-JAIL_OWNED_WITH_CHFLAGS = (("uts", linux.CLONE_NEWUTS),)
 
 
 # What jexec needs of pid 1's namespaces (rootless: handed to the supervisor).
@@ -75,18 +71,24 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
     cgroups.join(list(host.cgroup_paths))  # before the cgroup namespace: the group is its root
-    chflags = "chflags" in spec.allowed
-    linux.unshare(HOST_OWNED | (linux.CLONE_NEWNET if chflags else 0))
-    jail_owned = JAIL_OWNED_WITH_CHFLAGS if chflags else JAIL_OWNED
-    owned = userns.create(host.id_map, jail_owned)
-    for name, flag in jail_owned:
-        linux.setns(owned[name], flag)
-        os.close(owned[name])
-    socket.sethostname(spec.hostname)
-    mounts.carry_out(mounts.plan(spec.path, host.state_dir))
+    namespaces = host.namespaces
+    linux.unshare(namespaces.host_owned_flags(spec.allowed))
+    jail_owned = namespaces.jail_owned(spec.allowed)
+    if jail_owned:
+        owned = userns.create(host.id_map, jail_owned)
+        for name, flag in jail_owned:
+            linux.setns(owned[name], flag)
+            os.close(owned[name])
+        userns.hold_jail_userns()  # while there is a /proc to find it by
+    if namespaces.uts:
+        socket.sethostname(spec.hostname)
+    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=namespaces.pid))
     if "mount" in spec.allowed:
         userns.own_mount_namespace()
-    bring_up_loopback()
+    if namespaces.net:
+        bring_up_loopback()
+    if not namespaces.pid:  # not pid 1: orphans of the jail must still come to us to reap
+        prctl.set_child_subreaper(True)
     if host.hand_over_namespaces:
         _hand_over_namespaces(channel)
 
@@ -97,9 +99,9 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
     command_pid = None
     if spec.command:
-        confinement = Confinement(spec.allowed, spec.limits.rlimits)
         command_pid = init.start_command(spec.command, dict(spec.environ),
-                                         jail_stdio(tty, tty_fds), tty, channel, confinement)
+                                         jail_stdio(tty, tty_fds), tty, channel,
+                                         host.confinement)
     # Pid 1 keeps nothing open: not the channel, the terminal, nor the host's stdio.
     os.closerange(0, 2**31 - 1)
     init.reap_until_exit(command_pid, spec.persist)

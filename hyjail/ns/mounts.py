@@ -104,14 +104,16 @@ Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice 
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
-def plan(path: str, state_dir: str = STATE_DIR) -> list[Operation]:
-    """The mount operations for a jail rooted at `path` (already resolved and checked)."""
-    ops: list[Operation] = [
-        BindRoot(path, os.path.join(state_dir, STAGING_NAME)),
-        Detach("proc"),
-        Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
-        *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
-        *(Mask(f"proc/{name}") for name in PROC_MASKED),
+def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True) -> list[Operation]:
+    """The mount operations for a jail rooted at `path` (already resolved and checked). With
+    proc False (no pid namespace of the jail's: a proc would show the host's processes) the
+    jail's /proc stays an empty directory."""
+    ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME)), Detach("proc")]
+    if proc:
+        ops += [Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
+                *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
+                *(Mask(f"proc/{name}") for name in PROC_MASKED)]
+    ops += [
         Detach("dev"),
         Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
     ]

@@ -15,6 +15,7 @@ By default the map is the identity (root inside is uid 0 on files, as with FreeB
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 
@@ -109,17 +110,43 @@ def own_mount_namespace() -> None:
             os.close(fd)
 
 
+# An fd of the jail's user namespace, held from before the jail's root replaces the host's
+# (a jail whose pid namespace is the host's has no /proc to find it by afterwards).
+_held_userns: int | None = None
+
+
+def hold_jail_userns(uts_fd: int | None = None) -> int:
+    """Keep an fd of the user namespace that owns the jail's UTS namespace (ours, or the
+    one uts_fd names), for join_jail_userns; returns it (the exec path keeps it open)."""
+    global _held_userns
+    if uts_fd is not None:
+        owner = linux.owning_userns(uts_fd)
+    else:
+        with open("/proc/self/ns/uts", "rb") as uts:
+            owner = linux.owning_userns(uts.fileno())
+    if _held_userns is not None:
+        os.close(_held_userns)
+    _held_userns = owner
+    return owner
+
+
+def held_userns() -> int | None:
+    return _held_userns
+
+
 def join_jail_userns() -> None:
-    """Enter the user namespace that owns this process's UTS namespace (the jail's), unless
-    already in it, as its root. Afterwards the process has full capabilities there and none
-    outside."""
-    with open("/proc/self/ns/uts", "rb") as uts:
-        owner = linux.owning_userns(uts.fileno())
+    """Enter the jail's user namespace (held by hold_jail_userns), unless already in it, as
+    its root. Afterwards the process has full capabilities there and none outside."""
+    global _held_userns
+    owner = _held_userns if _held_userns is not None else hold_jail_userns()
     try:
-        if os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino:
-            linux.setns(owner, linux.CLONE_NEWUSER)
+        linux.setns(owner, linux.CLONE_NEWUSER)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL (single-threaded as we are): we are in it already
+            raise
     finally:
         os.close(owner)
+        _held_userns = None
     if os.getuid() != 0:  # host root is unmapped under --userns: become the jail's root
         os.setgroups([])
         os.setresgid(0, 0, 0)

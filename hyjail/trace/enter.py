@@ -31,7 +31,7 @@ KERNEL_NAMESPACES = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC))
 
 def open_namespaces(record: Record) -> dict[str, int]:
     """The first process's network and IPC namespaces, when the kernel holds R3."""
-    if not record.params.get("trace", {}).get("kernel_net"):
+    if not record.params.get("kernel_net"):
         return {}
     return {name: os.open(f"/proc/{record.init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
             for name, _ in KERNEL_NAMESPACES}
@@ -50,17 +50,6 @@ def ask_to_be_traced(record: Record, door: str, pid: int) -> None:
     if answer != "OK":
         raise SetupError(f"jail {record.name}: its supervisor would not trace the entered "
                          f"process: {answer.removeprefix('FAIL ')}")
-
-
-def confinement_for(params: dict, account: Account | None) -> Confinement:
-    trace = params["trace"]
-    rlimits = tuple((name, int(soft), int(hard)) for name, soft, hard in params["rlimits"])
-    return Confinement(
-        frozenset(params.get("allow", ())), rlimits, account,
-        traced=tuple((name, tag) for name, tag in trace["traced"]),
-        refused=tuple((name, err) for name, err in trace["refused"]),
-        refused_arguments=tuple(tuple(rule) for rule in trace["refused_arguments"]),
-        landlock_scopes=trace["landlock_scopes"])
 
 
 def main(record: Record, namespaces: dict[str, int], cgroup_paths: Sequence[str],
@@ -96,4 +85,4 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
     switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
-                      confinement_for(record.params, switch_to))
+                      Confinement.from_params(record.params, switch_to))

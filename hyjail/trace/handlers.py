@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import signal
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,13 +95,23 @@ def _kill(call: Call) -> int | None:
     if pid > 0:
         if pid == call.tgid:
             return ALLOW  # to itself: nothing to judge, and the kernel keeps its semantics
-        return _signal_processes(call, [pid], sig) if call.jail.has_process(pid) else -errno.ESRCH
+        if not call.jail.has_process(pid):
+            return -errno.ESRCH
+        return 0 if _unkillable(call, pid, sig) else _signal_processes(call, [pid], sig)
+    # kill(-1) and process groups never reach the jail's init, as in a pid namespace.
     if pid == -1:
-        others = [p for p in call.jail.processes() if p != call.tgid]
+        others = [p for p in call.jail.processes() if p not in (call.tgid, call.jail.init)]
         return _signal_processes(call, others, sig, some=True) if others else -errno.ESRCH
     group = _process_group(call.tgid) if pid == 0 else -pid
-    members = [p for p in call.jail.processes() if _process_group(p) == group]
+    members = [p for p in call.jail.processes()
+               if _process_group(p) == group and p != call.jail.init]
     return _signal_processes(call, members, sig, some=True) if members else -errno.ESRCH
+
+
+def _unkillable(call: Call, target: int, sig: int) -> bool:
+    """SIGKILL and SIGSTOP sent to the jail's init from inside are dropped, as the kernel
+    drops them for a pid namespace's init (which handles the others)."""
+    return sig in (signal.SIGKILL, signal.SIGSTOP) and target == call.jail.init
 
 
 def _tkill(call: Call) -> int | None:
@@ -119,6 +130,8 @@ def _rt_sigqueueinfo(call: Call) -> int | None:
         return ALLOW
     if not call.jail.has_process(tgid):
         return -errno.ESRCH
+    if _unkillable(call, tgid, sig):
+        return 0
     info = _siginfo(call, call.args[2])
     if isinstance(info, int):
         return info
@@ -142,6 +155,8 @@ def _signal_thread(call: Call, tgid: int | None, tid: int, sig: int,
         return -errno.ESRCH
     if call.jail.thread_group(tid) == call.tgid:
         return ALLOW
+    if _unkillable(call, call.jail.thread_group(tid), sig):
+        return 0
     return _send(call, tid, sig, info, _PIDFD_SIGNAL_THREAD)
 
 

@@ -59,6 +59,9 @@ class JailState:
         self.addresses = addresses  # ipaddress objects: the jail's own (R3)
         self.domainname = "(none)"
         self.allowed = allowed
+        # A hybrid jail's init (its first process, without a pid namespace to make it pid 1):
+        # kept from the jail's signals as the kernel keeps a pid namespace's init.
+        self.init: int | None = None
         self._on_rename = on_rename
         self._tasks: dict[int, int] = {}  # tid -> tgid
         self._pidfds: dict[int, int] = {}  # tid -> pidfd (PIDFD_THREAD)

@@ -1,0 +1,159 @@
+"""How one jail carries out its plan: the namespaces it gets, how its root is diluted, which
+calls its supervisor judges, and what the plan cannot hold for this jail's options.
+
+Owns the step from the host-wide plan (`hyjail.plan`, one provider per rule) to one jail:
+each kernel provider is a namespace the jail's first process makes (the harmless ones the
+host has, IPC, cgroup and UTS, are made even where ptrace holds the rule, so a hybrid jail
+leaks no more than it must), each ptrace provider a set of handlers whose calls the seccomp
+prefilter stops. What a provider cannot give this jail's options is refused here, in one
+line naming the option and the reason, before anything exists on the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from dataclasses import dataclass
+
+from hyjail import linux
+from hyjail.errors import SetupError
+from hyjail.ns.dilution import Confinement
+from hyjail.plan import Plan
+from hyjail.spec import JailSpec
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """The namespaces the jail's first process makes (mount: whenever R1 is the kernel's)."""
+    mount: bool  # R1: a mount namespace and pivot_root (else a chroot)
+    pid: bool  # R4, R6, R7: pid 1 of its own pid namespace, with a /proc of its own
+    net: bool  # R3: a network namespace (and a veth for an address other than loopback)
+    uts: bool
+    ipc: bool
+    cgroup: bool
+    user: bool  # R5: jailed processes live in the jail's own user namespace
+
+    @classmethod
+    def of(cls, plan: Plan) -> Namespaces:
+        has = plan.probe.has
+        if plan.kind == "trace":  # a chroot; the kernel may hold R3 (and with it SysV IPC)
+            net = plan.uses("R3", "kernel")
+            return cls(mount=False, pid=False, net=net, uts=False, ipc=net, cgroup=False,
+                       user=False)
+        return cls(mount=True, pid=plan.uses("R4", "kernel"), net=plan.uses("R3", "kernel"),
+                   uts=has("ns.uts"), ipc=has("ns.ipc"), cgroup=has("ns.cgroup"),
+                   user=plan.uses("R5", "kernel"))
+
+    def host_owned_flags(self, allowed: frozenset[str]) -> int:
+        """The namespaces the host's user namespace owns (pid is made by the supervisor)."""
+        flags = linux.CLONE_NEWNS if self.mount else 0
+        flags |= linux.CLONE_NEWIPC if self.ipc else 0
+        flags |= linux.CLONE_NEWCGROUP if self.cgroup else 0
+        if not self.user:
+            flags |= linux.CLONE_NEWUTS if self.uts else 0
+        if self.net and (not self.user or "chflags" in allowed):
+            flags |= linux.CLONE_NEWNET
+        return flags
+
+    def jail_owned(self, allowed: frozenset[str]) -> tuple[tuple[str, int], ...]:
+        """The namespaces the jail's user namespace owns: its hostname, and its network
+        stack unless allow.chflags keeps root in the host's user namespace (where it must
+        hold no CAP_NET_ADMIN over the jail's network)."""
+        if not self.user:
+            return ()
+        owned = (("uts", linux.CLONE_NEWUTS),)
+        if self.net and "chflags" not in allowed:
+            owned += (("net", linux.CLONE_NEWNET),)
+        return owned
+
+
+def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
+    """One line and exit 125 for an option whose provider this jail does not get."""
+    namespaces = Namespaces.of(plan)
+    if plan.traced:
+        from hyjail import rootless
+        if not rootless.host_root():
+            raise SetupError(f"{_ptraced(plan)}: the ptrace providers need root")
+    if not namespaces.mount and plan.uses("R4", "ptrace") and _proc_is_mounted(spec.path):
+        raise SetupError(f"R4 (processes): {spec.path}/proc is a mounted proc that shows the "
+                         f"host's processes, and the trace backend cannot replace it")
+    if "mount" in spec.allowed and not namespaces.user:
+        raise SetupError("allow.mount: needs a user namespace of the jail's (R5's kernel "
+                         "provider), which this jail does not get")
+    if "sysvipc" in spec.allowed and not namespaces.ipc:
+        raise SetupError("allow.sysvipc: without an IPC namespace the jail would share the "
+                         "host's System V IPC")
+    if spec.userns_base is not None and not namespaces.user:
+        raise SetupError("--userns: needs a user namespace of the jail's (R5's kernel "
+                         "provider), which this jail does not get")
+    if plan.uses("R3", "ptrace"):
+        if "raw_sockets" in spec.allowed:
+            raise SetupError("allow.raw_sockets: without a network namespace a raw socket "
+                             "could send from any address of the host")
+        for address in spec.addresses:
+            if not _is_local(address):
+                raise SetupError(f"R3 (address): {address} is not an address of this host; "
+                                 f"without a network namespace the jail shares the host's "
+                                 f"network, so its address must be one of the host's")
+
+
+def _ptraced(plan: Plan) -> str:
+    return ", ".join(sorted(plan.ptrace_rules()))
+
+
+def _is_local(address) -> bool:
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
+def _proc_is_mounted(path: str) -> bool:
+    target = os.path.join(path, "proc")
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def handled(plan: Plan) -> dict:
+    """The handlers of the rules the plan gives ptrace ({} for a jail nobody traces)."""
+    if not plan.traced:
+        return {}
+    from hyjail.trace import handlers
+    return handlers.table(plan.ptrace_rules())
+
+
+def confinement(spec: JailSpec, plan: Plan) -> Confinement:
+    """How the jail's processes are confined just before exec (`Confinement.apply`)."""
+    namespaces = Namespaces.of(plan)
+    base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
+                       chrooted=not namespaces.mount)
+    if not plan.traced:
+        return base
+    from dataclasses import replace
+
+    from hyjail.trace import handlers
+    from hyjail.trace.tracer import tags
+    scopes = 0
+    if (plan.uses("R3", "ptrace") or plan.uses("R4", "ptrace")) and plan.probe.has(
+            "landlock.scope"):  # the kernel keeps signals and abstract sockets in
+        scopes = linux.LANDLOCK_SCOPE_SIGNAL | linux.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+    refused_arguments: tuple = ()
+    if plan.uses("R3", "ptrace"):  # protocols and options that add addresses
+        from hyjail.trace import sockets
+        versions = {address.version for address in spec.addresses}
+        refused_arguments = (
+            # A family the jail has no address of does not exist for it (as on FreeBSD), so
+            # programs fall back to the other one.
+            *(("socket", 0, family, errno.EAFNOSUPPORT)
+              for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6))
+              if version not in versions),
+            *(("socket", 2, protocol, errno.EPROTONOSUPPORT)
+              for protocol in sockets.REFUSED_PROTOCOLS),
+            *(("setsockopt", 1, level, errno.EPERM) for level in sockets.REFUSED_OPTION_LEVELS))
+    return replace(base, traced=tuple(tags(handled(plan)).items()),
+                   refused=tuple(handlers.REFUSED_IN_TRACE.items()), landlock_scopes=scopes,
+                   refused_arguments=refused_arguments)
