@@ -22,6 +22,7 @@ import pyseccomp as sc
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
                    0x40000000)
 CLONE_NEWTIME = 0x00000080
+_BINARY_TREE = 2  # SCMP_FLTATR_CTL_OPTIMIZE: sort the call table into a tree
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 MAP_LOCKED = 0x2000  # x86
@@ -91,6 +92,9 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
     traced = traced or {}
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    # A binary tree of the call numbers: an unjudged call walks a few comparisons, not the
+    # whole table (what lets untraced calls run at native speed under the trace backend).
+    f.set_attr(sc.Attr.CTL_OPTIMIZE, _BINARY_TREE)
     for arch in (sc.Arch.X86, sc.Arch.X32):
         if not f.exist_arch(arch):
             f.add_arch(arch)
