@@ -14,8 +14,10 @@ Runners: native (chroot), hyjail --backend ns, hyjail --backend trace, both of t
 again with the tracer and the jail pinned to one CPU (taskset; ratios to native on one CPU),
 strace -f, proot. `--only WORD` keeps the runners whose name has WORD (and native);
 `--workloads a,b` keeps those workloads.
-Each figure is the median wall time of N runs, start-up included; "net" takes each runner's
-own start-up (the start workload) out of both sides.
+Each figure is the median of N runs: "wall" from the runner's start to its exit, "inside"
+the workload alone, timed in the jail by a static stopwatch (bench/stopwatch.c, built into
+the root), so the runner's own start-up and teardown are out of it; ratios are of "inside"
+to native's.
 """
 
 from __future__ import annotations
@@ -62,13 +64,20 @@ def runners(root: str) -> dict[str, list[str] | None]:
     }
 
 
-def timed(argv: list[str], runs: int) -> float:
-    times = []
+def stopwatched(script: str) -> str:
+    """The script, printing only how long it took inside (ns) on stdout."""
+    return f't0=$(/bin/stopwatch); {{ {script}; }} >/dev/null; echo $(( $(/bin/stopwatch) - t0 ))'
+
+
+def timed(argv: list[str], runs: int) -> tuple[float, float]:
+    """Median (wall, inside) seconds."""
+    walls, insides = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        done = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
+        walls.append(time.perf_counter() - start)
+        insides.append(int(done.stdout.split()[-1]) / 1e9)
+    return statistics.median(walls), statistics.median(insides)
 
 
 def main() -> None:
@@ -83,32 +92,30 @@ def main() -> None:
     from hyjail.rootfs import busybox
     with tempfile.TemporaryDirectory() as top:
         root = busybox.build(os.path.join(top, "root"))
+        subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(root, "bin", "stopwatch"),
+                        os.path.join(HERE, "stopwatch.c")], check=True)
         table = {name: argv for name, argv in runners(root).items()
                  if name.startswith("native") or not args.only or args.only in name}
-        print(f"{'workload':<10} {'runner':<16} {'median s':>9} {'x native':>9} {'net':>7}",
+        print(f"{'workload':<10} {'runner':<16} {'wall s':>8} {'inside s':>9} {'x native':>9}",
               flush=True)
-        start: dict[str, float] = {}
         natives: dict[str, float] = {}
         chosen = args.workloads.split(",") if args.workloads else list(WORKLOADS)
         for workload, script in WORKLOADS.items():
-            if workload not in chosen and workload != "start":
+            if workload not in chosen:
                 continue
             for name, prefix in table.items():
                 if prefix is None:
-                    print(f"{workload:<10} {name:<16} {'missing':>9}", flush=True)
+                    print(f"{workload:<10} {name:<16} {'missing':>8}", flush=True)
                     continue
-                seconds = timed([*prefix, "/bin/sh", "-c", script], args.runs)
-                start.setdefault(name, seconds)
+                wall, inside = timed([*prefix, "/bin/sh", "-c", stopwatched(script)], args.runs)
                 # Ratios are to the native run on as many CPUs.
                 baseline = "native, 1 CPU" if "1 CPU" in name else "native (chroot)"
                 if name == baseline:
-                    natives[name] = seconds
-                native = natives[baseline]
-                net = (seconds - start[name]) / max(native - start[baseline], 1e-9)
-                shown = f"{net:>6.2f}x" if workload != "start" else ""
-                print(f"{workload:<10} {name:<16} {seconds:>9.3f} {seconds / native:>8.2f}x "
-                      f"{shown}", flush=True)
-
+                    natives[name] = inside
+                ratio = inside / max(natives[baseline], 1e-9)
+                shown = f"{ratio:>8.2f}x" if workload != "start" else ""
+                print(f"{workload:<10} {name:<16} {wall:>8.3f} {inside:>9.3f} {shown}",
+                      flush=True)
 
 if __name__ == "__main__":
     main()
