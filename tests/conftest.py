@@ -222,10 +222,9 @@ def i386_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def probe_root(tmp_path_factory) -> str:
-    """A busybox root with tests/probes/r5probe (static, built here) in its /bin."""
+    """A busybox root with hjprobe (hyjail/check/probe.c, built static) in its /bin."""
+    from hyjail.check import probes
     from hyjail.rootfs import busybox
     root = busybox.build(str(tmp_path_factory.mktemp("roots") / "probe"))
-    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-pthread", "-o",
-                    os.path.join(root, "bin", "r5probe"),
-                    os.path.join(HERE, "probes", "r5probe.c")], check=True)
+    probes.install(root, probes.build())
     return root

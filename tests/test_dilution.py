@@ -1,6 +1,6 @@
 """R5: root inside a jail is diluted, for the x86_64 ABI and for int 0x80 alike, and the
 allow.* permissions open exactly their part. Every attempt is a real system call made by
-tests/probes/r5probe.c, as root inside a real jail."""
+hyjail/check/probe.c (hjprobe), as root inside a real jail."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ ONLY_ABI = {"64": {"tiocsti_high_bits": "EPERM"}, "int80": {"socketcall_raw": "E
 def run_probe(root: str, abi: str, ops, *options: str) -> dict[str, str]:
     # sethostname goes last: the probe refuses to run once the hostname is not the jail's.
     ops = sorted(ops, key=lambda op: op == "sethostname")
-    result = hyjail("run", *options, root, "r5", "127.0.0.1", "/bin/r5probe", "r5", abi, *ops)
+    result = hyjail("run", *options, root, "r5", "127.0.0.1", "/bin/hjprobe", "r5", abi, *ops)
     assert result.returncode == 0, result.stderr
     return dict(line.split("=", 1) for line in result.stdout.splitlines())
 
@@ -66,7 +66,7 @@ def test_root_inside_cannot_change_the_network(busybox_root):
 
 
 def test_probe_refuses_outside_a_jail(probe_root):
-    result = subprocess.run([os.path.join(probe_root, "bin", "r5probe"), "r5", "64", "mount"],
+    result = subprocess.run([os.path.join(probe_root, "bin", "hjprobe"), "r5", "64", "mount"],
                             capture_output=True, text=True)
     assert result.returncode == 99 and result.stdout == ""
 
@@ -104,7 +104,7 @@ def test_jexec_is_confined_like_the_command(probe_root):
     ip = fresh_ip()
     with running("run", "--name", "entered", probe_root, "entered", ip, "/bin/sleep", "60"):
         jail_record(ip)
-        result = hyjail("exec", "entered", "/bin/r5probe", "entered", "64", "mount",
+        result = hyjail("exec", "entered", "/bin/hjprobe", "entered", "64", "mount",
                         "unshare_user", "raw_socket", "chown")
         assert result.stdout.split() == ["mount=EPERM", "unshare_user=EPERM",
                                          "raw_socket=EPERM", "chown=ok"], result.stderr
@@ -116,7 +116,7 @@ def test_ptrace_of_another_jails_process_finds_no_such_process(probe_root):
     ip = fresh_ip()
     with running("run", probe_root, "victim", ip, "/bin/sleep", "60"):
         victim = jail_record(ip)["init_pid"]
-        script = f"r5probe attacker 64 ptrace:{victim}"
+        script = f"hjprobe attacker 64 ptrace:{victim}"
         result = hyjail("run", probe_root, "attacker", "127.0.0.1", "/bin/sh", "-c", script)
         assert result.stdout.strip() == f"ptrace:{victim}=ESRCH", result.stderr
 
@@ -155,7 +155,7 @@ def test_raw_sockets_cannot_forge_the_ipv4_source(probe_root):
     ip, forged = fresh_ip(), fresh_ip()
     listener = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     listener.settimeout(10)
-    script = (f"sleep 1; /bin/r5probe spoofer 64 spoof:{forged}:{HOST_IP} spoof:{ip}:{HOST_IP}"
+    script = (f"sleep 1; /bin/hjprobe spoofer 64 spoof:{forged}:{HOST_IP} spoof:{ip}:{HOST_IP}"
               f"; sleep 2")
     with listener, running("run", "--allow", "raw_sockets", "--host-ip", HOST_IP, probe_root,
                            "spoofer", ip, "/bin/sh", "-c", script) as jail:

@@ -54,7 +54,7 @@ def run_on(host: str, *args: str, timeout: float = 60) -> subprocess.CompletedPr
 
 
 def probe_ops(root: str, host: str, abi: str, *ops: str, options=()) -> dict[str, str]:
-    result = run_on(host, "run", *options, root, "tj", "127.0.0.1", "/bin/r5probe", "tj", abi,
+    result = run_on(host, "run", *options, root, "tj", "127.0.0.1", "/bin/hjprobe", "tj", abi,
                     *ops)
     assert result.returncode == 0, result.stderr
     return dict(line.split("=", 1) for line in result.stdout.splitlines())
@@ -139,7 +139,7 @@ def test_jexec_and_ps_on_a_hybrid_jail(probe_root, host, host_process):  # noqa:
             assert [(j["name"], j["backend"]) for j in listed] == [("mixed", "hybrid")]
             commands = [p["command"] for p in json.loads(hyjail("ps", "--json").stdout)]
             assert "sleep 60" in commands
-            entered = hyjail("exec", "mixed", "/bin/r5probe", "tj", "int80", "nodename",
+            entered = hyjail("exec", "mixed", "/bin/hjprobe", "tj", "int80", "nodename",
                              f"kill:{host_process}", "mount", "unshare_user", "sethostname",
                              "nodename")
             assert (entered.returncode, entered.stdout.split()) == (0, [
@@ -153,6 +153,6 @@ def test_jexec_and_ps_on_a_hybrid_jail(probe_root, host, host_process):  # noqa:
 def test_without_a_network_namespace_the_supervisor_binds(probe_root):
     ip = fresh_loopback_ip()
     ops = ["bind:0.0.0.0", "bind:127.0.0.1", f"bind:{ip}", "bind:127.0.0.2"]
-    result = run_on("no-netns", "run", probe_root, "tj", ip, "/bin/r5probe", "tj", "64", *ops)
+    result = run_on("no-netns", "run", probe_root, "tj", ip, "/bin/hjprobe", "tj", "64", *ops)
     assert result.stdout.split() == [f"bind:0.0.0.0={ip}", f"bind:127.0.0.1={ip}",
                                      f"bind:{ip}={ip}", "bind:127.0.0.2=EADDRNOTAVAIL"]

@@ -85,7 +85,7 @@ ROOTLESS = {"chown": "EINVAL", "write_proc_sys": "EACCES"}
 def test_root_inside_a_rootless_jail_is_diluted_the_same(user_root, abi):
     expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi], **ROOTLESS}
     ops = sorted(expected, key=lambda op: op == "sethostname")
-    result = as_user("run", user_root, "r5", "127.0.0.1", "/bin/r5probe", "r5", abi, *ops)
+    result = as_user("run", user_root, "r5", "127.0.0.1", "/bin/hjprobe", "r5", abi, *ops)
     assert result.returncode == 0, result.stderr
     assert dict(line.split("=", 1) for line in result.stdout.splitlines()) == expected
 

@@ -52,7 +52,7 @@ def host_process():
 
 def probe_ops(root: str, backend: str, abi: str, *ops: str, options=()) -> dict[str, str]:
     result = hyjail("run", "--backend", backend, *options, root, "tj", "127.0.0.1",
-                    "/bin/r5probe", "tj", abi, *ops)
+                    "/bin/hjprobe", "tj", abi, *ops)
     assert result.returncode == 0, result.stderr
     return dict(line.split("=", 1) for line in result.stdout.splitlines())
 
@@ -235,7 +235,7 @@ def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process)
     with running("run", "--backend", "trace", "--name", "entered", probe_root, "tj", ip,
                  "/bin/sh", "-c", "echo up; sleep 60") as jail:
         assert jail.stdout.readline() == "up\n"
-        result = hyjail("exec", "entered", "/bin/r5probe", "tj", "int80", "nodename",
+        result = hyjail("exec", "entered", "/bin/hjprobe", "tj", "int80", "nodename",
                         f"kill:{host_process}", "mount", "bind:0.0.0.0", "unshare_user")
         assert (result.returncode, result.stdout.split()) == (0, [
             "nodename=tj", f"kill:{host_process}=ESRCH", "mount=EPERM", f"bind:0.0.0.0={ip}",
@@ -297,7 +297,7 @@ def test_without_namespaces_auto_picks_ptrace_for_every_rule(probe_root, host_pr
               if "auto" in row["picked_by"]}
     assert picked == {rule: "ptrace" for rule in ("R1", "R2", "R3", "R4", "R5", "R6", "R7")}
     ip = fresh_loopback_ip()
-    result = under_denied_namespaces("run", probe_root, "tj", ip, "/bin/r5probe", "tj", "64",
+    result = under_denied_namespaces("run", probe_root, "tj", ip, "/bin/hjprobe", "tj", "64",
                                      "nodename", f"kill:{host_process}", "bind:0.0.0.0",
                                      "unshare_net", "mount")
     assert result.returncode == 0, result.stderr
@@ -313,7 +313,7 @@ def test_without_namespaces_auto_picks_ptrace_for_every_rule(probe_root, host_pr
 def test_binds_follow_freebsds_rules(probe_root, abi):
     ip = fresh_loopback_ip()
     ops = ["bind:0.0.0.0", "bind:127.0.0.1", f"bind:{ip}", "bind:127.0.0.2"]
-    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe", "tj",
+    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe", "tj",
                     abi, *ops)
     assert result.stdout.split() == [f"bind:0.0.0.0={ip}", f"bind:127.0.0.1={ip}",
                                      f"bind:{ip}={ip}", "bind:127.0.0.2=EADDRNOTAVAIL"]
@@ -321,7 +321,7 @@ def test_binds_follow_freebsds_rules(probe_root, abi):
 
 def test_connect_af_unspec_dissolves_an_association(probe_root):
     ip = fresh_loopback_ip()
-    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe", "tj",
+    result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe", "tj",
                     "64", f"unspec:{ip}:9")
     assert result.stdout.split() == [f"unspec:{ip}:9=ok"], result.stderr
 
@@ -352,7 +352,7 @@ def test_traffic_leaves_from_the_jail_ip_and_localhost_stays_inside(probe_root, 
         tcp_port, udp_port = listener.getsockname()[1], udp.getsockname()[1]
         script = (f"echo tcp | nc {peer} {tcp_port}; "
                   f"nc 127.0.0.1 {localhost.getsockname()[1]} </dev/null; echo $?; "
-                  f"/bin/r5probe udp {abi} sendto:{peer}:{udp_port} sendmsg:{peer}:{udp_port}")
+                  f"/bin/hjprobe udp {abi} sendto:{peer}:{udp_port} sendmsg:{peer}:{udp_port}")
         with running("run", "--backend", "trace", probe_root, "udp", ip, "/bin/sh", "-c",
                      script) as jail:
             connection, source = listener.accept()
@@ -379,7 +379,7 @@ def test_the_sockaddr_race_never_escapes(probe_root):
         localhost.listen(128)
         localhost.setblocking(False)
         port = localhost.getsockname()[1]
-        result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/r5probe",
+        result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe",
                         "tj", "64", f"race:{ip}:127.0.0.2:{port}:50000", timeout=300)
         lines = dict(line.split("=", 1) for line in result.stdout.split())
         assert lines.pop(f"race:{ip}:127.0.0.2:{port}:50000") == "ok", result.stderr

@@ -78,7 +78,8 @@ def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
         control.send_fail(channel, EXIT_SETUP, f"jail setup: {reason}")
         os._exit(EXIT_SETUP)
     try:
-        os.execvpe(argv[0], list(argv), env)
+        # SPEC R7: a process can tell it is jailed (systemd's convention for containers).
+        os.execvpe(argv[0], list(argv), {**env, "container": "hyjail"})
     except FileNotFoundError:
         code, reason = EXIT_NOT_FOUND, "command not found in the jail"
     except OSError as e:
