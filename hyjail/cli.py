@@ -118,6 +118,31 @@ def features(as_json: bool, fresh: bool) -> int:
 
 
 @hyjail.command()
+@click.option("--backend", type=click.Choice(["auto", "ns", "trace", "all"]), default="auto",
+              show_default=True, help="Which backends to try to break (all: every one this "
+                                      "host's plan can run).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.option("-k", "pattern", metavar="PATTERN",
+              help="Only attempts whose rule and name contain PATTERN.")
+@click.option("--jobs", type=click.IntRange(1, 64), metavar="N",
+              help="Attempts at once (default: twice the CPUs, at most 8).")
+def check(backend: str, as_json: bool, pattern: str | None, jobs: int | None) -> int:
+    """The escape battery: each attempt to break a jail rule, as root in a fresh jail, through
+    every ABI this host accepts. Exits 0 only when nothing escaped."""
+    import os
+
+    from hyjail.check import report
+    from hyjail.check.runner import run_battery
+    from hyjail.errors import SetupError
+    if os.geteuid() != 0:
+        raise SetupError("hyjail check: needs root (each attempt runs as root in a jail)")
+    rows = run_battery(backend, pattern, jobs or min(8, 2 * (os.cpu_count() or 1)),
+                       progress=None if as_json else report.progress)
+    click.echo(report.as_json(rows) if as_json else report.table(rows))
+    return report.exit_status(rows)
+
+
+@hyjail.command()
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
     from hyjail import cgroups, rootless

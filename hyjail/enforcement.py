@@ -16,7 +16,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from hyjail import linux
+from hyjail import linux, weaken
 from hyjail.errors import SetupError
 from hyjail.ns.dilution import Confinement
 from hyjail.plan import Plan
@@ -37,6 +37,9 @@ class Namespaces:
     @classmethod
     def of(cls, plan: Plan) -> Namespaces:
         has = plan.probe.has
+        if "no-pidns" in weaken.weakened() and plan.kind == "ns":
+            return cls(mount=True, pid=False, net=True, uts=True, ipc=True, cgroup=True,
+                       user=True)
         if plan.kind == "trace":  # a chroot; the kernel may hold R3 (and with it SysV IPC)
             net = plan.uses("R3", "kernel")
             return cls(mount=False, pid=False, net=net, uts=False, ipc=net, cgroup=False,
@@ -123,14 +126,17 @@ def handled(plan: Plan) -> dict:
     if not plan.traced:
         return {}
     from hyjail.trace import handlers
-    return handlers.table(plan.ptrace_rules())
+    rules = plan.ptrace_rules()
+    if "untraced-pids" in weaken.weakened():
+        rules -= {"R4"}
+    return handlers.table(rules)
 
 
 def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     """How the jail's processes are confined just before exec (`Confinement.apply`)."""
     namespaces = Namespaces.of(plan)
     base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
-                       chrooted=not namespaces.mount)
+                       chrooted=not namespaces.mount, weakened=weaken.weakened())
     if not plan.traced:
         return base
     from dataclasses import replace

@@ -8,8 +8,8 @@
  *   "OP=<errno name>"; what a result means is the caller's to judge.
  *
  * It refuses to do anything (exit 99) unless it runs inside a hyjail jail: the hostname must be
- * the one the caller gave the jail, and either pid 1 is the jail's init or, with no /proc (a
- * jail without a pid namespace of its own), the root is one hyjail built. Built static and
+ * the one the caller gave the jail, and either the root is one hyjail built (it has
+ * /etc/hyjail-root) or pid 1 is the jail's init. Built static and
  * non-PIE, so every buffer passed through int 0x80 (all static) lies below 4 GiB. Every
  * attempt is harmless where it succeeds: signal 0 or SIGCONT, netlink requests on an interface
  * that does not exist, mounts and writes inside the jail's own tree.
@@ -141,9 +141,11 @@ static int inside_jail(const char *expected)
     gethostname(host, sizeof host - 1);
     if (strcmp(host, expected) != 0)
         return 0;
+    if (access("/etc/hyjail-root", F_OK) == 0) /* a root hyjail built */
+        return 1;
     FILE *f = fopen("/proc/1/comm", "r");
     if (!f)
-        return access("/proc/self", F_OK) != 0 && access("/etc/hyjail-root", F_OK) == 0;
+        return 0;
     if (!fgets(comm, sizeof comm, f))
         comm[0] = 0;
     fclose(f);
@@ -675,7 +677,11 @@ static void sockaddr_race(const char *op, const char *spec)
         s = socket(AF_INET, SOCK_STREAM, 0);
         connect(s, (struct sockaddr *)&race_connect, sizeof race_connect);
         length = sizeof name;
-        if (getsockname(s, (struct sockaddr *)&name, &length) == 0 && name.sin_port)
+        /* A jail's own loopback (a network namespace's) may be a source, and a refused
+         * connect leaves none; whether a connect reached the host's 127.0.0.1 instead, the
+         * host's listener tells. */
+        if (getsockname(s, (struct sockaddr *)&name, &length) == 0 && name.sin_port
+            && (ntohl(name.sin_addr.s_addr) >> 24) != 127 && name.sin_addr.s_addr != 0)
             escaped += name.sin_addr.s_addr != race_jail.s_addr;
         close(s);
     }

@@ -82,6 +82,8 @@ class Confinement:
     landlock_scopes: int = 0
     # (call, argument index, value, errno): refused when that argument has that value.
     refused_arguments: tuple[tuple[str, int, int, int], ...] = ()
+    # The battery's deliberate weakenings (`hyjail.weaken`); none, outside its own tests.
+    weakened: frozenset[str] = frozenset()
 
     @property
     def keep(self) -> tuple[str, ...]:
@@ -94,7 +96,8 @@ class Confinement:
                 "traced": [list(t) for t in self.traced],
                 "refused": [list(r) for r in self.refused],
                 "landlock_scopes": self.landlock_scopes,
-                "refused_arguments": [list(r) for r in self.refused_arguments]}
+                "refused_arguments": [list(r) for r in self.refused_arguments],
+                "weakened": sorted(self.weakened)}
 
     @classmethod
     def from_params(cls, params: dict, account: Account | None = None) -> Confinement:
@@ -107,7 +110,8 @@ class Confinement:
                    traced=tuple((name, tag) for name, tag in held.get("traced", ())),
                    refused=tuple((name, err) for name, err in held.get("refused", ())),
                    landlock_scopes=held.get("landlock_scopes", 0),
-                   refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())))
+                   refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
+                   weakened=frozenset(held.get("weakened", ())))
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
@@ -118,6 +122,8 @@ class Confinement:
             resource.setrlimit(RLIMITS[name], (soft, hard))
         keep = self.keep
         wanted = cap_mask(keep)
+        if "all-caps" in self.weakened:
+            wanted = linux.capability_sets()["bounding"]
         for cap in range(linux.last_cap() + 1):  # by number: newer caps than prctl knows go too
             if not wanted & (1 << cap):
                 prctl.capbset_drop(cap)
@@ -127,18 +133,19 @@ class Confinement:
             os.initgroups(self.account.name, self.account.gid)
             os.setgid(self.account.gid)
             os.setuid(self.account.uid)  # leaving uid 0 clears every capability
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and "all-caps" not in self.weakened:
             prctl.cap_effective.limit(*keep)  # effective must stay within permitted
             prctl.cap_permitted.limit(*keep)
         prctl.set_no_new_privs(True)
         if self.landlock_scopes:
             linux.landlock_scope(self.landlock_scopes)
-        syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused),
-                            self.refused_arguments)
-        _verify(wanted)
+        if "no-filter" not in self.weakened:
+            syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused),
+                                self.refused_arguments)
+        _verify(wanted, filtered="no-filter" not in self.weakened)
 
 
-def _verify(bounding: int) -> None:
+def _verify(bounding: int, filtered: bool = True) -> None:
     """Read back, from the kernel (a chrooted process may have no /proc), that the sets,
     no_new_privs and the filter hold."""
     sets = linux.capability_sets()
@@ -147,6 +154,7 @@ def _verify(bounding: int) -> None:
         if sets[name] != value:
             raise SetupError(f"superuser dilution did not hold: {name} set is "
                              f"{sets[name]:#x}")
-    if sets["permitted"] & ~bounding or not prctl.get_no_new_privs() or not prctl.get_seccomp():
+    if sets["permitted"] & ~bounding or not prctl.get_no_new_privs() or (
+            filtered and not prctl.get_seccomp()):
         raise SetupError("superuser dilution did not hold: permitted set, no_new_privs or "
                          "seccomp")

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, linux
+from hyjail import cgroups, linux, weaken
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
 from hyjail.ns import control, init, mounts, userns
@@ -82,7 +82,10 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         userns.hold_jail_userns()  # while there is a /proc to find it by
     if namespaces.uts:
         socket.sethostname(spec.hostname)
-    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=namespaces.pid))
+    # Without a pid namespace of the jail's, a proc would show the host's processes (unless
+    # the jail is weakened on purpose, as a naive one would be).
+    proc = namespaces.pid or "no-pidns" in weaken.weakened()
+    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc))
     if "mount" in spec.allowed:
         userns.own_mount_namespace()
     if namespaces.net:

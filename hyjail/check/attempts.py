@@ -1,0 +1,258 @@
+"""The escape battery's catalogue: every attempt, the rule it tries to break, and how its
+outcome is judged.
+
+Owns the list (grouped by rule, R1-R7, then the races), each attempt's probe operations (run
+by hjprobe as root inside a fresh jail, with {placeholders} the runner fills from the host
+side: the secret outside the root, a host process, another jail's process, listeners), the
+ABIs it is repeated for, and its judge: given the probe's answers and what the host saw, None
+when the rule held, or what escaped. Attempts that need the host to act while they run (a
+directory moved out of the root, the supervisor killed, a terminal) name a driver instead,
+which the runner carries out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# "64": hjprobe's native calls; "int80": the i386 ABI through int 0x80 from the 64-bit build
+# ("int80s": socket calls through socketcall); "32": the -m32 build, natively.
+ABIS = ("64", "int80", "32")
+SOCKET_ABIS = ("64", "int80", "int80s", "32")
+
+Judge = Callable[[dict[str, str], dict], str | None]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    rule: str
+    name: str
+    ops: tuple[str, ...] = ()
+    judge: Judge | None = None
+    abis: tuple[str, ...] = ("64",)
+    host: tuple[str, ...] = ()  # host-side things it needs: "local_tcp", "peer_tcp", ...
+    options: tuple[str, ...] = ()  # more `hyjail run` options
+    driver: str | None = None  # the runner's own procedure, for what needs the host mid-way
+    only: tuple[str, ...] = ("ns", "hybrid", "trace")  # the jail shapes it applies to
+    unheld: str = ""  # why a shape not in `only` is skipped (default: not its concern)
+    timeout: float = 60
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule} {self.name}"
+
+
+def _got(results: dict[str, str], op: str) -> str:
+    return results.get(op, "no answer")
+
+
+def refused(*accepted: str) -> Judge:
+    """Held when every op answered one of `accepted` (errno names)."""
+    def judge(results: dict[str, str], ctx: dict) -> str | None:
+        wrong = {op: got for op, got in results.items() if got not in accepted}
+        return ", ".join(f"{op} gave {got}" for op, got in wrong.items()) or None
+    return judge
+
+
+def _secret_unread(results: dict[str, str], ctx: dict) -> str | None:
+    """Held unless an answer holds the secret's token (a file of the jail's own by that name
+    is no escape)."""
+    for op, got in results.items():
+        if ctx["token"] in got:
+            return f"{op} read the host's secret"
+    return None
+
+
+def _race_held(results: dict[str, str], ctx: dict) -> str | None:
+    if ctx.get("local_reached"):
+        return "a connect reached the host's 127.0.0.1 service"
+    return _none_escaped(results, ctx)
+
+
+def _no_leaked_fds(results: dict[str, str], ctx: dict) -> str | None:
+    got = _got(results, "fds")
+    return None if got == "ok" else f"descriptors beyond 0-2 crossed in: {got}"
+
+
+def _none_escaped(results: dict[str, str], ctx: dict) -> str | None:
+    wrong = {op: got for op, got in results.items() if got.startswith("escaped")
+             or got in ("no answer", "EINVAL")}
+    return ", ".join(f"{op}: {got}" for op, got in wrong.items()) or None
+
+
+def _own_hostname(results: dict[str, str], ctx: dict) -> str | None:
+    got = _got(results, "nodename")
+    if got != ctx["hostname"]:
+        return f"uname says {got!r}, not the jail's {ctx['hostname']!r}"
+    return None
+
+
+def _host_name_kept(results: dict[str, str], ctx: dict) -> str | None:
+    if ctx["host_hostname_now"] != ctx["host_hostname"]:
+        return f"the host's hostname became {ctx['host_hostname_now']!r}"
+    return None
+
+
+def _address(kind: str) -> Judge:
+    """bind or connect: refused, or bound to the jail's address (or unspecified, where only
+    the jail's addresses exist); what the host's peer saw must be the jail's too."""
+    def judge(results: dict[str, str], ctx: dict) -> str | None:
+        for op, got in results.items():
+            if got[:1].isdigit() or ":" in got:  # an address: the local side
+                if got not in (ctx["jail_ip"], "0.0.0.0") and not got.startswith("E"):
+                    return f"{op} got the local address {got}"
+            elif kind == "bind" and got != "EADDRNOTAVAIL":
+                return f"{op} gave {got}"
+        for seen in ctx.get("peer_saw", ()):
+            if seen != ctx["jail_ip"]:
+                return f"the host's peer saw the source {seen}"
+        if ctx.get("local_reached"):
+            return "the host's 127.0.0.1 service was reached"
+        return None
+    return judge
+
+
+def _sent_from_the_jail(results: dict[str, str], ctx: dict) -> str | None:
+    for seen in ctx.get("peer_saw", ()):
+        if seen != ctx["jail_ip"]:
+            return f"a datagram arrived from {seen}"
+    return None
+
+
+def _esrch(results: dict[str, str], ctx: dict) -> str | None:
+    wrong = {op: got for op, got in results.items() if got != "ESRCH"}
+    if wrong:
+        return ", ".join(f"{op} gave {got}" for op, got in wrong.items())
+    if ctx.get("host_process_woken"):
+        return "the host's stopped process was woken"
+    return None
+
+
+def _still_stopped(results: dict[str, str], ctx: dict) -> str | None:
+    return "the host's stopped process was woken" if ctx.get("host_process_woken") else None
+
+
+def _still_nobody(results: dict[str, str], ctx: dict) -> str | None:
+    got = _got(results, "suid:/bin/hjsuid")
+    return None if got == "euid:65534" else f"the setuid binary ran with {got}"
+
+
+def _child_refused(results: dict[str, str], ctx: dict) -> str | None:
+    """vfork+exec: the exec'd child's own answer is what counts."""
+    child = next((got for op, got in results.items() if op.startswith("pid:kill:")), None)
+    if child != "ESRCH":
+        return f"the vforked child's kill gave {child or 'no answer'}"
+    return None
+
+
+def _is_jailed(results: dict[str, str], ctx: dict) -> str | None:
+    return None if _got(results, "jailed") == "yes" else "a jailed process cannot tell"
+
+
+# What root inside must be refused (SPEC R5), op -> the answers that mean "held".
+SUPERUSER = {
+    "mount": ("EPERM",), "mount_bind": ("EPERM",), "umount": ("EPERM",),
+    "pivot_root": ("EPERM",), "mknod_chr": ("EPERM",), "mknod_blk": ("EPERM",),
+    "init_module": ("EPERM",), "delete_module": ("EPERM",), "kexec_load": ("EPERM",),
+    "reboot": ("EPERM",), "clock_settime": ("EPERM",), "settimeofday": ("EPERM",),
+    "swapon": ("EPERM",), "acct": ("EPERM",), "syslog": ("EPERM",),
+    "unshare_mnt": ("EPERM",), "unshare_user": ("EPERM",), "unshare_net": ("EPERM",),
+    "unshare_pid": ("EPERM",), "setns_own": ("EPERM", "EBADF"),
+    "open_by_handle_at": ("EPERM",), "raw_socket": ("EPERM",), "packet_socket": ("EPERM",),
+    "bpf": ("EPERM",), "perf_event_open": ("EPERM",), "userfaultfd": ("EPERM",),
+    "keyctl": ("EPERM",), "iopl": ("EPERM",), "ioperm": ("EPERM",), "mlock": ("EPERM",),
+    "shmget": ("ENOSYS",), "chattr_immutable": ("EPERM", "ENOTTY", "EOPNOTSUPP"),
+    # Read-only, or (no /proc or /sys at all) absent.
+    "write_proc_sys": ("EROFS", "ENOENT"), "write_sys": ("EROFS", "ENOENT"),
+}
+
+_PIDS = ("kill", "ptrace", "vmread", "pidfd", "setpriority", "getpriority", "capget",
+         "getpgid", "getaffinity", "prlimit")
+
+CATALOGUE: tuple[Attempt, ...] = (
+    # ---- R1: nothing outside the root ----------------------------------------------------
+    Attempt("R1", "'..' from / up to the host's tree", ("dotdot:{secret_rel}",),
+            _secret_unread),
+    Attempt("R1", "the secret by its host path", ("read:{secret_abs}",), _secret_unread),
+    Attempt("R1", "a second chroot, then '..'", ("chroot2:{secret_rel}",), _secret_unread),
+    Attempt("R1", "descriptors leaked by the caller", ("fds",), _no_leaked_fds,
+            host=("leaked_fds",)),
+    Attempt("R1", "/proc/self/root", ("read:/proc/self/root/../{secret_name}",),
+            _secret_unread),
+    Attempt("R1", "/proc/1/root", ("read:/proc/1/root/../{secret_name}",), _secret_unread),
+    Attempt("R1", "/proc/<host pid>/cwd", ("read:/proc/{host_pid}/cwd/{secret_name}",
+                                           "read:/proc/{host_pid}/root{secret_abs}"),
+            _secret_unread),
+    Attempt("R1", "open_by_handle_at of a host file", ("handle:{handle}",), _secret_unread),
+    Attempt("R1", "a symlink pointing out", ("read:/tmp/hjout",), _secret_unread,
+            host=("symlink_out",)),
+    # A chroot cannot hold this one (FreeBSD documents the same of its jails): it needs the
+    # host to move the directory, and the kernel's R1 (a mount namespace) to hold.
+    Attempt("R1", "a directory moved out under a jailed process", driver="moved_directory",
+            judge=_secret_unread, only=("ns", "hybrid"),
+            unheld="a chroot does not hold '..' from a directory the host moves out of the "
+                   "root (FreeBSD documents the same for its jails); the kernel's R1 does"),
+    Attempt("R1", "a path flipped between inside and out (race)",
+            ("pathflip:{secret_abs}:{token}:20000",), _none_escaped),
+    # ---- R2: the jail's own hostname -----------------------------------------------------
+    Attempt("R2", "uname gives the jail's hostname", ("nodename",), _own_hostname, abis=ABIS),
+    Attempt("R2", "sethostname leaves the host's alone", ("sethostname",), _host_name_kept,
+            abis=ABIS, host=("host_hostname",)),
+    # ---- R3: the jail's address only -----------------------------------------------------
+    Attempt("R3", "bind another address", ("bind:{other_ip}",), _address("bind"),
+            abis=SOCKET_ABIS),
+    Attempt("R3", "bind any, connect: the peer sees the jail's address",
+            ("connect:{peer_ip}:{peer_tcp}",), _address("connect"), abis=SOCKET_ABIS,
+            host=("peer_tcp",)),
+    Attempt("R3", "connect to the host's 127.0.0.1 service", ("connect:127.0.0.1:{local_tcp}",),
+            _address("connect"), abis=SOCKET_ABIS, host=("local_tcp",)),
+    Attempt("R3", "UDP sendto: the source address", ("sendto:{peer_ip}:{peer_udp}",),
+            _sent_from_the_jail, abis=SOCKET_ABIS, host=("peer_udp",)),
+    Attempt("R3", "UDP sendmsg: the source address", ("sendmsg:{peer_ip}:{peer_udp}",),
+            _sent_from_the_jail, abis=ABIS, host=("peer_udp",)),
+    Attempt("R3", "IP_PKTINFO naming another source", ("pktinfo:{other_ip}:{peer_ip}:{peer_udp}",),
+            _sent_from_the_jail, abis=ABIS, host=("peer_udp",)),
+    Attempt("R3", "SO_BINDTODEVICE, then connect", ("devconnect:{device}:{peer_ip}:{peer_tcp}",),
+            _address("connect"), abis=SOCKET_ABIS, host=("peer_tcp",)),
+    Attempt("R3", "a raw socket", ("raw_socket",), refused("EPERM"), abis=ABIS),
+    Attempt("R3", "a packet socket", ("packet_socket",), refused("EPERM"), abis=ABIS),
+    Attempt("R3", "netlink: change a link", ("nl_link",), refused("EPERM"), abis=ABIS),
+    Attempt("R3", "netlink: add an address", ("nl_addr",), refused("EPERM"), abis=ABIS),
+    Attempt("R3", "netlink: add a route", ("nl_route",), refused("EPERM"), abis=ABIS),
+    Attempt("R3", "IPv6: bind another address", ("bind6:fd77::dead",),
+            refused("EADDRNOTAVAIL", "EAFNOSUPPORT"), abis=SOCKET_ABIS),
+    Attempt("R3", "IPv6: connect to the host's ::1 service", ("connect6:::1:{local_tcp6}",),
+            _address("connect"), abis=SOCKET_ABIS, host=("local_tcp6",)),
+    # ---- R4: the jail's processes only ---------------------------------------------------
+    *(Attempt("R4", f"{call} of a host process", (f"pid:{call}:{{host_pid}}",), _esrch,
+              abis=ABIS, host=("host_process",)) for call in _PIDS),
+    Attempt("R4", "SIGCONT to a stopped host process", ("pid:cont:{host_pid}",), _esrch,
+            abis=ABIS, host=("host_process",)),
+    Attempt("R4", "kill(-1, SIGCONT) reaches no host process", ("pid:cont:-1",), _still_stopped,
+            abis=ABIS, host=("host_process",)),
+    *(Attempt("R4", f"{call} of another jail's process", (f"pid:{call}:{{other_pid}}",),
+              _esrch, abis=ABIS, host=("other_jail",)) for call in ("kill", "ptrace", "vmread",
+                                                                   "pidfd")),
+    Attempt("R4", "/proc/<host pid> is not there", ("read:/proc/{host_pid}/comm",),
+            refused("ENOENT", "EACCES"), host=("host_process",)),
+    # ---- R5: root inside is diluted -------------------------------------------------------
+    *(Attempt("R5", op, (op,), refused(*accepted), abis=ABIS)
+      for op, accepted in SUPERUSER.items()),
+    Attempt("R5", "TIOCSTI into the controlling terminal", ("tty_tiocsti",), refused("EPERM"),
+            abis=ABIS, driver="terminal"),
+    Attempt("R5", "a setuid-root binary run as nobody", ("suid:/bin/hjsuid",), _still_nobody),
+    # ---- races ---------------------------------------------------------------------------
+    Attempt("R3", "sockaddr flipped while bind and connect run (race)",
+            ("race:{jail_ip}:{other_ip}:{local_tcp}:20000",), _race_held,
+            host=("local_tcp",), timeout=180),
+    Attempt("R4", "a clone storm against the tracer (race)", ("storm:{host_pid}:200",),
+            _none_escaped, host=("host_process",), timeout=120),
+    Attempt("R4", "vfork, then exec (race)", ("vforkexec:/bin/hjprobe:{host_pid}",),
+            _child_refused, host=("host_process",)),
+    # ---- R6: the jail's lifetime ---------------------------------------------------------
+    Attempt("R6", "the supervisor SIGKILLed mid-attempt", driver="supervisor_killed"),
+    Attempt("R6", "the command exits: the rest go with it", driver="command_exits"),
+    # ---- R7: identity --------------------------------------------------------------------
+    Attempt("R7", "a jailed process can tell it is jailed", ("jailed",), _is_jailed),
+    Attempt("R7", "hyjail ps maps the jail's processes to it", driver="identity"),
+)

@@ -1,0 +1,534 @@
+"""Running the escape battery: each attempt in a fresh jail of its own, judged from both sides.
+
+Owns: the battery's ground on the host (a busybox root with the probes, a secret beside it,
+a stopped host process, a persistent jail whose process others must not reach, and per
+attempt its listeners and leaked descriptors), the jail shapes to run on (`--backend all`:
+every backend this host's plan can run), each attempt's `hyjail run` as a user would type it,
+the drivers for attempts where the host acts mid-way, and the verdict of each row: held,
+ESCAPED, skipped (with the host's reason) or error (the jail did not run).
+
+Network safety (SPEC section 4): jails get 10.77.200.0/22 behind their own veths (host end
+10.77.199.1, /32 routes) or, without a network namespace, 127.77.200.0/22 on the host's
+loopback; the only peers are listeners this module opens for the attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from hyjail.check import attempts, probes
+from hyjail.check.attempts import Attempt
+from hyjail.linux import process_start_time
+
+HYJAIL = [sys.executable, "-m", "hyjail"]
+VETH_HOST_IP = "10.77.199.1"
+_AT_FDCWD = -100
+
+
+@dataclass
+class Row:
+    rule: str
+    attempt: str
+    abi: str
+    backend: str
+    result: str  # held, ESCAPED, skipped, error
+    detail: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "attempt": self.attempt, "abi": self.abi,
+                "backend": self.backend, "result": self.result, "detail": self.detail,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class Shape:
+    """One backend as this host runs it: how its jails are started and addressed."""
+    backend: str  # what --backend asks for
+    kind: str  # what the plan makes of it: ns, hybrid, trace
+    veth: bool  # the kernel holds R3: jails get a veth
+    other_pid: int | None = None  # a process of another jail of this shape
+    _addresses: Iterator[str] = field(default_factory=lambda: iter(()))
+
+    def __post_init__(self) -> None:
+        prefix = "10.77" if self.veth else "127.77"
+        self._addresses = (f"{prefix}.{200 + n // 250}.{2 + n % 250}" for n in itertools.count())
+        self._lock = threading.Lock()
+
+    def address(self) -> str:
+        with self._lock:
+            return next(self._addresses)
+
+    def run_options(self) -> list[str]:
+        options = ["--backend", self.backend]
+        return [*options, "--host-ip", VETH_HOST_IP] if self.veth else options
+
+    def placeholders(self) -> dict:
+        if self.veth:
+            return {"peer_ip": VETH_HOST_IP, "other_ip": "10.77.199.250", "device": "eth0"}
+        return {"peer_ip": "127.77.199.1", "other_ip": "127.0.0.2", "device": "lo"}
+
+
+class Ground:
+    """What the battery stands on, made once and removed at the end."""
+
+    def __init__(self, undo: contextlib.ExitStack):
+        self.top = tempfile.mkdtemp(prefix="hyjail-check-")
+        undo.callback(shutil.rmtree, self.top, True)
+        from hyjail.rootfs import busybox
+        self.root = busybox.build(os.path.join(self.top, "root"))
+        self.probes = probes.build()
+        probes.install(self.root, self.probes)
+        self.token = f"hyjail-secret-{os.urandom(6).hex()}"
+        self.secret = os.path.join(self.top, f"secret-{self.token}")
+        with open(self.secret, "w") as f:
+            f.write(self.token + "\n")
+        os.symlink(self.secret, os.path.join(self.root, "tmp", "hjout"))
+        self.handle = _file_handle(self.secret)
+        self.host_process = subprocess.Popen(["sleep", "1000000"], cwd=self.top)
+        undo.callback(_end, self.host_process)
+        os.kill(self.host_process.pid, signal.SIGSTOP)
+        self.hostname = os.uname().nodename
+        self._names = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def hostname_for_jail(self) -> str:
+        with self._lock:
+            return f"chk{os.getpid() % 1000}x{next(self._names)}"
+
+    def placeholders(self) -> dict:
+        return {"secret_abs": self.secret, "secret_rel": self.secret.lstrip("/"),
+                "secret_name": os.path.basename(self.secret), "token": self.token,
+                "handle": self.handle or "0:00", "host_pid": self.host_process.pid}
+
+    def host_process_woken(self) -> bool:
+        """Whether the stopped host process runs again (stopped anew for the next attempt)."""
+        try:
+            with open(f"/proc/{self.host_process.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state not in ("T", "t"):
+            os.kill(self.host_process.pid, signal.SIGSTOP)
+            return True
+        return False
+
+
+def _end(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    process.wait()
+
+
+def _file_handle(path: str) -> str | None:
+    """name_to_handle_at(path) as "TYPE:HEX", for open_by_handle_at from inside."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(8 + 128)
+    ctypes.c_uint.from_buffer(buffer).value = 128
+    mount_id = ctypes.c_int()
+    if libc.name_to_handle_at(_AT_FDCWD, path.encode(), buffer, ctypes.byref(mount_id), 0):
+        return None
+    size = ctypes.c_uint.from_buffer(buffer).value
+    kind = ctypes.c_int.from_buffer(buffer, 4).value
+    return f"{kind}:{buffer.raw[8:8 + size].hex()}"
+
+
+# ---- the host's side of one attempt ------------------------------------------------------
+
+class Listeners:
+    """The host-side sockets an attempt asked for, and what reached them."""
+
+    def __init__(self, wanted: tuple[str, ...]):
+        self.sockets: dict[str, socket.socket] = {}
+        for name in wanted:
+            made = {"local_tcp": lambda: _listener(socket.AF_INET, "127.0.0.1"),
+                    "local_tcp6": lambda: _listener(socket.AF_INET6, "::1"),
+                    "peer_tcp": lambda: _listener(socket.AF_INET, "0.0.0.0"),
+                    "peer_udp": lambda: _listener(socket.AF_INET, "0.0.0.0", socket.SOCK_DGRAM),
+                    }.get(name)
+            if made:
+                self.sockets[name] = made()
+
+    def ports(self) -> dict[str, int]:
+        return {name: s.getsockname()[1] for name, s in self.sockets.items()}
+
+    def observed(self) -> dict:
+        seen: dict = {"peer_saw": [], "local_reached": False}
+        for name, s in self.sockets.items():
+            while True:
+                try:
+                    if s.type == socket.SOCK_DGRAM:
+                        _, source = s.recvfrom(64)
+                    else:
+                        connection, source = s.accept()
+                        connection.close()
+                except BlockingIOError:
+                    break
+                if name.startswith("local"):
+                    seen["local_reached"] = True
+                else:
+                    seen["peer_saw"].append(source[0])
+        return seen
+
+    def close(self) -> None:
+        for s in self.sockets.values():
+            s.close()
+
+
+def _listener(family: int, address: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    s = socket.socket(family, kind)
+    s.bind((address, 0))
+    if kind == socket.SOCK_STREAM:
+        s.listen(64)
+    s.setblocking(False)
+    return s
+
+
+def _results(output: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in output.replace("\r", "").splitlines()
+                if "=" in line and not line.startswith(("race_bound=", "sitting=")))
+
+
+class Battery:
+    def __init__(self, ground: Ground, weakened: str | None = None):
+        self.ground = ground
+        self.weakened = weakened
+
+    def skip_reason(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> str | None:
+        if shape.kind not in attempt.only:
+            return attempt.unheld or f"not a {shape.kind} jail's concern"
+        if abi in ("int80", "int80s") and not host["abi.i386"]:
+            return f"the host has no i386 ABI ({host['abi.i386.detail']})"
+        if abi == "32" and not self.ground.probes.get("hjprobe32"):
+            return "no 32-bit libc here to build hjprobe32 (Debian: gcc-multilib)"
+        if "local_tcp6" in attempt.host and not host["ipv6"]:
+            return "the host has no IPv6 loopback"
+        if "other_jail" in attempt.host and shape.other_pid is None:
+            return "no second jail could be started"
+        if attempt.key.startswith("R1 open_by_handle_at") and not self.ground.handle:
+            return "the host's file system gives no file handles"
+        return None
+
+    def run(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> Row:
+        row = Row(attempt.rule, attempt.name, abi, shape.kind, "held")
+        skip = self.skip_reason(attempt, abi, shape, host)
+        if skip:
+            row.result, row.detail = "skipped", skip
+            return row
+        started = time.monotonic()
+        try:
+            verdict = self._attempt(attempt, abi, shape)
+        except _NotRun as e:
+            row.result, row.detail = "error", str(e)
+        else:
+            if verdict:
+                row.result, row.detail = "ESCAPED", verdict
+        row.seconds = time.monotonic() - started
+        return row
+
+    def _attempt(self, attempt: Attempt, abi: str, shape: Shape) -> str | None:
+        hostname = self.ground.hostname_for_jail()
+        ip = shape.address()
+        listeners = Listeners(attempt.host)
+        leaked: list[int] = []
+        try:
+            ctx = {**self.ground.placeholders(), **shape.placeholders(), **listeners.ports(),
+                   "jail_ip": ip, "hostname": hostname, "other_pid": shape.other_pid,
+                   "host_hostname": self.ground.hostname}
+            if "leaked_fds" in attempt.host:
+                leaked = [os.open(self.ground.top, os.O_RDONLY | os.O_DIRECTORY),
+                          os.open(self.ground.secret, os.O_RDONLY)]
+            probe = "/bin/hjprobe32" if abi == "32" else "/bin/hjprobe"
+            ops = [op.format(**ctx) for op in attempt.ops]
+            argv = [*HYJAIL, "run", *shape.run_options(), *attempt.options, self.ground.root,
+                    hostname, ip, probe, hostname, "64" if abi == "32" else abi, *ops]
+            if attempt.driver:
+                results = getattr(self, f"_drive_{attempt.driver}")(argv, ctx, attempt)
+            else:
+                results = _run(argv, attempt.timeout, leaked)
+            ctx.update(listeners.observed())
+            ctx["host_process_woken"] = self.ground.host_process_woken()
+            ctx["host_hostname_now"] = os.uname().nodename
+            return attempt.judge(results, ctx) if attempt.judge else results.get("escape")
+        finally:
+            listeners.close()
+            for fd in leaked:
+                os.close(fd)
+
+    # ---- drivers: attempts where the host acts while the jail runs ------------------------
+
+    def _drive_moved_directory(self, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+        """A jailed process sits in a directory; the host moves it out of the root; the
+        process climbs '..' and reaches for the secret by its host path."""
+        name = f"hjmove-{ctx['hostname']}"
+        inside = os.path.join(self.ground.root, "tmp", name)
+        os.makedirs(os.path.join(inside, "deep"))
+        moved = os.path.join(self.ground.top, name)
+        argv = [*argv[:-len(attempt.ops) or None],
+                f"sitin:/tmp/{name}/deep:{ctx['secret_rel']}"]
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as jail:
+            try:
+                line = _readline(jail.stdout, 30)
+                if line.strip() != "sitting=ready":
+                    jail.kill()
+                    raise _NotRun(f"the jail did not get ready: {line!r} "
+                                  f"{jail.stderr.read().strip()}")
+                os.rename(inside, moved)
+                jail.stdin.write("go\n")
+                jail.stdin.flush()
+                output, errors = jail.communicate(timeout=30)
+            finally:
+                if jail.poll() is None:
+                    jail.kill()
+                shutil.rmtree(moved, ignore_errors=True)
+                shutil.rmtree(inside, ignore_errors=True)
+        if jail.returncode != 0:
+            raise _NotRun(errors.strip() or f"exit {jail.returncode}")
+        return _results(output)
+
+    def _drive_terminal(self, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+        """The attempt on a terminal: hyjail gives the jail a pty of its own."""
+        master, slave = os.openpty()
+        try:
+            jail = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                    start_new_session=True)
+            os.close(slave)
+            slave = -1
+            output = b""
+            deadline = time.monotonic() + attempt.timeout
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        chunk = os.read(master, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    output += chunk
+                elif jail.poll() is not None:
+                    break
+            jail.wait(timeout=10)
+        finally:
+            os.close(master)
+            if slave >= 0:
+                os.close(slave)
+        if jail.returncode != 0:
+            raise _NotRun(output.decode(errors="replace").strip() or f"exit {jail.returncode}")
+        return _results(output.decode(errors="replace"))
+
+    def _jailed_shell(self, argv: list[str], script: str) -> list[str]:
+        probe_at = argv.index("/bin/hjprobe") if "/bin/hjprobe" in argv else len(argv)
+        return [*argv[:probe_at], "/bin/sh", "-c", script]
+
+    def _drive_supervisor_killed(self, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+        """SIGKILL the supervisor while the jail's processes run: none may survive it."""
+        argv = self._jailed_shell(argv, "sleep 600 & sleep 600 & echo up; wait")
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as jail:
+            if _readline(jail.stdout, 30).strip() != "up":
+                jail.kill()
+                raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
+            jailed = _descendants(jail.pid)
+            jail.kill()
+            jail.wait()
+        survivors = _survivors(jailed, 10)
+        subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=60)
+        if survivors:
+            return {"escape": f"{len(survivors)} jailed processes outlived their supervisor"}
+        return {}
+
+    def _drive_command_exits(self, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+        """The command exits, leaving a background process: the jail ends with it."""
+        argv = self._jailed_shell(argv, "sleep 600 & echo up; read line")
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as jail:
+            if _readline(jail.stdout, 30).strip() != "up":
+                jail.kill()
+                raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
+            jailed = _descendants(jail.pid)
+            jail.stdin.write("done\n")
+            jail.stdin.flush()
+            jail.wait(timeout=30)
+        survivors = _survivors(jailed, 10)
+        if survivors:
+            return {"escape": f"{len(survivors)} processes outlived the jail's command"}
+        return {}
+
+    def _drive_identity(self, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+        """While the jail runs, `hyjail ps` maps its processes to its JID and `jls` lists it."""
+        argv = self._jailed_shell(argv, "echo up; read line")
+        name_at = argv.index(ctx["hostname"])
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as jail:
+            try:
+                if _readline(jail.stdout, 30).strip() != "up":
+                    raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
+                jailed = {pid for pid, _ in _descendants(jail.pid)}
+                listed = json.loads(subprocess.run([*HYJAIL, "ls", "--json"], capture_output=True,
+                                                   text=True, timeout=30).stdout)
+                mine = [j for j in listed if j["hostname"] == argv[name_at]]
+                ps = json.loads(subprocess.run([*HYJAIL, "ps", "--json"], capture_output=True,
+                                               text=True, timeout=30).stdout)
+            finally:
+                jail.stdin.write("done\n")
+                jail.stdin.flush()
+                jail.wait(timeout=30)
+        if len(mine) != 1:
+            return {"escape": "the jail is missing from hyjail ls"}
+        mapped = {p["pid"] for p in ps if p["jid"] == mine[0]["jid"]}
+        unmapped = jailed - mapped
+        if unmapped:
+            return {"escape": f"processes {sorted(unmapped)} are not mapped to their jail"}
+        return {}
+
+
+class _NotRun(Exception):
+    """The attempt's jail did not run (no verdict: an error row)."""
+
+
+def _run(argv: list[str], timeout: float, leaked: list[int]) -> dict[str, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, pass_fds=leaked)
+    except subprocess.TimeoutExpired:
+        raise _NotRun(f"no answer in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise _NotRun(last[0])
+    return _results(done.stdout)
+
+
+def _readline(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def _descendants(pid: int) -> list[tuple[int, int]]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found.append((child, process_start_time(child)))
+            todo.append(child)
+    return found
+
+
+def _survivors(processes: list[tuple[int, int]], wait: float) -> list[int]:
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [pid for pid, start in processes if process_start_time(pid) == start]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in alive:  # what escaped is not left running
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+# ---- the battery as a whole --------------------------------------------------------------
+
+def shapes_for(backend: str) -> list[tuple[str, Shape | str]]:
+    """(backend, Shape) for each backend asked for, or (backend, why it cannot run here)."""
+    from hyjail import platform
+    from hyjail.errors import SetupError
+    from hyjail.plan import choose
+    probe = platform.current()
+    wanted = ("ns", "trace") if backend == "all" else (backend,)
+    shapes: list[tuple[str, Shape | str]] = []
+    for name in wanted:
+        try:
+            plan = choose(probe, name)
+        except SetupError as e:
+            shapes.append((name, str(e)))
+            continue
+        shapes.append((name, Shape(name, plan.kind, plan.uses("R3", "kernel"))))
+    return shapes
+
+
+def host_facts() -> dict:
+    from hyjail import platform
+    probe = platform.current()
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("::1", 0))
+            ipv6 = True
+        except OSError:
+            ipv6 = False
+    check = probe.get("abi.i386")
+    return {"abi.i386": probe.has("abi.i386"), "abi.i386.detail": check.detail if check else "",
+            "ipv6": ipv6}
+
+
+@contextlib.contextmanager
+def other_jail(ground: Ground, shape: Shape) -> Iterator[None]:
+    """A persistent jail of the same shape whose process the attempts must not reach."""
+    name = f"hjvictim{os.getpid() % 100000}{shape.backend}"
+    started = subprocess.run([*HYJAIL, "run", "--persist", "--name", name, *shape.run_options(),
+                              ground.root, name, shape.address(), "/bin/sleep", "1000000"],
+                             capture_output=True, text=True, timeout=60)
+    try:
+        if started.returncode == 0:
+            listed = json.loads(subprocess.run([*HYJAIL, "ps", "--json", "-j", name],
+                                               capture_output=True, text=True, timeout=30).stdout)
+            sleeps = [p["pid"] for p in listed if p["command"].startswith("/bin/sleep")]
+            shape.other_pid = sleeps[0] if sleeps else None
+        yield
+    finally:
+        if started.returncode == 0:
+            subprocess.run([*HYJAIL, "stop", "--timeout", "5", name], capture_output=True,
+                           timeout=60)
+
+
+def run_battery(backend: str, pattern: str | None, jobs: int,
+                progress: Callable[[int, int, Row], None] | None = None) -> list[Row]:
+    """Every attempt (whose "RULE name" has pattern) on every backend asked for; the rows in
+    catalogue order. progress(done, total, row) after each."""
+    catalogue = [a for a in attempts.CATALOGUE
+                 if not pattern or pattern.lower() in f"{a.rule} {a.name}".lower()]
+    shapes = shapes_for(backend)
+    total = len(shapes) * sum(len(a.abis) for a in catalogue)
+    rows: list[Row] = []
+    with contextlib.ExitStack() as undo:
+        ground = Ground(undo)
+        battery = Battery(ground)
+        host = host_facts()
+        for name, shape in shapes:
+            if isinstance(shape, str):
+                rows += [Row(a.rule, a.name, abi, name, "skipped", shape)
+                         for a in catalogue for abi in a.abis]
+                continue
+            work = [(a, abi) for a in catalogue for abi in a.abis]
+            victim = other_jail(ground, shape) if any("other_jail" in a.host for a in catalogue) \
+                else contextlib.nullcontext()
+            with victim, ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(battery.run, a, abi, shape, host) for a, abi in work]
+                for future in futures:
+                    row = future.result()
+                    rows.append(row)
+                    if progress:
+                        progress(len(rows), total, row)
+    return rows
