@@ -232,7 +232,7 @@ CATALOGUE: tuple[Attempt, ...] = (
             abis=ABIS, host=("host_process",)),
     *(Attempt("R4", f"{call} of another jail's process", (f"pid:{call}:{{other_pid}}",),
               _esrch, abis=ABIS, host=("other_jail",)) for call in ("kill", "ptrace", "vmread",
-                                                                   "pidfd")),
+                                                                   "pidfd", "setpriority")),
     Attempt("R4", "/proc/<host pid> is not there", ("read:/proc/{host_pid}/comm",),
             refused("ENOENT", "EACCES"), host=("host_process",)),
     # ---- R5: root inside is diluted -------------------------------------------------------
