@@ -133,12 +133,13 @@ def handled(plan: Plan) -> dict:
 
 
 def confinement(spec: JailSpec, plan: Plan) -> Confinement:
-    """How the jail's processes are confined just before exec (`Confinement.apply`)."""
+    """How the jail's processes are confined just before exec (`Confinement.apply`), its
+    filter compiled here, on the host."""
     namespaces = Namespaces.of(plan)
     base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
                        chrooted=not namespaces.mount, weakened=weaken.weakened())
     if not plan.traced:
-        return base
+        return base.prepare()
     from dataclasses import replace
 
     from hyjail.trace import handlers
@@ -162,4 +163,4 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
             *(("setsockopt", 1, level, errno.EPERM) for level in sockets.REFUSED_OPTION_LEVELS))
     return replace(base, traced=tuple(tags(handled(plan)).items()),
                    refused=tuple(handlers.REFUSED_IN_TRACE.items()), landlock_scopes=scopes,
-                   refused_arguments=refused_arguments)
+                   refused_arguments=refused_arguments).prepare()

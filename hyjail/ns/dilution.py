@@ -113,6 +113,17 @@ class Confinement:
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
                    weakened=frozenset(held.get("weakened", ())))
 
+    def prepare(self) -> Confinement:
+        """Compile the filter now, while the host's tree (and libseccomp) is in reach: call
+        it before the root changes; the jail side then only loads it."""
+        if "no-filter" not in self.weakened:
+            self._program()
+        return self
+
+    def _program(self) -> bytes:
+        return syscall_filter.program(self.allowed, dict(self.traced), dict(self.refused),
+                                      self.refused_arguments)
+
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
         when any part does not hold afterwards: a jail never runs half-diluted."""
@@ -140,8 +151,7 @@ class Confinement:
         if self.landlock_scopes:
             linux.landlock_scope(self.landlock_scopes)
         if "no-filter" not in self.weakened:
-            syscall_filter.load(self.allowed, dict(self.traced), dict(self.refused),
-                                self.refused_arguments)
+            syscall_filter.load(self._program())
         _verify(wanted, filtered="no-filter" not in self.weakened)
 
 

@@ -70,7 +70,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                     channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
     cgroups.join(list(cgroup_paths))  # counted against the jail's limits, like its own
-    confinement = Confinement.from_params(params)
+    confinement = Confinement.from_params(params).prepare()  # on the host's tree
     if confinement.userns:
         userns.hold_jail_userns(namespaces["uts"])  # the jail's /proc may not show it
     for name, nstype in NAMESPACES:

@@ -7,16 +7,25 @@ ABIs alike, killing the process on any other ABI.
 
 Arguments that the kernel reads as 32-bit values (an ioctl's request) are compared on their
 low 32 bits only, so setting high bits cannot slip a request past the filter.
+
+libseccomp compiles each distinct filter once: its BPF program is kept in the probe's cache
+directory, keyed by everything it depends on (the inputs, this module, the boot), so a jail's
+start loads a few hundred bytes with one seccomp(2) call instead of importing libseccomp's
+bindings (which run `ldconfig -p` twice) and compiling again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
+import hashlib
+import os
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-# Loaded now, on the host's tree: the filter is loaded after pivot_root, where the jail's root
-# need not have libseccomp.
-import pyseccomp as sc
+if TYPE_CHECKING:
+    import pyseccomp as sc
 
 # Namespace flags for clone/unshare; CLONE_NEWTIME (0x80) only means that to unshare.
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
@@ -75,11 +84,85 @@ def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
     return table
 
 
-def load(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
-         refused: Mapping[str, int] | None = None,
-         refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> None:
-    """Build and load the filter into the calling thread (no_new_privs must be set)."""
-    build(allowed, traced, refused, refused_arguments).load()
+Inputs = tuple  # (allowed, traced, refused, refused_arguments), as program() takes them
+
+_programs: dict[str, bytes] = {}  # this process's, by key: a forked jail inherits them
+_SYS_SECCOMP = 317  # x86_64
+_SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
+            refused: Mapping[str, int] | None = None,
+            refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> bytes:
+    """The filter's BPF program: from this process, from the cache, or compiled (and kept).
+    Call it on the host's tree: compiling needs libseccomp, which a jail's root may lack."""
+    inputs = (sorted(set(allowed)), sorted((traced or {}).items()),
+              sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments))
+    key = hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
+    if key in _programs:
+        return _programs[key]
+    path = os.path.join(_cache_dir(), f"{key}.bpf")
+    try:
+        with open(path, "rb") as f:
+            compiled = f.read()
+    except OSError:
+        compiled = _compile(allowed, traced, refused, refused_arguments)
+        _keep(path, compiled)
+    _programs[key] = compiled
+    return compiled
+
+
+def load(compiled: bytes) -> None:
+    """Load a program into the calling thread (no_new_privs must be set)."""
+    prog = _SockFprog(len(compiled) // 8, compiled)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "seccomp")
+
+
+def _compile(allowed, traced, refused, refused_arguments) -> bytes:
+    import tempfile
+    with tempfile.TemporaryFile() as out:
+        build(allowed, traced, refused, refused_arguments).export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+@functools.cache
+def _fingerprint() -> str:
+    """What a compiled program depends on besides its inputs: this module and the boot (a
+    libseccomp upgrade, with its syscall tables, is in effect after one). Read once, on the
+    host's tree."""
+    with open(__file__, "rb") as f:
+        source = hashlib.sha256(f.read()).hexdigest()
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{source} {boot} {os.uname().machine}"
+
+
+def _cache_dir() -> str:
+    from hyjail import platform
+    path = os.path.join(platform.cache_dir(), "filters")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _keep(path: str, compiled: bytes) -> None:
+    partial = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(partial, "wb") as f:
+            f.write(compiled)
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only cache: compile again next time
 
 
 def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
@@ -88,6 +171,7 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
     """The filter for this permission set, not yet loaded. The trace backend adds `traced`
     (call -> tag: RET_TRACE, so its supervisor judges the call), `refused` (call -> errno)
     and `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
+    import pyseccomp as sc
     allowed = set(allowed)
     traced = traced or {}
     f = sc.SyscallFilter(sc.ALLOW)
@@ -124,6 +208,7 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
 
 def _mount_types(f: sc.SyscallFilter, allowed: set[str]) -> None:
     """allow.mount is on: refuse the kinds of mount whose allow.mount.<fstype> is not."""
+    import pyseccomp as sc
     denied = sc.ERRNO(errno.EPERM)
     if "mount.tmpfs" not in allowed:
         f.add_rule(denied, "mount", sc.Arg(3, sc.MASKED_EQ, MS_EXISTING, 0))

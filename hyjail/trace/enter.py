@@ -63,6 +63,7 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
                     argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
                     channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
+    Confinement.from_params(record.params).prepare()  # its filter, while on the host's tree
     cgroups.join(list(cgroup_paths))
     for name, nstype in KERNEL_NAMESPACES:
         if name in namespaces:

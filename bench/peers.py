@@ -1,0 +1,114 @@
+"""The bench's ground: a busybox root with what the workloads need, OCI bundles for crun and
+runc, and each runner's command line (None where this host lacks the tool).
+
+Owns how every peer is invoked so that they do the same work: /bin/true or a workload script
+in the same root, with the same kinds of namespace where the tool makes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+HYJAIL = [sys.executable, "-m", "hyjail"]
+JAIL_IP = "10.77.210.2"  # the bench's jails, behind their own veth (SPEC section 4)
+HOST_IP = "10.77.209.1"
+TRACE_IP = "127.77.210.2"  # a jail without a network namespace: on the host's loopback
+
+
+def build_root(top: str) -> str:
+    """A busybox root with the stopwatch, a tree to walk and stat, and the socket loop."""
+    sys.path.insert(0, os.path.dirname(BENCH))
+    from hyjail.rootfs import busybox
+    root = busybox.build(os.path.join(top, "root"))
+    for name in ("stopwatch", "netloop"):
+        subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(root, "bin", name),
+                        os.path.join(BENCH, f"{name}.c")], check=True)
+    tree = os.path.join(root, "data")
+    for d in range(200):
+        sub = os.path.join(tree, f"d{d // 20}", f"e{d}")
+        os.makedirs(sub)
+        for f in range(25):
+            with open(os.path.join(sub, f"f{f}"), "w") as out:
+                out.write("x")
+    return root
+
+
+def oci_bundle(top: str, root: str, name: str, argv: list[str]) -> str:
+    """An OCI bundle over `root` (shared, not copied) running argv, with no cgroup resources
+    and the namespaces hyjail's ns backend makes (but no user namespace)."""
+    bundle = os.path.join(top, f"oci-{name}")
+    os.makedirs(bundle)
+    os.symlink(root, os.path.join(bundle, "rootfs"))
+    tool = shutil.which("runc") or shutil.which("crun")
+    subprocess.run([tool, "spec"], cwd=bundle, check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        config = json.load(f)
+    config["process"].update(args=argv, terminal=False)
+    config["root"]["readonly"] = False
+    config["linux"].pop("resources", None)
+    config["linux"]["namespaces"] = [{"type": t} for t in
+                                     ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(config, f)
+    return bundle
+
+
+def crun_command(bundle: str, container: str) -> list[str] | None:
+    """crun run, as this host lets it run. crun refuses a hybrid cgroup layout whose unified
+    hierarchy has controllers; there it runs with that hierarchy unmounted in a mount
+    namespace of its own (an unshare and a shell: about 3 ms, measured as `unshare -m`)."""
+    if not shutil.which("crun"):
+        return None
+    plain = ["crun", "--cgroup-manager=disabled", "run", "-b", bundle, container]
+    if subprocess.run(plain, capture_output=True).returncode == 0:
+        return plain
+    return ["unshare", "-m", "sh", "-c", "umount /sys/fs/cgroup/unified 2>/dev/null; exec "
+            + " ".join(plain)]
+
+
+def start_runners(top: str, root: str) -> dict[str, list[str] | None]:
+    """Scenario 1: each way to start /bin/true in root and wait for it."""
+    def found(tool: str, argv: list[str]) -> list[str] | None:
+        return argv if shutil.which(tool) else None
+    bundle = oci_bundle(top, root, "true", ["/bin/true"])
+    crun = crun_command(bundle, "hjbench-crun")
+    return {
+        "hyjail ns --net none": [*HYJAIL, "run", "--backend", "ns", "--net", "none", root, "b",
+                                 "127.0.0.1", "/bin/true"],
+        "hyjail ns veth": [*HYJAIL, "run", "--backend", "ns", "--host-ip", HOST_IP, root, "b",
+                           JAIL_IP, "/bin/true"],
+        "hyjail trace": [*HYJAIL, "run", "--backend", "trace", root, "b", TRACE_IP,
+                         "/bin/true"],
+        "chroot": ["chroot", root, "/bin/true"],
+        "unshare": found("unshare", ["unshare", "--user", "--map-root-user", "--mount",
+                                     "--uts", "--ipc", "--net", "--pid", "--cgroup", "--fork",
+                                     "chroot", root, "/bin/true"]),
+        "bwrap": found("bwrap", ["bwrap", "--unshare-all", "--bind", root, "/", "--proc",
+                                 "/proc", "--dev", "/dev", "/bin/true"]),
+        "crun run": crun,
+        "runc run": found("runc", ["runc", "run", "-b", bundle, "hjbench-runc"]),
+        "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
+    }
+
+
+def inside_runners(root: str) -> dict[str, list[str] | None]:
+    """Scenario 2: each way to run `/bin/sh -c SCRIPT` in root (SCRIPT appended)."""
+    def found(tool: str, argv: list[str]) -> list[str] | None:
+        return argv if shutil.which(tool) else None
+    return {
+        "native": ["chroot", root],
+        "hyjail ns": [*HYJAIL, "run", "--backend", "ns", "--net", "none", root, "b",
+                      "127.0.0.1"],
+        "hyjail trace": [*HYJAIL, "run", "--backend", "trace", root, "b", TRACE_IP],
+        "strace -f": found("strace", ["strace", "-f", "-qq", "-o", "/dev/null", "chroot",
+                                      root]),
+        "strace -f --seccomp-bpf": found("strace", [
+            "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=kill,bind,connect,uname",
+            "-o", "/dev/null", "chroot", root]),
+        "proot": found("proot", ["proot", "-w", "/", "-r", root]),
+    }

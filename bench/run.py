@@ -1,0 +1,303 @@
+"""hyjail beside its peers, in one run: start latency, the cost inside, scale, and network.
+
+    .venv/bin/python bench/run.py [--rounds N] [--scenarios start,inside,scale,network]
+                                  [--json] [--readme]          (as root)
+
+Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after a warm-up
+round that is thrown away) and reports medians and ratios measured in the same run:
+  start    start to exit of /bin/true in a busybox root (ratios to crun run);
+  inside   workloads timed inside by a static stopwatch, so start-up is left out (ratios to
+           native, the same root by chroot): find over a tree, a fork loop, a stat loop, and a
+           bind/connect loop the trace backend judges;
+  scale    N jails with their own addresses started at once (N = 1, 10, 50, 100): the time until
+           all run, per jail, and the memory (PSS) of hyjail's own processes per jail;
+  network  requests per second from wrk to busybox httpd in a jail at its address, and to the
+           same server on the host's loopback.
+--readme rewrites the README's results between its bench markers, with the machine it ran on.
+Network safety (SPEC section 4): jails use 10.77.209.0/24-10.77.212.0/24 behind their own veths,
+or 127.77.210.0/24; traffic goes only to those jails' own addresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import peers
+
+WORKLOADS = {
+    "find": "find /data | wc -l",
+    "fork loop": "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done",
+    "stat loop": "ls -lR /data",
+    "bind/connect": "/bin/netloop 1500",
+}
+SCALE = (1, 10, 50, 100)
+README = os.path.join(os.path.dirname(peers.BENCH), "README.md")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def alternate(runners: dict[str, list[str]], rounds: int, measure) -> dict[str, list[float]]:
+    """Each runner once per round, in turn, after one warm-up round; the measurements."""
+    results: dict[str, list[float]] = {name: [] for name in runners}
+    for n in range(rounds + 1):
+        for name, argv in runners.items():
+            value = measure(argv)
+            if n:
+                results[name].append(value)
+    return results
+
+
+def wall(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def inside(argv: list[str]) -> float:
+    done = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
+    return int(done.stdout.split()[-1]) / 1e9
+
+
+def stopwatched(script: str) -> str:
+    return f't0=$(/bin/stopwatch); {{ {script}; }} >/dev/null; echo $(( $(/bin/stopwatch) - t0 ))'
+
+
+def start_scenario(top: str, root: str, rounds: int) -> dict:
+    runners = {name: argv for name, argv in peers.start_runners(top, root).items() if argv}
+    times = alternate(runners, rounds, wall)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    crun = medians.get("crun run")
+    return {name: {"median_ms": round(m * 1000, 1),
+                   "x_crun": round(m / crun, 2) if crun else None}
+            for name, m in medians.items()}
+
+
+def inside_scenario(root: str, rounds: int) -> dict:
+    runners = {name: argv for name, argv in peers.inside_runners(root).items() if argv}
+    table = {}
+    for workload, script in WORKLOADS.items():
+        argvs = {name: [*argv, "/bin/sh", "-c", stopwatched(script)]
+                 for name, argv in runners.items()}
+        times = alternate(argvs, rounds, inside)
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        table[workload] = {name: {"median_ms": round(m * 1000, 1),
+                                  "x_native": round(m / medians["native"], 2)}
+                           for name, m in medians.items()}
+    return table
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def hyjail_processes(supervisor: int) -> list[int]:
+    """The supervisor and its descendants that are hyjail's own (not the jailed command)."""
+    own, todo = [supervisor], [supervisor]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            with contextlib.suppress(OSError), open(f"/proc/{child}/comm") as f:
+                if f.read().strip() in ("hyjail-init", "python3", "python"):
+                    own.append(child)
+            todo.append(child)
+    return own
+
+
+def helpers() -> list[int]:
+    """hyjail's shared helpers (the network helper), counted once for all jails."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"hyjail.net.netd" in f.read():
+                    found.append(int(entry))
+    return found
+
+
+def scale_once(root: str, count: int) -> dict:
+    jails = []
+    start = time.perf_counter()
+    for n in range(count):
+        ip = f"10.77.{211 + n // 250}.{2 + n % 250}"
+        jails.append(subprocess.Popen(
+            [*peers.HYJAIL, "run", "--backend", "ns", "--host-ip", peers.HOST_IP, root,
+             f"s{n}", ip, "/bin/sh", "-c", "echo up; read line"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+    try:
+        up = sum(jail.stdout.readline() == "up\n" for jail in jails)
+        total = time.perf_counter() - start
+        own = sum(pss_kib(pid) for jail in jails for pid in hyjail_processes(jail.pid))
+        shared = sum(pss_kib(pid) for pid in helpers())
+    finally:
+        for jail in jails:
+            with contextlib.suppress(BrokenPipeError):
+                jail.stdin.write("done\n")
+                jail.stdin.close()
+        for jail in jails:
+            jail.wait()
+    return {"jails": count, "started": up, "total_s": round(total, 3),
+            "per_jail_ms": round(total / count * 1000, 1),
+            "pss_per_jail_mib": round((own + shared) / count / 1024, 1)}
+
+
+def scale_scenario(root: str) -> dict:
+    scale_once(root, 1)  # warm-up
+    rows = {str(n): scale_once(root, n) for n in SCALE}
+    single = rows["1"]["per_jail_ms"]
+    for row in rows.values():
+        row["x_single"] = round(row["per_jail_ms"] / single, 2)
+    return rows
+
+
+def network_scenario(root: str, rounds: int) -> dict:
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    www = os.path.join(root, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello from a jail\n" * 20)
+    servers = {
+        "hyjail ns": ([*peers.HYJAIL, "run", "--backend", "ns", "--host-ip", peers.HOST_IP, root,
+                       "web", peers.JAIL_IP], peers.JAIL_IP),
+        "hyjail trace": ([*peers.HYJAIL, "run", "--backend", "trace", root, "web",
+                          peers.TRACE_IP], peers.TRACE_IP),
+        "host loopback": (["chroot", root], "127.0.0.1"),
+    }
+    rps: dict[str, list[float]] = {name: [] for name in servers}
+    for n in range(rounds + 1):
+        for name, (prefix, ip) in servers.items():
+            with subprocess.Popen([*prefix, "/bin/httpd", "-f", "-p", f"{ip}:8080", "-h",
+                                   "/www"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) as server:
+                try:
+                    _wait_for(ip, 8080)
+                    out = subprocess.run(["wrk", "-t2", "-c16", "-d3s",
+                                          f"http://{ip}:8080/index.html"],
+                                         capture_output=True, text=True, check=True).stdout
+                    if n:
+                        rps[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)",
+                                                         out).group(1)))
+                finally:
+                    server.terminate()
+                    server.wait()
+    medians = {name: statistics.median(values) for name, values in rps.items()}
+    return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host loopback"], 2)}
+            for name, m in medians.items()}
+
+
+def _wait_for(ip: str, port: int) -> None:
+    import socket
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection((ip, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def machine() -> str:
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f
+                      if line.startswith("model name")), "?")
+    with open("/proc/meminfo") as f:
+        memory = int(f.readline().split()[1]) // 1024 // 1024
+    return (f"{time.strftime('%Y-%m-%d')}, Linux {platform.release()}, {model}, "
+            f"{os.cpu_count()} CPUs, {memory} GiB")
+
+
+def as_text(results: dict, rounds: int) -> str:
+    lines = [f"Measured {results['machine']}; medians of {rounds} alternating rounds."]
+    if "start" in results:
+        lines += ["", "Start to exit of /bin/true (ms, and x crun run):", ""]
+        lines += [f"    {name:<24} {row['median_ms']:>8.1f}  {_x(row['x_crun'])}"
+                  for name, row in results["start"].items()]
+    if "inside" in results:
+        names = list(next(iter(results["inside"].values())))
+        lines += ["", "Inside the jail, timed by the workload itself (ms, and x native):", "",
+                  "    " + f"{'workload':<14}" + "".join(f"{n:>26}" for n in names)]
+        for workload, row in results["inside"].items():
+            lines.append("    " + f"{workload:<14}" + "".join(
+                f"{row[n]['median_ms']:>17.1f} {_x(row[n]['x_native'])}" for n in names))
+    if "scale" in results:
+        lines += ["", "Jails started at once (ns, each with its own veth and address):", "",
+                  f"    {'jails':>5} {'started':>8} {'total s':>8} {'per jail ms':>12} "
+                  f"{'x single':>9} {'PSS MiB/jail':>13}"]
+        lines += [f"    {r['jails']:>5} {r['started']:>8} {r['total_s']:>8.2f} "
+                  f"{r['per_jail_ms']:>12.1f} {_x(r['x_single']):>9} "
+                  f"{r['pss_per_jail_mib']:>13.1f}" for r in results["scale"].values()]
+    if "network" in results:
+        lines += ["", "HTTP requests per second (wrk, 16 connections, busybox httpd):", ""]
+        if "skipped" in results["network"]:
+            lines.append(f"    skipped: {results['network']['skipped']}")
+        else:
+            lines += [f"    {name:<16} {row['requests_per_s']:>9}  {_x(row['x_host'])} host"
+                      for name, row in results["network"].items()]
+    return "\n".join(lines)
+
+
+def _x(ratio: float | None) -> str:
+    return f"{ratio:>6.2f}x" if ratio is not None else "      -"
+
+
+def write_readme(text: str) -> None:
+    with open(README) as f:
+        readme = f.read()
+    if BEGIN not in readme:
+        raise SystemExit(f"bench: {README} has no {BEGIN} ... {END} block")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(README, "w") as f:
+        f.write(f"{head}{BEGIN}\n\n{text}\n\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--scenarios", default="start,inside,scale,network")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="Rewrite README's results.")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (jails, chroot and the OCI runtimes need it)")
+    wanted = args.scenarios.split(",")
+    results: dict = {"machine": machine(), "rounds": args.rounds}
+    with tempfile.TemporaryDirectory(prefix="hyjail-bench-") as top:
+        root = peers.build_root(top)
+        if "start" in wanted:
+            results["start"] = start_scenario(top, root, args.rounds)
+        if "inside" in wanted:
+            results["inside"] = inside_scenario(root, max(3, args.rounds // 2))
+        if "scale" in wanted:
+            results["scale"] = scale_scenario(root)
+        if "network" in wanted:
+            results["network"] = network_scenario(root, 3)
+    text = as_text(results, args.rounds)
+    print(json.dumps(results, indent=1) if args.json else text)
+    if args.readme:
+        write_readme(text)
+
+
+if __name__ == "__main__":
+    main()
