@@ -43,13 +43,12 @@ def oci_bundle(top: str, root: str, name: str, argv: list[str]) -> str:
     and the namespaces hyjail's ns backend makes (but no user namespace)."""
     bundle = os.path.join(top, f"oci-{name}")
     os.makedirs(bundle)
-    os.symlink(root, os.path.join(bundle, "rootfs"))
     tool = shutil.which("runc") or shutil.which("crun")
     subprocess.run([tool, "spec"], cwd=bundle, check=True)
     with open(os.path.join(bundle, "config.json")) as f:
         config = json.load(f)
     config["process"].update(args=argv, terminal=False)
-    config["root"]["readonly"] = False
+    config["root"].update(path=root, readonly=False)
     config["linux"].pop("resources", None)
     config["linux"]["namespaces"] = [{"type": t} for t in
                                      ("pid", "network", "ipc", "uts", "mount", "cgroup")]

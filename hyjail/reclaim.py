@@ -25,8 +25,8 @@ def reclaim(record: Record) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.init_pid, signal.SIGKILL)
     if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
-        from hyjail.net import veth
-        veth.delete(record.host_link)
+        from hyjail.net import link
+        link.reclaim(record.host_link)
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
         cgroups.remove_jail(record.jid)

@@ -87,8 +87,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
             record = registry.update(record, params={**record.params, "namespace_fds": namespaces})
 
         if veth:
-            from hyjail.net import veth as veths
-            undo.enter_context(veths.attached(
+            from hyjail.net import link
+            undo.enter_context(link.attached(
                 record.host_link, jail.pid, spec.veth_addresses, spec.veth_host_addresses))
         tracing = None
         if plan.traced:  # a hybrid: the supervisor traces pid 1 and with it every descendant

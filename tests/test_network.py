@@ -90,3 +90,28 @@ def _routes(*selector: str) -> list[str]:
     out = subprocess.run(["ip", "-o", "route", "show", *selector], capture_output=True,
                          text=True, check=True).stdout
     return [line.strip() for line in out.splitlines()]
+
+
+def test_the_network_helper_serves_only_a_jails_own_supervisor(busybox_root):
+    """Veths are made by one warm helper (hyjail.net.netd); it makes or removes a link only
+    for the live supervisor of the jail that owns it."""
+    import json
+
+    from hyjail.net import netd
+
+    from conftest import jail_record
+    ip = fresh_ip()
+    with running("run", "--host-ip", HOST_IP, busybox_root, "netd", ip, "/bin/sleep", "60"):
+        link = jail_record(ip)["host_link"]
+        for request in ({"attach": link, "addresses": [ip], "host_addresses": [HOST_IP]},
+                        {"reclaim": link}):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as helper:
+                helper.connect(netd.address())
+                netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+                try:
+                    socket.send_fds(helper, [json.dumps(request).encode()], [netns])
+                finally:
+                    os.close(netns)
+                reply = json.loads(helper.recv(4096))
+            assert "error" in reply and link in reply["error"], reply
+        assert os.path.exists(f"/sys/class/net/{link}")  # still the jail's

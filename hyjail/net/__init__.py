@@ -1,7 +1,8 @@
 """Jail networking: the addresses a jail holds (addresses), its loopback (loopback) and the veth
 that carries its addresses (veth).
 
-`veth` loads pyroute2 (hundreds of milliseconds); only a jail that needs a veth imports it.
+`veth` loads pyroute2 (hundreds of milliseconds): only the network helper (`netd`) imports it;
+a supervisor asks the helper for its jail's veth through `link`.
 """
 
 

@@ -1,4 +1,5 @@
-"""The veth pair that carries a jail's addresses, made and configured with pyroute2.
+"""The veth pair that carries a jail's addresses, made and configured with pyroute2 (in the
+network helper, `hyjail.net.netd`, the only process that loads it).
 
 Owns: creating the pair with its jail end born inside the jail's network namespace (no move
 between namespaces), the host end's addresses and the /32 (/128) routes to the jail, the jail
@@ -75,31 +76,23 @@ def _delete(ipr: IPRoute, name: str) -> None:
             raise
 
 
-@contextlib.contextmanager
-def attached(name: str, init_pid: int, addresses: tuple[Address, ...],
-             host_addresses: tuple[Address, ...]) -> Iterator[None]:
-    """Give the jail whose pid 1 is init_pid a veth holding `addresses`; remove it on exit."""
-    netns_fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with IPRoute() as host:
-            _check_not_host_address(host, addresses)
-            _delete(host, name)  # a leftover of a jail with this JID whose netns was dying
-            try:
-                host.link("add", ifname=name, kind="veth",
-                          peer={"ifname": JAIL_LINK_NAME, "net_ns_fd": netns_fd})
-            except NetlinkError as e:
-                raise SetupError(f"{name}: cannot create the veth: {os.strerror(e.code)}") from None
-            try:
-                _configure(host, netns_fd, name, addresses, host_addresses)
-            except BaseException:
-                _delete(host, name)
-                raise
-    finally:
-        os.close(netns_fd)
-    try:
-        yield
-    finally:
-        delete(name)
+def create(name: str, netns_fd: int, addresses: tuple[Address, ...],
+           host_addresses: tuple[Address, ...]) -> None:
+    """Give the jail whose network namespace netns_fd names a veth holding `addresses`, its
+    host end `name` holding `host_addresses` and the routes to the jail."""
+    with IPRoute() as host:
+        _check_not_host_address(host, addresses)
+        _delete(host, name)  # a leftover of a jail with this JID whose netns was dying
+        try:
+            host.link("add", ifname=name, kind="veth",
+                      peer={"ifname": JAIL_LINK_NAME, "net_ns_fd": netns_fd})
+        except NetlinkError as e:
+            raise SetupError(f"{name}: cannot create the veth: {os.strerror(e.code)}") from None
+        try:
+            _configure(host, netns_fd, name, addresses, host_addresses)
+        except BaseException:
+            _delete(host, name)
+            raise
 
 
 def _configure(host: IPRoute, netns_fd: int, name: str, addresses: tuple[Address, ...],

@@ -78,8 +78,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
 
         tracing = Tracing(spec, plan, registry, record, pid, undo, persist=spec.persist)
         if spec.needs_veth and namespaces.net:
-            from hyjail.net import veth
-            undo.enter_context(veth.attached(record.host_link, pid, spec.veth_addresses,
+            from hyjail.net import link
+            undo.enter_context(link.attached(record.host_link, pid, spec.veth_addresses,
                                              spec.veth_host_addresses))
         record = tracing.update(init_pid=pid, init_start=linux.process_start_time(pid))
         if on_ready:

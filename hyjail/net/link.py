@@ -1,0 +1,94 @@
+"""A jail's veth, as its supervisor asks the network helper (`hyjail.net.netd`) for it.
+
+Owns the supervisor's side: reaching the helper (starting it when none answers, one at a
+time), asking for the veth with the jail's network namespace, and holding the connection for
+the jail's life: when it closes, at the jail's end or the supervisor's death, the helper
+deletes the link. Also asking it to reclaim a link that a stale jail left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from hyjail.errors import SetupError
+from hyjail.net import netd
+from hyjail.net.addresses import Address
+
+_START_WAIT = 20.0  # seconds for a starting helper to answer (it loads pyroute2)
+
+
+@contextlib.contextmanager
+def attached(name: str, init_pid: int, addresses: tuple[Address, ...],
+             host_addresses: tuple[Address, ...]) -> Iterator[None]:
+    """Give the jail whose pid 1 is init_pid a veth holding `addresses`; it goes when this
+    context is left (or its process dies)."""
+    helper = _connect()
+    try:
+        netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _ask(helper, {"attach": name, "addresses": [str(a) for a in addresses],
+                          "host_addresses": [str(a) for a in host_addresses]}, [netns])
+        finally:
+            os.close(netns)
+        yield
+    finally:
+        helper.close()  # the helper deletes the link now
+
+
+def reclaim(name: str) -> None:
+    """Delete the link a jail whose supervisor is gone left behind."""
+    with _connect() as helper:
+        _ask(helper, {"reclaim": name}, [])
+
+
+def _ask(helper: socket.socket, request: dict, fds: list[int]) -> None:
+    socket.send_fds(helper, [json.dumps(request).encode()], fds)
+    answer = helper.recv(65536)
+    if not answer:
+        raise SetupError("the network helper went away while making the jail's veth")
+    reply = json.loads(answer)
+    if "error" in reply:
+        raise SetupError(reply["error"])
+
+
+def _connect() -> socket.socket:
+    name = netd.address()
+    deadline = time.monotonic() + _START_WAIT
+    started = False
+    while True:
+        helper = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            helper.connect(name)
+            return helper
+        except (ConnectionRefusedError, FileNotFoundError):
+            helper.close()
+        if not started:
+            _start(name)
+            started = True
+        if time.monotonic() > deadline:
+            raise SetupError("the network helper (python -m hyjail.net.netd) did not start")
+        time.sleep(0.005)
+
+
+def _start(name: bytes) -> None:
+    """Start a helper unless one is starting: the first to hold the ".starting" name starts it
+    and hands that name to it, which lets go once it answers."""
+    starting = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        starting.bind(name + b".starting")
+    except OSError:
+        starting.close()
+        return
+    with starting:
+        env = {**os.environ, "HYJAIL_NETD_STARTING_FD": str(starting.fileno())}
+        subprocess.Popen([sys.executable, "-m", "hyjail.net.netd"], env=env,
+                         pass_fds=[starting.fileno()], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)

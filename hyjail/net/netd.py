@@ -1,0 +1,167 @@
+"""The network helper: the one process that loads pyroute2 and changes the host's network for
+jails, kept warm between jails so that no jail's start pays pyroute2's import (a quarter of a
+second here; a veth made directly in the jail's network namespace costs about 10 ms).
+
+Owns: its listening socket (abstract, so it leaves no file behind; named for the uid, the code
+and the seccomp state of whoever started it), who may ask (root's hyjail supervisors, each for
+its own jail's link only, as the registry has it), attaching a jail's veth (`hyjail.net.veth`),
+deleting the link as soon as the supervisor's connection closes (the jail's end, or the
+supervisor's death), reclaiming a stale jail's link, and leaving once idle for LINGER seconds.
+
+    python -m hyjail.net.netd          (started by hyjail.net.link when none answers)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+import threading
+import time
+
+LINGER = 30.0  # seconds without a jail before the helper leaves
+_STARTING_FD = "HYJAIL_NETD_STARTING_FD"
+
+
+def address() -> bytes:
+    """The helper's abstract socket name: one helper per uid, code and seccomp state."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = [os.stat(os.path.join(here, name)) for name in ("netd.py", "veth.py", "link.py")]
+    with open("/proc/self/status") as f:
+        filters = next((line.split()[1] for line in f if line.startswith("Seccomp_filters")),
+                       "0")
+    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.executable, filters))
+    return f"\0hyjail-netd-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}".encode()
+
+
+def _peer(connection: socket.socket) -> tuple[int, int]:
+    pid, uid, _ = struct.unpack("3i", connection.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
+
+
+class Helper:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.idle_since = time.monotonic()
+        self.lock = threading.Lock()
+        self.link_locks: dict[str, threading.Lock] = {}
+
+    def link_lock(self, name: str) -> threading.Lock:
+        with self.lock:
+            return self.link_locks.setdefault(name, threading.Lock())
+
+    def serve(self, listener: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ)
+        while True:
+            if selector.select(timeout=1.0):
+                connection, _ = listener.accept()
+                with self.lock:
+                    self.connections += 1
+                threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
+            with self.lock:
+                if not self.connections and time.monotonic() - self.idle_since > LINGER:
+                    return
+
+    def handle(self, connection: socket.socket) -> None:
+        try:
+            with connection:
+                self._handle(connection)
+        finally:
+            with self.lock:
+                self.connections -= 1
+                self.idle_since = time.monotonic()
+
+    def _handle(self, connection: socket.socket) -> None:
+        message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+        try:
+            request = json.loads(message)
+            pid, uid = _peer(connection)
+            if uid != 0:
+                raise PermissionError("only root's jails have a veth")
+            if "attach" in request:
+                name = request["attach"]
+                if not fds or not _supervises(pid, name):
+                    raise PermissionError(f"{name}: not the asking supervisor's jail link")
+                self.attach(name, fds[0], request)
+                connection.send(b'{"ok": true}')
+                _until_closed(connection)  # the jail lives; then its link goes
+                with self.link_lock(name):
+                    _delete(name)
+            elif "reclaim" in request:
+                name = request["reclaim"]
+                if _owned(name):
+                    raise PermissionError(f"{name}: a live jail's link")
+                with self.link_lock(name):
+                    _delete(name)
+                connection.send(b'{"ok": true}')
+        except Exception as e:  # every failure is the asker's one line; the helper goes on
+            from hyjail.errors import HyjailError
+            text = str(e) if isinstance(e, HyjailError | PermissionError) else \
+                f"{type(e).__name__}: {e}"
+            with contextlib.suppress(OSError):
+                connection.send(json.dumps({"error": text}).encode())
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def attach(self, name: str, netns_fd: int, request: dict) -> None:
+        from hyjail.net import veth
+        addresses = tuple(ipaddress.ip_address(a) for a in request["addresses"])
+        host = tuple(ipaddress.ip_address(a) for a in request["host_addresses"])
+        with self.link_lock(name):
+            veth.create(name, netns_fd, addresses, host)
+
+
+def _until_closed(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while connection.recv(64):
+            pass
+
+
+def _delete(name: str) -> None:
+    from hyjail.net import veth
+    veth.delete(name)
+
+
+def _records():
+    from hyjail.registry import Registry
+    registry = Registry()
+    return [r for r in registry._read_all() if r.supervisor_alive()]
+
+
+def _supervises(pid: int, name: str) -> bool:
+    """Whether pid is the live supervisor of the jail whose host link is `name`."""
+    return any(r.supervisor_pid == pid and r.host_link == name for r in _records())
+
+
+def _owned(name: str) -> bool:
+    return any(r.host_link == name for r in _records())
+
+
+def main() -> None:
+    import prctl
+    prctl.set_name("hyjail-netd")
+    prctl.set_proctitle("hyjail-netd")
+    starting = int(os.environ.pop(_STARTING_FD, "-1"))
+    from hyjail.net import veth  # noqa: F401  (loaded once, now: what the helper is for)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        listener.bind(address())
+    except OSError:
+        return  # another helper answers already
+    listener.listen(128)
+    if starting >= 0:
+        os.close(starting)  # ready: others may start one again when this one has left
+    Helper().serve(listener)
+
+
+if __name__ == "__main__":
+    main()
