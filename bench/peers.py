@@ -110,4 +110,9 @@ def inside_runners(root: str) -> dict[str, list[str] | None]:
             "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=kill,bind,connect,uname",
             "-o", "/dev/null", "chroot", root]),
         "proot": found("proot", ["proot", "-w", "/", "-r", root]),
+        # Where the tracer runs relative to its tracees: all on one CPU (against native
+        # there), where every stop is a switch on that CPU rather than a wake-up on another.
+        "native, 1 CPU": found("taskset", ["taskset", "-c", "0", "chroot", root]),
+        "hyjail trace, 1 CPU": found("taskset", ["taskset", "-c", "0", *HYJAIL, "run",
+                                                 "--backend", "trace", root, "b", TRACE_IP]),
     }

@@ -7,8 +7,8 @@ Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after 
 round that is thrown away) and reports medians and ratios measured in the same run:
   start    start to exit of /bin/true in a busybox root (ratios to crun run);
   inside   workloads timed inside by a static stopwatch, so start-up is left out (ratios to
-           native, the same root by chroot): find over a tree, a fork loop, a stat loop, and a
-           bind/connect loop the trace backend judges;
+           native, the same root by chroot; on one CPU, to native on one CPU): find over a
+           tree, a fork loop, a stat loop, and a bind/connect loop the trace backend judges;
   scale    N jails with their own addresses started at once (N = 1, 10, 50, 100): the time until
            all run, per jail, and the memory (PSS) of hyjail's own processes per jail;
   network  requests per second from wrk to busybox httpd in a jail at its address, and to the
@@ -90,8 +90,10 @@ def inside_scenario(root: str, rounds: int) -> dict:
                  for name, argv in runners.items()}
         times = alternate(argvs, rounds, inside)
         medians = {name: statistics.median(values) for name, values in times.items()}
+        # A runner on one CPU is compared with native on one CPU.
         table[workload] = {name: {"median_ms": round(m * 1000, 1),
-                                  "x_native": round(m / medians["native"], 2)}
+                                  "x_native": round(m / medians["native, 1 CPU" if "1 CPU" in name
+                                                                 else "native"], 2)}
                            for name, m in medians.items()}
     return table
 
@@ -234,12 +236,14 @@ def as_text(results: dict, rounds: int) -> str:
         lines += [f"    {name:<24} {row['median_ms']:>8.1f}  {_x(row['x_crun'])}"
                   for name, row in results["start"].items()]
     if "inside" in results:
-        names = list(next(iter(results["inside"].values())))
+        workloads = list(results["inside"])
+        names = list(results["inside"][workloads[0]])
         lines += ["", "Inside the jail, timed by the workload itself (ms, and x native):", "",
-                  "    " + f"{'workload':<14}" + "".join(f"{n:>26}" for n in names)]
-        for workload, row in results["inside"].items():
-            lines.append("    " + f"{workload:<14}" + "".join(
-                f"{row[n]['median_ms']:>17.1f} {_x(row[n]['x_native'])}" for n in names))
+                  "    " + f"{'':<24}" + "".join(f"{w:>18}" for w in workloads)]
+        for name in names:
+            lines.append("    " + f"{name:<24}" + "".join(
+                f"{results['inside'][w][name]['median_ms']:>10.1f} "
+                f"{_x(results['inside'][w][name]['x_native'])}" for w in workloads))
     if "scale" in results:
         lines += ["", "Jails started at once (ns, each with its own veth and address):", "",
                   f"    {'jails':>5} {'started':>8} {'total s':>8} {'per jail ms':>12} "

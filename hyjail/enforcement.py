@@ -161,6 +161,9 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
             *(("socket", 2, protocol, errno.EPROTONOSUPPORT)
               for protocol in sockets.REFUSED_PROTOCOLS),
             *(("setsockopt", 1, level, errno.EPERM) for level in sockets.REFUSED_OPTION_LEVELS))
-    return replace(base, traced=tuple(tags(handled(plan)).items()),
+    judged = handled(plan)
+    return replace(base, traced=tuple(tags(judged).items()),
+                   self_args=tuple((name, h.self_arg) for name, h in judged.items()
+                                   if h.self_arg is not None),
                    refused=tuple(handlers.REFUSED_IN_TRACE.items()), landlock_scopes=scopes,
                    refused_arguments=refused_arguments).prepare()

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -88,7 +87,18 @@ def _start(name: bytes) -> None:
         return
     with starting:
         env = {**os.environ, "HYJAIL_NETD_STARTING_FD": str(starting.fileno())}
-        subprocess.Popen([sys.executable, "-m", "hyjail.net.netd"], env=env,
-                         pass_fds=[starting.fileno()], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        # Started twice removed, so that it is nobody's child: not the supervisor's (whose
+        # jail it outlives), not in its session.
+        middle = os.fork()
+        if middle == 0:
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    os.set_inheritable(starting.fileno(), True)
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                    os.execve(sys.executable, [sys.executable, "-m", "hyjail.net.netd"], env)
+            finally:
+                os._exit(0)
+        os.waitpid(middle, 0)

@@ -76,6 +76,8 @@ class Confinement:
     # A traced jail: the calls its supervisor judges (call -> prefilter tag), and the calls
     # it refuses outright.
     traced: tuple[tuple[str, int], ...] = ()
+    # (call, argument): a traced call whose argument is 0 (the caller itself) runs unjudged.
+    self_args: tuple[tuple[str, int], ...] = ()
     refused: tuple[tuple[str, int], ...] = ()
     # Landlock scopes (signals, abstract unix sockets) that keep the jail's processes from
     # reaching outside the jail where no namespace does; 0 for none.
@@ -94,6 +96,7 @@ class Confinement:
         confines an entered process exactly like the command."""
         return {"userns": self.userns, "chrooted": self.chrooted,
                 "traced": [list(t) for t in self.traced],
+                "self_args": [list(t) for t in self.self_args],
                 "refused": [list(r) for r in self.refused],
                 "landlock_scopes": self.landlock_scopes,
                 "refused_arguments": [list(r) for r in self.refused_arguments],
@@ -108,6 +111,7 @@ class Confinement:
         return cls(frozenset(params.get("allow", ())), rlimits, account,
                    userns=held.get("userns", True), chrooted=held.get("chrooted", False),
                    traced=tuple((name, tag) for name, tag in held.get("traced", ())),
+                   self_args=tuple((name, at) for name, at in held.get("self_args", ())),
                    refused=tuple((name, err) for name, err in held.get("refused", ())),
                    landlock_scopes=held.get("landlock_scopes", 0),
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
@@ -122,7 +126,7 @@ class Confinement:
 
     def _program(self) -> bytes:
         return syscall_filter.program(self.allowed, dict(self.traced), dict(self.refused),
-                                      self.refused_arguments)
+                                      self.refused_arguments, dict(self.self_args))
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError

@@ -97,11 +97,13 @@ class _SockFprog(ctypes.Structure):
 
 def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
             refused: Mapping[str, int] | None = None,
-            refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> bytes:
+            refused_arguments: Iterable[tuple[str, int, int, int]] = (),
+            self_args: Mapping[str, int] | None = None) -> bytes:
     """The filter's BPF program: from this process, from the cache, or compiled (and kept).
     Call it on the host's tree: compiling needs libseccomp, which a jail's root may lack."""
     inputs = (sorted(set(allowed)), sorted((traced or {}).items()),
-              sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments))
+              sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments),
+              sorted((self_args or {}).items()))
     key = hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
     if key in _programs:
         return _programs[key]
@@ -110,7 +112,7 @@ def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
         with open(path, "rb") as f:
             compiled = f.read()
     except OSError:
-        compiled = _compile(allowed, traced, refused, refused_arguments)
+        compiled = _compile(allowed, traced, refused, refused_arguments, self_args)
         _keep(path, compiled)
     _programs[key] = compiled
     return compiled
@@ -125,10 +127,10 @@ def load(compiled: bytes) -> None:
         raise OSError(err, os.strerror(err), "seccomp")
 
 
-def _compile(allowed, traced, refused, refused_arguments) -> bytes:
+def _compile(allowed, traced, refused, refused_arguments, self_args) -> bytes:
     import tempfile
     with tempfile.TemporaryFile() as out:
-        build(allowed, traced, refused, refused_arguments).export_bpf(out)
+        build(allowed, traced, refused, refused_arguments, self_args).export_bpf(out)
         out.seek(0)
         return out.read()
 
@@ -167,7 +169,8 @@ def _keep(path: str, compiled: bytes) -> None:
 
 def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
           refused: Mapping[str, int] | None = None,
-          refused_arguments: Iterable[tuple[str, int, int, int]] = ()) -> sc.SyscallFilter:
+          refused_arguments: Iterable[tuple[str, int, int, int]] = (),
+          self_args: Mapping[str, int] | None = None) -> sc.SyscallFilter:
     """The filter for this permission set, not yet loaded. The trace backend adds `traced`
     (call -> tag: RET_TRACE, so its supervisor judges the call), `refused` (call -> errno)
     and `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
@@ -187,7 +190,10 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
         if name not in traced:  # a judged call's gate is its handler's to keep
             f.add_rule(sc.ERRNO(err), name)
     for name, tag in traced.items():
-        f.add_rule(sc.TRACE(tag), name)
+        if name in (self_args or {}):  # the caller itself (0, all 64 bits): nothing to judge
+            f.add_rule(sc.TRACE(tag), name, sc.Arg(self_args[name], sc.NE, 0))
+        else:
+            f.add_rule(sc.TRACE(tag), name)
     for name, index, value, err in refused_arguments:
         f.add_rule(sc.ERRNO(err), name, sc.Arg(index, sc.MASKED_EQ, 0xFFFFFFFF, value))
     for flag in NAMESPACE_FLAGS:

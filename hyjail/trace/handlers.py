@@ -46,6 +46,9 @@ class Handler:
     # (it reaps no exit) until the call has returned, so the pid cannot pass to a host
     # process between the judgement and the kernel's use.
     names_a_pid: bool = False
+    # The argument whose 0 means the caller itself: the prefilter lets such calls through
+    # unjudged (glibc's start-up asks prlimit64(0, ...) of every new program).
+    self_arg: int | None = None
 
 
 def _int(value: int) -> int:
@@ -338,7 +341,7 @@ HANDLERS: dict[str, Handler] = {
     "ioprio_set": Handler("R4", _who(1, 2), names_a_pid=True),
     "ioprio_get": Handler("R4", _who(1, 2), names_a_pid=True),
     "capget": Handler("R4", _capget),
-    **{name: Handler("R4", _pid_at(0), names_a_pid=True) for name in (
+    **{name: Handler("R4", _pid_at(0), names_a_pid=True, self_arg=0) for name in (
         "sched_setaffinity", "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
         "sched_setparam", "sched_getparam", "sched_rr_get_interval",
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "prlimit64",

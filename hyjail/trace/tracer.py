@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from hyjail.trace.sockets import Deferred
 OPTIONS = (ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACESECCOMP | ptrace.PTRACE_O_TRACEFORK
            | ptrace.PTRACE_O_TRACEVFORK | ptrace.PTRACE_O_TRACECLONE
            | ptrace.PTRACE_O_TRACESYSGOOD)
+
+
+SPIN = 0.0002  # seconds of polling for the next event before sleeping
 
 
 def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:
@@ -64,21 +68,25 @@ class JailState:
         self.init: int | None = None
         self._on_rename = on_rename
         self._tasks: dict[int, int] = {}  # tid -> tgid
-        self._pidfds: dict[int, int] = {}  # tid -> pidfd (PIDFD_THREAD)
+        # tid -> pidfd (PIDFD_THREAD), opened when first needed: a traced task's pid stays
+        # its own until this supervisor reaps it, so a late pidfd names the same task.
+        self._pidfds: dict[int, int] = {}
 
     def rename(self, which: str, name: str) -> None:
         setattr(self, which, name)
         self._on_rename(which, name)
 
-    def add(self, tid: int) -> None:
+    def add(self, tid: int, tgid: int | None = None) -> None:
+        """A task of the jail's; its thread group read from /proc unless the caller knows it
+        (a fork's child leads its own)."""
         if tid in self._tasks:
             return
-        try:
-            with open(f"/proc/{tid}/status") as f:
-                tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
-            self._pidfds[tid] = os.pidfd_open(tid, _PIDFD_THREAD)
-        except (OSError, StopIteration):
-            return  # already gone
+        if tgid is None:
+            try:
+                with open(f"/proc/{tid}/status") as f:
+                    tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
+            except (OSError, StopIteration):
+                return  # already gone
         self._tasks[tid] = tgid
 
     def remove(self, tid: int) -> None:
@@ -97,15 +105,24 @@ class JailState:
         return [tid for tid, tgid in self._tasks.items() if tid == tgid]
 
     def pidfd(self, tid: int) -> int | None:
-        return self._pidfds.get(tid)
+        if tid not in self._tasks:
+            return None
+        if tid not in self._pidfds:
+            try:
+                self._pidfds[tid] = os.pidfd_open(tid, _PIDFD_THREAD)
+            except OSError:
+                return None
+        return self._pidfds[tid]
 
     def tasks(self) -> list[int]:
         return list(self._tasks)
 
     def kill_all(self) -> None:
         for tid in self.processes():
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self._pidfds[tid], signal.SIGKILL)
+            pidfd = self.pidfd(tid)
+            if pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
 class Tracer:
@@ -133,15 +150,25 @@ class Tracer:
         return self.status is not None and not self.jail.tasks()
 
     def drain(self) -> None:
-        """Handle every tracee event that is waiting, without blocking."""
+        """Handle every tracee event that is waiting. Events come in bursts (a fork stops
+        the parent, then the child; an exit, then the parent's wait): after one, keep
+        looking for SPIN seconds before going back to sleep, so the next is taken at once
+        rather than after a wake-up across CPUs."""
+        quiet_since = None
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG | _WALL)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if pid:
+                self.handle(pid, status)
+                quiet_since = None
+                continue
+            now = time.perf_counter()
+            if quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since > SPIN:
                 return
-            self.handle(pid, status)
 
     def handle(self, tid: int, status: int) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -160,8 +187,10 @@ class Tracer:
         if event == ptrace.PTRACE_EVENT_SECCOMP:
             if not self._judge(tid):
                 return  # held until its worker is done
-        elif event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK,
-                       ptrace.PTRACE_EVENT_CLONE):
+        elif event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK):
+            child = ptrace.ptrace_geteventmsg(tid)
+            self.jail.add(child, tgid=child)  # a new process: it leads its thread group
+        elif event == ptrace.PTRACE_EVENT_CLONE:  # a thread, or a process clone() made
             self.jail.add(ptrace.ptrace_geteventmsg(tid))
         elif event == ptrace.PTRACE_EVENT_STOP and sig in _GROUP_STOPS:
             self._resume(tid, ptrace.PTRACE_LISTEN, 0)  # job control: stay stopped
