@@ -1,7 +1,7 @@
 """hyjail beside its peers, in one run: start latency, the cost inside, scale, and network.
 
     .venv/bin/python bench/run.py [--rounds N] [--scenarios start,inside,scale,network]
-                                  [--json] [--readme]          (as root)
+                                  [--scale 1,10,50,100] [--json] [--readme]    (as root)
 
 Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after a warm-up
 round that is thrown away) and reports medians and ratios measured in the same run:
@@ -161,9 +161,9 @@ def scale_once(root: str, count: int) -> dict:
             "pss_per_jail_mib": round((own + shared) / count / 1024, 1)}
 
 
-def scale_scenario(root: str) -> dict:
+def scale_scenario(root: str, counts: tuple[int, ...] = SCALE) -> dict:
     scale_once(root, 1)  # warm-up
-    rows = {str(n): scale_once(root, n) for n in SCALE}
+    rows = {str(n): scale_once(root, n) for n in counts}
     single = rows["1"]["per_jail_ms"]
     for row in rows.values():
         row["x_single"] = round(row["per_jail_ms"] / single, 2)
@@ -187,11 +187,11 @@ def network_scenario(root: str, rounds: int) -> dict:
     rps: dict[str, list[float]] = {name: [] for name in servers}
     for n in range(rounds + 1):
         for name, (prefix, ip) in servers.items():
-            with subprocess.Popen([*prefix, "/bin/httpd", "-f", "-p", f"{ip}:8080", "-h",
-                                   "/www"], stdout=subprocess.DEVNULL,
+            with subprocess.Popen([*prefix, "/bin/busybox", "httpd", "-f", "-p", f"{ip}:8080",
+                                   "-h", "/www"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) as server:
                 try:
-                    _wait_for(ip, 8080)
+                    _wait_for(ip, 8080, server)
                     out = subprocess.run(["wrk", "-t2", "-c16", "-d3s",
                                           f"http://{ip}:8080/index.html"],
                                          capture_output=True, text=True, check=True).stdout
@@ -206,17 +206,39 @@ def network_scenario(root: str, rounds: int) -> dict:
             for name, m in medians.items()}
 
 
-def _wait_for(ip: str, port: int) -> None:
+def _wait_for(ip: str, port: int, server: subprocess.Popen) -> None:
+    """Until the server answers. A jail's address is tried only through its own veth
+    (SO_BINDTODEVICE, once the registry names it), never by the host's default route."""
     import socket
+    link = None
     deadline = time.monotonic() + 20
     while True:
-        try:
-            socket.create_connection((ip, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+        if server.poll() is not None:
+            raise RuntimeError(f"the server at {ip} exited ({server.returncode})")
+        if not ip.startswith("127."):
+            link = link or _jail_link(ip)
+        if ip.startswith("127.") or link:
+            with socket.socket() as probe:
+                if link:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+                probe.settimeout(1)
+                with contextlib.suppress(OSError):
+                    probe.connect((ip, port))
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no server answered at {ip}:{port}")
+        time.sleep(0.02)
+
+
+def _jail_link(ip: str) -> str | None:
+    """The host end of the veth of the running jail holding ip, once it is up."""
+    jails = "/run/hyjail/jails"
+    for entry in os.listdir(jails) if os.path.isdir(jails) else []:
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(jails, entry)) as f:
+            record = json.load(f)
+            if ip in record["addresses"] and record["init_pid"]:
+                return record["host_link"]
+    return None
 
 
 def machine() -> str:
@@ -280,6 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--scenarios", default="start,inside,scale,network")
+    parser.add_argument("--scale", default=",".join(map(str, SCALE)),
+                        help="How many jails at once, in turn (default %(default)s).")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--readme", action="store_true", help="Rewrite README's results.")
     args = parser.parse_args()
@@ -294,7 +318,7 @@ def main() -> None:
         if "inside" in wanted:
             results["inside"] = inside_scenario(root, max(3, args.rounds // 2))
         if "scale" in wanted:
-            results["scale"] = scale_scenario(root)
+            results["scale"] = scale_scenario(root, tuple(int(n) for n in args.scale.split(",")))
         if "network" in wanted:
             results["network"] = network_scenario(root, 3)
     text = as_text(results, args.rounds)
