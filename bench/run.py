@@ -108,19 +108,12 @@ def pss_kib(pid: int) -> int:
 
 def hyjail_processes(supervisor: int) -> list[int]:
     """The supervisor and its descendants that are hyjail's own (not the jailed command)."""
-    own, todo = [supervisor], [supervisor]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as f:
-                children = [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            with contextlib.suppress(OSError), open(f"/proc/{child}/comm") as f:
-                if f.read().strip() in ("hyjail-init", "python3", "python"):
-                    own.append(child)
-            todo.append(child)
+    from hyjail.linux import descendants
+    own = [supervisor]
+    for child, _ in descendants(supervisor):
+        with contextlib.suppress(OSError), open(f"/proc/{child}/comm") as f:
+            if f.read().strip() in ("hyjail-init", "python3", "python"):
+                own.append(child)
     return own
 
 

@@ -166,3 +166,20 @@ def process_start_time(pid: int) -> int | None:
     if fields[0] in (b"Z", b"X"):
         return None
     return int(fields[19])
+
+
+def descendants(pid: int) -> list[tuple[int, int | None]]:
+    """(pid, start time) of every descendant of pid, from /proc's children lists (the start
+    time tells a process that is gone from one that took its pid)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found.append((child, process_start_time(child)))
+            todo.append(child)
+    return found

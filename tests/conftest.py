@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from hyjail.linux import process_start_time
+from hyjail.linux import descendants, process_start_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(HERE, "probe.py")
@@ -123,24 +123,22 @@ def probe(hostname: str, *args: str) -> list[str]:
     return [sys.executable, PROBE, hostname, *args]
 
 
-def descendants(pid: int) -> list[tuple[int, int]]:
-    """(pid, start time) of every descendant of pid, from /proc's children lists."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as f:
-                children = [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            found.append((child, process_start_time(child)))
-            todo.append(child)
-    return found
-
-
 def alive(processes: list[tuple[int, int]]) -> list[int]:
     return [pid for pid, start in processes if process_start_time(pid) == start]
+
+
+def sigkill_leaves_no_jailed_process(supervisor: subprocess.Popen) -> None:
+    """SIGKILL a running jail's supervisor (its command said "up" and runs at least two more
+    processes): every jailed process dies with it, and gc reclaims the rest."""
+    jailed = descendants(supervisor.pid)
+    assert len(jailed) >= 3
+    supervisor.send_signal(signal.SIGKILL)
+    supervisor.wait()
+    deadline = time.monotonic() + 10
+    while alive(jailed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(jailed) == []
+    assert subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=30).returncode == 0
 
 
 def _nested_pid_processes() -> list[int]:

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import (
     HERE,
     HYJAIL,
-    alive,
-    descendants,
     fresh_loopback_ip,
     guard,
     hyjail,
     needs_root,
+    sigkill_leaves_no_jailed_process,
 )
 from test_dilution import ALLOWED, DENIED, ONLY_ABI
 from test_trace import PID_CALLS, host_process  # noqa: F401 (a fixture)
@@ -117,15 +114,7 @@ def test_the_command_ends_the_jail_and_a_killed_supervisor_leaves_nothing(busybo
                              guard("tj") + "sleep 60 & sleep 60 & echo up; wait"),
                           stdout=subprocess.PIPE, text=True) as jail:
         assert jail.stdout.readline() == "up\n"
-        jailed = descendants(jail.pid)
-        assert len(jailed) >= 3
-        jail.send_signal(signal.SIGKILL)
-        jail.wait()
-        deadline = time.monotonic() + 10
-        while alive(jailed) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert alive(jailed) == []
-    assert hyjail("gc").returncode == 0
+        sigkill_leaves_no_jailed_process(jail)
 
 
 def test_jexec_and_ps_on_a_hybrid_jail(probe_root, host, host_process):  # noqa: F811

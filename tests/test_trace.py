@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,13 +20,12 @@ import pytest
 from conftest import (
     HERE,
     HYJAIL,
-    alive,
-    descendants,
     fresh_loopback_ip,
     guard,
     hyjail,
     needs_root,
     running,
+    sigkill_leaves_no_jailed_process,
 )
 from test_dilution import ALLOWED, DENIED, ONLY_ABI
 
@@ -197,15 +195,7 @@ def test_killing_the_supervisor_kills_every_tracee(busybox_root):
     with running("run", "--backend", "trace", busybox_root, "tj", "127.0.0.1", "/bin/sh",
                  "-c", "sleep 60 & sleep 60 & echo up; wait") as jail:
         assert jail.stdout.readline() == "up\n"
-        tracees = descendants(jail.pid)
-        assert len(tracees) >= 3
-        jail.send_signal(signal.SIGKILL)
-        jail.wait()
-        deadline = time.monotonic() + 10
-        while alive(tracees) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert alive(tracees) == []
-    assert hyjail("gc").returncode == 0
+        sigkill_leaves_no_jailed_process(jail)
 
 
 def test_ps_maps_traced_processes_to_their_jail(busybox_root):

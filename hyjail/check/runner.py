@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from hyjail.check import attempts, probes
 from hyjail.check.attempts import Attempt
-from hyjail.linux import process_start_time
+from hyjail.linux import descendants, process_start_time
 
 HYJAIL = [sys.executable, "-m", "hyjail"]
 VETH_HOST_IP = "10.77.199.1"
@@ -346,7 +346,7 @@ class Battery:
             if _readline(jail.stdout, 30).strip() != "up":
                 jail.kill()
                 raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
-            jailed = _descendants(jail.pid)
+            jailed = descendants(jail.pid)
             jail.kill()
             jail.wait()
         survivors = _survivors(jailed, 10)
@@ -363,7 +363,7 @@ class Battery:
             if _readline(jail.stdout, 30).strip() != "up":
                 jail.kill()
                 raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
-            jailed = _descendants(jail.pid)
+            jailed = descendants(jail.pid)
             jail.stdin.write("done\n")
             jail.stdin.flush()
             jail.wait(timeout=30)
@@ -381,7 +381,7 @@ class Battery:
             try:
                 if _readline(jail.stdout, 30).strip() != "up":
                     raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
-                jailed = {pid for pid, _ in _descendants(jail.pid)}
+                jailed = {pid for pid, _ in descendants(jail.pid)}
                 listed = json.loads(subprocess.run([*HYJAIL, "ls", "--json"], capture_output=True,
                                                    text=True, timeout=30).stdout)
                 mine = [j for j in listed if j["hostname"] == argv[name_at]]
@@ -419,21 +419,6 @@ def _run(argv: list[str], timeout: float, leaked: list[int]) -> dict[str, str]:
 def _readline(stream, timeout: float) -> str:
     ready, _, _ = select.select([stream], [], [], timeout)
     return stream.readline() if ready else ""
-
-
-def _descendants(pid: int) -> list[tuple[int, int]]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as f:
-                children = [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            found.append((child, process_start_time(child)))
-            todo.append(child)
-    return found
 
 
 def _survivors(processes: list[tuple[int, int]], wait: float) -> list[int]:
