@@ -114,6 +114,11 @@ class Registry:
         with self.locked():
             return self._live_locked()
 
+    def supervised(self) -> list[Record]:
+        """The records whose supervisor lives, read without the lock and reclaiming nothing:
+        for a helper that answers a caller who may hold the lock (the network helper)."""
+        return [r for r in self._read_all() if r.supervisor_alive()]
+
     def collect(self, orphans: Callable[[set[int]], None]) -> None:
         """`hyjail gc`: reclaim stale records, then, still under the lock (so no jail is
         between its admission and its first resources), hand the live JIDs to `orphans`,

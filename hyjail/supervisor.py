@@ -80,11 +80,11 @@ def run(spec: JailSpec, registry: Registry | None = None,
             jail = Child(enter_pid_namespace, lambda: _jail_main(spec, jail_end, tty_fds, host),
                          through_helper=not host_root)
         undo.callback(jail.kill)
-        fds, namespaces = wait_ready(channel)
-        for fd in namespaces.values():
+        fds, handed_over = wait_ready(channel)
+        for fd in handed_over.values():
             undo.callback(os.close, fd)
-        if namespaces:  # jexec opens them as /proc/<supervisor>/fd/N
-            record = registry.update(record, params={**record.params, "namespace_fds": namespaces})
+        if handed_over:  # jexec opens them as /proc/<supervisor>/fd/N
+            record = registry.update(record, params={**record.params, "namespace_fds": handed_over})
 
         if veth:
             from hyjail.net import link
@@ -95,10 +95,9 @@ def run(spec: JailSpec, registry: Registry | None = None,
             from hyjail.trace import supervisor as trace_supervisor
             undo.callback(trace_supervisor.kill_and_reap, jail.pid)  # after kill_all
             tracing = trace_supervisor.Tracing(spec, plan, registry, record, jail.pid, undo)
-        record = registry.update(record, init_pid=jail.pid,
-                                 init_start=linux.process_start_time(jail.pid))
-        if tracing:
-            tracing.record = record
+        started = {"init_pid": jail.pid, "init_start": linux.process_start_time(jail.pid)}
+        # A tracing supervisor keeps the record (sethostname inside renames the jail).
+        record = tracing.update(**started) if tracing else registry.update(record, **started)
         if on_ready:
             on_ready(record)
         if tracing:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hyjail.check import attempts, probes
 from hyjail.check.attempts import Attempt
@@ -64,7 +64,6 @@ class Shape:
     kind: str  # what the plan makes of it: ns, hybrid, trace
     veth: bool  # the kernel holds R3: jails get a veth
     other_pid: int | None = None  # a process of another jail of this shape
-    _addresses: Iterator[str] = field(default_factory=lambda: iter(()))
 
     def __post_init__(self) -> None:
         prefix = "10.77" if self.veth else "127.77"
@@ -206,9 +205,8 @@ def _results(output: str) -> dict[str, str]:
 
 
 class Battery:
-    def __init__(self, ground: Ground, weakened: str | None = None):
+    def __init__(self, ground: Ground):
         self.ground = ground
-        self.weakened = weakened
 
     def skip_reason(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> str | None:
         if shape.kind not in attempt.only:
@@ -262,6 +260,9 @@ class Battery:
                 results = getattr(self, f"_drive_{attempt.driver}")(argv, ctx, attempt)
             else:
                 results = _run(argv, attempt.timeout, leaked)
+                unanswered = [op for op in ops if op not in results]
+                if unanswered:  # never judged held for want of an answer
+                    raise _NotRun(f"no answer to {', '.join(unanswered)}")
             ctx.update(listeners.observed())
             ctx["host_process_woken"] = self.ground.host_process_woken()
             ctx["host_hostname_now"] = os.uname().nodename

@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import selectors
 import socket
 import struct
@@ -26,6 +27,7 @@ import threading
 import time
 
 LINGER = 30.0  # seconds without a jail before the helper leaves
+_HOST_LINK = re.compile(r"hj[0-9]+h")  # SPEC section 3: what hyjail.net.host_link_name makes
 _STARTING_FD = "HYJAIL_NETD_STARTING_FD"
 
 
@@ -86,8 +88,10 @@ class Helper:
             pid, uid = _peer(connection)
             if uid != 0:
                 raise PermissionError("only root's jails have a veth")
+            name = request.get("attach", request.get("reclaim", ""))
+            if not _HOST_LINK.fullmatch(name):  # never any other interface of the host's
+                raise PermissionError(f"{name!r}: not a jail's link (hj<JID>h)")
             if "attach" in request:
-                name = request["attach"]
                 if not fds or not _supervises(pid, name):
                     raise PermissionError(f"{name}: not the asking supervisor's jail link")
                 self.attach(name, fds[0], request)
@@ -96,7 +100,6 @@ class Helper:
                 with self.link_lock(name):
                     _delete(name)
             elif "reclaim" in request:
-                name = request["reclaim"]
                 if _owned(name):
                     raise PermissionError(f"{name}: a live jail's link")
                 with self.link_lock(name):
@@ -133,8 +136,7 @@ def _delete(name: str) -> None:
 
 def _records():
     from hyjail.registry import Registry
-    registry = Registry()
-    return [r for r in registry._read_all() if r.supervisor_alive()]
+    return Registry().supervised()
 
 
 def _supervises(pid: int, name: str) -> bool:

@@ -13,6 +13,7 @@ import pwd
 import signal
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import NoReturn
 
 import prctl
@@ -87,7 +88,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
         raise SetupError(f"-u {user}: a jail started by a user other than root has only its "
                          f"root mapped")
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
-                      Confinement.from_params(params, switch_to))
+                      replace(confinement, account=switch_to))
 
 
 def account_of(user: str | None) -> pwd.struct_passwd:

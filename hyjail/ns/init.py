@@ -62,8 +62,8 @@ def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
     # Only 0-2 cross into the command; the channel and the jail's user namespace (held for
     # the confinement to join) close themselves on exec.
     kept = sorted(fd for fd in (channel.fileno(), userns.held_userns()) if fd is not None)
-    for low, high in zip([3, *(fd + 1 for fd in kept)], [*kept, _MAX_FD], strict=True):
-        if "leak-fds" not in confinement.weakened:
+    if "leak-fds" not in confinement.weakened:
+        for low, high in zip([3, *(fd + 1 for fd in kept)], [*kept, _MAX_FD], strict=True):
             os.closerange(low, high)
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
         signal.signal(signum, signal.SIG_DFL)

@@ -84,8 +84,6 @@ def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
     return table
 
 
-Inputs = tuple  # (allowed, traced, refused, refused_arguments), as program() takes them
-
 _programs: dict[str, bytes] = {}  # this process's, by key: a forked jail inherits them
 _SYS_SECCOMP = 317  # x86_64
 _SECCOMP_SET_MODE_FILTER = 1

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import NoReturn
 
 import prctl
@@ -63,7 +64,7 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
                     argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
                     channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
-    Confinement.from_params(record.params).prepare()  # its filter, while on the host's tree
+    confinement = Confinement.from_params(record.params).prepare()  # on the host's tree
     cgroups.join(list(cgroup_paths))
     for name, nstype in KERNEL_NAMESPACES:
         if name in namespaces:
@@ -86,4 +87,4 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
     switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
-                      Confinement.from_params(record.params, switch_to))
+                      replace(confinement, account=switch_to))

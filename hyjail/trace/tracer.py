@@ -15,9 +15,9 @@ import errno
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hyjail.trace import handlers, ptrace
@@ -139,8 +139,6 @@ class Tracer:
         self.wake_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Polling only helps where the tracee runs on another CPU: on one, it would wait.
         self._spin = SPIN if len(os.sched_getaffinity(0)) > 1 else 0.0
-        # Threads kept for the calls that may block, so a judged connect costs no new thread.
-        self._workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="judged")
         ptrace.seize(first, OPTIONS)
         jail.add(first)
 
@@ -218,7 +216,9 @@ class Tracer:
         except Exception:  # a handler's bug denies the call; it never lets it through
             result = -errno.EPERM
         if isinstance(result, Deferred):
-            self._workers.submit(self._work, tid, result)
+            # A thread of its own, a daemon: one still blocked when the jail ends must not
+            # hold the supervisor's exit.
+            threading.Thread(target=self._work, args=(tid, result), daemon=True).start()
             return False
         if result is not handlers.ALLOW:
             self._answer(tid, result)
