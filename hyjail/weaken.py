@@ -20,6 +20,16 @@ KINDS = {
     "no-pidns": "no pid namespace, and nothing in its place",
     "leak-fds": "descriptors beyond 0-2 cross into the jail",
     "untraced-pids": "the trace backend's supervisor judges no call that names a process",
+    # The entry path (SPEC section 1), one per class of issue 13's findings:
+    "host-nss": "jexec looks users up through NSS inside the jail, before confinement",
+    "dumpable-entry": "an entering process stays dumpable and keeps host descriptors until exec",
+    "follow-symlinks": "mount set-up and the root follow symlinks by name",
+    "any-netd": "the network helper is trusted without checking who answers",
+    "unchecked-cache": "cached filters load unverified, and a jail over / can write the cache",
+    "judged-fd-passthrough": "a judged socket call on a descriptor not an internet socket "
+                             "resumes unchanged (trace)",
+    "open-families": "sockets of families no namespace confines (vsock, ...) may be opened",
+    "unmasked-proc": "the /proc files that runc and podman mask stay readable",
 }
 _announced = False
 
