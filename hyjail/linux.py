@@ -1,6 +1,6 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11 does not expose.
 
-Owns: unshare, setns, mount, umount2, pivot_root and their flag constants, the owning user
+Owns: unshare, setns, mount, umount2, pivot_root, openat2 and their flag constants, the owning user
 namespace of a namespace, clearing ambient capabilities, and reading a process's start time
 (to tell a live process from a reused pid). Each wrapper raises OSError
 with the kernel's errno and the path it was given; nothing here decides policy.
@@ -183,3 +183,32 @@ def descendants(pid: int) -> list[tuple[int, int | None]]:
             found.append((child, process_start_time(child)))
             todo.append(child)
     return found
+
+
+# openat2(2): path resolution the kernel confines (Linux 5.6). RESOLVE_BENEATH refuses any
+# component that leaves dirfd (absolute paths, "..", symlinks pointing out); RESOLVE_IN_ROOT
+# resolves as if dirfd were "/" (a chroot for this one lookup); NO_SYMLINKS and NO_MAGICLINKS
+# refuse those outright (ELOOP).
+_SYS_OPENAT2 = 437  # the same number on every architecture
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """An fd for path resolved from dirfd under `resolve`'s rules; OSError (ELOOP for a refused
+    symlink, EXDEV for a path that leaves dirfd) with the path on failure. O_CLOEXEC always."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), os.fsencode(path),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
