@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from hyjail.errors import SetupError
 from hyjail.platform import Probe
+from hyjail.spec import BACKENDS, check_backend
 
 RULES = {"R1": "root", "R2": "hostname", "R3": "address", "R4": "processes",
          "R5": "superuser", "R6": "lifetime", "R7": "identity"}
-BACKENDS = ("auto", "ns", "trace")
 # R1 decides the jail's shape. With the kernel's R1 (a mount namespace and pivot_root) every
 # other rule takes its own best provider: a hybrid jail, namespaces where the host has them
 # and the ptrace providers for the rest, inside the same jail. With ptrace's R1 (a chroot)
@@ -102,8 +102,7 @@ class Plan:
 def choose(probe: Probe, backend: str = "auto") -> Plan:
     """The plan for this host. `ns` takes kernel providers only, `trace` ptrace's first,
     `auto` the kernel's first. Raises SetupError naming the first rule left without one."""
-    if backend not in BACKENDS:
-        raise SetupError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     chosen: dict[str, Provider] = {}
     for rule, providers in PROVIDERS.items():
         picked = _pick(providers, probe, backend)

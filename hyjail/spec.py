@@ -113,8 +113,11 @@ def check_allowed(allowed: frozenset[str]) -> frozenset[str]:
     return allowed
 
 
+# What --backend accepts: the plan (`hyjail.plan.choose`) reads this table too.
+BACKENDS = ("auto", "ns", "trace")
+
+
 def check_backend(backend: str) -> str:
-    from hyjail.plan import BACKENDS
     if backend not in BACKENDS:
         raise SetupError(f"--backend {backend}: one of {', '.join(BACKENDS)}")
     return backend
