@@ -63,7 +63,14 @@ def _describe(pid: int, jid: int) -> JailedProcess | None:
     except OSError:
         return None
     return JailedProcess(pid=pid, jail_pid=int(status["NSpid"].split()[-1]), jid=jid,
-                         command=argv or f"[{status.get('Name', '?')}]")
+                         command=printable(argv or f"[{status.get('Name', '?')}]"))
+
+
+def printable(text: str) -> str:
+    """A jailed process's own words (its argv, its name) as the host may show them: control
+    characters (C0, DEL, C1) become '?', as ps(1) does, so a jail cannot write escape
+    sequences to the administrator's terminal."""
+    return "".join("?" if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 else c for c in text)
 
 
 def _jail_pid_namespace(record: Record) -> str | None:

@@ -115,3 +115,23 @@ def test_persistent_jail_without_command_and_bad_input(busybox_root):
     assert (bad.returncode, bad.stderr) == (125, "hyjail: 'bad_host': not a valid host name "
                                                  "(letters, digits, '-' and '.')\n")
     assert hyjail("run", busybox_root, "nocommand", "127.0.0.1").returncode == 2
+
+
+def test_ps_shows_no_control_characters_of_a_jail(busybox_root):
+    """A jailed process's argv is the jail's to choose: `hyjail ps` must not pass escape
+    sequences (a terminal title, a clipboard write) through to the host's terminal."""
+    ip = fresh_ip()
+    script = "/tmp/x\x1b]0;owned\x07\x9b2J"
+    with running("run", busybox_root, "esc", ip, "/bin/sh", "-c",
+                 guard("esc") + f"printf 'sleep 100\\n' > '{script}'; /bin/sh '{script}' & "
+                 "echo up; wait") as jail:
+        assert jail.stdout.readline() == "up\n"
+        jid = jail_record(ip)["jid"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shown = hyjail("ps", "-j", str(jid)).stdout
+            if "owned" in shown:
+                break
+            time.sleep(0.05)
+        assert "/tmp/x?]0;owned??2J" in shown
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in shown)
