@@ -146,7 +146,7 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
     """Stop a jail as `jail -r` does: exec.prestop (host), exec.stop (inside), SIGTERM to its
     processes, SIGKILL to what remains after the timeout, wait for the supervisor's teardown,
     exec.poststop (host)."""
-    from hyjail.lifecycle import run_host_hooks
+    from hyjail.hooks import run_host_hooks
 
     registry = registry or Registry()
     jail = get(which, registry)

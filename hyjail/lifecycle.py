@@ -16,12 +16,11 @@ run them without the configuration at hand.
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 from collections.abc import Iterable
 
 from hyjail import allow, limits
 from hyjail.errors import SetupError
+from hyjail.hooks import run_host_hooks
 from hyjail.limits import Limits
 from hyjail.spec import JailSpec
 
@@ -118,14 +117,6 @@ def to_spec(params: Params) -> JailSpec:
 
 def hooks(params: Params, names: Iterable[str]) -> dict[str, list[str]]:
     return {name: list(params[name]) for name in names if isinstance(params.get(name), list)}
-
-
-def run_host_hooks(commands: list[str], which: str, jid: int | str, name: str, path: str) -> None:
-    env = {**os.environ, "JID": str(jid), "JNAME": name, "JPATH": path}
-    for command in commands:
-        status = subprocess.run(["/bin/sh", "-c", command], env=env).returncode
-        if status != 0:
-            raise SetupError(f"{which}: {command!r} failed with status {status}")
 
 
 def create(params: Params) -> int:

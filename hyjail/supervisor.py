@@ -154,5 +154,8 @@ def start_detached(spec: JailSpec) -> Record:
     code, _, message = answer.partition(" ")
     if message:
         raise HyjailError(message, int(code))
-    from hyjail.jails import get
-    return get(int(code)).record
+    jid = int(code)
+    record = next((r for r in Registry().live() if r.jid == jid), None)
+    if record is None:
+        raise HyjailError(f"jail {jid} ended as it started", 1)
+    return record
