@@ -14,66 +14,33 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass
 
 from hyjail import linux, weaken
 from hyjail.errors import SetupError
+from hyjail.namespaces import Namespaces
 from hyjail.ns.dilution import Confinement
 from hyjail.plan import Plan
 from hyjail.spec import JailSpec
 
 
-@dataclass(frozen=True)
-class Namespaces:
-    """The namespaces the jail's first process makes (mount: whenever R1 is the kernel's)."""
-    mount: bool  # R1: a mount namespace and pivot_root (else a chroot)
-    pid: bool  # R4, R6, R7: pid 1 of its own pid namespace, with a /proc of its own
-    net: bool  # R3: a network namespace (and a veth for an address other than loopback)
-    uts: bool
-    ipc: bool
-    cgroup: bool
-    user: bool  # R5: jailed processes live in the jail's own user namespace
-
-    @classmethod
-    def of(cls, plan: Plan) -> Namespaces:
-        has = plan.probe.has
-        if "no-pidns" in weaken.weakened() and plan.kind == "ns":
-            return cls(mount=True, pid=False, net=True, uts=True, ipc=True, cgroup=True,
-                       user=True)
-        if plan.kind == "trace":  # a chroot; the kernel may hold R3 (and with it SysV IPC)
-            net = plan.uses("R3", "kernel")
-            return cls(mount=False, pid=False, net=net, uts=False, ipc=net, cgroup=False,
-                       user=False)
-        return cls(mount=True, pid=plan.uses("R4", "kernel"), net=plan.uses("R3", "kernel"),
-                   uts=has("ns.uts"), ipc=has("ns.ipc"), cgroup=has("ns.cgroup"),
-                   user=plan.uses("R5", "kernel"))
-
-    def host_owned_flags(self, allowed: frozenset[str]) -> int:
-        """The namespaces the host's user namespace owns (pid is made by the supervisor)."""
-        flags = linux.CLONE_NEWNS if self.mount else 0
-        flags |= linux.CLONE_NEWIPC if self.ipc else 0
-        flags |= linux.CLONE_NEWCGROUP if self.cgroup else 0
-        if not self.user:
-            flags |= linux.CLONE_NEWUTS if self.uts else 0
-        if self.net and (not self.user or "chflags" in allowed):
-            flags |= linux.CLONE_NEWNET
-        return flags
-
-    def jail_owned(self, allowed: frozenset[str]) -> tuple[tuple[str, int], ...]:
-        """The namespaces the jail's user namespace owns: its hostname, and its network
-        stack unless allow.chflags keeps root in the host's user namespace (where it must
-        hold no CAP_NET_ADMIN over the jail's network)."""
-        if not self.user:
-            return ()
-        owned = (("uts", linux.CLONE_NEWUTS),)
-        if self.net and "chflags" not in allowed:
-            owned += (("net", linux.CLONE_NEWNET),)
-        return owned
+def namespaces_of(plan: Plan) -> Namespaces:
+    """The namespaces this host's plan gives a jail (mount: whenever R1 is the kernel's)."""
+    has = plan.probe.has
+    if "no-pidns" in weaken.weakened() and plan.kind == "ns":
+        return Namespaces(mount=True, pid=False, net=True, uts=True, ipc=True, cgroup=True,
+                          user=True)
+    if plan.kind == "trace":  # a chroot; the kernel may hold R3 (and with it SysV IPC)
+        net = plan.uses("R3", "kernel")
+        return Namespaces(mount=False, pid=False, net=net, uts=False, ipc=net, cgroup=False,
+                          user=False)
+    return Namespaces(mount=True, pid=plan.uses("R4", "kernel"), net=plan.uses("R3", "kernel"),
+                      uts=has("ns.uts"), ipc=has("ns.ipc"), cgroup=has("ns.cgroup"),
+                      user=plan.uses("R5", "kernel"))
 
 
 def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     """One line and exit 125 for an option whose provider this jail does not get."""
-    namespaces = Namespaces.of(plan)
+    namespaces = namespaces_of(plan)
     if plan.traced:
         from hyjail import rootless
         if not rootless.host_root():
@@ -135,7 +102,7 @@ def handled(plan: Plan) -> dict:
 def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     """How the jail's processes are confined just before exec (`Confinement.apply`), its
     filter compiled here, on the host."""
-    namespaces = Namespaces.of(plan)
+    namespaces = namespaces_of(plan)
     base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
                        chrooted=not namespaces.mount, weakened=weaken.weakened())
     if not plan.traced:

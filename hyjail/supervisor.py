@@ -44,7 +44,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
     if not host_root:
         rootless.refuse_what_needs_root(spec)
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
-    namespaces = enforcement.Namespaces.of(plan)
+    namespaces = enforcement.namespaces_of(plan)
     confinement = enforcement.confinement(spec, plan)
     veth = spec.needs_veth and namespaces.net
     params = {**spec.record_params(), "confinement": confinement.to_params(),

@@ -174,17 +174,24 @@ def leaked_state() -> dict[str, list]:
     return {k: v for k, v in leaks.items() if v}
 
 
-def _clean_up_leaks() -> None:
-    for pid in _nested_pid_processes():
+def _new_state(before: dict[str, list]) -> dict[str, list]:
+    """What leaked_state() shows now that it did not before the test: a jail a person (or
+    another test run) keeps on this host beside the tests is theirs, not this test's leak."""
+    now = leaked_state()
+    new = {k: [v for v in values if v not in before.get(k, [])] for k, values in now.items()}
+    return {k: v for k, v in new.items() if v}
+
+
+def _clean_up_leaks(leaks: dict[str, list]) -> None:
+    for pid in leaks.get("jailed processes", []):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=30)
-    for name in os.listdir("/sys/class/net"):
-        if name.startswith("hj"):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=30)  # stale records only
+    for name in leaks.get("interfaces", []):
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
     for group in glob.glob("/sys/fs/cgroup/hyjail/*") + glob.glob("/sys/fs/cgroup/*/hyjail/*"):
         with contextlib.suppress(OSError):
-            os.rmdir(group)
+            os.rmdir(group)  # only an empty group goes: a live jail's stays
     for parent in glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail"):
         with contextlib.suppress(OSError):
             os.rmdir(parent)
@@ -192,16 +199,19 @@ def _clean_up_leaks() -> None:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request):
-    """Fail any jail test that leaves state behind, and remove what it left."""
+    """Fail any jail test that leaves state behind, and remove what it left. (On CI's fresh
+    machine nothing is there before; on a workstation, jails kept beside the run are not the
+    test's.)"""
+    before = leaked_state() if os.geteuid() == 0 else {}
     yield
     if os.geteuid() != 0:
         return
     # A netns dies asynchronously after its last process; give the kernel a moment.
     deadline = time.monotonic() + 5
-    while (leaks := leaked_state()) and time.monotonic() < deadline:
+    while (leaks := _new_state(before)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if leaks:
-        _clean_up_leaks()
+        _clean_up_leaks(leaks)
         pytest.fail(f"test left jail state behind: {leaks}")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hyjail.enforcement import Namespaces
+    from hyjail.namespaces import Namespaces
     from hyjail.ns.dilution import Confinement
 
 READY = b"READY"

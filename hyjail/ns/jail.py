@@ -23,7 +23,7 @@ from hyjail.ns import control, init, mounts, userns
 from hyjail.spec import JailSpec
 
 # Which namespaces pid 1 makes, and which of them the jail's user namespace owns, follow the
-# plan (`hyjail.enforcement.Namespaces`). By default the host's user namespace owns the mount,
+# plan (`hyjail.namespaces.Namespaces`). By default the host's user namespace owns the mount,
 # IPC and cgroup namespaces (and pid, unshared by the supervisor before it forks us), so
 # jailed root holds no capability over them; the jail's owns its UTS and network namespaces,
 # where root may set its own hostname and bind low ports or open raw sockets (as allow.*

@@ -42,7 +42,7 @@ _PIDFD_SIGNAL_THREAD_GROUP = 2
 def run(spec: JailSpec, plan: Plan, registry: Registry,
         on_ready: Callable[[Record], None] | None = None) -> int:
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
-    namespaces = enforcement.Namespaces.of(plan)
+    namespaces = enforcement.namespaces_of(plan)
     confinement = enforcement.confinement(spec, plan)
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals((signal.SIGCHLD,)))
@@ -105,7 +105,7 @@ class Tracing:
         self.record = record
         # A hybrid jail's own UTS namespace follows the name its supervisor answers with.
         uts = None
-        if plan.kind == "hybrid" and enforcement.Namespaces.of(plan).uts:
+        if plan.kind == "hybrid" and enforcement.namespaces_of(plan).uts:
             uts = os.open(f"/proc/{first}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
             undo.callback(os.close, uts)
 
