@@ -148,6 +148,8 @@ def gc() -> int:
     from hyjail import cgroups, rootless
     from hyjail.registry import Registry
     Registry().collect(cgroups.sweep if rootless.host_root() else lambda live: None)
+    from hyjail.net import rendezvous
+    rendezvous.sweep()  # what a killed network helper left
     return 0
 
 

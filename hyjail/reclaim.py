@@ -11,12 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import TYPE_CHECKING
 
 from hyjail import linux
-
-if TYPE_CHECKING:  # the registry imports this module: no import cycle at run time
-    from hyjail.registry import Record
+from hyjail.record import Record
 
 
 def reclaim(record: Record) -> None:

@@ -4,7 +4,8 @@ Owns: JID allocation (lowest free integer >= 1), name and address uniqueness, at
 writes under an exclusive lock on the state directory, and telling live records from stale
 ones (a record is live while its supervisor, identified by pid *and* start time, lives).
 Undoing what a dead jail left on the host is `hyjail.reclaim`, which every stale record
-found here goes through.
+found here goes through. The record itself, and its plain read, is `hyjail.record` (below
+both, so that the reclaimer and the network helper read records without importing this).
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import contextlib
 import dataclasses
 import fcntl
 import ipaddress
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
+from hyjail import record as records
 from hyjail.errors import SetupError
 from hyjail.linux import process_start_time
 from hyjail.reclaim import reclaim as reclaim_stale
+from hyjail.record import STATE_DIR, Record
 
-STATE_DIR = "/run/hyjail"
+__all__ = ["STATE_DIR", "Record", "Registry", "default_state_dir"]
 
 
 def default_state_dir() -> str:
@@ -31,35 +32,6 @@ def default_state_dir() -> str:
     own (`hyjail.rootless.state_dir`), so users never see or touch each other's records."""
     from hyjail import rootless
     return STATE_DIR if rootless.host_root() else rootless.state_dir()
-
-
-@dataclass(frozen=True)
-class Record:
-    jid: int
-    name: str
-    hostname: str
-    path: str
-    addresses: tuple[str, ...]
-    backend: str
-    supervisor_pid: int
-    supervisor_start: int
-    started: float
-    host_link: str | None = None
-    init_pid: int | None = None
-    init_start: int | None = None
-    params: dict = field(default_factory=dict)  # FreeBSD parameters and stop hooks (JSON)
-
-    def supervisor_alive(self) -> bool:
-        return process_start_time(self.supervisor_pid) == self.supervisor_start
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Record:
-        data = json.loads(text)
-        data["addresses"] = tuple(data["addresses"])
-        return cls(**data)
 
 
 class Registry:
@@ -85,20 +57,7 @@ class Registry:
         return os.path.join(self.jails_dir, f"{jid}.json")
 
     def _read_all(self) -> list[Record]:
-        try:
-            names = os.listdir(self.jails_dir)
-        except FileNotFoundError:
-            return []
-        records = []
-        for entry in names:
-            if not entry.endswith(".json"):
-                continue
-            try:
-                with open(os.path.join(self.jails_dir, entry)) as f:
-                    records.append(Record.from_json(f.read()))
-            except (OSError, ValueError, TypeError):
-                continue  # removed meanwhile, or not ours: never shown as a jail
-        return sorted(records, key=lambda r: r.jid)
+        return records.read_all(self.jails_dir)
 
     def _write(self, record: Record) -> None:
         tmp = os.path.join(self.jails_dir, f".{record.jid}.{os.getpid()}.tmp")
@@ -117,7 +76,7 @@ class Registry:
     def supervised(self) -> list[Record]:
         """The records whose supervisor lives, read without the lock and reclaiming nothing:
         for a helper that answers a caller who may hold the lock (the network helper)."""
-        return [r for r in self._read_all() if r.supervisor_alive()]
+        return records.supervised(self.jails_dir)
 
     def collect(self, orphans: Callable[[set[int]], None]) -> None:
         """`hyjail gc`: reclaim stale records, then, still under the lock (so no jail is

@@ -166,8 +166,11 @@ def leaked_state() -> dict[str, list]:
         mounts = [line.split()[1] for line in f if "hyjail" in line.split()[1]]
     cgroups = glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail")
     # Any other file under /run/hyjail is state nothing owns (the stop hook's rule too).
+    from hyjail.net import rendezvous
+    helpers = rendezvous.listening()  # a live network helper's socket is no jail's state
     files = [os.path.join(where, name) for where, _, names in os.walk("/run/hyjail")
-             for name in names if where != STATE_DIR]
+             for name in names
+             if where != STATE_DIR and os.path.join(where, name) not in helpers]
     leaks = {"interfaces": links, "records": records, "mounts": mounts, "cgroups": cgroups,
              "state files": files,
              "jailed processes": _nested_pid_processes()}

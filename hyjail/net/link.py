@@ -1,9 +1,11 @@
 """A jail's veth, as its supervisor asks the network helper (`hyjail.net.netd`) for it.
 
 Owns the supervisor's side: reaching the helper (starting it when none answers, one at a
-time), asking for the veth with the jail's network namespace, and holding the connection for
-the jail's life: when it closes, at the jail's end or the supervisor's death, the helper
-deletes the link. Also asking it to reclaim a link that a stale jail left.
+time) and making sure it is the helper (`hyjail.net.rendezvous`: the caller's own uid, and the
+pid that holds the helper's lock) before sending it anything, asking for the veth with the
+jail's network namespace, and holding the connection for the jail's life: when it closes, at
+the jail's end or the supervisor's death, the helper deletes the link. Also asking it to
+reclaim a link that a stale jail left.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import time
 from collections.abc import Iterator
 
 from hyjail.errors import SetupError
-from hyjail.net import netd
+from hyjail.net import netd, rendezvous
 from hyjail.net.addresses import Address
 
 _START_WAIT = 20.0  # seconds for a starting helper to answer (it loads pyroute2)
+_STARTS = 3  # helpers started by one client at most (one that dies unready is a fault)
 
 
 @contextlib.contextmanager
@@ -58,6 +61,42 @@ def _ask(helper: socket.socket, request: dict, fds: list[int]) -> None:
 
 
 def _connect() -> socket.socket:
+    """A connection to this uid's helper, started if none answers, its peer checked."""
+    if rendezvous.weakened():
+        return _connect_unchecked()
+    path = rendezvous.address()
+    deadline = time.monotonic() + _START_WAIT
+    starts = 0
+    while True:
+        directory = rendezvous.open_directory()
+        try:
+            helper = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            try:
+                helper.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                helper.close()
+                # No helper answers: start one, unless one holds the lock (starting or
+                # leaving). Only this uid can take the lock, so no one else holds a start up.
+                if starts < _STARTS and rendezvous.try_lock(directory):
+                    _start(directory, {netd.LOCK_FD: str(directory)})
+                    starts += 1
+            else:
+                try:
+                    rendezvous.authenticate(helper, directory)
+                except BaseException:
+                    helper.close()
+                    raise
+                return helper
+        finally:
+            os.close(directory)  # a lock taken above is the started helper's now
+        if time.monotonic() > deadline:
+            raise SetupError("the network helper (python -m hyjail.net.netd) did not start")
+        time.sleep(0.005)
+
+
+def _connect_unchecked() -> socket.socket:
+    """The old way, kept for the escape battery ("any-netd"): whoever holds the abstract name
+    answers, unchecked, and whoever holds its ".starting" name holds every start up."""
     name = netd.address()
     deadline = time.monotonic() + _START_WAIT
     started = False
@@ -69,36 +108,35 @@ def _connect() -> socket.socket:
         except (ConnectionRefusedError, FileNotFoundError):
             helper.close()
         if not started:
-            _start(name)
+            starting = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                starting.bind(name + b".starting")
+            except OSError:
+                starting.close()
+            else:
+                with starting:
+                    _start(starting.fileno(), {netd.STARTING_FD: str(starting.fileno())})
             started = True
         if time.monotonic() > deadline:
             raise SetupError("the network helper (python -m hyjail.net.netd) did not start")
         time.sleep(0.005)
 
 
-def _start(name: bytes) -> None:
-    """Start a helper unless one is starting: the first to hold the ".starting" name starts it
-    and hands that name to it, which lets go once it answers."""
-    starting = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        starting.bind(name + b".starting")
-    except OSError:
-        starting.close()
-        return
-    with starting:
-        env = {**os.environ, "HYJAIL_NETD_STARTING_FD": str(starting.fileno())}
-        # Started twice removed, so that it is nobody's child: not the supervisor's (whose
-        # jail it outlives), not in its session.
-        middle = os.fork()
-        if middle == 0:
-            try:
-                os.setsid()
-                if os.fork() == 0:
-                    os.set_inheritable(starting.fileno(), True)
-                    devnull = os.open(os.devnull, os.O_RDWR)
-                    for fd in (0, 1, 2):
-                        os.dup2(devnull, fd)
-                    os.execve(sys.executable, [sys.executable, "-m", "hyjail.net.netd"], env)
-            finally:
-                os._exit(0)
-        os.waitpid(middle, 0)
+def _start(handed: int, env: dict[str, str]) -> None:
+    """Start a helper, handing it descriptor `handed` (what shows it is the one to start)."""
+    env = {**os.environ, **env}
+    # Started twice removed, so that it is nobody's child: not the supervisor's (whose jail
+    # it outlives), not in its session.
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.set_inheritable(handed, True)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.execve(sys.executable, [sys.executable, "-m", "hyjail.net.netd"], env)
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)

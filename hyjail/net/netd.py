@@ -2,11 +2,13 @@
 jails, kept warm between jails so that no jail's start pays pyroute2's import (a quarter of a
 second here; a veth made directly in the jail's network namespace costs about 10 ms).
 
-Owns: its listening socket (abstract, so it leaves no file behind; named for the uid, the code
-and the seccomp state of whoever started it), who may ask (root's hyjail supervisors, each for
-its own jail's link only, as the registry has it), attaching a jail's veth (`hyjail.net.veth`),
-deleting the link as soon as the supervisor's connection closes (the jail's end, or the
-supervisor's death), reclaiming a stale jail's link, and leaving once idle for LINGER seconds.
+Owns: serving its rendezvous (`hyjail.net.rendezvous`: a socket in a directory only its uid
+can enter, one helper per uid, code and seccomp state, whose lock it holds for its life, so a
+client can tell it from an impostor), who may ask (root's hyjail supervisors, each for its own
+jail's link only, as the registry's records have it), attaching a jail's veth
+(`hyjail.net.veth`), deleting the link as soon as the supervisor's connection closes (the
+jail's end, or the supervisor's death), reclaiming a stale jail's link, and leaving once idle
+for LINGER seconds (or at SIGTERM), its socket removed.
 
     python -m hyjail.net.netd          (started by hyjail.net.link when none answers)
 """
@@ -14,38 +16,26 @@ supervisor's death), reclaiming a stale jail's link, and leaving once idle for L
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
 import re
 import selectors
+import signal
 import socket
-import struct
 import sys
 import threading
 import time
 
+from hyjail.net import rendezvous
+
 LINGER = 30.0  # seconds without a jail before the helper leaves
 _HOST_LINK = re.compile(r"hj[0-9]+h")  # SPEC section 3: what hyjail.net.host_link_name makes
-_STARTING_FD = "HYJAIL_NETD_STARTING_FD"
+LOCK_FD = "HYJAIL_NETD_LOCK_FD"  # the rendezvous lock its starter hands it
+STARTING_FD = "HYJAIL_NETD_STARTING_FD"  # "any-netd" only: the old ".starting" name
 
 
-def address() -> bytes:
-    """The helper's abstract socket name: one helper per uid, code and seccomp state."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = [os.stat(os.path.join(here, name)) for name in ("netd.py", "veth.py", "link.py")]
-    with open("/proc/self/status") as f:
-        filters = next((line.split()[1] for line in f if line.startswith("Seccomp_filters")),
-                       "0")
-    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.executable, filters))
-    return f"\0hyjail-netd-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}".encode()
-
-
-def _peer(connection: socket.socket) -> tuple[int, int]:
-    pid, uid, _ = struct.unpack("3i", connection.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return pid, uid
+address = rendezvous.address  # public: where the helper listens (the battery takes it)
 
 
 class Helper:
@@ -85,7 +75,7 @@ class Helper:
         message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
         try:
             request = json.loads(message)
-            pid, uid = _peer(connection)
+            pid, uid = rendezvous.peer(connection)
             if uid != 0:
                 raise PermissionError("only root's jails have a veth")
             name = request.get("attach", request.get("reclaim", ""))
@@ -135,8 +125,8 @@ def _delete(name: str) -> None:
 
 
 def _records():
-    from hyjail.registry import Registry
-    return Registry().supervised()
+    from hyjail.record import supervised
+    return supervised()
 
 
 def _supervises(pid: int, name: str) -> bool:
@@ -148,12 +138,44 @@ def _owned(name: str) -> bool:
     return any(r.host_link == name for r in _records())
 
 
+def _leave(signum: int, frame: object) -> None:
+    sys.exit(0)  # through main's finally: the socket goes with the helper
+
+
 def main() -> None:
     import prctl
     prctl.set_name("hyjail-netd")
     prctl.set_proctitle("hyjail-netd")
-    starting = int(os.environ.pop(_STARTING_FD, "-1"))
-    from hyjail.net import veth  # noqa: F401  (loaded once, now: what the helper is for)
+    prctl.set_dumpable(False)  # a host helper: no one of its uid reads or traces it
+    if rendezvous.weakened():
+        return _main_unchecked()
+    from hyjail.errors import SetupError
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _leave)
+    lock = int(os.environ.pop(LOCK_FD, "-1"))
+    try:
+        if lock < 0:  # started by hand: take the lock, unless a helper holds it
+            lock = rendezvous.open_directory()
+            if not rendezvous.try_lock(lock):
+                return
+        from hyjail.net import veth  # noqa: F401  (loaded once, now: what the helper is for)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as \
+                listener:
+            try:
+                rendezvous.bind(listener, lock)
+                listener.listen(128)
+                rendezvous.sweep()  # what killed helpers, or helpers of older code, left
+                Helper().serve(listener)
+            finally:  # while the lock is held: no one finds a socket no helper answers
+                rendezvous.unbind(lock)
+    except (OSError, SetupError) as e:
+        print(f"hyjail-netd: {e}", file=sys.stderr)
+
+
+def _main_unchecked() -> None:
+    """The old rendezvous ("any-netd"): an abstract name anyone can compute and bind first."""
+    starting = int(os.environ.pop(STARTING_FD, "-1"))
+    from hyjail.net import veth  # noqa: F401
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         listener.bind(address())
