@@ -23,6 +23,11 @@ PERMISSIONS: Mapping[str, tuple[bool, str]] = {
                        "the host's user namespace)"),
     "mount": (False, "mount and unmount in the jail's own tree (each kind of file system also "
                      "needs its allow.mount.<fstype>)"),
+    # FreeBSD: "access to other protocol stacks that have not had jail functionality added".
+    "socket_af": (False, "open sockets of the families no network namespace confines (vsock, "
+                         "which reaches the hypervisor and the host, bluetooth, CAN, TIPC, "
+                         "ALG, ...), and i386's socketcall(2) socket creation, whose family "
+                         "no filter can see; needs a network namespace"),
 }
 DEFAULT: frozenset[str] = frozenset(name for name, (on, _) in PERMISSIONS.items() if on)
 

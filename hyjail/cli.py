@@ -58,7 +58,7 @@ def hyjail() -> None:
 @click.option("--allow", multiple=True, metavar="NAME[=0|1]",
               help="A FreeBSD allow.* permission for root inside (noNAME or NAME=0 takes one "
                    "away): set_hostname and reserved_ports (on by default), raw_sockets, "
-                   "sysvipc, mlock.")
+                   "sysvipc, mlock, chflags, mount, socket_af (see `hyjail features`).")
 @click.option("--userns", is_flag=True,
               help="Map the jail's uids and gids 0-65535 onto an unprivileged host range (one "
                    "of the jail's own, from 2^30 + JID*65536), so root inside is nobody outside.")

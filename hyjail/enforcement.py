@@ -61,6 +61,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if "raw_sockets" in spec.allowed:
             raise SetupError("allow.raw_sockets: without a network namespace a raw socket "
                              "could send from any address of the host")
+        if "socket_af" in spec.allowed:
+            raise SetupError("allow.socket_af: without a network namespace every other family "
+                             "would act on the host's own network stack")
         for address in spec.addresses:
             if not _is_local(address):
                 raise SetupError(f"R3 (address): {address} is not an address of this host; "

@@ -334,45 +334,72 @@ def _read(path: str) -> str:
 
 
 def cache_dir() -> str:
-    """Root's probes are kept in /var/cache/hyjail (the key holds the boot, so a stale entry
-    is never used); another user's in their own state directory."""
+    """Root's caches are kept in /var/cache/hyjail (the key holds the boot, so a stale entry
+    is never used); another user's in their own state directory. `hyjail.cache` reaches it
+    (and makes it) without following symlinks, and trusts only what it sealed there."""
     from hyjail import rootless
     if not rootless.host_root():
         return rootless.state_dir()
-    os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
     return CACHE_DIR
 
 
 def current(fresh: bool = False) -> Probe:
     """The probe for this boot and this caller: from the cache, else run and cached."""
-    path = os.path.join(cache_dir(), _CACHE_NAME)
+    from hyjail import weaken
     key = fingerprint()
-    cached = {} if fresh else _load(path)
-    if key in cached:
-        return Probe({name: Check(name, ok, detail)
-                      for name, (ok, detail) in cached[key].items()})
+    unchecked = "unchecked-cache" in weaken.weakened()
+    cached = {} if fresh else (_load_unchecked() if unchecked else _load())
+    entry = cached.get(key)
+    if _well_formed(entry):
+        return Probe({name: Check(name, bool(ok), detail)
+                      for name, (ok, detail) in entry.items()})
     probe = run()
     cached[key] = {name: [c.ok, c.detail] for name, c in probe.items()}
     for stale in list(cached)[:-_CACHE_ENTRIES]:  # the oldest callers (or boots) go first
         del cached[stale]
-    _store(path, cached)
+    _store(cached)
     return probe
 
 
-def _load(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+def _well_formed(entry: object) -> bool:
+    """A cached probe of this version: every check, each (bool, str)."""
+    return isinstance(entry, dict) and all(
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], bool)
+        and isinstance(v[1], str) for v in entry.values())
+
+
+def _load() -> dict:
+    """The cached probes, if `hyjail.cache` vouches for them; else none."""
+    from hyjail import cache
+    directory = cache.open_directory(cache_dir())
+    if directory is None:
         return {}
-    return data if isinstance(data, dict) else {}
+    with directory:
+        data = directory.read(_CACHE_NAME)
+    return _parsed(data) if data is not None else {}
 
 
-def _store(path: str, cached: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+def _load_unchecked() -> dict:
+    """The weakening "unchecked-cache": the file as it is, by name."""
+    from hyjail import cache
     try:
-        with open(tmp, "w") as f:
-            json.dump(cached, f)
-        os.replace(tmp, path)
+        with open(os.path.join(cache_dir(), _CACHE_NAME), "rb") as f:
+            return _parsed(cache.content_unchecked(f.read()))
     except OSError:
-        pass  # a read-only state directory: probe again next time
+        return {}
+
+
+def _parsed(data: bytes) -> dict:
+    try:
+        cached = json.loads(data)
+    except ValueError:
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _store(cached: dict) -> None:
+    from hyjail import cache
+    directory = cache.open_directory(cache_dir())
+    if directory is not None:  # else: probe again next time
+        with directory:
+            directory.write(_CACHE_NAME, json.dumps(cached).encode())

@@ -8,10 +8,21 @@ ABIs alike, killing the process on any other ABI.
 Arguments that the kernel reads as 32-bit values (an ioctl's request) are compared on their
 low 32 bits only, so setting high bits cannot slip a request past the filter.
 
+Socket families: a jail opens only those its network namespace confines (unix, inet, inet6,
+netlink; packet with allow.raw_sockets); any other (vsock, which reaches the hypervisor and the
+host, bluetooth, CAN, TIPC, ...) answers EAFNOSUPPORT, as on a kernel without it, unless
+allow.socket_af (FreeBSD's name for the stacks that have no jail functionality). i386's
+socketcall(2) keeps socket's arguments in memory, where no filter can see the family: there
+its SOCKET and SOCKETPAIR operations are refused (ENOSYS) unless allow.socket_af, so a 32-bit
+program reaches sockets through socket(2) (nr 359); a traced jail's supervisor judges
+socketcall instead.
+
 libseccomp compiles each distinct filter once: its BPF program is kept in the probe's cache
 directory, keyed by everything it depends on (the inputs, this module, the boot), so a jail's
 start loads a few hundred bytes with one seccomp(2) call instead of importing libseccomp's
-bindings (which run `ldconfig -p` twice) and compiling again.
+bindings (which run `ldconfig -p` twice) and compiling again. A cached program is used only
+when `hyjail.cache` vouches for it (private directory, sealed entry) and it looks like one of
+libseccomp's; anything else is compiled again, never loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import errno
 import functools
 import hashlib
 import os
+import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -72,6 +84,17 @@ MS_BIND, MS_REMOUNT = 0x1000, 0x20
 MS_EXISTING = (MS_BIND | MS_REMOUNT | 0x2000 | (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20))
 OPEN_TREE_CLONE = 0x1
 
+# Socket families (linux/socket.h) that a network namespace confines: a jail's own. Every
+# other family below _FAMILIES is refused by number; the kernel itself refuses any at or above
+# AF_MAX (46 in 6.x), and one comparison refuses everything from _FAMILIES on, in case it grows.
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 1, 2, 10, 16, 17
+CONFINED_FAMILIES = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
+_FAMILIES = 64
+SOCKET_CALLS = ("socket", "socketpair")  # their family is argument 0 on every ABI
+SYS_SOCKET, SYS_SOCKETPAIR = 1, 8  # socketcall(2)'s operations that make sockets
+# Filter weakenings (`hyjail.weaken`) that change the compiled program, hence its key.
+_COMPILED_WEAKENINGS = ("open-families",)
+
 
 def denied_calls(allowed: Iterable[str]) -> dict[str, int]:
     """Every whole system call the filter denies for this permission set, with its errno."""
@@ -96,24 +119,85 @@ class _SockFprog(ctypes.Structure):
 def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
             refused: Mapping[str, int] | None = None,
             refused_arguments: Iterable[tuple[str, int, int, int]] = (),
-            self_args: Mapping[str, int] | None = None) -> bytes:
+            self_args: Mapping[str, int] | None = None,
+            weakened: Iterable[str] | None = None) -> bytes:
     """The filter's BPF program: from this process, from the cache, or compiled (and kept).
-    Call it on the host's tree: compiling needs libseccomp, which a jail's root may lack."""
-    inputs = (sorted(set(allowed)), sorted((traced or {}).items()),
-              sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments),
-              sorted((self_args or {}).items()))
-    key = hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
+    Call it on the host's tree: compiling needs libseccomp, which a jail's root may lack.
+    `weakened` is the jail's weakenings (`Confinement.weakened`); None: this process's."""
+    if weakened is None:
+        from hyjail import weaken
+        weakened = weaken.weakened()
+    weakened = frozenset(weakened)
+    key = entry_key(allowed, traced, refused, refused_arguments, self_args, weakened)
     if key in _programs:
         return _programs[key]
-    path = os.path.join(_cache_dir(), f"{key}.bpf")
-    try:
-        with open(path, "rb") as f:
-            compiled = f.read()
-    except OSError:
-        compiled = _compile(allowed, traced, refused, refused_arguments, self_args)
-        _keep(path, compiled)
+    name = f"{key}.bpf"
+    compiled = _unchecked(name) if "unchecked-cache" in weakened else _cached(name)
+    if compiled is None:
+        compiled = _compile(allowed, traced, refused, refused_arguments, self_args, weakened)
+        with _cache() as directory:
+            if directory is not None:
+                directory.write(name, compiled)
     _programs[key] = compiled
     return compiled
+
+
+def entry_key(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
+              refused: Mapping[str, int] | None = None,
+              refused_arguments: Iterable[tuple[str, int, int, int]] = (),
+              self_args: Mapping[str, int] | None = None,
+              weakened: Iterable[str] = ()) -> str:
+    """The cache key (and file name, with `.bpf`) of program()'s arguments: a hash of what
+    the compiled program depends on."""
+    inputs = (sorted(set(allowed)), sorted((traced or {}).items()),
+              sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments),
+              sorted((self_args or {}).items()),
+              sorted(set(weakened) & set(_COMPILED_WEAKENINGS)))
+    return hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
+
+
+def cache_path() -> str:
+    """Where compiled programs are kept (for the tests and the battery, which plant bad ones)."""
+    from hyjail import platform
+    return os.path.join(platform.cache_dir(), "filters")
+
+
+def _cache():
+    """The verified cache directory (a context manager yielding None when it is unusable)."""
+    import contextlib
+
+    from hyjail import cache
+    directory = cache.open_directory(cache_path())
+    return directory if directory is not None else contextlib.nullcontext()
+
+
+def _cached(name: str) -> bytes | None:
+    with _cache() as directory:
+        compiled = directory.read(name) if directory is not None else None
+    return compiled if compiled is not None and plausible(compiled) else None
+
+
+def _unchecked(name: str) -> bytes | None:
+    """The weakening "unchecked-cache": whatever the file holds, by name, as before."""
+    from hyjail import cache
+    try:
+        with open(os.path.join(cache_path(), name), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return cache.content_unchecked(data)
+
+
+_BPF_INSN = 8  # struct sock_filter
+_BPF_MAXINSNS = 4096
+_LOAD_ARCH = struct.pack("<HBBI", 0x20, 0, 0, 4)  # BPF_LD|W|ABS seccomp_data.arch
+
+
+def plausible(compiled: bytes) -> bool:
+    """Shaped like libseccomp's output: whole instructions, within the kernel's limit, and
+    beginning by loading the caller's architecture (which every filter of ours checks)."""
+    return (len(compiled) % _BPF_INSN == 0 and 0 < len(compiled) // _BPF_INSN <= _BPF_MAXINSNS
+            and compiled.startswith(_LOAD_ARCH))
 
 
 def load(compiled: bytes) -> None:
@@ -125,10 +209,10 @@ def load(compiled: bytes) -> None:
         raise OSError(err, os.strerror(err), "seccomp")
 
 
-def _compile(allowed, traced, refused, refused_arguments, self_args) -> bytes:
+def _compile(allowed, traced, refused, refused_arguments, self_args, weakened) -> bytes:
     import tempfile
     with tempfile.TemporaryFile() as out:
-        build(allowed, traced, refused, refused_arguments, self_args).export_bpf(out)
+        build(allowed, traced, refused, refused_arguments, self_args, weakened).export_bpf(out)
         out.seek(0)
         return out.read()
 
@@ -148,32 +232,17 @@ def _fingerprint() -> str:
     return f"{source} {boot} {os.uname().machine}"
 
 
-def _cache_dir() -> str:
-    from hyjail import platform
-    path = os.path.join(platform.cache_dir(), "filters")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
-def _keep(path: str, compiled: bytes) -> None:
-    partial = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(partial, "wb") as f:
-            f.write(compiled)
-        os.replace(partial, path)
-    except OSError:
-        pass  # a read-only cache: compile again next time
-
-
 def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
           refused: Mapping[str, int] | None = None,
           refused_arguments: Iterable[tuple[str, int, int, int]] = (),
-          self_args: Mapping[str, int] | None = None) -> sc.SyscallFilter:
+          self_args: Mapping[str, int] | None = None,
+          weakened: Iterable[str] = ()) -> sc.SyscallFilter:
     """The filter for this permission set, not yet loaded. The trace backend adds `traced`
     (call -> tag: RET_TRACE, so its supervisor judges the call), `refused` (call -> errno)
     and `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
     import pyseccomp as sc
     allowed = set(allowed)
+    weakened = frozenset(weakened)
     traced = traced or {}
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
@@ -207,7 +276,30 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
         for name in ("mmap", "mmap2"):
             f.add_rule(sc.ERRNO(errno.EPERM), name,
                        sc.Arg(3, sc.MASKED_EQ, MAP_LOCKED, MAP_LOCKED))
+    if "socket_af" not in allowed and "open-families" not in weakened:
+        _families(f, traced)
     return f
+
+
+def _families(f: sc.SyscallFilter, traced: Mapping[str, int]) -> None:
+    """Refuse the socket families no namespace confines (allow.socket_af is off). Packet
+    sockets stay CAP_NET_RAW's to refuse (allow.raw_sockets), as raw inet sockets do."""
+    import pyseccomp as sc
+    # socketcall's SOCKET and SOCKETPAIR cannot be judged (the family is in memory): refused
+    # whatever the family. libseccomp would refuse them anyway, having no way to apply the
+    # argument rules below to them; added first, this rule's ENOSYS is the answer.
+    if "socketcall" not in traced:  # a traced jail's supervisor judges socketcall
+        for operation in (SYS_SOCKET, SYS_SOCKETPAIR):
+            f.add_rule(sc.ERRNO(errno.ENOSYS), "socketcall",
+                       sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, operation))
+    # Every rule on socket(2) and socketpair(2) gives the same errno: libseccomp also makes
+    # each one a rule on i386's socketcall, where two actions for one operation conflict.
+    refused = sc.ERRNO(errno.EAFNOSUPPORT)
+    for name in SOCKET_CALLS:
+        for family in range(_FAMILIES):
+            if family not in (*CONFINED_FAMILIES, AF_PACKET):
+                f.add_rule(refused, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, family))
+        f.add_rule(refused, name, sc.Arg(0, sc.GE, _FAMILIES))  # on x86_64: or any high bit
 
 
 def _mount_types(f: sc.SyscallFilter, allowed: set[str]) -> None:
