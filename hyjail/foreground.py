@@ -35,13 +35,23 @@ class Child:
     """
 
     def __init__(self, enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
-                 through_helper: bool = False):
-        if through_helper:
-            self._waited, self.pid, self.pidfd = _fork_through_helper(enter_pid_namespace,
-                                                                      child_main)
-        else:
-            self.pid = self._waited = _fork_into(enter_pid_namespace, child_main)
-            self.pidfd = os.pidfd_open(self.pid)
+                 through_helper: bool = False, *, hidden: bool = False,
+                 keep_fds: Sequence[int] | None = None, weakened: bool = False):
+        """hidden: the child is born non-dumpable (the caller is, around the fork), so that
+        from its first instant in the jail's pid namespace no jailed process can open its
+        /proc files or ptrace it; and, given keep_fds, it closes every descriptor but 0-2
+        and those first thing. It never keeps the host's pid namespace, unless `weakened`
+        (the dumpable-entry weakening, for the battery)."""
+        if hidden:
+            child_main = _shedding(keep_fds, child_main)
+        with _undumpable(hidden):
+            if through_helper:
+                self._waited, self.pid, self.pidfd = _fork_through_helper(enter_pid_namespace,
+                                                                          child_main)
+            else:
+                self.pid = self._waited = _fork_into(enter_pid_namespace, child_main,
+                                                     keep_host_pidns=weakened)
+                self.pidfd = os.pidfd_open(self.pid)
         self.status: int | None = None
 
     def signal(self, signum: int) -> None:
@@ -68,7 +78,43 @@ class Child:
                 self.status = -1
 
 
-def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None]) -> int:
+@contextlib.contextmanager
+def _undumpable(hidden: bool) -> Iterator[None]:
+    """Non-dumpable while the child is forked (it inherits that from its first instant),
+    then as before."""
+    if not hidden:
+        yield
+        return
+    was = prctl.get_dumpable()
+    prctl.set_dumpable(False)
+    try:
+        yield
+    finally:
+        prctl.set_dumpable(was)
+
+
+def _shedding(keep_fds: Sequence[int] | None, child_main: Callable[[], None]
+              ) -> Callable[[], None]:
+    """child_main, preceded by closing every descriptor but 0-2 and keep_fds: whatever the
+    caller held (its registry lock, a netd socket, the host's namespaces, fds it inherited)
+    never sits in a process inside the jail."""
+    def shed_then_run() -> None:
+        if keep_fds is not None:
+            close_all_but(keep_fds)
+        child_main()
+    return shed_then_run
+
+
+def close_all_but(keep: Sequence[int]) -> None:
+    """Close every descriptor but 0, 1, 2 and keep."""
+    kept = sorted({0, 1, 2, *keep})
+    for low, high in zip([0, *(fd + 1 for fd in kept)], [*kept, 2**31 - 1], strict=True):
+        if low < high:
+            os.closerange(low, high)
+
+
+def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
+               keep_host_pidns: bool = False) -> int:
     host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         # Our next child lands in the chosen pid namespace; then restore, so that anything
@@ -77,6 +123,8 @@ def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[],
         try:
             pid = os.fork()
             if pid == 0:
+                if not keep_host_pidns:  # the host's pid namespace never goes into the jail
+                    os.close(host_pidns)
                 child_main()  # never returns
                 os._exit(125)
             return pid

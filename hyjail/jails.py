@@ -194,9 +194,10 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             login: bool = False, environ: dict[str, str] | None = None,
             registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
-    from hyjail import cgroups, terminal
+    from hyjail import cgroups, terminal, weaken
     from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
+    from hyjail.ns.dilution import Confinement
 
     registry = registry or Registry()
     record = get(which, registry).record
@@ -207,6 +208,10 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     if not record.init_pid:
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
     env = dict(os.environ if environ is None else environ)
+    # The entry path's weakenings, from the jail's record or this caller's (root's) own.
+    weakened = (Confinement.from_params(record.params).weakened | weaken.weakened()) & {
+        "host-nss", "dumpable-entry", "follow-symlinks"}
+    hidden = "dumpable-entry" not in weakened
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals())
         namespaces = (trace_enter if chrooted else enter).open_namespaces(record)
@@ -220,16 +225,23 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         undo.callback(channel.close)
         rootless = bool(record.params.get("rootless"))
         cgroup_paths = [] if rootless else cgroups.jail_paths(record.jid, existing=True)
+        # What the entering process keeps: its end of the channel and the jail's namespaces
+        # (and root) it joins; nothing else of ours (SPEC 1, the entry path).
+        keep = (jail_end.fileno(), *(fd for name, fd in namespaces.items() if name != "pid"))
         with jail_end:
             if chrooted:
                 child = Child(lambda: None,  # no pid namespace: the tracer holds R4
                               lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
-                                                       env, user, login, jail_end, tty_fds))
+                                                       env, user, login, jail_end, tty_fds,
+                                                       weakened),
+                              hidden=hidden, keep_fds=keep, weakened=not hidden)
             else:
                 child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
                               lambda: enter.main(namespaces, record.params, cgroup_paths,
-                                                 argv, env, user, login, jail_end, tty_fds),
-                              through_helper=rootless)
+                                                 argv, env, user, login, jail_end, tty_fds,
+                                                 weakened),
+                              through_helper=rootless, hidden=hidden, keep_fds=keep,
+                              weakened=not hidden)
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
         if traced:

@@ -61,6 +61,9 @@ class Account:
     name: str
     uid: int
     gid: int
+    # Supplementary groups, computed from the jail's /etc/group (`hyjail.accounts`); None
+    # only under the host-nss weakening, which asks NSS inside the jail (initgroups).
+    groups: tuple[int, ...] | None = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ class Confinement:
 
     def _program(self) -> bytes:
         return syscall_filter.program(self.allowed, dict(self.traced), dict(self.refused),
-                                      self.refused_arguments, dict(self.self_args))
+                                      self.refused_arguments, dict(self.self_args),
+                                      weakened=self.weakened)
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
@@ -145,7 +149,10 @@ class Confinement:
         prctl.cap_inheritable.limit()
         linux.clear_ambient_caps()
         if self.account is not None:
-            os.initgroups(self.account.name, self.account.gid)
+            if self.account.groups is None:
+                os.initgroups(self.account.name, self.account.gid)
+            else:  # never initgroups: NSS would load the jail's modules into this process
+                os.setgroups(list(self.account.groups))
             os.setgid(self.account.gid)
             os.setuid(self.account.uid)  # leaving uid 0 clears every capability
         if os.geteuid() == 0 and "all-caps" not in self.weakened:

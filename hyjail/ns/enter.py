@@ -2,25 +2,32 @@
 
 Owns: joining every namespace of the jail's pid 1 (the pid namespace is joined by the fork
 itself), taking the jail's root, choosing the user and environment from the jail's own
-/etc/passwd, then the same READY/GO handshake, confinement and exec as the jail's own command,
-so that an entered process can reach exactly what one started with the jail can.
+/etc/passwd and /etc/group (read as plain data, `hyjail.accounts`, never through NSS), then
+the same READY/GO handshake, confinement and exec as the jail's own command, so that an
+entered process can reach exactly what one started with the jail can.
+
+Until it execs, the entering process holds host powers inside the jail's namespaces: it is
+non-dumpable from its fork on (`foreground.Child`), so no jailed process can open its /proc
+files or ptrace it, and it loads, runs and follows by name nothing of the jail's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import pwd
 import signal
 import socket
+import stat
+import struct
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, linux
-from hyjail.errors import HyjailError, SetupError
-from hyjail.ns import init, userns
+from hyjail import accounts, cgroups, linux
+from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
+from hyjail.ns import control, init, userns
 from hyjail.ns.dilution import Account, Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
 from hyjail.registry import Record
@@ -32,6 +39,9 @@ NAMESPACES = (("cgroup", linux.CLONE_NEWCGROUP), ("ipc", linux.CLONE_NEWIPC),
               ("mnt", linux.CLONE_NEWNS))
 NAMESPACE_TYPES = {"pid": linux.CLONE_NEWPID, **dict(NAMESPACES)}
 LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
+_PTMX = (5, 2)  # a ptmx's device number, on every devpts instance
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
 
 
 def open_namespaces(record: Record) -> dict[str, int]:
@@ -61,29 +71,37 @@ def open_namespaces(record: Record) -> dict[str, int]:
 
 def main(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
          argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
-         channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+         channel: socket.socket, tty_fds: Sequence[int],
+         weakened: frozenset[str] = frozenset()) -> NoReturn:
     guarded(channel, lambda: _enter_and_exec(namespaces, params, cgroup_paths, argv, env, user,
-                                             login, channel, tty_fds))
+                                             login, channel, tty_fds, weakened))
 
 
 def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
                     argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
-                    channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+                    channel: socket.socket, tty_fds: Sequence[int],
+                    weakened: frozenset[str]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
+    hide(weakened)
     cgroups.join(list(cgroup_paths))  # counted against the jail's limits, like its own
     confinement = Confinement.from_params(params).prepare()  # on the host's tree
     if confinement.userns:
         userns.hold_jail_userns(namespaces["uts"])  # the jail's /proc may not show it
     for name, nstype in NAMESPACES:
         linux.setns(namespaces[name], nstype)
+        os.close(namespaces[name])  # joined: nothing more to hold it for
     os.chdir("/")
-    account = account_of(user) if (user or login) else None
-    tty = ready_and_wait(channel, tty_fds)
+    # Joining the mount namespace made the jail's root ours: "/" is it, by descriptor.
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    entry, switch_to = chosen_account(user, login, root, weakened)
+    if "follow-symlinks" in weakened:  # the old way: the jail's /dev/ptmx, by name
+        tty = ready_and_wait(channel, tty_fds)
+    else:
+        tty = _ready_and_wait(channel, tty_fds, root)
     if login:
-        env = {"HOME": account.pw_dir, "SHELL": account.pw_shell, "USER": account.pw_name,
-               "PATH": LOGIN_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
-        os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
-    switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
+        env = login_environment(entry, env)
+        enter_home(root, entry.home)
+    os.close(root)
     if switch_to and switch_to.uid != 0 and params.get("rootless"):
         raise SetupError(f"-u {user}: a jail started by a user other than root has only its "
                          f"root mapped")
@@ -91,9 +109,99 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                       replace(confinement, account=switch_to))
 
 
-def account_of(user: str | None) -> pwd.struct_passwd:
-    """The user from the jail's own /etc/passwd (we are in its mount namespace now)."""
+def _ready_and_wait(channel: socket.socket, tty_fds: Sequence[int], root: int) -> int | None:
+    """READY (with the master of a pty of the jail's own devpts when the caller is on a
+    terminal), then GO; returns the pty's slave, or None."""
+    master = tty = None
+    if tty_fds:
+        master, tty = open_jail_pty(root)
+    control.send_ready(channel, [master] if master is not None else [])
+    if master is not None:
+        os.close(master)
+    message, _ = control.receive(channel)
+    if message != control.GO:
+        os._exit(EXIT_SETUP)
+    return tty
+
+
+def open_jail_pty(root: int) -> tuple[int, int]:
+    """(master, slave) of a new pty of the jail's devpts, by descriptor: its ptmx beneath the
+    root with no symlink on the way (the jail may have pointed /dev/ptmx anywhere in its
+    tree), checked to be a ptmx, and the slave from the master itself (TIOCGPTPEER), never by
+    a /dev/pts/N name."""
+    flags = os.O_RDWR | os.O_NOCTTY
+    master = linux.openat2(root, "dev/pts/ptmx", flags, linux.RESOLVE_IN_ROOT
+                           | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
     try:
-        return pwd.getpwuid(int(user)) if user and user.isdigit() else pwd.getpwnam(user or "root")
+        st = os.fstat(master)
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != _PTMX:
+            raise SetupError("the jail's /dev/pts/ptmx is not a pty multiplexer")
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, flags)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+def hide(weakened: frozenset[str]) -> None:
+    """The entering process stays out of the jail's reach until it execs: non-dumpable (it
+    was forked so; this holds it should the fork ever change), so that no jailed process may
+    open its /proc/PID/{exe,mem,environ,fd,root,cwd}, ptrace it or have it dump core into the
+    jail; its argv (the host's paths) hidden. execve of the command makes it dumpable again,
+    as any process of the jail is."""
+    if "dumpable-entry" in weakened:
+        return
+    prctl.set_dumpable(False)
+    prctl.set_name("hyjail-enter")
+    prctl.set_proctitle("hyjail-enter")
+
+
+def chosen_account(user: str | None, login: bool, root: int, weakened: frozenset[str]
+                   ) -> tuple[accounts.User | None, Account | None]:
+    """(whose login environment, whom to switch to) for -u/-l, from the jail's own /etc/passwd
+    and /etc/group beneath `root`, read and parsed only when -u or -l asks; (None, None)
+    otherwise."""
+    if not (user or login):
+        return None, None
+    if "host-nss" in weakened:  # the old, unsafe way, for the battery to show its hole
+        entry = _account_by_nss(user)
+        return entry, Account(entry.name, entry.uid, entry.gid, None) if user else None
+    table = accounts.JailAccounts(root)
+    entry = table.user(user)
+    if not user:
+        return entry, None
+    return entry, Account(entry.name, entry.uid, entry.gid, table.group_ids(entry))
+
+
+def _account_by_nss(user: str | None) -> accounts.User:
+    """glibc's look-up inside the jail (its nsswitch.conf and modules): host-nss only."""
+    import pwd
+    try:
+        found = pwd.getpwuid(int(user)) if user and user.isdigit() else pwd.getpwnam(
+            user or "root")
     except KeyError:
         raise SetupError(f"{user}: no such user in the jail") from None
+    return accounts.User(found.pw_name, found.pw_uid, found.pw_gid, found.pw_gecos,
+                         found.pw_dir, found.pw_shell)
+
+
+def login_environment(entry: accounts.User, env: dict[str, str]) -> dict[str, str]:
+    """jexec -l: a clean environment for the user, keeping only TERM."""
+    return {"HOME": entry.home, "SHELL": entry.shell, "USER": entry.name, "PATH": LOGIN_PATH,
+            **({"TERM": env["TERM"]} if "TERM" in env else {})}
+
+
+def enter_home(root: int, home: str) -> None:
+    """cd to the user's home, resolved beneath the jail's root (no magic link, no way out),
+    or to / if it is not a directory there."""
+    try:
+        fd = linux.openat2(root, home, os.O_PATH | os.O_DIRECTORY,
+                           linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        os.fchdir(root)
+        return
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)

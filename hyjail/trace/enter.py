@@ -4,8 +4,11 @@ that process's side.
 Owns: the request on the supervisor's door (the process must be traced before it confines
 itself, as the jail's first process was), and the entering steps: the jail's cgroups and,
 where the kernel holds R3, its network and IPC namespaces; a pty of its own on a terminal;
-chroot into the jail's root; then the same READY/GO handshake, confinement (from the jail's
-record: the same filter, tags, scopes and capability sets as the command) and exec.
+chroot into the jail's root, taken by descriptor (its first process's root, opened on the host
+side: never the path by name, whose components the jail or another may have swapped); then the
+same READY/GO handshake, confinement (from the jail's record: the same filter, tags, scopes
+and capability sets as the command) and exec. Users and groups come from the jail's files as
+plain data, and the process stays hidden until exec, as `ns.enter` says.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import prctl
 from hyjail import cgroups, linux
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.ns import control, init
-from hyjail.ns.dilution import Account, Confinement
-from hyjail.ns.enter import LOGIN_PATH, account_of
+from hyjail.ns.dilution import Confinement
+from hyjail.ns.enter import chosen_account, enter_home, hide, login_environment
 from hyjail.ns.jail import guarded, jail_stdio
 from hyjail.registry import Record
 
@@ -31,11 +34,21 @@ KERNEL_NAMESPACES = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC))
 
 
 def open_namespaces(record: Record) -> dict[str, int]:
-    """The first process's network and IPC namespaces, when the kernel holds R3."""
-    if not record.params.get("kernel_net"):
-        return {}
-    return {name: os.open(f"/proc/{record.init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            for name, _ in KERNEL_NAMESPACES}
+    """The jail's root ("root": the first process's, which jailed root, holding no
+    sys_chroot, cannot change) and, when the kernel holds R3, the first process's network
+    and IPC namespaces. The caller checks afterwards that the first process is still the
+    one the record names."""
+    wanted = [name for name, _ in KERNEL_NAMESPACES] if record.params.get("kernel_net") else []
+    fds = {"root": os.open(f"/proc/{record.init_pid}/root",
+                           os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}
+    try:
+        for name in wanted:
+            fds[name] = os.open(f"/proc/{record.init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
 
 
 def ask_to_be_traced(record: Record, door: str, pid: int) -> None:
@@ -55,26 +68,35 @@ def ask_to_be_traced(record: Record, door: str, pid: int) -> None:
 
 def main(record: Record, namespaces: dict[str, int], cgroup_paths: Sequence[str],
          argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
-         channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+         channel: socket.socket, tty_fds: Sequence[int],
+         weakened: frozenset[str] = frozenset()) -> NoReturn:
     guarded(channel, lambda: _enter_and_exec(record, namespaces, cgroup_paths, argv, env, user,
-                                             login, channel, tty_fds))
+                                             login, channel, tty_fds, weakened))
 
 
 def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Sequence[str],
                     argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
-                    channel: socket.socket, tty_fds: Sequence[int]) -> NoReturn:
+                    channel: socket.socket, tty_fds: Sequence[int],
+                    weakened: frozenset[str]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
+    hide(weakened)
     confinement = Confinement.from_params(record.params).prepare()  # on the host's tree
     cgroups.join(list(cgroup_paths))
     for name, nstype in KERNEL_NAMESPACES:
         if name in namespaces:
             linux.setns(namespaces[name], nstype)
+            os.close(namespaces[name])
     master = tty = None
     if tty_fds:  # a pty of the host's devpts, relayed by jexec: the jail's root has no ptmx
         master, tty = os.openpty()
-    os.chroot(record.path)
+    root = namespaces["root"]
+    if "follow-symlinks" in weakened:  # the old way: the path by name, for the battery
+        os.chroot(record.path)
+    else:
+        os.fchdir(root)
+        os.chroot(".")
     os.chdir("/")
-    account = account_of(user) if (user or login) else None
+    entry, switch_to = chosen_account(user, login, root, weakened)
     control.send_ready(channel, [master] if master is not None else [])
     if master is not None:
         os.close(master)
@@ -82,9 +104,8 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
     if message != control.GO:
         os._exit(EXIT_SETUP)
     if login:
-        env = {"HOME": account.pw_dir, "SHELL": account.pw_shell, "USER": account.pw_name,
-               "PATH": LOGIN_PATH, **({"TERM": env["TERM"]} if "TERM" in env else {})}
-        os.chdir(account.pw_dir if os.path.isdir(account.pw_dir) else "/")
-    switch_to = Account(account.pw_name, account.pw_uid, account.pw_gid) if user else None
+        env = login_environment(entry, env)
+        enter_home(root, entry.home)
+    os.close(root)
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
                       replace(confinement, account=switch_to))

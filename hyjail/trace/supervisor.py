@@ -169,10 +169,21 @@ def _jail_side(spec: JailSpec, confinement: Confinement, channel: socket.socket,
                cgroup_paths: Sequence[str], tty_fds: Sequence[int],
                tty: int | None) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # the supervisor dies: so do we (EXITKILL later)
+    if "dumpable-entry" not in confinement.weakened:
+        # Out of the jail's reach from the start (the command's fork inherits it until its
+        # exec): non-dumpable, and holding nothing of the supervisor's (the pty master, the
+        # registry's fds) but the channel and the jail's terminal.
+        from hyjail.foreground import close_all_but
+        prctl.set_dumpable(False)
+        close_all_but((channel.fileno(), *(() if tty is None else (tty,))))
+    # The root, resolved once and used by descriptor from here on.
+    root = os.open(spec.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cgroups.join(list(cgroup_paths))
     if unshare:
         linux.unshare(unshare)
-    os.chroot(spec.path)
+    os.fchdir(root)
+    os.chroot(".")
+    os.close(root)
     os.chdir("/")
     if unshare:
         from hyjail.net.loopback import bring_up_loopback

@@ -1,0 +1,166 @@
+"""A jail's users and groups, read as plain data: what `jexec -u/-l` needs of the jail's
+/etc/passwd and /etc/group.
+
+Owns: opening those two files beneath the jail's root by descriptor (openat2 with
+RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS: a symlink the jail planted resolves inside the jail,
+never out of it), regular files only, bounded in size, and parsing them with our own code,
+once and only when asked. Never NSS: glibc would read the jail's nsswitch.conf and load its
+libnss_*.so into the process that asks, which still holds the host's powers (SPEC 1, the
+entry path).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from hyjail import linux
+from hyjail.errors import SetupError
+
+MAX_BYTES = 4 << 20  # far beyond any real passwd/group file; a jail cannot make us read more
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel: never an account's id
+_RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    gecos: str = ""
+    home: str = "/"
+    shell: str = "/bin/sh"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    gid: int
+    members: tuple[str, ...] = ()
+
+
+# jexec -l with no root entry in the jail (a bare root): root, at /, with the usual shell.
+ROOT = User("root", 0, 0, "", "/", "/bin/sh")
+
+
+class JailAccounts:
+    """The accounts of the jail whose root `root_fd` is (an fd the caller keeps open). Each
+    file is read and parsed at its first use, and never again."""
+
+    def __init__(self, root_fd: int):
+        self._root = root_fd
+        self._users: list[User] | None = None
+        self._groups: list[Group] | None = None
+
+    def users(self) -> list[User]:
+        if self._users is None:
+            self._users = parse_passwd(read_jail_file(self._root, "etc/passwd"))
+        return self._users
+
+    def groups(self) -> list[Group]:
+        if self._groups is None:
+            self._groups = parse_group(read_jail_file(self._root, "etc/group"))
+        return self._groups
+
+    def user(self, which: str | None) -> User:
+        """The user named `which`, or with uid `which` if it is a number (such a user needs
+        no entry: then its group is the same number, its home /); root for None. SetupError
+        for a name the jail's /etc/passwd does not have."""
+        wanted = which if which is not None else "root"
+        if wanted.isdigit():
+            uid = int(wanted)
+            if uid > _MAX_ID:
+                raise SetupError(f"{which}: no such user in the jail")
+            return next((u for u in self.users() if u.uid == uid),
+                        User(wanted, uid, uid, "", "/", "/bin/sh"))
+        found = next((u for u in self.users() if u.name == wanted), None)
+        if found is None:
+            if which is None:
+                return ROOT
+            raise SetupError(f"{which}: no such user in the jail")
+        return found
+
+    def group_ids(self, user: User) -> tuple[int, ...]:
+        """initgroups(3)'s list, from the jail's /etc/group: the user's own group, then every
+        group that names the user as a member (in file order, each once)."""
+        ids = [user.gid]
+        for group in self.groups():
+            if user.name in group.members and group.gid not in ids:
+                ids.append(group.gid)
+        return tuple(ids[:os.sysconf("SC_NGROUPS_MAX")])
+
+
+def read_jail_file(root_fd: int, path: str) -> bytes:
+    """The bytes of the regular file at path beneath root_fd (b"" if it does not exist);
+    SetupError, naming the file, for anything else: a special file, a magic link, too big."""
+    shown = "/" + path
+    try:
+        # First by O_PATH, which opens nothing: a device or FIFO the jail put there is never
+        # opened (with our capabilities) just to be refused.
+        probe = linux.openat2(root_fd, path, os.O_PATH, _RESOLVE)
+        try:
+            kind = os.fstat(probe)
+        finally:
+            os.close(probe)
+        if not stat.S_ISREG(kind.st_mode):
+            raise SetupError(f"the jail's {shown} is not a regular file")
+        fd = linux.openat2(root_fd, path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK, _RESOLVE)
+    except FileNotFoundError:
+        return b""
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            return b""
+        raise SetupError(f"cannot read the jail's {shown}: {e.strerror}") from None
+    try:
+        opened = os.fstat(fd)  # swapped between the two opens: refuse what it became
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+                kind.st_dev, kind.st_ino):
+            raise SetupError(f"the jail's {shown} changed while it was read")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise SetupError(f"the jail's {shown} is larger than {MAX_BYTES >> 20} MiB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise SetupError(f"cannot read the jail's {shown}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _fields(data: bytes, count: int) -> list[list[str]]:
+    """Each well-formed line's `count` colon-separated fields; comments, blank lines, NIS
+    compat lines (+/-) and lines with another number of fields are skipped, as glibc's files
+    module skips what it cannot parse."""
+    rows = []
+    for raw in data.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+        if not line or line[0] in "#+-":
+            continue
+        fields = line.split(":")
+        if len(fields) == count and fields[0]:
+            rows.append(fields)
+    return rows
+
+
+def _id(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= _MAX_ID else None
+
+
+def parse_passwd(data: bytes) -> list[User]:
+    users = []
+    for name, _, uid, gid, gecos, home, shell in _fields(data, 7):
+        if (u := _id(uid)) is not None and (g := _id(gid)) is not None:
+            users.append(User(name, u, g, gecos, home or "/", shell or "/bin/sh"))
+    return users
+
+
+def parse_group(data: bytes) -> list[Group]:
+    groups = []
+    for name, _, gid, members in _fields(data, 4):
+        if (g := _id(gid)) is not None:
+            groups.append(Group(name, g, tuple(m for m in members.split(",") if m)))
+    return groups
