@@ -66,6 +66,11 @@ def _fail(channel: socket.socket, code: int, message: str) -> NoReturn:
 
 def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int],
                    host: control.HostPlan) -> NoReturn:
+    # Before pid 1 joins or makes anything: non-dumpable, so that no jailed process can open
+    # its /proc/1/{exe,mem,environ,fd,...} (a host binary and host descriptors) or ptrace it.
+    # (userns.py's throwaway children make themselves dumpable again, before any jailed
+    # process exists, so that a rootless pid 1 can write their id maps.)
+    prctl.set_dumpable(False)
     # If the supervisor dies from here on, so does pid 1, and with it the whole pid namespace.
     # (If it died before this line, the GO read below sees end-of-file.)
     prctl.set_pdeathsig(signal.SIGKILL)
@@ -84,8 +89,10 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         socket.sethostname(spec.hostname)
     # Without a pid namespace of the jail's, a proc would show the host's processes (unless
     # the jail is weakened on purpose, as a naive one would be).
-    proc = namespaces.pid or "no-pidns" in weaken.weakened()
-    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc))
+    weakened = weaken.weakened()
+    proc = namespaces.pid or "no-pidns" in weakened
+    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened),
+                     follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:
         userns.own_mount_namespace()
     if namespaces.net:
@@ -97,7 +104,6 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
 
     tty = ready_and_wait(channel, tty_fds)
 
-    prctl.set_dumpable(False)  # keep /proc/1 (a host binary) out of the jail's reach
     prctl.set_name("hyjail-init")
     prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
     command_pid = None

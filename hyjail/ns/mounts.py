@@ -1,25 +1,33 @@
 """The jail's filesystem: first a plan (a list of mount operations), then one loop that does it.
 
 Owns: which filesystems a jail gets (its root, a fresh /proc with its host-wide knobs read-only
-or masked, a minimal /dev with its own devpts, a read-only /sys, the registry masked) and the
-pivot_root that leaves the host's tree unmounted, not merely hidden. `plan()` is pure and
-testable without a kernel; `carry_out()` runs in pid 1, inside the new mount namespace, before
-the command exists.
+or masked, a minimal /dev with its own devpts, a read-only /sys with its host-wide parts
+masked, the host's state masked in a jail over `/`) and the pivot_root that leaves the host's
+tree unmounted, not merely hidden. `plan()` is pure and testable without a kernel (it looks at
+the root by name, which is fine for planning); `carry_out()` runs in pid 1, inside the new
+mount namespace, before the command exists, and trusts no name in the root.
 
-Targets inside the root are opened with O_NOFOLLOW one component at a time and mounted through
-/proc/self/fd, so a symlink planted in the root can never redirect a mount onto the host's tree.
+The root can be shared (another jail may write it while this one starts), so carry_out reaches
+every path under it through descriptors: the root is opened once, every target is opened
+beneath it with openat2 refusing symlinks (a symlink where a mount target should be is a
+refusal), mounts go onto the opened object, and a filesystem this plan makes is made detached
+(`newmount`) and worked in through the descriptor of its own root, never found again by name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
+import stat
 from dataclasses import dataclass
 
 from hyjail import linux
 from hyjail.errors import SetupError
 from hyjail.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
+from hyjail.ns import newmount
+from hyjail.platform import CACHE_DIR
 from hyjail.registry import STATE_DIR
 
 # Every jail's root is bind-mounted at this directory of the state directory, inside its own
@@ -28,10 +36,36 @@ from hyjail.registry import STATE_DIR
 STAGING_NAME = ".root"
 
 # /proc files that act on the whole host and check only for uid 0, not a capability: root
-# inside (uid 0 on files) must not write them. Read-only, like runc's and Docker's.
+# inside (uid 0 on files) must not write them. Read-only, like runc's and podman's.
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 # /proc files that tell about the host's kernel; hidden under /dev/null or an empty tmpfs.
-PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi", "scsi")
+# The first ones are all that was masked before issue 13 (the weakening "unmasked-proc").
+PROC_MASKED_BEFORE = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi",
+                      "scsi")
+PROC_MASKED = (
+    *PROC_MASKED_BEFORE,
+    "timer_stats", "interrupts", "asound",  # the rest of runc's, podman's and Docker's lists
+    "slabinfo", "vmallocinfo", "pagetypeinfo",  # the kernel heap's layout: an exploit's map
+    "kpagecount", "kpageflags", "kpagecgroup",  # every physical page of the host (uid 0 only)
+    "config.gz",  # the host kernel's build configuration
+    # The host's boot parameters (its root device, at times credentials for a network root
+    # or a disk key); runc leaves it readable, but nothing in a jail needs the host's, and
+    # an empty command line reads as "no parameters" to every parser.
+    "cmdline",
+)
+# sysfs parts that runc and podman mask: firmware tables and EFI variables, energy counters
+# (powercap: a side channel on the host's other work), the TPM, SELinux's policy.
+SYS_MASKED = ("firmware", "devices/virtual/powercap", "devices/virtual/tpm", "fs/selinux")
+_SYS_THERMAL = "devices/system/cpu/cpu*/thermal_throttle"  # podman's too, one per CPU
+
+# Host state that no jail may see or write, masked where it lies inside the jail's root (a
+# jail over `/`): (directory, the weakening that leaves it visible). REGISTRY stands for the
+# caller's registry directory (root's /run/hyjail, or a user's own).
+REGISTRY = "registry"
+HOST_STATE = (
+    (REGISTRY, None),
+    (CACHE_DIR, "unchecked-cache"),  # the probe and the compiled filters every jail loads
+)
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
@@ -104,15 +138,18 @@ Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice 
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
-def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True) -> list[Operation]:
+def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
+         weakened: frozenset[str] = frozenset()) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked). With
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
-    jail's /proc stays an empty directory."""
+    jail's /proc stays an empty directory. `weakened`: the weakenings asked for."""
+    unmasked = "unmasked-proc" in weakened
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME)), Detach("proc")]
     if proc:
         ops += [Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
                 *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
-                *(Mask(f"proc/{name}") for name in PROC_MASKED)]
+                *(Mask(f"proc/{name}")
+                  for name in (PROC_MASKED_BEFORE if unmasked else PROC_MASKED))]
     ops += [
         Detach("dev"),
         Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
@@ -125,13 +162,22 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True) -> list[Opera
         Mount("tmpfs", "dev/shm", _NODEV_NOSUID_NOEXEC, "mode=1777"),
     ]
     ops += [Symlink(value, f"dev/{name}") for name, value in DEV_LINKS]
-    if os.path.isdir(os.path.join(path, "sys")) and not os.path.islink(os.path.join(path, "sys")):
+    if os.path.lexists(os.path.join(path, "sys")):  # a symlink there is refused, not skipped
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
-    state_inside = _relative_inside(state_dir, path)
-    if state_inside is not None and os.path.isdir(os.path.join(path, state_inside)):
-        # A jail over the host tree must not see or edit the registry of the jails.
-        ops.append(Mount("tmpfs", state_inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
+        if not unmasked:
+            thermal = sorted(os.path.relpath(found, "/sys")
+                             for found in glob.glob(os.path.join("/sys", _SYS_THERMAL)))
+            ops += [Mask(f"sys/{name}") for name in (*SYS_MASKED, *thermal)]
+    for directory, weakening in HOST_STATE:
+        # The host's own path, resolved on the host (a /var/cache that is a symlink on this
+        # host is masked where it leads); within the root, symlinks are refused as ever.
+        real = os.path.realpath(state_dir if directory == REGISTRY else directory)
+        inside = _relative_inside(real, path)
+        if (inside is not None and weakening not in weakened
+                and os.path.lexists(os.path.join(path, inside))):
+            # A jail over the host tree must not see or edit the host's state.
+            ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
     ops.append(PivotRoot())
     return ops
 
@@ -141,118 +187,228 @@ def _relative_inside(target: str, root: str) -> str | None:
     return None if rel.startswith("..") else rel
 
 
-def _open_beneath(root_fd: int, target: str, directory: bool = True) -> int:
-    """Open a root-relative directory (or any file, with directory=False) as O_PATH, refusing
-    symlinks at every component."""
-    fd = os.dup(root_fd)
-    parts = target.split("/")
-    try:
-        for index, part in enumerate(parts):
-            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-            if directory or index < len(parts) - 1:
-                flags |= os.O_DIRECTORY
-            next_fd = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def carry_out(ops: list[Operation]) -> None:
-    """Perform the plan. Runs in the jail's pid 1, in its new (unshared) mount namespace."""
-    root_fd = -1
+# Every lookup under the root: never above it, never through a symlink or a magic link.
+_BENEATH = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
+_AT_FDCWD = -100
+
+
+def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
+    """Perform the plan. Runs in the jail's pid 1, in its new (unshared) mount namespace.
+    follow_symlinks (the weakening "follow-symlinks" only) looks every path up by name, from
+    the root, following symlinks: the behaviour before issue 13."""
+    setup = _Setup(follow_symlinks)
     try:
         for op in ops:
             try:
-                root_fd = _carry_out_one(op, root_fd)
+                setup.carry_out(op)
             except OSError as e:
-                raise SetupError(f"jail setup: {_describe(op)}: {e.strerror}") from None
+                raise SetupError(setup.describe_failure(op, e)) from None
     finally:
-        if root_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(root_fd)
+        setup.close()
 
 
-def _protect(op: ReadOnly | Mask, fd: int, root_fd: int) -> None:
-    path = _fd_path(fd)
-    if isinstance(op, ReadOnly):
-        linux.mount(path, path, None, MS_BIND | MS_REC)
-        # The bind now covers the path; remount it read-only through a fresh walk (the old
-        # fd, and any magic link to it, still names what lies under the bind).
-        fresh = _open_beneath(root_fd, op.target, directory=False)
+class _Setup:
+    """One carry_out: the jail's root and the filesystems made so far, each by descriptor."""
+
+    def __init__(self, follow_symlinks: bool):
+        self.follow = follow_symlinks
+        self.path = ""  # the root's host path, for messages only
+        self.root = -1
+        self.made: dict[str, int] = {}  # root-relative target -> fd of the root of what we made
+
+    def close(self) -> None:
+        for fd in (self.root, *self.made.values()):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def describe_failure(self, op: Operation, error: OSError) -> str:
+        target = getattr(op, "target", None)
+        if error.errno in (errno.ELOOP, errno.EXDEV) and not self.follow:
+            if isinstance(op, BindRoot):
+                return (f"jail setup: {op.path}: the root's path now holds a symbolic link "
+                        f"(it changed after it was checked): refused")
+            if target is not None:
+                return (f"jail setup: {os.path.join(self.path, target)}: a symbolic link where "
+                        f"the jail's /{target} is set up: refused")
+        where = f" /{target}" if target else ""
+        return f"jail setup: {type(op).__name__}{where}: {error.strerror}"
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def _where(self, target: str) -> tuple[int, str]:
+        """The descriptor to resolve target from, and target relative to it: the root of the
+        innermost filesystem this plan made that holds it (private to our mount namespace:
+        nothing else can change it), else the jail's root."""
+        if not self.follow:
+            if target in self.made:
+                return self.made[target], "."
+            holders = [made for made in self.made if target.startswith(made + "/")]
+            if holders:
+                holder = max(holders, key=len)
+                return self.made[holder], target[len(holder) + 1:]
+        return self.root, target
+
+    def _open_at(self, dirfd: int, path: str, flags: int) -> int:
+        if self.follow:
+            return os.open(path, flags | os.O_CLOEXEC, dir_fd=dirfd)
+        return linux.openat2(dirfd, path, flags, _BENEATH)
+
+    def open(self, target: str, flags: int = os.O_PATH) -> int:
+        return self._open_at(*self._where(target), flags)
+
+    @contextlib.contextmanager
+    def parent(self, target: str):
+        """(fd of target's directory, target's last component), for making target there."""
+        head, name = os.path.split(target)
+        fd = self.open(head, os.O_PATH | os.O_DIRECTORY)
         try:
-            linux.mount(None, _fd_path(fresh), None,
-                        MS_BIND | MS_REMOUNT | MS_RDONLY | _NODEV_NOSUID_NOEXEC)
+            yield fd, name
         finally:
-            os.close(fresh)
-    elif os.path.isdir(path):
-        linux.mount("tmpfs", path, "tmpfs", _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=0")
-    else:
-        linux.mount("/dev/null", path, None, MS_BIND)
+            os.close(fd)
 
+    # ---- the operations --------------------------------------------------------------------
 
-def _describe(op: Operation) -> str:
-    target = getattr(op, "target", None)
-    where = f" /{target}" if target else ""
-    return f"{type(op).__name__}{where}"
-
-
-def _carry_out_one(op: Operation, root_fd: int) -> int:
-    """Perform one operation; returns the (possibly new) fd of the jail's root."""
-    match op:
-        case BindRoot(path, staging):
-            linux.mount(None, "/", None, MS_REC | linux.MS_PRIVATE)
-            os.makedirs(staging, 0o755, exist_ok=True)
-            linux.mount(path, staging, None, MS_BIND | MS_REC)
-            root_fd = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        case Detach(target):
-            fd = _open_beneath(root_fd, target)
-            try:
-                linux.umount2(_fd_path(fd), linux.MNT_DETACH)
-            except OSError as e:
-                if e.errno != errno.EINVAL:  # EINVAL: not a mount point
-                    raise
-            finally:
-                os.close(fd)
-        case Mount(fstype, target, flags, data):
-            fd = _open_beneath(root_fd, target)
-            try:
-                linux.mount(fstype, _fd_path(fd), fstype, flags, data)
-            finally:
-                os.close(fd)
-        case ReadOnly(target) | Mask(target):
-            try:
-                fd = _open_beneath(root_fd, target, directory=False)
-            except FileNotFoundError:
-                return root_fd  # this kernel has no such file: nothing to protect
-            try:
-                _protect(op, fd, root_fd)
-            finally:
-                os.close(fd)
-        case MakeDir(target, mode):
-            os.mkdir(target, mode, dir_fd=root_fd)
-            os.chmod(target, mode, dir_fd=root_fd)  # umask must not narrow it
-        case BindDevice(device, target):
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666,
-                             dir_fd=root_fd))
-            # Bind, then reopen (the old fd names the file under the new mount) to remount.
-            for flags in (MS_BIND, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC):
-                fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+    def carry_out(self, op: Operation) -> None:
+        match op:
+            case BindRoot(path, staging):
+                self.path = path
+                self._bind_root(path, staging)
+            case Detach(target):
+                fd = self.open(target, os.O_PATH | os.O_DIRECTORY)
                 try:
-                    linux.mount(device if flags == MS_BIND else None, _fd_path(fd), None, flags)
+                    linux.umount2(_fd_path(fd), linux.MNT_DETACH)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # EINVAL: not a mount point
+                        raise
                 finally:
                     os.close(fd)
-        case Symlink(value, target):
-            os.symlink(value, target, dir_fd=root_fd)
-        case PivotRoot():
-            os.fchdir(root_fd)
-            linux.pivot_root(".", ".")
-            linux.umount2(".", linux.MNT_DETACH)
-            os.chdir("/")
-    return root_fd
+            case Mount(fstype, target, flags, data):
+                self._mount(fstype, target, flags, data)
+            case ReadOnly(target) | Mask(target):
+                try:
+                    fd = self.open(target)
+                except FileNotFoundError:
+                    return  # this kernel has no such file: nothing to protect
+                try:
+                    self._protect(op, fd)
+                finally:
+                    os.close(fd)
+            case MakeDir(target, mode):
+                with self.parent(target) as (parent, name):
+                    os.mkdir(name, mode, dir_fd=parent)
+                    made = self._open_at(parent, name, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        os.fchmod(made, mode)  # umask must not narrow it
+                    finally:
+                        os.close(made)
+            case BindDevice(device, target):
+                with self.parent(target) as (parent, name):
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o666, dir_fd=parent))
+                    # Bind, then reopen (the old fd names the file under the new mount) to
+                    # remount; both by the name in our own fresh /dev.
+                    for flags in (MS_BIND, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC):
+                        fd = self._open_at(parent, name, os.O_PATH)
+                        try:
+                            linux.mount(device if flags == MS_BIND else None, _fd_path(fd), None,
+                                        flags)
+                        finally:
+                            os.close(fd)
+            case Symlink(value, target):
+                with self.parent(target) as (parent, name):
+                    os.symlink(value, name, dir_fd=parent)
+            case PivotRoot():
+                if not self.follow:
+                    self._check_in_place()
+                os.fchdir(self.root)
+                linux.pivot_root(".", ".")
+                linux.umount2(".", linux.MNT_DETACH)
+                os.chdir("/")
+
+    def _bind_root(self, path: str, staging: str) -> None:
+        linux.mount(None, "/", None, MS_REC | linux.MS_PRIVATE)
+        os.makedirs(staging, 0o755, exist_ok=True)  # in the host's own state directory
+        if self.follow:
+            linux.mount(path, staging, None, MS_BIND | MS_REC)
+            self.root = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return
+        # The root, opened once (checked at admission, resolved to a path without symlinks:
+        # one there now means someone swapped a component since), and bound by descriptor.
+        source = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
+                               linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+        state = os.open(os.path.dirname(staging), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            point = linux.openat2(state, STAGING_NAME, os.O_PATH | os.O_DIRECTORY, _BENEATH)
+            try:
+                linux.mount(_fd_path(source), _fd_path(point), None, MS_BIND | MS_REC)
+            finally:
+                os.close(point)
+            # The name, looked up again in the state directory, crosses onto the new bind.
+            self.root = linux.openat2(state, STAGING_NAME, os.O_PATH | os.O_DIRECTORY, _BENEATH)
+            if not _same_file(self.root, source):
+                raise SetupError(f"jail setup: {staging}: not the jail's root after binding it")
+        finally:
+            os.close(state)
+            os.close(source)
+
+    def _mount(self, fstype: str, target: str, flags: int, data: str | None) -> None:
+        point = self.open(target, os.O_PATH | os.O_DIRECTORY)
+        try:
+            made = newmount.make(fstype, flags, data)
+            try:
+                newmount.attach(made, point)
+            except BaseException:
+                os.close(made)
+                raise
+        finally:
+            os.close(point)
+        if self.follow:
+            os.close(made)
+        else:
+            self.made[target] = made
+
+    def _protect(self, op: ReadOnly | Mask, fd: int) -> None:
+        path = _fd_path(fd)
+        if isinstance(op, ReadOnly):
+            linux.mount(path, path, None, MS_BIND | MS_REC)
+            # The bind now covers the path; remount it read-only through a fresh lookup (the
+            # old fd, and any magic link to it, still names what lies under the bind).
+            fresh = self.open(op.target)
+            try:
+                linux.mount(None, _fd_path(fresh), None,
+                            MS_BIND | MS_REMOUNT | MS_RDONLY | _NODEV_NOSUID_NOEXEC)
+            finally:
+                os.close(fresh)
+        elif stat.S_ISDIR(os.fstat(fd).st_mode):
+            linux.mount("tmpfs", path, "tmpfs", _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=0")
+        else:
+            linux.mount("/dev/null", path, None, MS_BIND)
+
+    def _check_in_place(self) -> None:
+        """Every filesystem we made on the root's own tree is still where the jail will look
+        for it: a directory of a shared root renamed away under it (and something else put
+        in its place) while we worked is a refusal, never a jail with a /dev of another's."""
+        for target, made in self.made.items():
+            if any(target.startswith(other + "/") for other in self.made):
+                continue  # inside a filesystem of ours: nothing else can move it
+            moved = SetupError(f"jail setup: {os.path.join(self.path, target)}: moved while "
+                               f"the jail started: refused")
+            try:
+                found = self._open_at(self.root, target, os.O_PATH | os.O_DIRECTORY)
+            except OSError:  # a symlink or nothing in its place now
+                raise moved from None
+            try:
+                if not _same_file(found, made):
+                    raise moved
+            finally:
+                os.close(found)
+
+
+def _same_file(fd: int, other: int) -> bool:
+    first, second = os.fstat(fd), os.fstat(other)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)

@@ -19,6 +19,8 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 
+import prctl
+
 from hyjail import linux
 
 
@@ -34,6 +36,10 @@ def _throwaway_child(body: Callable[[Callable[[bytes], object], Callable[[], byt
     if pid == 0:
         code = 1
         try:
+            # Its /proc must be its owner's, so the parent can write its id map and open its
+            # namespaces: a non-dumpable child of a forked (not exec'd) pid 1 would leave them
+            # the host's root's. No jailed process exists yet to reach it.
+            prctl.set_dumpable(True)
             os.close(to_child_w)
             os.close(to_parent_r)
             body(lambda data: os.write(to_parent_w, data), lambda: os.read(to_child_r, 64))
