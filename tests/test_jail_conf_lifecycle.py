@@ -117,7 +117,7 @@ def test_failing_start_removes_the_jail(busybox_root):
      "jail: allow.raw_sockets=maybe: not a boolean (1 or 0)\n"),
     (["-c", "path=/", "allow.bogus", "command=/bin/true"], 125,
      "jail: allow.bogus: unknown permission (known: chflags, mlock, mount, raw_sockets, "
-     "reserved_ports, set_hostname, sysvipc, mount.<fstype>)\n"),
+     "reserved_ports, set_hostname, socket_af, sysvipc, mount.<fstype>)\n"),
     (["-c", "path=/", "allow.mount.procfs", "command=/bin/true"], 125,
      "jail: allow.mount.procfs: cannot be granted: a new proc needs the jail's pid namespace "
      "to belong to its user namespace, which hyjail keeps the host's\n"),
