@@ -259,3 +259,25 @@ def test_a_jail_over_the_host_cannot_see_the_registry():
     result = hyjail("run", "/", "regjail", "127.0.0.1", "/bin/sh", "-c",
                     guard("regjail", marker=False) + "ls -A /run/hyjail; echo end")
     assert (result.returncode, result.stdout) == (0, "end\n"), result.stderr
+
+
+def test_a_chroot_over_hyjails_own_state_is_refused():
+    """A trace jail has no mount namespace to mask /var/cache/hyjail (or /run/hyjail) where its
+    root holds it: the start is refused, naming it (R1), rather than leave the cache to root
+    inside. Under the unchecked-cache weakening the same root is let through."""
+    made = [d for d in ("/var/cache/proc", "/var/cache/dev") if not os.path.lexists(d)]
+    try:
+        for d in made:
+            os.mkdir(d)
+        refused = hyjail("run", "--backend", "trace", "/var/cache", "tj", "127.0.0.1", "/bin/true")
+        assert refused.returncode == 125
+        assert refused.stderr == ("hyjail: R1 (root): /var/cache/hyjail is hyjail's own state, "
+                                  "inside the jail's root, and a chroot cannot hide it\n")
+        weakened = hyjail("run", "--backend", "trace", "/var/cache", "tj", "127.0.0.1",
+                          "/bin/true",
+                          env={**os.environ, "HYJAIL_UNSAFE_WEAKEN": "unchecked-cache"})
+        assert "hyjail's own state" not in weakened.stderr
+        assert weakened.returncode == 127  # let in, and the cache holds no /bin/true
+    finally:
+        for d in made:
+            os.rmdir(d)

@@ -169,6 +169,18 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
             thermal = sorted(os.path.relpath(found, "/sys")
                              for found in glob.glob(os.path.join("/sys", _SYS_THERMAL)))
             ops += [Mask(f"sys/{name}") for name in (*SYS_MASKED, *thermal)]
+    for inside in host_state_within(path, state_dir, weakened):
+        # A jail over the host tree must not see or edit the host's state.
+        ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
+    ops.append(PivotRoot())
+    return ops
+
+
+def host_state_within(path: str, state_dir: str = STATE_DIR,
+                      weakened: frozenset[str] = frozenset()) -> list[str]:
+    """HOST_STATE's directories that lie inside the jail's root `path` (root-relative): what
+    a mount namespace masks, and what a chroot, which cannot, refuses (`hyjail.enforcement`)."""
+    found = []
     for directory, weakening in HOST_STATE:
         # The host's own path, resolved on the host (a /var/cache that is a symlink on this
         # host is masked where it leads); within the root, symlinks are refused as ever.
@@ -176,10 +188,8 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
         inside = _relative_inside(real, path)
         if (inside is not None and weakening not in weakened
                 and os.path.lexists(os.path.join(path, inside))):
-            # A jail over the host tree must not see or edit the host's state.
-            ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
-    ops.append(PivotRoot())
-    return ops
+            found.append(inside)
+    return found
 
 
 def _relative_inside(target: str, root: str) -> str | None:
