@@ -8,8 +8,10 @@ seccomp filter that denies namespaces shows what `auto` does on a host without t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -261,6 +263,57 @@ def test_a_persistent_trace_jail_outlives_its_command_until_stopped(busybox_root
     assert json.loads(hyjail("ls", "--json").stdout) == []
 
 
+def test_a_persistent_trace_jail_stops_after_many_jexecs(busybox_root):
+    """Issue 13's unstoppable jail: a task whose exit the supervisor took before its parent's
+    fork event stayed in the jail's set for ever. 36 jexecs of short-lived forks, some run to
+    the end, some killed mid-way (SIGKILL to jexec), some still running at the stop."""
+    ip = fresh_loopback_ip()
+    started = hyjail("run", "--backend", "trace", "--persist", "--name", "busy", busybox_root,
+                     "tj", ip)
+    assert started.returncode == 0, started.stderr
+    forks = guard("tj") + "i=0; while [ $i -lt 20 ]; do ( exit ) & i=$((i+1)); done; wait"
+    lingering: list[subprocess.Popen] = []
+    stopped = None
+    try:
+        for i in range(36):
+            argv = [*HYJAIL, "exec", "busy", "/bin/sh", "-c"]
+            if i % 3 == 0:
+                finished = subprocess.run([*argv, forks], capture_output=True, text=True,
+                                          timeout=60)
+                assert finished.returncode == 0, finished.stderr[-1500:]
+            elif i % 3 == 1:  # killed mid-way, forking
+                killed = subprocess.Popen([*argv, f"echo up; while :; do {forks}; done"],
+                                          stdout=subprocess.PIPE, text=True)
+                assert killed.stdout.readline() == "up\n"
+                time.sleep(0.1)
+                killed.kill()
+                killed.wait()
+                killed.stdout.close()
+            else:  # still running when the jail is stopped
+                lingering.append(subprocess.Popen(
+                    [*argv, f"{forks}; echo up; sleep 60 & sleep 60"], stdout=subprocess.PIPE,
+                    text=True))
+                assert lingering[-1].stdout.readline() == "up\n"
+        stopped = hyjail("stop", "--timeout", "10", "busy")
+    finally:
+        if stopped is None or stopped.returncode != 0:  # a stuck supervisor must not stay
+            from hyjail.registry import Registry
+            for record in Registry().live():
+                if record.name == "busy":
+                    os.kill(record.supervisor_pid, signal.SIGKILL)
+            hyjail("gc")
+        for process in lingering:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+    assert stopped.returncode == 0, stopped.stderr
+    assert all(process.returncode != 0 for process in lingering)
+    assert json.loads(hyjail("ls", "--json").stdout) == []
+
+
 def test_the_door_traces_only_the_askers_own_child(busybox_root):
     from hyjail.registry import Registry
     with running("run", "--backend", "trace", "--name", "doored", busybox_root, "tj",
@@ -376,3 +429,44 @@ def test_the_sockaddr_race_never_escapes(probe_root):
         assert 5000 < int(lines["race_bound"]) < 45000  # the flips did land on both sides
         with pytest.raises(BlockingIOError):
             localhost.accept()
+
+
+FD_SWAPPED = ("connect", "bind", "listen", "sendto", "sendmsg", "sendmmsg")
+
+
+@pytest.mark.parametrize("weakened", [False, True], ids=["held", "weakened"])
+def test_a_descriptor_swapped_under_a_judged_call_never_escapes(probe_root, weakened):
+    """Issue 13's fd swap: a thread dup2()s an internet socket over a unix socket's fd while
+    another makes each judged call on it, with the host's 127.0.0.1 (where this test listens)
+    as the destination, or 0.0.0.0 to bind and listen on. 2,000 rounds per call; weakened to
+    the old pass-through, every call escapes (the probe sees its socket connected, or bound
+    or listening on 0.0.0.0)."""
+    ip = fresh_loopback_ip()
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))  # host services the jail must never reach
+        tcp.listen(128)
+        tcp.setblocking(False)
+        udp.bind(("127.0.0.1", 0))
+        udp.setblocking(False)
+        target = {"connect": f"127.0.0.1:{tcp.getsockname()[1]}", "bind": "0.0.0.0:0",
+                  "listen": "0.0.0.0:0"}
+        ops = [f"fdswap:{call}:{target.get(call, f'127.0.0.1:{udp.getsockname()[1]}')}:2000"
+               for call in FD_SWAPPED]
+        env = {**os.environ, "HYJAIL_UNSAFE_WEAKEN": "judged-fd-passthrough" if weakened else ""}
+        result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe",
+                        "tj", "64", *ops, timeout=300, env=env)
+        lines = dict(line.split("=", 1) for line in result.stdout.split())
+        assert list(lines) == ops, result.stderr
+        reached = []
+        for listener in (tcp, udp):
+            with contextlib.suppress(BlockingIOError):
+                reached.append(listener.accept() if listener is tcp else listener.recv(16))
+    if weakened:
+        assert all(lines[op].startswith("escaped:") for op in ops), lines
+        assert len(reached) == 2  # a connection and a datagram reached the host's services
+    else:
+        assert set(lines.values()) == {"ok"}, lines
+        assert reached == []
+    for got in reached:
+        if isinstance(got, tuple):
+            got[0].close()

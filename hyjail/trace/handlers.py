@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from hyjail.trace import memory
 
 if TYPE_CHECKING:
-    from hyjail.trace.tracer import Call
+    from hyjail.trace.state import Call
 
 ALLOW = None  # a handler's answer: run the call as the tracee made it
 HOST_NAME_MAX = 64

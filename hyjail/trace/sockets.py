@@ -9,8 +9,15 @@ pidfd_getfd, and binds, connects or sends on that copy of the socket with its ow
 arguments. Another thread rewriting the tracee's memory afterwards changes nothing. A call on
 a blocking socket runs in a worker thread, with the tracee held until it is done.
 
-AF_UNIX calls run as made: path names lie inside the jail's root, and Landlock's scope keeps
-abstract names inside the jail (the plan requires it).
+A call on a socket that is not an internet one (AF_UNIX, netlink) runs as the tracee made it,
+so that the kernel resolves a path in the jail's root and sees the tracee's credentials (a
+unix peer's SO_PEERCRED, SCM_CREDENTIALS), and Landlock's scope keeps abstract names inside
+the jail (the plan requires it); but only when fd N cannot name another file by the time the
+kernel looks it up: no other task shares the caller's descriptor table (a thread that
+dup2()s an internet socket over N would have the kernel make the call on it, with the
+tracee's own address). Where one does, the call is refused with EPERM: performing it here
+would give a unix peer the supervisor's credentials. listen names no address: it is always
+performed here, on our copy.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hyjail.ns.syscall_filter import AF_PACKET, CONFINED_FAMILIES
 from hyjail.trace import memory, ptrace
 
 if TYPE_CHECKING:
-    from hyjail.trace.tracer import Call
+    from hyjail.trace.state import Call
 
 _MAX_DATA = 1 << 20  # bytes copied per send; more is a short write, as the kernel may do
 _CAP_NET_BIND_SERVICE = 10
@@ -39,9 +47,11 @@ _CAP_NET_BIND_SERVICE = 10
 _PKTINFO = {(socket.IPPROTO_IP, 8), (socket.IPPROTO_IPV6, 50)}
 _HARMLESS_CMSG = {(socket.IPPROTO_IP, 1), (socket.IPPROTO_IP, 2), (socket.IPPROTO_IPV6, 52),
                   (socket.IPPROTO_IPV6, 67), (socket.IPPROTO_UDP, 103)}
-_SOCKETCALL = {1: "socket", 2: "bind", 3: "connect", 4: "listen", 11: "sendto",
-               14: "setsockopt", 16: "sendmsg", 20: "sendmmsg"}
-_SOCKETCALL_ARGS = {1: 3, 2: 3, 3: 3, 4: 2, 11: 6, 14: 5, 16: 3, 20: 4}
+_SOCKETCALL = {1: "socket", 2: "bind", 3: "connect", 4: "listen", 8: "socketpair",
+               11: "sendto", 14: "setsockopt", 16: "sendmsg", 20: "sendmmsg"}
+_SOCKETCALL_ARGS = {1: 3, 2: 3, 3: 3, 4: 2, 8: 4, 11: 6, 14: 5, 16: 3, 20: 4}
+_SYS_KCMP = 312
+_KCMP_FILES = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 REFUSED_PROTOCOLS = (132, 262)  # SCTP and MPTCP: more addresses than the one bound
 REFUSED_OPTION_LEVELS = (132, 284)  # their address options (bindx, connectx, subflows)
@@ -53,6 +63,20 @@ class Deferred:
     work: Callable[[], int]
 
 
+@dataclass(frozen=True)
+class Instead:
+    """Run this call in place of the one stopped, with these arguments in its registers (the
+    supervisor's copies: nothing is read from tracee memory again). The kernel runs the
+    filter again on the new call (Linux 4.8 and later), so its rules hold for it too."""
+    number: int
+    args: tuple[int, ...]
+
+
+# i386's direct calls for socketcall's operations that make sockets: the filter reads their
+# family from a register, where socketcall's sits in memory.
+_I386_SOCKET, _I386_SOCKETPAIR = 359, 360
+
+
 def _unprivileged_port_start() -> int:
     try:
         with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
@@ -62,22 +86,22 @@ def _unprivileged_port_start() -> int:
 
 
 @contextlib.contextmanager
-def _taken(call: Call, fd: int) -> Iterator[socket.socket | None]:
-    """The tracee's socket fd as our own socket object (same open file), or None if the fd
-    is not a socket of ours to judge."""
+def _taken(call: Call, fd: int) -> Iterator[socket.socket | int]:
+    """The tracee's socket fd as our own socket object (same open file), or the call's
+    answer if it is none: -EBADF, or -ENOTSOCK."""
     pidfd = call.jail.pidfd(call.tgid)
     try:
         mine = ptrace.pidfd_getfd(pidfd, fd) if pidfd is not None else -1
     except OSError:
         mine = -1
     if mine < 0:
-        yield None
+        yield -errno.EBADF
         return
     try:
         sock = socket.socket(fileno=mine)
     except OSError:
         os.close(mine)
-        yield None
+        yield -errno.ENOTSOCK
         return
     try:
         yield sock
@@ -150,8 +174,32 @@ def _source_for(call: Call, sock: socket.socket, destination: str | None = None)
     return 0
 
 
-def _inet(sock: socket.socket | None) -> bool:
-    return sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+def _inet(sock: socket.socket | int) -> bool:
+    return not isinstance(sock, int) and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def _as_made(call: Call, sock: socket.socket | int) -> int | None:
+    """The answer for a judged call whose fd is not an internet socket: its errno if not a
+    socket; None (it runs as made) where no other task can re-point the fd before the kernel
+    looks it up; else EPERM."""
+    if isinstance(sock, int):
+        return sock
+    if "judged-fd-passthrough" in call.jail.weakened:
+        return None  # the old pass-through, for the battery's weakened jail
+    return -errno.EPERM if _fd_table_shared(call) else None
+
+
+def _fd_table_shared(call: Call) -> bool:
+    """Whether another task of the jail shares the caller's descriptor table (its threads,
+    or a clone(CLONE_FILES)); a task that cannot be compared counts as sharing. The caller
+    is stopped, so no new sharer can appear: only the caller could make one."""
+    for tid in call.jail.tasks():
+        if tid == call.tid:
+            continue
+        order = _libc.syscall(_SYS_KCMP, call.tid, tid, _KCMP_FILES, 0, 0)
+        if order == 0 or (order < 0 and ctypes.get_errno() != errno.ESRCH):
+            return True
+    return False
 
 
 def _may_bind_port(call: Call, port: int) -> bool:
@@ -206,7 +254,7 @@ def _judged(call: Call, fd: int, address: int, length: int, *, binding: bool
         return
     with _taken(call, fd) as sock:
         if not _inet(sock):
-            yield None if sock is not None else -errno.EBADF
+            yield _as_made(call, sock)
             return
         decoded = _decode(raw)
         if decoded is None:
@@ -239,18 +287,21 @@ def bind(call: Call, fd: int, address: int, length: int) -> int | None:
 
 
 def listen(call: Call, fd: int, backlog: int, perform: bool = False) -> int | None:
-    """An unbound socket would listen on every address of the host: bind it first. With
-    `perform`, listen on our copy too (socketcall's fd sits in memory)."""
+    """An unbound socket would listen on every address of the host: bind it first. Then
+    listen on our copy, whatever the family: let run, the call could find another socket at
+    fd N (`perform` is socketcall's, whose fd sits in memory: performed even when weakened)."""
     with _taken(call, fd) as sock:
-        if sock is None:
-            return -errno.EBADF if perform else None
+        if isinstance(sock, int):
+            return sock
         if _inet(sock):
             bound = _source_for(call, sock)
             if bound:
                 return bound
-        if not perform:
+        if not perform and "judged-fd-passthrough" in call.jail.weakened:
             return None
-        return _errno_of(lambda: sock.listen(backlog) or 0)
+        if _libc.listen(sock.fileno(), _int32(backlog)) != 0:
+            return -ctypes.get_errno()
+        return 0
 
 
 def connect(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
@@ -364,7 +415,7 @@ def _send_message(call: Call, sock: socket.socket, message: _Message, flags: int
 def sendmsg(call: Call, fd: int, address: int, flags: int) -> int | Deferred | None:
     with _taken(call, fd) as sock:
         if not _inet(sock):
-            return None if sock is not None else -errno.EBADF
+            return _as_made(call, sock)
         message = _read_msghdr(call, address)
         if isinstance(message, int):
             return message
@@ -376,7 +427,7 @@ def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
              ) -> int | Deferred | None:
     with _taken(call, fd) as sock:
         if not _inet(sock):
-            return None if sock is not None else -errno.EBADF
+            return _as_made(call, sock)
         size = 32 if call.abi != "x86_64" else 64  # mmsghdr: msghdr, then msg_len
         offset = 28 if call.abi != "x86_64" else 56
         messages = []
@@ -407,8 +458,8 @@ def setsockopt(call: Call, fd: int, level: int, name: int, value: int, length: i
     if _int32(level) in REFUSED_OPTION_LEVELS:
         return -errno.EPERM
     with _taken(call, fd) as sock:
-        if sock is None:
-            return -errno.EBADF
+        if isinstance(sock, int):
+            return sock
         try:
             data = memory.read(call.tid, value, min(length, 4096)) if length else b""
         except OSError:
@@ -425,10 +476,21 @@ def socket_call(call: Call, family: int, protocol: int) -> int | None:
     versions = {a.version for a in call.jail.addresses}
     if {socket.AF_INET: 4, socket.AF_INET6: 6}.get(_int32(family), 0) not in versions | {0}:
         return -errno.EAFNOSUPPORT
+    if (_int32(family) not in (*CONFINED_FAMILIES, AF_PACKET)
+            and "open-families" not in call.jail.weakened):
+        return -errno.EAFNOSUPPORT  # none confines it here (allow.socket_af needs a netns)
     return -errno.EPROTONOSUPPORT if _int32(protocol) in REFUSED_PROTOCOLS else None
 
 
-def socketcall(call: Call) -> int | Deferred | None:
+def _made_directly(call: Call, number: int, args: tuple[int, ...]) -> int | Instead:
+    """socketcall's SOCKET or SOCKETPAIR, judged on our copy of its arguments, then made as
+    the direct call from that copy: resumed as it was, the kernel would read the family from
+    memory again, where another thread may have changed it since."""
+    refused = socket_call(call, args[0], args[2])
+    return refused if refused is not None else Instead(number, args)
+
+
+def socketcall(call: Call) -> int | Deferred | Instead | None:
     """i386's multiplexer: the arguments are copied once, then handled as the direct calls
     are, except that every judged call is performed, never let through (the kernel would
     read the arguments again)."""
@@ -443,7 +505,9 @@ def socketcall(call: Call) -> int | Deferred | None:
     fd = _int32(args[0])
     match _SOCKETCALL[which]:
         case "socket":
-            return socket_call(call, args[0], args[2])
+            return _made_directly(call, _I386_SOCKET, args)
+        case "socketpair":
+            return _made_directly(call, _I386_SOCKETPAIR, args)
         case "bind":
             return _performed(bind(call, fd, args[1], args[2]))
         case "connect":
@@ -473,7 +537,7 @@ def _send_connected(call: Call, fd: int, buffer: int, length: int, flags: int
                     ) -> int | Deferred:
     with _taken(call, fd) as sock:
         if not _inet(sock):
-            return -errno.EBADF if sock is None else -errno.ENOSYS
+            return sock if isinstance(sock, int) else -errno.ENOSYS
         try:
             data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
         except OSError:

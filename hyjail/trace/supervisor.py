@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
@@ -33,7 +34,8 @@ from hyjail.ns.jail import guarded, jail_stdio
 from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
-from hyjail.trace.tracer import JailState, Tracer
+from hyjail.trace.state import JailState
+from hyjail.trace.tracer import Tracer
 
 BACKEND = "trace"
 _PIDFD_SIGNAL_THREAD_GROUP = 2
@@ -157,24 +159,50 @@ def _set_hostname_in(uts: int, name: str) -> None:
 
 def kill_and_reap(pid: int) -> None:
     """Teardown: SIGKILL the first process, then reap every child and tracee until none is
-    left (the tracees are killed first, by JailState.kill_all)."""
+    left (the tracees are killed first, by JailState.kill_all). A tracee the jail's task set
+    missed would hold this wait for ever: when nothing is ready, whatever we still trace is
+    killed too."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    quiet_since = time.monotonic()
     with contextlib.suppress(ChildProcessError):
         while True:
-            os.waitpid(-1, 0x40000000)  # __WALL: every tracee, until none is left
+            # __WALL: every tracee, until none is left
+            if os.waitpid(-1, 0x40000000 | os.WNOHANG) != (0, 0):
+                quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - quiet_since > 0.2:  # the killed are dead by now
+                _kill_our_tracees()
+                quiet_since = time.monotonic()
+            time.sleep(0.001)
+
+
+def _kill_our_tracees() -> None:
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                traced_by_us = any(line.split()[1:] == [me] for line in f
+                                   if line.startswith("TracerPid:"))
+            if traced_by_us:
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 def _jail_side(spec: JailSpec, confinement: Confinement, channel: socket.socket, unshare: int,
                cgroup_paths: Sequence[str], tty_fds: Sequence[int],
                tty: int | None) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # the supervisor dies: so do we (EXITKILL later)
+    # Out of the jail's reach from the start (the command's fork inherits it until its exec):
+    # non-dumpable, and holding nothing of the supervisor's (the pty master, the registry's
+    # fds) but the channel and the jail's terminal. (Unless the battery weakens either.)
     if "dumpable-entry" not in confinement.weakened:
-        # Out of the jail's reach from the start (the command's fork inherits it until its
-        # exec): non-dumpable, and holding nothing of the supervisor's (the pty master, the
-        # registry's fds) but the channel and the jail's terminal.
-        from hyjail.foreground import close_all_but
         prctl.set_dumpable(False)
+    if not {"dumpable-entry", "leak-fds"} & confinement.weakened:
+        from hyjail.foreground import close_all_but
         close_all_but((channel.fileno(), *(() if tty is None else (tty,))))
     # The root, resolved once and used by descriptor from here on.
     root = os.open(spec.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

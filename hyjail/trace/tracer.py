@@ -17,11 +17,10 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from hyjail.trace import handlers, ptrace
-from hyjail.trace.sockets import Deferred
+from hyjail.trace.sockets import Deferred, Instead
+from hyjail.trace.state import Call, JailState
 
 # Fork, vfork and clone are followed (the new task is traced before it runs); exec needs no
 # stop (a seized tracee gets no SIGTRAP on exec, and nothing about a task changes for us).
@@ -38,91 +37,9 @@ def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:
     return {name: index for index, name in enumerate(sorted(handled), start=1)}
 
 _WALL = 0x40000000
-_PIDFD_THREAD = os.O_EXCL
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
 _SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
-
-
-@dataclass(frozen=True)
-class Call:
-    """A judged call: who made it, with which ABI and arguments (the kernel's decoding)."""
-    jail: JailState
-    tid: int
-    tgid: int
-    abi: str
-    args: tuple[int, ...]
-
-
-class JailState:
-    """What the supervisor knows of its jail: names, permissions, and its tasks."""
-
-    def __init__(self, hostname: str, allowed: frozenset[str], addresses: tuple = (),
-                 on_rename: Callable[[str, str], None] = lambda which, name: None):
-        self.hostname = hostname
-        self.addresses = addresses  # ipaddress objects: the jail's own (R3)
-        self.domainname = "(none)"
-        self.allowed = allowed
-        # A hybrid jail's init (its first process, without a pid namespace to make it pid 1):
-        # kept from the jail's signals as the kernel keeps a pid namespace's init.
-        self.init: int | None = None
-        self._on_rename = on_rename
-        self._tasks: dict[int, int] = {}  # tid -> tgid
-        # tid -> pidfd (PIDFD_THREAD), opened when first needed: a traced task's pid stays
-        # its own until this supervisor reaps it, so a late pidfd names the same task.
-        self._pidfds: dict[int, int] = {}
-
-    def rename(self, which: str, name: str) -> None:
-        setattr(self, which, name)
-        self._on_rename(which, name)
-
-    def add(self, tid: int, tgid: int | None = None) -> None:
-        """A task of the jail's; its thread group read from /proc unless the caller knows it
-        (a fork's child leads its own)."""
-        if tid in self._tasks:
-            return
-        if tgid is None:
-            try:
-                with open(f"/proc/{tid}/status") as f:
-                    tgid = next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
-            except (OSError, StopIteration):
-                return  # already gone
-        self._tasks[tid] = tgid
-
-    def remove(self, tid: int) -> None:
-        self._tasks.pop(tid, None)
-        pidfd = self._pidfds.pop(tid, None)
-        if pidfd is not None:
-            os.close(pidfd)
-
-    def thread_group(self, tid: int) -> int | None:
-        return self._tasks.get(tid)
-
-    def has_process(self, pid: int) -> bool:
-        return self._tasks.get(pid) == pid
-
-    def processes(self) -> list[int]:
-        return [tid for tid, tgid in self._tasks.items() if tid == tgid]
-
-    def pidfd(self, tid: int) -> int | None:
-        if tid not in self._tasks:
-            return None
-        if tid not in self._pidfds:
-            try:
-                self._pidfds[tid] = os.pidfd_open(tid, _PIDFD_THREAD)
-            except OSError:
-                return None
-        return self._pidfds[tid]
-
-    def tasks(self) -> list[int]:
-        return list(self._tasks)
-
-    def kill_all(self) -> None:
-        for tid in self.processes():
-            pidfd = self.pidfd(tid)
-            if pidfd is not None:
-                with contextlib.suppress(OSError):
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
 class Tracer:
@@ -139,6 +56,12 @@ class Tracer:
         self.wake_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Polling only helps where the tracee runs on another CPU: on one, it would wait.
         self._spin = SPIN if len(os.sched_getaffinity(0)) > 1 else 0.0
+        # A new task's own events may come before its parent's fork or clone event, its exit
+        # included: tids first seen by a stop of their own, and those of them already gone,
+        # so that a late creation event does not bring a dead task back into the set (where
+        # it would hold the jail's end for ever, and its pid could pass to a host process).
+        self._unannounced: set[int] = set()
+        self._gone_early: set[int] = set()
         ptrace.seize(first, OPTIONS)
         jail.add(first)
 
@@ -161,6 +84,7 @@ class Tracer:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG | _WALL)
             except ChildProcessError:
+                self.jail.forget_all()  # no child and no tracee: nothing of the jail is left
                 return
             if pid:
                 self.handle(pid, status)
@@ -174,6 +98,9 @@ class Tracer:
 
     def handle(self, tid: int, status: int) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if tid in self._unannounced or self.jail.thread_group(tid) is None:
+                self._unannounced.discard(tid)
+                self._gone_early.add(tid)  # its creation event is still to come
             self.jail.remove(tid)
             if tid == self.first:
                 from hyjail.ns.init import exit_code
@@ -183,23 +110,37 @@ class Tracer:
             return
         if not os.WIFSTOPPED(status):
             return
-        self.jail.add(tid)  # a new task may stop before its parent's fork event arrives
+        if self.jail.thread_group(tid) is None:  # before its parent's fork event arrives
+            self.jail.add(tid)
+            self._unannounced.add(tid)
         sig, event = os.WSTOPSIG(status), status >> 16
         resume_with = 0
         if event == ptrace.PTRACE_EVENT_SECCOMP:
             if not self._judge(tid):
                 return  # held until its worker is done
         elif event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK):
-            child = ptrace.ptrace_geteventmsg(tid)
-            self.jail.add(child, tgid=child)  # a new process: it leads its thread group
+            self._born(tid, leader=True)
         elif event == ptrace.PTRACE_EVENT_CLONE:  # a thread, or a process clone() made
-            self.jail.add(ptrace.ptrace_geteventmsg(tid))
+            self._born(tid, leader=False)
         elif event == ptrace.PTRACE_EVENT_STOP and sig in _GROUP_STOPS:
             self._resume(tid, ptrace.PTRACE_LISTEN, 0)  # job control: stay stopped
             return
         elif event == 0:
             resume_with = sig  # a signal on its way to the tracee: deliver it
         self._resume(tid, ptrace.PTRACE_CONT, resume_with)
+
+    def _born(self, parent: int, leader: bool) -> None:
+        """A fork or clone event: the new task joins the jail, unless its own exit came
+        first (then the tid is no longer its: our wait released it)."""
+        try:
+            child = ptrace.ptrace_geteventmsg(parent)
+        except (OSError, ptrace.PtraceError):
+            return  # the parent was killed in the stop; the child's own stop adds it
+        if child in self._gone_early:
+            self._gone_early.discard(child)
+            return
+        self._unannounced.discard(child)
+        self.jail.add(child, tgid=child if leader else None)  # a new process leads its group
 
     def _judge(self, tid: int) -> bool:
         """Decide a stopped call; False when a worker will answer it later."""
@@ -215,6 +156,9 @@ class Tracer:
                 if handler else -errno.ENOSYS
         except Exception:  # a handler's bug denies the call; it never lets it through
             result = -errno.EPERM
+        if isinstance(result, Instead):
+            self._instead(tid, result)
+            return True
         if isinstance(result, Deferred):
             # A thread of its own, a daemon: one still blocked when the jail ends must not
             # hold the supervisor's exit.
@@ -267,6 +211,21 @@ class Tracer:
             tid, result = self._finished.get()
             self._answer(tid, result)
             self._resume(tid, ptrace.PTRACE_CONT, 0)
+
+    def _instead(self, tid: int, call: Instead) -> None:
+        """Make the stopped call `call.number` with `call.args` (i386's argument registers:
+        ebx, ecx, edx, esi, edi, ebp). A task whose call cannot be changed is killed: it must
+        never go on to make the call as it stands."""
+        try:
+            regs = ptrace.ptrace_getregs(tid)
+            regs.orig_rax = call.number
+            for name, value in zip(("rbx", "rcx", "rdx", "rsi", "rdi", "rbp"), call.args,
+                                   strict=False):
+                setattr(regs, name, value)
+            ptrace.ptrace_setregs(tid, regs)
+        except (OSError, ptrace.PtraceError):
+            with contextlib.suppress(OSError):
+                os.kill(tid, signal.SIGKILL)
 
     def _answer(self, tid: int, result: int) -> None:
         """Skip the call and make `result` its return value. A task whose call cannot be
