@@ -1,7 +1,9 @@
 """The escape battery's catalogue: every attempt, the rule it tries to break, and how its
 outcome is judged.
 
-Owns the list (grouped by rule, R1-R7, then the races), each attempt's probe operations (run
+Owns the list (grouped by rule, R1-R7, then the races and "E", the entry path of SPEC section
+1: what a jail writes must never reach a process holding host powers), each attempt's probe
+operations (run
 by hjprobe as root inside a fresh jail, with {placeholders} the runner fills from the host
 side: the secret outside the root, a host process, another jail's process, listeners), the
 ABIs it is repeated for, and its judge: given the probe's answers and what the host saw, None
@@ -36,6 +38,8 @@ class Attempt:
     only: tuple[str, ...] = ("ns", "hybrid", "trace")  # the jail shapes it applies to
     unheld: str = ""  # why a shape not in `only` is skipped (default: not its concern)
     timeout: float = 60
+    root: str = ""  # the jail's root: the battery's busybox root, or "/" (the host's tree)
+    alone: bool = False  # changes what every jail of the host loads: run after the others
 
     @property
     def key(self) -> str:
@@ -149,6 +153,67 @@ def _is_jailed(results: dict[str, str], ctx: dict) -> str | None:
     return None if _got(results, "jailed") == "yes" else "a jailed process cannot tell"
 
 
+def _no_host_powers_loaded(results: dict[str, str], ctx: dict) -> str | None:
+    """The planted NSS module's own record: loaded unconfined (no filter yet, or no
+    no_new_privs) means the jail's code ran with the host's powers."""
+    for op, got in results.items():
+        if got.startswith("loaded") and ("Seccomp=0" in got or "NoNewPrivs=0" in got):
+            return f"{op} loaded the jail's NSS module before confinement ({got[7:]})"
+    return None
+
+
+def _scanner_caught_nothing(results: dict[str, str], ctx: dict) -> str | None:
+    """procscan's "unconfined:N:foreignns:K:scanned:M:exe:DEV:INO,...": no entering process
+    reached while unconfined, no descriptor of another namespace (the host's) reached, and no
+    exe that is one of the host's own binaries."""
+    got = next((got for op, got in results.items() if op.startswith("procscan:")), "no answer")
+    if got == "ENOENT":  # a jail without a /proc (a hybrid one without a pid namespace)
+        return None
+    fields = got.split(":", 7)
+    if len(fields) < 8 or (fields[0], fields[2], fields[4]) != ("unconfined", "foreignns",
+                                                                "scanned"):
+        return f"the scanner gave {got}"
+    host = ctx.get("host_binaries", set()) & set(filter(None, fields[7].split(",")))
+    if host:
+        return f"the scanner opened a host binary as some process's exe ({', '.join(host)})"
+    if fields[1] != "0":
+        return (f"the scanner reached {fields[1]} unconfined processes during "
+                f"{results.get('jexecs', '?')} jexecs")
+    if fields[3] != "0":
+        return f"the scanner reached {fields[3]} descriptors of namespaces not the jail's"
+    return None
+
+
+def _host_dir_untouched(results: dict[str, str], ctx: dict) -> str | None:
+    got = _got(results, "host_dir")
+    if got != "empty":
+        return f"jails starting on the swapped root made {got} in the host's directory"
+    return None
+
+
+def _root_not_followed(results: dict[str, str], ctx: dict) -> str | None:
+    if _got(results, "decoy") != "untouched":
+        return "jexec followed the root's path into a host directory put in its place"
+    return None
+
+
+def _helper_not_impersonated(results: dict[str, str], ctx: dict) -> str | None:
+    """Held if the fake received nothing and the jail ran with its address (or was refused
+    in one line)."""
+    if _got(results, "received") != "0":
+        return f"the fake helper (uid 65534) received {results['received']}"
+    bound = _got(results, f"bind:{ctx['jail_ip']}")
+    if results.get("jail") == "ran" and bound != ctx["jail_ip"]:
+        return f"the jail ran without its address (binding it gave {bound})"
+    return None
+
+
+def _all_masked(results: dict[str, str], ctx: dict) -> str | None:
+    wrong = [f"{op.removeprefix('masked:')} ({got})" for op, got in results.items()
+             if got != "masked"]
+    return ("readable: " + ", ".join(wrong)) if wrong else None
+
+
 # What root inside must be refused (SPEC R5), op -> the answers that mean "held".
 SUPERUSER = {
     "mount": ("EPERM",), "mount_bind": ("EPERM",), "umount": ("EPERM",),
@@ -165,6 +230,22 @@ SUPERUSER = {
     # Read-only, or (no /proc or /sys at all) absent.
     "write_proc_sys": ("EROFS", "ENOENT"), "write_sys": ("EROFS", "ENOENT"),
 }
+
+# Socket families no namespace confines (vsock reaches the hypervisor's and the host's own
+# services): hjprobe's family:NAME ops.
+UNCONFINED_FAMILIES = ("bluetooth", "can", "tipc", "kcm", "xdp", "alg")
+# What runc's and podman's defaults mask, and what issue 13 found readable besides: open
+# fails, reads empty, or (a directory) lists nothing.
+MASKED = ("/proc/slabinfo", "/proc/vmallocinfo", "/proc/pagetypeinfo", "/proc/kpagecount",
+          "/proc/kpageflags", "/proc/kpagecgroup", "/proc/config.gz", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/kcore", "/proc/keys",
+          "/proc/latency_stats", "/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware",
+          "/sys/devices/virtual/powercap")
+# No socket: the family refused (a filter cannot read socketcall's arguments, so socketcall's
+# SOCKET may be refused whole: ENOSYS).
+_NO_SOCKET = refused("EAFNOSUPPORT", "EPERM", "EACCES", "ENOSYS")
+_NO_PROC = ("a trace jail has no /proc to scan (one would show the host's processes), and its "
+            "supervisor traces an entering process before it confines itself")
 
 _PIDS = ("kill", "ptrace", "vmread", "pidfd", "setpriority", "getpriority", "capget",
          "getpgid", "getaffinity", "prlimit")
@@ -245,10 +326,50 @@ CATALOGUE: tuple[Attempt, ...] = (
     Attempt("R3", "sockaddr flipped while bind and connect run (race)",
             ("race:{jail_ip}:{other_ip}:{local_tcp}:20000",), _race_held,
             host=("local_tcp",), timeout=180),
+    *(Attempt("R3", f"a descriptor swapped under {call} (race)",
+              (f"fdswap:{call}:{address}:2000",), _race_held, host=("local_tcp",),
+              timeout=120, only=("trace",),
+              unheld="the kernel holds R3 here: in a network namespace of the jail's own, "
+                     "0.0.0.0 and 127.0.0.1 are the jail's")
+      for call, address in (("connect", "127.0.0.1:{local_tcp}"), ("bind", "0.0.0.0:0"),
+                            ("listen", "0.0.0.0:0"), ("sendto", "127.0.0.1:{local_tcp}"),
+                            ("sendmsg", "127.0.0.1:{local_tcp}"),
+                            ("sendmmsg", "127.0.0.1:{local_tcp}"))),
     Attempt("R4", "a clone storm against the tracer (race)", ("storm:{host_pid}:200",),
             _none_escaped, host=("host_process",), timeout=120),
     Attempt("R4", "vfork, then exec (race)", ("vforkexec:/bin/hjprobe:{host_pid}",),
             _child_refused, host=("host_process",)),
+    # ---- E: the entry path (SPEC section 1): nothing the jail writes reaches host powers --
+    Attempt("E", "a planted NSS module before jexec -u root and -l", driver="nss_lookup",
+            judge=_no_host_powers_loaded, host=("nss_module",), timeout=120),
+    Attempt("E", "a /proc scanner racing 200 jexecs (exe, mem, fd, ptrace)",
+            driver="proc_scanner", judge=_scanner_caught_nothing, only=("ns", "hybrid"),
+            unheld=_NO_PROC, timeout=240),
+    Attempt("E", "a shared root's dev, proc, tmp swapped for symlinks", driver="swapped_root",
+            judge=_host_dir_untouched, only=("ns", "hybrid"), timeout=240,
+            unheld="a trace jail mounts nothing on its root: its chroot and jexec's are the "
+                   "root's own swap, the next attempt"),
+    Attempt("E", "a jail's root swapped for a symlink before jexec",
+            driver="root_swapped_before_jexec", judge=_root_not_followed, timeout=120),
+    Attempt("E", "an impersonated network helper", ("bind:{jail_ip}",), driver="fake_netd",
+            judge=_helper_not_impersonated, host=("veth",), timeout=120),
+    Attempt("E", "a jail over / writes the cache",
+            ("cachewrite:/var/cache/hyjail", "cachewrite:/var/cache/hyjail/filters"),
+            _none_escaped, root="/", only=("ns", "hybrid"),
+            unheld="a trace jail over / is refused (its /proc would be the host's)"),
+    Attempt("E", "an allow-all filter planted in the cache", ("unshare_user",),
+            refused("EPERM"), driver="tampered_cache", alone=True),
+    Attempt("E", "a vsock socket", ("family:vsock",), _NO_SOCKET, abis=SOCKET_ABIS),
+    Attempt("E", "sockets of other families no namespace confines",
+            tuple(f"family:{name}" for name in UNCONFINED_FAMILIES), _NO_SOCKET,
+            abis=SOCKET_ABIS),
+    # With raw sockets allowed (CAP_NET_RAW kept), AF_XDP too is the filter's alone to stop;
+    # raw sockets need a network namespace ("veth").
+    Attempt("E", "other unconfined families, raw sockets allowed",
+            tuple(f"family:{name}" for name in UNCONFINED_FAMILIES), _NO_SOCKET,
+            abis=SOCKET_ABIS, options=("--allow", "raw_sockets"), host=("veth",)),
+    Attempt("E", "/proc and /sys files that runc and podman mask",
+            tuple(f"masked:{path}" for path in MASKED), _all_masked),
     # ---- R6: the jail's lifetime ---------------------------------------------------------
     Attempt("R6", "the supervisor SIGKILLed mid-attempt", driver="supervisor_killed"),
     Attempt("R6", "the command exits: the rest go with it", driver="command_exits"),

@@ -18,10 +18,12 @@
  * attempt runs it as nobody).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -36,6 +38,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -694,6 +697,87 @@ static void sockaddr_race(const char *op, const char *spec)
         say(op, "ok");
 }
 
+/* The descriptor swap: one thread dup2()s a fresh internet socket over a unix socket's fd N,
+ * and back, while another makes CALL on N with an internet address (IP:PORT), so that a
+ * supervisor judging N as a unix socket lets the kernel make the call on the internet one.
+ * Counts the rounds whose internet socket connected, or got bound (or listened) on 0.0.0.0
+ * or 127.0.0.1: a supervisor's own bind takes the jail's address. */
+static volatile int swap_inet = -1, swap_done;
+static int swap_fd, swap_unix;
+
+static void *swapper(void *arg)
+{
+    while (!swap_done) {
+        int inet = swap_inet;
+        if (inet >= 0)
+            dup2(inet, swap_fd);
+        dup2(swap_unix, swap_fd);
+    }
+    return arg;
+}
+
+static void fd_swap(const char *op, const char *spec)
+{
+    char what[16], ip[64];
+    int port, rounds;
+    if (sscanf(spec, "%15[^:]:%63[^:]:%d:%d", what, ip, &port, &rounds) != 4) {
+        say(op, "EINVAL");
+        return;
+    }
+    int stream = strcmp(what, "connect") == 0 || strcmp(what, "listen") == 0;
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, ip, &to.sin_addr);
+    char byte = 'x';
+    struct iovec iov = {&byte, 1};
+    struct mmsghdr mm = {.msg_hdr = {.msg_name = &to, .msg_namelen = sizeof to,
+                                     .msg_iov = &iov, .msg_iovlen = 1}};
+    swap_unix = socket(AF_UNIX, stream ? SOCK_STREAM : SOCK_DGRAM, 0);
+    swap_fd = dup(swap_unix);
+    swap_done = 0;
+    pthread_t thread;
+    pthread_create(&thread, NULL, swapper, NULL);
+    long reached = 0, wrong = 0;
+    for (int i = 0; i < rounds; i++) {
+        int inet = socket(AF_INET, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
+        swap_inet = inet;
+        if (strcmp(what, "connect") == 0)
+            connect(swap_fd, (struct sockaddr *)&to, sizeof to);
+        else if (strcmp(what, "bind") == 0)
+            bind(swap_fd, (struct sockaddr *)&to, sizeof to);
+        else if (strcmp(what, "listen") == 0)
+            listen(swap_fd, 1);
+        else if (strcmp(what, "sendto") == 0)
+            sendto(swap_fd, &byte, 1, 0, (struct sockaddr *)&to, sizeof to);
+        else if (strcmp(what, "sendmsg") == 0)
+            sendmsg(swap_fd, &mm.msg_hdr, 0);
+        else
+            sendmmsg(swap_fd, &mm, 1, 0);
+        swap_inet = -1;
+        struct sockaddr_in name;
+        socklen_t length = sizeof name;
+        if (strcmp(what, "connect") == 0) {
+            struct pollfd out = {inet, POLLOUT, 0};
+            int err = 0;
+            socklen_t size = sizeof err;
+            poll(&out, 1, 20);
+            getsockopt(inet, SOL_SOCKET, SO_ERROR, &err, &size);
+            reached += !err && getpeername(inet, (struct sockaddr *)&name, &length) == 0;
+        } else if (getsockname(inet, (struct sockaddr *)&name, &length) == 0 && name.sin_port) {
+            in_addr_t a = ntohl(name.sin_addr.s_addr);
+            wrong += a == INADDR_ANY || a == INADDR_LOOPBACK;
+        }
+        close(inet);
+    }
+    swap_done = 1;
+    pthread_join(thread, NULL);
+    close(swap_fd);
+    close(swap_unix);
+    if (reached || wrong)
+        say(op, "escaped:reached=%ld,wrong=%ld", reached, wrong);
+    else
+        say(op, "ok");
+}
+
 /* Processes and threads made as fast as possible, each trying kill(PID, 0) first thing: a
  * task that ran before its tracer had it would find the host's process. */
 static long storm_pid;
@@ -914,6 +998,313 @@ static long dissolve(const char *spec)
     return ret;
 }
 
+/* ---- the entry path: what a jail does to the host's way in (issue 13) --------------------- */
+
+/* A process that holds host powers must never become a handle for the jail. procscan:MS
+ * loops over /proc for MS milliseconds (or until a line on stdin), trying each new process's
+ * exe, mem, environ, fd/ and PTRACE_SEIZE (those there when it began, once). A
+ * reach counts as unconfined when the status, read after it, still says "Seccomp: 0" (a
+ * filter is never taken off, so it was unconfined then too). Prints that count, how many
+ * descriptors it reached that name a namespace not its own, and the distinct dev:ino of every
+ * exe it opened (the host tells its own binaries among them). */
+static unsigned char scan_known[(1 << 22) / 8], scan_hit[(1 << 22) / 8];
+#define PID_BIT(set, pid) ((set)[(pid) >> 3] & (1 << ((pid) & 7)))
+#define SET_PID(set, pid) ((set)[(pid) >> 3] |= (unsigned char)(1 << ((pid) & 7)))
+
+static int seccomp_mode(int pid)
+{
+    char path[64], line[128];
+    int mode = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Seccomp: %d", &mode) == 1)
+            break;
+    fclose(f);
+    return mode;
+}
+
+static int opens(int pid, const char *what, int flags)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, what);
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
+/* Whether a descriptor's link names a namespace other than ours of that kind (the host's,
+ * reached through another process's fd/). */
+static int foreign_namespace(const char *link)
+{
+    static const char *kinds[] = {"pid", "mnt", "net", "user", "uts", "ipc", "cgroup"};
+    char mine[64], own[128];
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t n = strlen(kinds[k]);
+        if (strncmp(link, kinds[k], n) != 0 || link[n] != ':')
+            continue;
+        snprintf(mine, sizeof mine, "/proc/self/ns/%s", kinds[k]);
+        ssize_t got = readlink(mine, own, sizeof own - 1);
+        own[got > 0 ? got : 0] = 0;
+        return strcmp(own, link) != 0;
+    }
+    return 0;
+}
+
+static long scan_foreign_ns;
+
+static void scan_one(int pid, long *unconfined, char *exes, size_t size)
+{
+    char path[64], seen[48];
+    int reached = 0;
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        reached = 1;
+        if (fstat(fd, &st) == 0) {
+            snprintf(seen, sizeof seen, "%llu:%llu", (unsigned long long)st.st_dev,
+                     (unsigned long long)st.st_ino);
+            if (!strstr(exes, seen) && strlen(exes) + strlen(seen) + 2 < size)
+                snprintf(exes + strlen(exes), size - strlen(exes), "%s%s", *exes ? "," : "",
+                         seen);
+        }
+        close(fd);
+    }
+    reached |= opens(pid, "mem", O_RDONLY) | opens(pid, "environ", O_RDONLY);
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *fds = opendir(path);
+    if (fds) {
+        struct dirent *entry;
+        while ((entry = readdir(fds)))
+            if (entry->d_name[0] != '.') {
+                char each[80], link[128];
+                snprintf(each, sizeof each, "fd/%.16s", entry->d_name);
+                if (opens(pid, each, O_PATH)) {
+                    reached = 1;
+                    snprintf(path, sizeof path, "/proc/%d/fd/%.16s", pid, entry->d_name);
+                    ssize_t got = readlink(path, link, sizeof link - 1);
+                    link[got > 0 ? got : 0] = 0;
+                    scan_foreign_ns += foreign_namespace(link);
+                }
+            }
+        closedir(fds);
+    }
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) == 0) { /* let go at once: interrupt, wait, detach */
+        reached = 1;
+        int status;
+        ptrace(PTRACE_INTERRUPT, pid, 0, 0);
+        if (waitpid(pid, &status, __WALL) == pid && WIFSTOPPED(status))
+            ptrace(PTRACE_DETACH, pid, 0, 0);
+    }
+    if (reached && !PID_BIT(scan_hit, pid) && seccomp_mode(pid) == 0) {
+        SET_PID(scan_hit, pid);
+        (*unconfined)++;
+    }
+}
+
+static void proc_scan(const char *op, const char *spec)
+{
+    static char exes[2048];
+    long ms = atol(spec), unconfined = 0, scanned = 0;
+    int self = getpid();
+    struct dirent *entry;
+    DIR *proc = opendir("/proc");
+    if (!proc || ms <= 0) {
+        say(op, "%s", proc ? "EINVAL" : strerrorname_np(errno));
+        return;
+    }
+    while ((entry = readdir(proc))) { /* what ran before the scan (init, the holder): once */
+        int pid = atoi(entry->d_name);
+        if (pid > 0 && pid < (1 << 22) && pid != self) {
+            scan_one(pid, &unconfined, exes, sizeof exes);
+            SET_PID(scan_known, pid);
+        }
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    say("scanning", "ready");
+    for (;;) {
+        struct pollfd in = {.fd = 0, .events = POLLIN};
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > ms
+            || poll(&in, 1, 0) > 0)
+            break;
+        rewinddir(proc);
+        while ((entry = readdir(proc))) {
+            int pid = atoi(entry->d_name);
+            if (pid > 0 && pid < (1 << 22) && pid != self && !PID_BIT(scan_known, pid)) {
+                scan_one(pid, &unconfined, exes, sizeof exes);
+                scanned++;
+            }
+        }
+        usleep(200); /* the jexecs need the CPUs more than a pass needs to follow at once */
+    }
+    closedir(proc);
+    say(op, "unconfined:%ld:foreignns:%ld:scanned:%ld:exe:%s", unconfined, scan_foreign_ns,
+        scanned, exes);
+}
+
+/* swap:DIR:TARGET:MS:NAME[,NAME...][:SPIN]: for MS milliseconds (or until a line on stdin),
+ * each DIR/NAME in turn is exchanged with a symlink to TARGET (a host path, which means
+ * nothing in here), then put back. Another jail starting on DIR must never follow it. */
+static unsigned long swap_spin = 400000;
+#ifndef SWAP_REAL
+#define SWAP_REAL 3
+#endif
+
+static void swap_pause(unsigned long most) /* of a random length, up to `most` turns of a
+                                            * loop: whatever a jail's steps take, some fits */
+{
+    static unsigned long long state = 88172645463325252ULL;
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    for (volatile unsigned long spin = 0, n = state % most; spin < n; spin++)
+        ;
+}
+
+static void swap_loop(const char *op, const char *spec)
+{
+    static char dir[1024], target[1024], names[256], real[PATH_MAX], aside[PATH_MAX];
+    long ms, swaps = 0;
+    if (sscanf(spec, "%1023[^:]:%1023[^:]:%ld:%255s", dir, target, &ms, names) != 4) {
+        say(op, "EINVAL");
+        return;
+    }
+    char *list[16], *spin = strchr(names, ':'); /* NAMES:SPIN: pauses up to SPIN turns */
+    int n = 0;
+    if (spin) {
+        *spin = 0;
+        swap_spin = strtoul(spin + 1, NULL, 10) + 1;
+    }
+    for (char *name = strtok(names, ","); name && n < 16; name = strtok(NULL, ","))
+        list[n++] = name;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    say("swapping", "ready");
+    for (long i = 0;; i++) {
+        struct pollfd in = {.fd = 0, .events = POLLIN};
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > ms
+            || poll(&in, 1, 0) > 0)
+            break;
+        snprintf(real, sizeof real, "%s/%s", dir, list[i % n]);
+        snprintf(aside, sizeof aside, "%s/.%s.hjswap", dir, list[i % n]);
+        /* The symlink waits beside the directory; one atomic exchange puts it in the
+         * directory's place (no moment with neither), and the next puts it back. */
+        if (symlink(target, aside) != 0 && errno != EEXIST)
+            continue;
+        if (renameat2(AT_FDCWD, aside, AT_FDCWD, real, RENAME_EXCHANGE) == 0) {
+            swaps++;
+            swap_pause(swap_spin);
+            renameat2(AT_FDCWD, aside, AT_FDCWD, real, RENAME_EXCHANGE);
+        }
+        swap_pause(swap_spin * SWAP_REAL); /* a starting jail must first find it real */
+    }
+    for (int k = 0; k < n; k++) { /* only the waiting symlinks are left to remove */
+        struct stat st;
+        snprintf(real, sizeof real, "%s/%s", dir, list[k]);
+        snprintf(aside, sizeof aside, "%s/.%s.hjswap", dir, list[k]);
+        if (lstat(real, &st) == 0 && S_ISLNK(st.st_mode)) /* never left so; still, put back */
+            renameat2(AT_FDCWD, aside, AT_FDCWD, real, RENAME_EXCHANGE);
+        unlink(aside);
+    }
+    say(op, "ok:%ld", swaps);
+}
+
+/* cachewrite:DIR: whether a file in DIR can be opened for writing (none is written) or a new
+ * one created there (removed again at once). */
+static void cache_write(const char *op, const char *dir)
+{
+    char path[PATH_MAX];
+    long writable = 0, created = 0, ret;
+    DIR *d = opendir(dir);
+    if (!d) {
+        say(op, "%s", strerrorname_np(errno));
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)))
+        if (entry->d_type == DT_REG) {
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+            int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+            if (fd >= 0) {
+                writable++;
+                close(fd);
+            }
+        }
+    closedir(d);
+    snprintf(path, sizeof path, "%s/.hjprobe-tamper-%d", dir, (int)getpid());
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    ret = fd < 0 ? -errno : 0;
+    if (fd >= 0) {
+        created = 1;
+        close(fd);
+        unlink(path);
+    }
+    if (writable || created)
+        say(op, "escaped:created=%ld,writable=%ld", created, writable);
+    else
+        say(op, "%s", result(ret));
+}
+
+/* family:NAME: socket() of a family no namespace confines, through the chosen ABI. */
+static void family_socket(const char *op, const char *name)
+{
+    static const struct { const char *name; int family, type, protocol; } families[] = {
+        {"vsock", 40, SOCK_STREAM, 0}, {"bluetooth", 31, SOCK_STREAM, 3 /* RFCOMM */},
+        {"can", 29, SOCK_RAW, 1 /* CAN_RAW */}, {"tipc", 30, SOCK_RDM, 0},
+        {"kcm", 41, SOCK_DGRAM, 0}, {"xdp", 44, SOCK_RAW, 0}, {"alg", 38, SOCK_SEQPACKET, 0},
+    };
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+        if (strcmp(families[i].name, name) != 0)
+            continue;
+        long s = sys_socket(families[i].family, families[i].type, families[i].protocol);
+        if (s >= 0) {
+            close((int)s);
+            say(op, "ok");
+        } else {
+            say(op, "%s", result(s));
+        }
+        return;
+    }
+    say(op, "EINVAL");
+}
+
+/* masked:PATH: "masked" if PATH cannot be opened, reads empty or (a directory) lists
+ * nothing; else what it gave. */
+static void masked(const char *op, const char *path)
+{
+    static char text[64];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        say(op, "masked");
+        return;
+    }
+    long n = 0;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        DIR *d = fdopendir(fd);
+        struct dirent *entry;
+        while (d && (entry = readdir(d)))
+            n += strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0;
+        if (d)
+            closedir(d);
+        else
+            close(fd);
+    } else {
+        n = read(fd, text, sizeof text);
+        close(fd);
+    }
+    if (n > 0)
+        say(op, "readable:%ld", n);
+    else
+        say(op, "masked");
+}
+
 /* ---- the plain calls, one table for every ABI --------------------------------------------- */
 
 static long plain(const char *name, int *known)
@@ -1067,6 +1458,8 @@ int main(int argc, char **argv)
             say(op, "%s", result(call(101, 26, 0x4206, atol(arg), 0, 0, 0)));
         else if (IS("race:"))
             sockaddr_race(op, arg);
+        else if (IS("fdswap:"))
+            fd_swap(op, arg);
         else if (IS("storm:"))
             clone_storm(op, arg);
         else if (IS("vforkexec:"))
@@ -1083,7 +1476,17 @@ int main(int argc, char **argv)
                 ret = spoof(src, dst + 1);
             }
             say(op, "%s", result(ret));
-        } else if (IS("suid:"))
+        } else if (IS("procscan:"))
+            proc_scan(op, arg);
+        else if (IS("swap:"))
+            swap_loop(op, arg);
+        else if (IS("cachewrite:"))
+            cache_write(op, arg);
+        else if (IS("family:"))
+            family_socket(op, arg);
+        else if (IS("masked:"))
+            masked(op, arg);
+        else if (IS("suid:"))
             setuid_regain(op, arg);
         else if (strcmp(op, "tty_tiocsti") == 0)
             tiocsti_on_the_terminal(op);

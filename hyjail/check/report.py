@@ -1,6 +1,7 @@
 """The escape battery's report: the table (or JSON), the progress line, and the exit status.
 
-Owns how rows are shown: grouped by rule in catalogue order, one line each with the attempt,
+Owns how rows are shown: grouped by rule in catalogue order (the entry group, "E", last),
+one line each with the attempt,
 its ABI, the backend (the jail shape it ran as), the result and its time; an ESCAPED or error
 row says why on the same line. Exit 0 only when nothing escaped and every jail ran.
 """
@@ -13,13 +14,20 @@ from collections import Counter
 
 from hyjail.check.runner import Row
 
-RULE_ORDER = ("R1", "R2", "R3", "R4", "R5", "R6", "R7")
+# The rules of SPEC section 1, then "E": the entry path (the host's way into a jail).
+RULE_ORDER = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "E")
+
+
+def _printable(text: str) -> str:
+    """A detail may quote what a jail wrote (a probe's answer, a refusal's line): control
+    characters become '?', so none reaches the administrator's terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def table(rows: list[Row]) -> str:
     lines = [f"{'RULE':<4}  {'ATTEMPT':<52}  {'ABI':<6}  {'BACKEND':<7}  {'TIME':>6}  RESULT"]
     for row in sorted(rows, key=lambda r: RULE_ORDER.index(r.rule)):
-        result = row.result + (f": {row.detail}" if row.detail else "")
+        result = row.result + (f": {_printable(row.detail)}" if row.detail else "")
         lines.append(f"{row.rule:<4}  {row.attempt[:52]:<52}  {row.abi:<6}  {row.backend:<7}  "
                      f"{row.seconds:>5.2f}s  {result}")
     lines.append(summary(rows))

@@ -3,9 +3,11 @@
 Owns: the battery's ground on the host (a busybox root with the probes, a secret beside it,
 a stopped host process, a persistent jail whose process others must not reach, and per
 attempt its listeners and leaked descriptors), the jail shapes to run on (`--backend all`:
-every backend this host's plan can run), each attempt's `hyjail run` as a user would type it,
-the drivers for attempts where the host acts mid-way, and the verdict of each row: held,
-ESCAPED, skipped (with the host's reason) or error (the jail did not run).
+every backend this host's plan can run), each attempt's `hyjail run` as a user would type it
+(over the battery's root, or over `/`), the drivers for attempts where the host acts mid-way
+(the entry group's in `hyjail.check.entry`), the order (attempts that change what every jail
+loads run alone, after the rest), and the verdict of each row: held, ESCAPED, skipped (with
+the host's reason) or error (the jail did not run).
 
 Network safety (SPEC section 4): jails get 10.77.200.0/22 behind their own veths (host end
 10.77.199.1, /32 routes) or, without a network namespace, 127.77.200.0/22 on the host's
@@ -15,7 +17,6 @@ loopback; the only peers are listeners this module opens for the attempt.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import json
 import os
@@ -24,21 +25,23 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from hyjail.check import attempts, probes
+from hyjail.check import attempts, entry
 from hyjail.check.attempts import Attempt
+from hyjail.check.ground import Ground
+from hyjail.check.jailrun import HYJAIL
+from hyjail.check.jailrun import NotRun as _NotRun
+from hyjail.check.jailrun import readline as _readline
+from hyjail.check.jailrun import results as _results
+from hyjail.check.jailrun import run as _run
 from hyjail.linux import descendants, process_start_time
 
-HYJAIL = [sys.executable, "-m", "hyjail"]
 VETH_HOST_IP = "10.77.199.1"
-_AT_FDCWD = -100
 
 
 @dataclass
@@ -83,72 +86,6 @@ class Shape:
             return {"peer_ip": VETH_HOST_IP, "other_ip": "10.77.199.250", "device": "eth0"}
         return {"peer_ip": "127.77.199.1", "other_ip": "127.0.0.2", "device": "lo"}
 
-
-class Ground:
-    """What the battery stands on, made once and removed at the end."""
-
-    def __init__(self, undo: contextlib.ExitStack):
-        self.top = tempfile.mkdtemp(prefix="hyjail-check-")
-        undo.callback(shutil.rmtree, self.top, True)
-        from hyjail.rootfs import busybox
-        self.root = busybox.build(os.path.join(self.top, "root"))
-        self.probes = probes.build()
-        probes.install(self.root, self.probes)
-        self.token = f"hyjail-secret-{os.urandom(6).hex()}"
-        self.secret = os.path.join(self.top, f"secret-{self.token}")
-        with open(self.secret, "w") as f:
-            f.write(self.token + "\n")
-        os.symlink(self.secret, os.path.join(self.root, "tmp", "hjout"))
-        self.handle = _file_handle(self.secret)
-        self.host_process = subprocess.Popen(["sleep", "1000000"], cwd=self.top)
-        undo.callback(_end, self.host_process)
-        os.kill(self.host_process.pid, signal.SIGSTOP)
-        self.hostname = os.uname().nodename
-        self._names = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def hostname_for_jail(self) -> str:
-        with self._lock:
-            return f"chk{os.getpid() % 1000}x{next(self._names)}"
-
-    def placeholders(self) -> dict:
-        return {"secret_abs": self.secret, "secret_rel": self.secret.lstrip("/"),
-                "secret_name": os.path.basename(self.secret), "token": self.token,
-                "handle": self.handle or "0:00", "host_pid": self.host_process.pid}
-
-    def host_process_woken(self) -> bool:
-        """Whether the stopped host process runs again (stopped anew for the next attempt)."""
-        try:
-            with open(f"/proc/{self.host_process.pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state not in ("T", "t"):
-            os.kill(self.host_process.pid, signal.SIGSTOP)
-            return True
-        return False
-
-
-def _end(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    process.wait()
-
-
-def _file_handle(path: str) -> str | None:
-    """name_to_handle_at(path) as "TYPE:HEX", for open_by_handle_at from inside."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    buffer = ctypes.create_string_buffer(8 + 128)
-    ctypes.c_uint.from_buffer(buffer).value = 128
-    mount_id = ctypes.c_int()
-    if libc.name_to_handle_at(_AT_FDCWD, path.encode(), buffer, ctypes.byref(mount_id), 0):
-        return None
-    size = ctypes.c_uint.from_buffer(buffer).value
-    kind = ctypes.c_int.from_buffer(buffer, 4).value
-    return f"{kind}:{buffer.raw[8:8 + size].hex()}"
-
-
-# ---- the host's side of one attempt ------------------------------------------------------
 
 class Listeners:
     """The host-side sockets an attempt asked for, and what reached them."""
@@ -199,11 +136,6 @@ def _listener(family: int, address: str, kind: int = socket.SOCK_STREAM) -> sock
     return s
 
 
-def _results(output: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in output.replace("\r", "").splitlines()
-                if "=" in line and not line.startswith(("race_bound=", "sitting=")))
-
-
 class Battery:
     def __init__(self, ground: Ground):
         self.ground = ground
@@ -221,6 +153,10 @@ class Battery:
             return "no second jail could be started"
         if attempt.key.startswith("R1 open_by_handle_at") and not self.ground.handle:
             return "the host's file system gives no file handles"
+        if "veth" in attempt.host and not shape.veth:  # the helper, or raw sockets, need one
+            return "no network namespace here (the kernel does not hold R3)"
+        if "nss_module" in attempt.host and not self.ground.nss_module:
+            return "gcc cannot build a shared library here (the planted NSS module)"
         return None
 
     def run(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> Row:
@@ -248,15 +184,20 @@ class Battery:
         try:
             ctx = {**self.ground.placeholders(), **shape.placeholders(), **listeners.ports(),
                    "jail_ip": ip, "hostname": hostname, "other_pid": shape.other_pid,
-                   "host_hostname": self.ground.hostname}
+                   "host_hostname": self.ground.hostname, "shape": shape,
+                   "options": [*shape.run_options(), *attempt.options]}
             if "leaked_fds" in attempt.host:
                 leaked = [os.open(self.ground.top, os.O_RDONLY | os.O_DIRECTORY),
                           os.open(self.ground.secret, os.O_RDONLY)]
             probe = "/bin/hjprobe32" if abi == "32" else "/bin/hjprobe"
+            if attempt.root == "/":  # over the host's tree: the probe by its host path
+                probe = os.path.join(self.ground.root, probe.lstrip("/"))
             ops = [op.format(**ctx) for op in attempt.ops]
-            argv = [*HYJAIL, "run", *shape.run_options(), *attempt.options, self.ground.root,
+            argv = [*HYJAIL, "run", *ctx["options"], attempt.root or self.ground.root,
                     hostname, ip, probe, hostname, "64" if abi == "32" else abi, *ops]
-            if attempt.driver:
+            if attempt.driver in entry.DRIVERS:  # the entry group's, in its own module
+                results = entry.DRIVERS[attempt.driver](self.ground, argv, ctx, attempt)
+            elif attempt.driver:
                 results = getattr(self, f"_drive_{attempt.driver}")(argv, ctx, attempt)
             else:
                 results = _run(argv, attempt.timeout, leaked)
@@ -401,27 +342,6 @@ class Battery:
         return {}
 
 
-class _NotRun(Exception):
-    """The attempt's jail did not run (no verdict: an error row)."""
-
-
-def _run(argv: list[str], timeout: float, leaked: list[int]) -> dict[str, str]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, pass_fds=leaked)
-    except subprocess.TimeoutExpired:
-        raise _NotRun(f"no answer in {timeout:.0f} s") from None
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise _NotRun(last[0])
-    return _results(done.stdout)
-
-
-def _readline(stream, timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else ""
-
-
 def _survivors(processes: list[tuple[int, int]], wait: float) -> list[int]:
     deadline = time.monotonic() + wait
     while True:
@@ -491,10 +411,15 @@ def other_jail(ground: Ground, shape: Shape) -> Iterator[None]:
 
 def run_battery(backend: str, pattern: str | None, jobs: int,
                 progress: Callable[[int, int, Row], None] | None = None) -> list[Row]:
-    """Every attempt (whose "RULE name" has pattern) on every backend asked for; the rows in
-    catalogue order. progress(done, total, row) after each."""
-    catalogue = [a for a in attempts.CATALOGUE
-                 if not pattern or pattern.lower() in f"{a.rule} {a.name}".lower()]
+    """Every attempt (whose "RULE name" has pattern, or whose rule is pattern) on every
+    backend asked for; the rows in catalogue order, per backend (those run alone last).
+    progress(done, total, row) after each."""
+    rules = {a.rule for a in attempts.CATALOGUE}
+    if pattern and pattern.upper() in rules:  # a rule's name alone: that group (-k E)
+        catalogue = [a for a in attempts.CATALOGUE if a.rule == pattern.upper()]
+    else:
+        catalogue = [a for a in attempts.CATALOGUE
+                     if not pattern or pattern.lower() in f"{a.rule} {a.name}".lower()]
     shapes = shapes_for(backend)
     total = len(shapes) * sum(len(a.abis) for a in catalogue)
     rows: list[Row] = []
@@ -507,7 +432,7 @@ def run_battery(backend: str, pattern: str | None, jobs: int,
                 rows += [Row(a.rule, a.name, abi, name, "skipped", shape)
                          for a in catalogue for abi in a.abis]
                 continue
-            work = [(a, abi) for a in catalogue for abi in a.abis]
+            work = [(a, abi) for a in catalogue for abi in a.abis if not a.alone]
             victim = other_jail(ground, shape) if any("other_jail" in a.host for a in catalogue) \
                 else contextlib.nullcontext()
             with victim, ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -517,4 +442,10 @@ def run_battery(backend: str, pattern: str | None, jobs: int,
                     rows.append(row)
                     if progress:
                         progress(len(rows), total, row)
+            # What changes every jail's start (the shared filter cache) runs with no other.
+            alone = [(a, abi) for a in catalogue for abi in a.abis if a.alone]
+            for attempt, abi in alone:
+                rows.append(battery.run(attempt, abi, shape, host))
+                if progress:
+                    progress(len(rows), total, rows[-1])
     return rows
