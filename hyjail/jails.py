@@ -214,7 +214,10 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     hidden = "dumpable-entry" not in weakened
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals())
-        namespaces = (trace_enter if chrooted else enter).open_namespaces(record)
+        try:
+            namespaces = (trace_enter if chrooted else enter).open_namespaces(record)
+        except (FileNotFoundError, ProcessLookupError):  # its first process has just ended
+            raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1) from None
         for fd in namespaces.values():
             undo.callback(os.close, fd)
         # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
