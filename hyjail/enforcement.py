@@ -45,15 +45,15 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         from hyjail import rootless
         if not rootless.host_root():
             raise SetupError(f"{_ptraced(plan)}: the ptrace providers need root")
+    if not namespaces.mount and plan.uses("R4", "ptrace") and _proc_is_mounted(spec.path):
+        raise SetupError(f"R4 (processes): {spec.path}/proc is a mounted proc that shows the "
+                         f"host's processes, and the trace backend cannot replace it")
     if not namespaces.mount:
         from hyjail.ns.mounts import host_state_within
         exposed = host_state_within(spec.path, weakened=weaken.weakened())
         if exposed:
             raise SetupError(f"R1 (root): {os.path.join(spec.path, exposed[0])} is hyjail's "
                              f"own state, inside the jail's root, and a chroot cannot hide it")
-    if not namespaces.mount and plan.uses("R4", "ptrace") and _proc_is_mounted(spec.path):
-        raise SetupError(f"R4 (processes): {spec.path}/proc is a mounted proc that shows the "
-                         f"host's processes, and the trace backend cannot replace it")
     if "mount" in spec.allowed and not namespaces.user:
         raise SetupError("allow.mount: needs a user namespace of the jail's (R5's kernel "
                          "provider), which this jail does not get")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from hyjail.check import probes
 from hyjail.check.attempts import Attempt
-from hyjail.check.jailrun import HYJAIL, NotRun, error_lines, readline, results, run
+from hyjail.check.jailrun import HYJAIL, NotRun, error_lines, finish, held, readline, results, run
 
 if TYPE_CHECKING:
     from hyjail.check.ground import Ground
@@ -143,24 +143,13 @@ def host_binaries() -> set[str]:
 def proc_scanner(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
     name = f"{ctx['hostname']}p"
     ctx["host_binaries"] = host_binaries()
-    with _persistent(name, ground.root, ctx["hostname"], ctx["jail_ip"], ctx["options"]):
-        scanner = subprocess.Popen([*HYJAIL, "exec", name, "/bin/hjprobe", ctx["hostname"],
-                                    "64", f"procscan:{int(attempt.timeout * 1000)}"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        try:
-            if readline(scanner.stdout, 30).strip() != "scanning=ready":
-                scanner.kill()
-                raise NotRun(f"the scanner did not start: {scanner.stderr.read().strip()}")
-            with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
-                done = list(pool.map(lambda _: _exec(name, "/bin/true"), range(JEXECS)))
-            scanner.stdin.write("stop\n")
-            scanner.stdin.flush()
-            output, _ = scanner.communicate(timeout=60)
-        finally:
-            if scanner.poll() is None:
-                scanner.kill()
-                scanner.wait()
+    scan = [*HYJAIL, "exec", name, "/bin/hjprobe", ctx["hostname"], "64",
+            f"procscan:{int(attempt.timeout * 1000)}"]
+    with _persistent(name, ground.root, ctx["hostname"], ctx["jail_ip"], ctx["options"]), \
+            held(scan, "scanning=ready", "the scanner") as (scanner, _):
+        with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
+            done = list(pool.map(lambda _: _exec(name, "/bin/true"), range(JEXECS)))
+        output, _ = finish(scanner, "stop")
     answers = results(output)
     failed = [d for d in done if d.returncode != 0]
     answers["jexecs"] = str(JEXECS - len(failed))
@@ -182,15 +171,10 @@ def swapped_root(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -
     os.mkdir(host_dir, 0o755)
     answers: dict[str, str] = {}
     try:
-        swapper = subprocess.Popen(
-            [*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"], "/bin/hjprobe",
-             hostname, "64", f"swap:/r:{host_dir}:{int(attempt.timeout * 1000)}:{SWAPPED}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            if readline(swapper.stdout, 30).strip() != "swapping=ready":
-                swapper.kill()
-                raise NotRun(f"the swapping jail did not start: "
-                             f"{(error_lines(swapper.stderr.read()) or ['?'])[-1]}")
+        with held([*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"],
+                   "/bin/hjprobe", hostname, "64",
+                   f"swap:/r:{host_dir}:{int(attempt.timeout * 1000)}:{SWAPPED}"],
+                  "swapping=ready", "the swapping jail") as (swapper, _):
 
             def start(n: int) -> subprocess.CompletedProcess:
                 return subprocess.run([*HYJAIL, "run", *ctx["options"], shared,
@@ -201,13 +185,7 @@ def swapped_root(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -
             with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
                 while len(starts) < STARTS and not os.listdir(host_dir):  # one escape will do
                     starts += pool.map(start, range(len(starts), len(starts) + AT_ONCE))
-            swapper.stdin.write("stop\n")
-            swapper.stdin.flush()
-            output, _ = swapper.communicate(timeout=60)
-        finally:
-            if swapper.poll() is None:
-                swapper.kill()
-                swapper.wait()
+            output, _ = finish(swapper, "stop")
         answers.update(results(output))
         made = sorted(os.listdir(host_dir))
         answers["host_dir"] = ",".join(made) or "empty"
@@ -275,28 +253,16 @@ def root_swapped_before_jexec(ground: Ground, argv: list[str], ctx: dict,
 
 def fake_netd(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
     """nobody holds the helper's rendezvous first; then a veth jail starts."""
-    fake = subprocess.Popen([*_IMPOSTOR, "listen"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready = readline(fake.stdout, 30).split(maxsplit=2)
-        if ready[:1] != ["ready"]:
-            fake.kill()
-            raise NotRun(f"the fake helper did not start: {fake.stderr.read().strip()}")
+    with held([*_IMPOSTOR, "listen"], "ready", "the fake helper") as (fake, ready):
         try:
             done = subprocess.run([*_IMPOSTOR, "exec", ready[1], *argv], capture_output=True,
                                   text=True, timeout=attempt.timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise NotRun(f"no answer in {attempt.timeout:.0f} s") from None
-        fake.stdin.write("stop\n")
-        fake.stdin.flush()
-        output, _ = fake.communicate(timeout=30)
-    finally:
-        if fake.poll() is None:
-            fake.kill()
-            fake.wait()
+        output, _ = finish(fake, "stop", timeout=30)
     received = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     answers = results(done.stdout)
-    answers["fake"] = ready[2].strip() if len(ready) > 2 else ""
+    answers["fake"] = " ".join(ready[2:])
     answers["received"] = "0" if not received else \
         f"{len(received)} connections, {sum(r['fds'] for r in received)} fds: " \
         f"{received[0]['request'][:80]}"

@@ -2,15 +2,18 @@
 
 Owns: the `hyjail` command line the battery runs its jails with, running one to its end (its
 answers, or NotRun when the jail did not run: no verdict, an error row), reading a line with
-a deadline, and parsing hjprobe's "OP=RESULT" lines. The runner and the entry group's drivers
+a deadline, a probe's jail held while the host acts (ready, then told to finish), and parsing
+hjprobe's "OP=RESULT" lines. The runner and the entry group's drivers
 (`hyjail.check.entry`) share it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import subprocess
 import sys
+from collections.abc import Iterator
 
 HYJAIL = [sys.executable, "-m", "hyjail"]
 
@@ -46,3 +49,31 @@ def error_lines(stderr: str) -> list[str]:
     """stderr without the weakened jail's announcement: what a refusal said."""
     return [line for line in stderr.strip().splitlines()
             if line and not line.startswith("hyjail: WARNING: this jail is deliberately")]
+
+
+@contextlib.contextmanager
+def held(argv: list[str], ready: str, what: str
+         ) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """A probe's jail (or a helper) in the background, once its first line's first word is
+    `ready` (NotRun, naming `what`, if not), with that line's words; killed on the way out
+    unless `finish` ended it."""
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = readline(process.stdout, 30).split()
+        if line[:1] != [ready]:
+            process.kill()
+            raise NotRun(f"{what} did not start: "
+                         f"{(error_lines(process.stderr.read()) or ['?'])[-1]}")
+        yield process, line
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def finish(process: subprocess.Popen, word: str, timeout: float = 60) -> tuple[str, str]:
+    """Tell a held probe to finish (a line on its stdin); its stdout and stderr."""
+    process.stdin.write(f"{word}\n")
+    process.stdin.flush()
+    return process.communicate(timeout=timeout)
