@@ -105,7 +105,9 @@ def _address(kind: str) -> Judge:
             if got[:1].isdigit() or ":" in got:  # an address: the local side
                 if got not in (ctx["jail_ip"], "0.0.0.0") and not got.startswith("E"):
                     return f"{op} got the local address {got}"
-            elif kind == "bind" and got != "EADDRNOTAVAIL":
+            # ENOSYS: i386 socketcall's SOCKET, refused whole where no supervisor reads
+            # its family (no socket, so nothing bound).
+            elif kind == "bind" and got not in ("EADDRNOTAVAIL", "ENOSYS"):
                 return f"{op} gave {got}"
         for seen in ctx.get("peer_saw", ()):
             if seen != ctx["jail_ip"]:
@@ -301,7 +303,7 @@ CATALOGUE: tuple[Attempt, ...] = (
     Attempt("R3", "netlink: add an address", ("nl_addr",), refused("EPERM"), abis=ABIS),
     Attempt("R3", "netlink: add a route", ("nl_route",), refused("EPERM"), abis=ABIS),
     Attempt("R3", "IPv6: bind another address", ("bind6:fd77::dead",),
-            refused("EADDRNOTAVAIL", "EAFNOSUPPORT"), abis=SOCKET_ABIS),
+            refused("EADDRNOTAVAIL", "EAFNOSUPPORT", "ENOSYS"), abis=SOCKET_ABIS),
     Attempt("R3", "IPv6: connect to the host's ::1 service", ("connect6:::1:{local_tcp6}",),
             _address("connect"), abis=SOCKET_ABIS, host=("local_tcp6",)),
     # ---- R4: the jail's processes only ---------------------------------------------------
