@@ -282,20 +282,27 @@ def test_no_jailed_process_reaches_an_entering_process_before_exec(fresh_root):
     assert hits, summary
 
 
-HELD_BEFORE_GO = textwrap.dedent("""
+# What both wrappers below print of a process: its descriptors, on stderr, as a dict.
+SHOW_FDS = textwrap.dedent("""
     import os, sys
+
+    def show_fds(pid):
+        fds = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                pass
+        print(repr(fds), file=sys.stderr)
+""")
+
+HELD_BEFORE_GO = SHOW_FDS + textwrap.dedent("""
     import hyjail.foreground as foreground
     from hyjail.jails import exec_in
     original = foreground.run_in_foreground
 
     def listed(child, *args):  # the entered process, all joined, waiting for GO
-        fds = {}
-        for fd in os.listdir(f"/proc/{child.pid}/fd"):
-            try:
-                fds[int(fd)] = os.readlink(f"/proc/{child.pid}/fd/{fd}")
-            except OSError:
-                pass
-        print(repr(fds), file=sys.stderr)
+        show_fds(child.pid)
         return original(child, *args)
 
     foreground.run_in_foreground = listed
@@ -414,20 +421,13 @@ def test_jexec_on_a_terminal_takes_the_jails_devpts_by_descriptor(fresh_root):
         assert status == 0 and "/dev/pts/" in screen and "done" in screen, screen
 
 
-FIRST_BEFORE_GO = textwrap.dedent("""
-    import os, sys
+FIRST_BEFORE_GO = SHOW_FDS + textwrap.dedent("""
     import hyjail.trace.supervisor as supervisor
     from hyjail.cli import main
     original = supervisor.Tracing.__init__
 
     def listed(self, spec, plan, registry, record, first, *args, **kwargs):
-        fds = {}  # the trace jail's first process, chrooted, waiting for GO
-        for fd in os.listdir(f"/proc/{first}/fd"):
-            try:
-                fds[int(fd)] = os.readlink(f"/proc/{first}/fd/{fd}")
-            except OSError:
-                pass
-        print(repr(fds), file=sys.stderr)
+        show_fds(first)  # the trace jail's first process, chrooted, waiting for GO
         original(self, spec, plan, registry, record, first, *args, **kwargs)
 
     supervisor.Tracing.__init__ = listed
