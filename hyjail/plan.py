@@ -38,6 +38,7 @@ class Provider:
     how: str
     needs: tuple[str, ...]
     built: bool = True
+    variant: str = ""  # which of a rule's ptrace providers, where it has more than one
 
     def missing(self, probe: Probe) -> list[str]:
         """What this host lacks for it ([] when it can enforce its rule here)."""
@@ -54,12 +55,22 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
     "R2": (Provider("R2", "kernel", "UTS namespace owned by the jail's user namespace",
                     ("ns.uts", "ns.user")),
            Provider("R2", "ptrace", "uname and sethostname answered per jail", _TRACING)),
+    # Two ptrace providers for R3, as strong as each other: where Landlock has scopes (6.12)
+    # the kernel keeps abstract unix names inside the jail and unix calls run as made;
+    # elsewhere (from 5.10) the supervisor performs every unix call that names an address,
+    # as a stand-in with the caller's root, directory and credentials, and reaches an
+    # abstract name only while a jail process holds the socket bound to it.
     "R3": (Provider("R3", "kernel", "network namespace, veth", ("ns.net",)),
-           Provider("R3", "ptrace", "socket calls performed by the supervisor",
-                    (*_TRACING, "pidfd_getfd", "landlock.scope"))),
+           Provider("R3", "ptrace", "socket calls performed by the supervisor, Landlock "
+                    "scopes", (*_TRACING, "pidfd_getfd", "kcmp", "landlock.scope"),
+                    variant="scoped"),
+           Provider("R3", "ptrace", "socket calls performed by the supervisor, unix too",
+                    (*_TRACING, "pidfd_getfd", "kcmp"), variant="stand-in")),
+    # Signals go through process pidfds and tgkill on tids the supervisor still traces (a
+    # traced task's tid is not reused until its tracer reaps it): no thread pidfds needed.
     "R4": (Provider("R4", "kernel", "pid namespace", ("ns.pid",)),
            Provider("R4", "ptrace", "jail pids only; signals sent by the supervisor",
-                    (*_TRACING, "pidfd_open", "pidfd.thread"))),
+                    (*_TRACING, "pidfd_open", "kcmp"))),
     "R5": (Provider("R5", "kernel", "user namespace, capabilities, seccomp filter",
                     ("ns.user", "ns.uts", "seccomp.filter")),
            Provider("R5", "ptrace", "capabilities, seccomp filter (no user namespace)",
@@ -116,12 +127,13 @@ def choose(probe: Probe, backend: str = "auto") -> Plan:
         for rule, providers in PROVIDERS.items():
             if rule in MIXABLE_WITH_CHROOT:
                 continue
-            ptraced = next(p for p in providers if p.kind == "ptrace")
-            if ptraced.missing(probe):
+            ptraced = [p for p in providers if p.kind == "ptrace"]
+            usable = [p for p in ptraced if not p.missing(probe)]
+            if not usable:
+                why = "; ".join(", ".join(p.missing(probe)) for p in ptraced)
                 raise SetupError(f"{rule} ({RULES[rule]}): the trace backend, whose chroot this "
-                                 f"host needs for R1, cannot hold it: "
-                                 f"{', '.join(ptraced.missing(probe))}")
-            chosen[rule] = ptraced
+                                 f"host needs for R1, cannot hold it: {why}")
+            chosen[rule] = usable[0]
     return Plan(backend, chosen, probe)
 
 

@@ -3,9 +3,11 @@
 Owns: the probe, one check per capability a provider needs (each namespace kind, pivot_root,
 unprivileged user namespaces, seccomp filters and their RET_TRACE action, Landlock's scopes
 (signals and abstract unix sockets kept inside the jail), ptrace's EXITKILL,
-TRACESECCOMP and GET_SYSCALL_INFO, pidfd_open and pidfd_getfd, the i386 and x32 ABIs), and
-its cache. Every check runs in a throwaway child, so a refusal, a crash or a half-made
-namespace never touches the caller; the answer crosses back as one JSON line.
+TRACESECCOMP and GET_SYSCALL_INFO, pidfd_open and pidfd_getfd, thread pidfds, kcmp, the i386
+and x32 ABIs), and its cache, and HYJAIL_PROBE_WITHOUT, which withholds checks as an older
+kernel would (a test's way to make this host pick an older host's providers). Every check
+runs in a throwaway child, so a refusal, a crash or a half-made namespace never touches the
+caller; the answer crosses back as one JSON line.
 
 The answer depends on the boot and on who asks (root or not, under which seccomp filter, in
 which user namespace), so the cache (`/var/cache/hyjail/probe.json` for root) is keyed by all
@@ -34,10 +36,12 @@ NAMESPACE_FLAGS = {"mnt": linux.CLONE_NEWNS, "pid": linux.CLONE_NEWPID,
 _SYS_GETPID_I386 = 20
 _SYS_GETPID_X32 = 0x40000000 + 39
 _SYS_GETPPID_X86_64 = 110
+_SYS_KCMP = 312
+_KCMP_FILES = 2
 CACHE_DIR = "/var/cache/hyjail"
 _CACHE_NAME = "probe.json"
 _CACHE_ENTRIES = 32
-_VERSION = "3"  # of the checks: a cached probe from other checks is never reused
+_VERSION = "4"  # of the checks: a cached probe from other checks is never reused
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -158,6 +162,11 @@ def _ptrace_checks() -> dict[str, tuple[bool, str]]:
             except OSError as e:
                 results["pidfd_getfd"] = (False, e.strerror)
             os.close(pidfd)
+            # kcmp: whether two tasks share a descriptor table, or two fds name one file
+            if _libc.syscall(_SYS_KCMP, os.getpid(), child, _KCMP_FILES, 0, 0) >= 0:
+                results["kcmp"] = (True, "compares descriptor tables")
+            else:
+                results["kcmp"] = (False, os.strerror(ctypes.get_errno()))
             try:  # a pidfd per thread, and signals sent through it to the thread group
                 thread = os.pidfd_open(child, os.O_EXCL)  # PIDFD_THREAD
                 signal.pidfd_send_signal(thread, 0, None, 2)  # PIDFD_SIGNAL_THREAD_GROUP
@@ -283,7 +292,7 @@ def run() -> Probe:
         for name, (ok, detail) in _in_child(_ptrace_checks).items():
             probe[name] = Check(name, ok, detail)
     for name in ("ptrace.exitkill", "ptrace.traceseccomp", "ptrace.syscall_info", "pidfd_open",
-                 "pidfd_getfd", "pidfd.thread"):
+                 "pidfd_getfd", "pidfd.thread", "kcmp"):
         probe.setdefault(name, Check(name, False, "not tried: no seccomp filters"))
     return probe
 
@@ -344,20 +353,35 @@ def cache_dir() -> str:
 
 
 def current(fresh: bool = False) -> Probe:
-    """The probe for this boot and this caller: from the cache, else run and cached."""
+    """The probe for this boot and this caller: from the cache, else run and cached; less
+    what HYJAIL_PROBE_WITHOUT withholds."""
     from hyjail import weaken
     key = fingerprint()
     unchecked = "unchecked-cache" in weaken.weakened()
     cached = {} if fresh else (_load_unchecked() if unchecked else _load())
     entry = cached.get(key)
     if _well_formed(entry):
-        return Probe({name: Check(name, bool(ok), detail)
-                      for name, (ok, detail) in entry.items()})
+        return withheld(Probe({name: Check(name, bool(ok), detail)
+                               for name, (ok, detail) in entry.items()}))
     probe = run()
     cached[key] = {name: [c.ok, c.detail] for name, c in probe.items()}
     for stale in list(cached)[:-_CACHE_ENTRIES]:  # the oldest callers (or boots) go first
         del cached[stale]
     _store(cached)
+    return withheld(probe)
+
+
+WITHOUT_VARIABLE = "HYJAIL_PROBE_WITHOUT"
+
+
+def withheld(probe: Probe) -> Probe:
+    """The probe with the checks HYJAIL_PROBE_WITHOUT names (comma-separated) failed, as on
+    a kernel that lacks them: the plan then picks the providers an older host gets. It can
+    only take a feature away, never grant one, so it is honoured for every caller."""
+    names = [n.strip() for n in os.environ.get(WITHOUT_VARIABLE, "").split(",") if n.strip()]
+    for name in names:
+        if name in probe:
+            probe[name] = Check(name, False, f"withheld by {WITHOUT_VARIABLE}")
     return probe
 
 

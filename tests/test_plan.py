@@ -14,7 +14,7 @@ from conftest import needs_root
 EVERYTHING = ("ns.mnt", "ns.pid", "ns.uts", "ns.ipc", "ns.net", "ns.cgroup", "ns.user",
               "pivot_root", "seccomp.filter", "seccomp.trace", "ptrace.exitkill",
               "ptrace.traceseccomp", "ptrace.syscall_info", "pidfd_open", "pidfd_getfd",
-              "pidfd.thread", "landlock.scope")
+              "pidfd.thread", "landlock.scope", "kcmp")
 
 
 def host(*lacking: str) -> Probe:
@@ -64,19 +64,33 @@ def test_ns_refuses_naming_the_rule_and_what_is_missing():
                                   "--backend ns: kernel (network namespace, veth): ns.net")
 
 
-def test_without_namespaces_or_landlock_r3_has_no_provider():
-    lacking = [n for n in EVERYTHING if n.startswith("ns.")] + ["landlock.scope"]
+# What Debian 11's 5.10 (and 6.1, before 6.9 and 6.12) lacks of what a 6.18 kernel has.
+BEFORE_6_9 = ("pidfd.thread", "landlock.scope")
+
+
+def test_without_landlock_r3_goes_to_the_stand_in_and_r4_needs_no_thread_pidfds():
+    namespaces = [n for n in EVERYTHING if n.startswith("ns.")]
+    chosen = plan.choose(host(*namespaces, *BEFORE_6_9), "auto")
+    assert chosen.kind == "trace" and set(kinds(chosen).values()) == {"ptrace"}
+    assert chosen.chosen["R3"].variant == "stand-in"
+    # Where Landlock has scopes, they are preferred (the kernel keeps the names in).
+    assert plan.choose(host(*namespaces), "auto").chosen["R3"].variant == "scoped"
+    assert plan.choose(host(*BEFORE_6_9), "trace").kind == "trace"
+
+
+def test_without_namespaces_or_kcmp_r3_has_no_provider_and_says_why_for_each():
+    lacking = [n for n in EVERYTHING if n.startswith("ns.")] + ["landlock.scope", "kcmp"]
     with pytest.raises(SetupError, match=r"^R3 \(address\) cannot be enforced .*"
-                                         r"ptrace \(socket calls performed by the supervisor\)"
-                                         r": landlock.scope$"):
+                                         r"Landlock scopes\): kcmp, landlock.scope; "
+                                         r"ptrace \(.*unix too\): kcmp$"):
         plan.choose(host(*lacking), "auto")
 
 
 def test_a_rule_ptrace_cannot_hold_refuses_the_trace_backend():
     with pytest.raises(SetupError, match=r"^R4 \(processes\): the trace backend, whose chroot "
                                          r"this host needs for R1, cannot hold it: "
-                                         r"pidfd.thread$"):
-        plan.choose(host("pivot_root", "pidfd.thread"), "auto")
+                                         r"pidfd_open$"):
+        plan.choose(host("pivot_root", "pidfd_open"), "auto")
 
 
 def test_an_unknown_backend_is_refused():
@@ -86,9 +100,13 @@ def test_an_unknown_backend_is_refused():
 
 def test_the_table_shows_every_provider_and_each_backends_pick():
     rows = plan.table(host("ns.net"))
-    r3 = {row["provider"]: row for row in rows if row["rule"] == "R3"}
-    assert r3["kernel"]["missing"] == ["ns.net"] and r3["kernel"]["picked_by"] == []
-    assert r3["ptrace"]["picked_by"] == ["auto", "trace"]
+    r3 = [row for row in rows if row["rule"] == "R3"]
+    assert [row["provider"] for row in r3] == ["kernel", "ptrace", "ptrace"]
+    assert r3[0]["missing"] == ["ns.net"] and r3[0]["picked_by"] == []
+    assert r3[1]["picked_by"] == ["auto", "trace"] and r3[2]["picked_by"] == []
+    stand_in = [row for row in plan.table(host("ns.net", "landlock.scope"))
+                if row["rule"] == "R3"][2]
+    assert stand_in["picked_by"] == ["auto", "trace"] and stand_in["missing"] == []
 
 
 @needs_root
