@@ -108,6 +108,13 @@ def handled(plan: Plan) -> dict:
     return handlers.table(rules)
 
 
+def unix_stand_in(plan: Plan) -> bool:
+    """Whether the supervisor performs the jail's addressed unix calls itself: the plan's
+    R3 is ptrace's without Landlock scopes (and the battery has not weakened that away)."""
+    return (plan.uses("R3", "ptrace") and plan.chosen["R3"].variant == "stand-in"
+            and "unjudged-unix" not in weaken.weakened())
+
+
 def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     """How the jail's processes are confined just before exec (`Confinement.apply`), its
     filter compiled here, on the host."""
@@ -138,7 +145,13 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
               for protocol in sockets.REFUSED_PROTOCOLS),
             *(("setsockopt", 1, level, errno.EPERM) for level in sockets.REFUSED_OPTION_LEVELS))
     judged = handled(plan)
+    if plan.uses("R4", "ptrace") and "any-fown" not in weaken.weakened():
+        refused_arguments += tuple(("ioctl", 1, request, errno.EPERM)
+                                   for request in handlers.OWNER_IOCTLS)
     return replace(base, traced=tuple(tags(judged).items()),
+                   traced_arguments=tuple((name, h.only_when[0], value)
+                                          for name, h in judged.items() if h.only_when
+                                          for value in h.only_when[1]),
                    self_args=tuple((name, h.self_arg) for name, h in judged.items()
                                    if h.self_arg is not None),
                    refused=tuple(handlers.REFUSED_IN_TRACE.items()), landlock_scopes=scopes,

@@ -30,6 +30,10 @@ KINDS = {
                              "resumes unchanged (trace)",
     "open-families": "sockets of families no namespace confines (vsock, ...) may be opened",
     "unmasked-proc": "the /proc files that runc and podman mask stay readable",
+    # Issue 14: the trace backend's providers for kernels before 6.9 and 6.12.
+    "unjudged-unix": "without Landlock scopes, unix calls that name an address run as made "
+                     "(trace)",
+    "any-fown": "F_SETOWN may name any process for SIGIO (trace)",
 }
 _announced = False
 

@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,12 +39,14 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -607,6 +610,23 @@ static void pid_call(const char *op, const char *spec)
         ret = call(101, 26, 0x4206, pid, 0, 0, 0);
     else if (strcmp(what, "pidfd") == 0)
         ret = call(434, 434, pid, 0, 0, 0, 0);
+    else if (strncmp(what, "setown", 6) == 0 || strcmp(what, "fiosetown") == 0) {
+        /* Who gets this socket's SIGIO: F_SETOWN (pid in a register), F_SETOWN_EX and
+           FIOSETOWN (in memory). Success names a process outside the jail. */
+        static struct { int type; int pid; } owner;
+        static int who;
+        long s = sys_socket(AF_UNIX, SOCK_DGRAM, 0);
+        owner.type = 1 /* F_OWNER_PID */, owner.pid = (int)pid, who = (int)pid;
+        ret = s;
+        if (s >= 0 && strcmp(what, "setown") == 0)
+            ret = call(72, 221, s, 8 /* F_SETOWN */, pid, 0, 0);
+        else if (s >= 0 && strcmp(what, "setown_ex") == 0)
+            ret = call(72, 221, s, 15 /* F_SETOWN_EX */, P(&owner), 0, 0);
+        else if (s >= 0)
+            ret = call(16, 54, s, 0x8901 /* FIOSETOWN */, P(&who), 0, 0);
+        if (s >= 0)
+            close((int)s);
+    }
     else if (strcmp(what, "vmread") == 0) { /* 16 bytes at its first page of code */
         local = (struct iovec){local_buf, sizeof local_buf};
         remote = (struct iovec){(void *)0x400000, sizeof local_buf};
@@ -623,6 +643,137 @@ static void pid_call(const char *op, const char *spec)
     if (ret >= 0 && strcmp(what, "pidfd") == 0)
         close((int)ret);
     say(op, "%s", result(ret < 0 ? ret : 0));
+}
+
+/* ---- abstract unix names: the host's are out of reach --------------------------------------- */
+
+static struct sockaddr_un abstract_to;
+
+static int abstract_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n + 1 > sizeof abstract_to.sun_path)
+        return -1;
+    memset(&abstract_to, 0, sizeof abstract_to);
+    abstract_to.sun_family = AF_UNIX;
+    memcpy(abstract_to.sun_path + 1, name, n);
+    return (int)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+/* uconnect:NAME (stream), uconnectd:NAME (datagram connect), usendmsg:NAME (datagram
+   sendmsg with the name): each to the abstract name "\0NAME". */
+static void abstract_call(const char *op, const char *name, int how)
+{
+    static struct msghdr message;
+    static struct iovec data;
+    int length = abstract_name(name);
+    if (length < 0) {
+        say(op, "EINVAL");
+        return;
+    }
+    long s = sys_socket(AF_UNIX, how == 0 ? SOCK_STREAM : SOCK_DGRAM, 0), ret = s;
+    if (s >= 0 && how < 2)
+        ret = sys_connect((int)s, &abstract_to, length);
+    else if (s >= 0) {
+        data = (struct iovec){"hjprobe", 7};
+        message = (struct msghdr){.msg_name = &abstract_to, .msg_namelen = length,
+                                  .msg_iov = &data, .msg_iovlen = 1};
+#ifdef __i386__
+        ret = sock_call(46, 370, SC_SENDMSG, 3, s, P(&message), 0, 0, 0);
+#else
+        static unsigned int message32[7], data32[2]; /* the compat msghdr and iovec */
+        data32[0] = (unsigned int)P("hjprobe"), data32[1] = 7;
+        message32[0] = (unsigned int)P(&abstract_to), message32[1] = length;
+        message32[2] = (unsigned int)P(data32), message32[3] = 1;
+        ret = sock_call(46, 370, SC_SENDMSG, 3, s, int80 ? P(message32) : P(&message), 0, 0,
+                        0);
+#endif
+    }
+    say(op, "%s", result(ret < 0 ? ret : 0));
+    if (s >= 0)
+        close((int)s);
+}
+
+/* uown:NAME (abstract "\0NAME") or uown:/PATH: bind and listen there, then connect to it
+   from a second socket and pass a byte: the jail's own unix names work. */
+static void own_unix(const char *op, const char *name)
+{
+    static struct sockaddr_un at;
+    int length;
+    if (name[0] == '/') {
+        memset(&at, 0, sizeof at);
+        at.sun_family = AF_UNIX;
+        snprintf(at.sun_path, sizeof at.sun_path, "%s", name);
+        unlink(name);
+        length = (int)sizeof at;
+    } else {
+        length = abstract_name(name);
+        at = abstract_to;
+    }
+    long server = sys_socket(AF_UNIX, SOCK_STREAM, 0);
+    long ret = server < 0 ? server : sys_bind((int)server, &at, length);
+    if (ret >= 0)
+        ret = call(50, 363, server, 4, 0, 0, 0); /* listen */
+    long client = ret < 0 ? ret : sys_socket(AF_UNIX, SOCK_STREAM, 0);
+    ret = client < 0 ? client : sys_connect((int)client, &at, length);
+    if (ret >= 0) {
+        char byte = 0;
+        int peer = accept((int)server, NULL, NULL);
+        ret = peer < 0 ? -errno : write((int)client, "u", 1) == 1 && read(peer, &byte, 1) == 1
+                                            && byte == 'u' ? 0 : -EIO;
+        if (peer >= 0)
+            close(peer);
+    }
+    say(op, "%s", result(ret));
+    if (client >= 0)
+        close((int)client);
+    if (server >= 0)
+        close((int)server);
+}
+
+/* uflip:NAME:TRIES: a child flips a shared page's sockaddr between a path of the jail's
+   (nothing there) and the host's abstract "\0NAME" while we connect with it: a judgement
+   of the path the kernel reads again finds the abstract name. "ok" if any connect did. */
+static void abstract_flip(const char *op, const char *spec)
+{
+    char name[64];
+    int tries;
+    if (sscanf(spec, "%63[^:]:%d", name, &tries) != 2 || abstract_name(name) < 0) {
+        say(op, "EINVAL");
+        return;
+    }
+    int length = abstract_name(name);
+    struct sockaddr_un *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) {
+        say(op, "%s", result(-errno));
+        return;
+    }
+    struct sockaddr_un path = abstract_to;
+    memset(path.sun_path, 'x', length - offsetof(struct sockaddr_un, sun_path));
+    path.sun_path[0] = '/';
+    *shared = path;
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;) {
+            memcpy(shared->sun_path, abstract_to.sun_path, sizeof path.sun_path);
+            memcpy(shared->sun_path, path.sun_path, sizeof path.sun_path);
+        }
+    }
+    long last = -EINVAL, reached = 0;
+    for (int k = 0; k < tries && !reached; k++) {
+        long s = sys_socket(AF_UNIX, SOCK_STREAM, 0);
+        if (s < 0) {
+            last = s;
+            break;
+        }
+        last = sys_connect((int)s, shared, length);
+        reached = last == 0;
+        close((int)s);
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    say(op, "%s", reached ? "ok" : result(last));
 }
 
 /* ---- races -------------------------------------------------------------------------------- */
@@ -1458,6 +1609,16 @@ int main(int argc, char **argv)
             say(op, "%s", result(call(101, 26, 0x4206, atol(arg), 0, 0, 0)));
         else if (IS("race:"))
             sockaddr_race(op, arg);
+        else if (IS("uconnect:"))
+            abstract_call(op, arg, 0);
+        else if (IS("uconnectd:"))
+            abstract_call(op, arg, 1);
+        else if (IS("usendmsg:"))
+            abstract_call(op, arg, 2);
+        else if (IS("uown:"))
+            own_unix(op, arg);
+        else if (IS("uflip:"))
+            abstract_flip(op, arg);
         else if (IS("fdswap:"))
             fd_swap(op, arg);
         else if (IS("storm:"))

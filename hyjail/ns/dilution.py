@@ -79,6 +79,8 @@ class Confinement:
     # A traced jail: the calls its supervisor judges (call -> prefilter tag), and the calls
     # it refuses outright.
     traced: tuple[tuple[str, int], ...] = ()
+    # (call, argument, value): a traced call listed here is judged only with these values.
+    traced_arguments: tuple[tuple[str, int, int], ...] = ()
     # (call, argument): a traced call whose argument is 0 (the caller itself) runs unjudged.
     self_args: tuple[tuple[str, int], ...] = ()
     refused: tuple[tuple[str, int], ...] = ()
@@ -100,6 +102,7 @@ class Confinement:
         return {"userns": self.userns, "chrooted": self.chrooted,
                 "traced": [list(t) for t in self.traced],
                 "self_args": [list(t) for t in self.self_args],
+                "traced_arguments": [list(t) for t in self.traced_arguments],
                 "refused": [list(r) for r in self.refused],
                 "landlock_scopes": self.landlock_scopes,
                 "refused_arguments": [list(r) for r in self.refused_arguments],
@@ -115,6 +118,7 @@ class Confinement:
                    userns=held.get("userns", True), chrooted=held.get("chrooted", False),
                    traced=tuple((name, tag) for name, tag in held.get("traced", ())),
                    self_args=tuple((name, at) for name, at in held.get("self_args", ())),
+                   traced_arguments=tuple(tuple(t) for t in held.get("traced_arguments", ())),
                    refused=tuple((name, err) for name, err in held.get("refused", ())),
                    landlock_scopes=held.get("landlock_scopes", 0),
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
@@ -130,7 +134,8 @@ class Confinement:
     def _program(self) -> bytes:
         return syscall_filter.program(self.allowed, dict(self.traced), dict(self.refused),
                                       self.refused_arguments, dict(self.self_args),
-                                      weakened=self.weakened)
+                                      weakened=self.weakened,
+                                      traced_arguments=self.traced_arguments)
 
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError

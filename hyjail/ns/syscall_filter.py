@@ -120,7 +120,8 @@ def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
             refused: Mapping[str, int] | None = None,
             refused_arguments: Iterable[tuple[str, int, int, int]] = (),
             self_args: Mapping[str, int] | None = None,
-            weakened: Iterable[str] | None = None) -> bytes:
+            weakened: Iterable[str] | None = None,
+            traced_arguments: Iterable[tuple[str, int, int]] = ()) -> bytes:
     """The filter's BPF program: from this process, from the cache, or compiled (and kept).
     Call it on the host's tree: compiling needs libseccomp, which a jail's root may lack.
     `weakened` is the jail's weakenings (`Confinement.weakened`); None: this process's."""
@@ -128,13 +129,16 @@ def program(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
         from hyjail import weaken
         weakened = weaken.weakened()
     weakened = frozenset(weakened)
-    key = entry_key(allowed, traced, refused, refused_arguments, self_args, weakened)
+    traced_arguments = tuple(tuple(t) for t in traced_arguments)
+    key = entry_key(allowed, traced, refused, refused_arguments, self_args, weakened,
+                    traced_arguments)
     if key in _programs:
         return _programs[key]
     name = f"{key}.bpf"
     compiled = _unchecked(name) if "unchecked-cache" in weakened else _cached(name)
     if compiled is None:
-        compiled = _compile(allowed, traced, refused, refused_arguments, self_args, weakened)
+        compiled = _compile(allowed, traced, refused, refused_arguments, self_args, weakened,
+                            traced_arguments)
         with _cache() as directory:
             if directory is not None:
                 directory.write(name, compiled)
@@ -146,13 +150,15 @@ def entry_key(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
               refused: Mapping[str, int] | None = None,
               refused_arguments: Iterable[tuple[str, int, int, int]] = (),
               self_args: Mapping[str, int] | None = None,
-              weakened: Iterable[str] = ()) -> str:
+              weakened: Iterable[str] = (),
+              traced_arguments: Iterable[tuple[str, int, int]] = ()) -> str:
     """The cache key (and file name, with `.bpf`) of program()'s arguments: a hash of what
     the compiled program depends on."""
     inputs = (sorted(set(allowed)), sorted((traced or {}).items()),
               sorted((refused or {}).items()), sorted(tuple(r) for r in refused_arguments),
               sorted((self_args or {}).items()),
-              sorted(set(weakened) & set(_COMPILED_WEAKENINGS)))
+              sorted(set(weakened) & set(_COMPILED_WEAKENINGS)),
+              sorted(tuple(t) for t in traced_arguments))
     return hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
 
 
@@ -209,10 +215,12 @@ def load(compiled: bytes) -> None:
         raise OSError(err, os.strerror(err), "seccomp")
 
 
-def _compile(allowed, traced, refused, refused_arguments, self_args, weakened) -> bytes:
+def _compile(allowed, traced, refused, refused_arguments, self_args, weakened,
+             traced_arguments) -> bytes:
     import tempfile
     with tempfile.TemporaryFile() as out:
-        build(allowed, traced, refused, refused_arguments, self_args, weakened).export_bpf(out)
+        build(allowed, traced, refused, refused_arguments, self_args, weakened,
+              traced_arguments).export_bpf(out)
         out.seek(0)
         return out.read()
 
@@ -236,10 +244,13 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
           refused: Mapping[str, int] | None = None,
           refused_arguments: Iterable[tuple[str, int, int, int]] = (),
           self_args: Mapping[str, int] | None = None,
-          weakened: Iterable[str] = ()) -> sc.SyscallFilter:
+          weakened: Iterable[str] = (),
+          traced_arguments: Iterable[tuple[str, int, int]] = ()) -> sc.SyscallFilter:
     """The filter for this permission set, not yet loaded. The trace backend adds `traced`
-    (call -> tag: RET_TRACE, so its supervisor judges the call), `refused` (call -> errno)
-    and `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
+    (call -> tag: RET_TRACE, so its supervisor judges the call), `traced_arguments`
+    ((call, argument, value): a traced call listed there is stopped only when that argument
+    has one of its values, compared on 32 bits), `refused` (call -> errno) and
+    `refused_arguments` ((call, argument, value, errno), compared on 32 bits)."""
     import pyseccomp as sc
     allowed = set(allowed)
     weakened = frozenset(weakened)
@@ -256,8 +267,14 @@ def build(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
     for name, err in table.items():
         if name not in traced:  # a judged call's gate is its handler's to keep
             f.add_rule(sc.ERRNO(err), name)
+    when: dict[str, list[tuple[int, int]]] = {}
+    for name, index, value in traced_arguments:
+        when.setdefault(name, []).append((index, value))
     for name, tag in traced.items():
-        if name in (self_args or {}):  # the caller itself (0, all 64 bits): nothing to judge
+        if name in when:
+            for index, value in when[name]:
+                f.add_rule(sc.TRACE(tag), name, sc.Arg(index, sc.MASKED_EQ, 0xFFFFFFFF, value))
+        elif name in (self_args or {}):  # the caller itself (0, all 64 bits): nothing to judge
             f.add_rule(sc.TRACE(tag), name, sc.Arg(self_args[name], sc.NE, 0))
         else:
             f.add_rule(sc.TRACE(tag), name)

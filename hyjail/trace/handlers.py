@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 ALLOW = None  # a handler's answer: run the call as the tracee made it
 HOST_NAME_MAX = 64
 _UTS_FIELD = 65
-_SYS_PIDFD_SEND_SIGNAL = 424
-_PIDFD_SIGNAL_THREAD = 1
-_PIDFD_SIGNAL_THREAD_GROUP = 2
 _CAP_KILL = 5
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -49,6 +46,9 @@ class Handler:
     # The argument whose 0 means the caller itself: the prefilter lets such calls through
     # unjudged (glibc's start-up asks prlimit64(0, ...) of every new program).
     self_arg: int | None = None
+    # (argument, values): the prefilter stops the call only when the argument has one of
+    # them (fcntl is judged for F_SETOWN and F_SETOWN_EX alone).
+    only_when: tuple[int, tuple[int, ...]] | None = None
 
 
 def _int(value: int) -> int:
@@ -89,7 +89,7 @@ def _set_name(which: str) -> Callable[[Call], int | None]:
     return judge
 
 
-# ---- R4: signals, through the supervisor's pidfds ----------------------------------------
+# ---- R4: signals, sent by the supervisor (JailState.signal_process, signal_thread) ----
 
 def _kill(call: Call) -> int | None:
     pid, sig = _int(call.args[0]), _int(call.args[1])
@@ -138,7 +138,7 @@ def _rt_sigqueueinfo(call: Call) -> int | None:
     info = _siginfo(call, call.args[2])
     if isinstance(info, int):
         return info
-    return _send(call, tgid, sig, info, _PIDFD_SIGNAL_THREAD_GROUP)
+    return _send(call, tgid, sig, info, thread=False)
 
 
 def _rt_tgsigqueueinfo(call: Call) -> int | None:
@@ -160,29 +160,25 @@ def _signal_thread(call: Call, tgid: int | None, tid: int, sig: int,
         return ALLOW
     if _unkillable(call, call.jail.thread_group(tid), sig):
         return 0
-    return _send(call, tid, sig, info, _PIDFD_SIGNAL_THREAD)
+    return _send(call, tid, sig, info, thread=True)
 
 
 def _signal_processes(call: Call, pids: list[int], sig: int, some: bool = False) -> int:
     """Signal each process as the caller may (kill(2)'s permission rules, judged on the
     caller's credentials); for a group or -1, success if any one got it."""
-    results = [_send(call, pid, sig, None, _PIDFD_SIGNAL_THREAD_GROUP) for pid in pids]
+    results = [_send(call, pid, sig, None, thread=False) for pid in pids]
     if some and 0 in results:
         return 0
     return results[0] if not some else (-errno.EPERM if -errno.EPERM in results
                                         else -errno.ESRCH)
 
 
-def _send(call: Call, target: int, sig: int, info: bytes | None, flags: int) -> int:
+def _send(call: Call, target: int, sig: int, info: bytes | None, thread: bool) -> int:
     if not _may_signal(call.tid, target, sig):
         return -errno.EPERM
-    pidfd = call.jail.pidfd(target)
-    if pidfd is None:
-        return -errno.ESRCH
-    buffer = ctypes.create_string_buffer(info, 128) if info is not None else None
-    if _libc.syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, buffer, flags) != 0:
-        return -ctypes.get_errno()
-    return 0
+    if thread:
+        return call.jail.signal_thread(target, sig, info)
+    return call.jail.signal_process(target, sig, info)
 
 
 def _may_signal(caller: int, target: int, sig: int) -> bool:
@@ -270,6 +266,67 @@ def _who(process: int, group: int) -> Callable[[Call], int | None]:
     return judge
 
 
+# ---- R4: who gets a file's SIGIO and SIGURG (F_SETOWN): a jail process or group only -----
+
+F_SETOWN, F_SETOWN_EX = 8, 15
+_F_OWNER_TID, _F_OWNER_PID, _F_OWNER_PGRP = 0, 1, 2
+# ioctl's ways to set a file's owner: the pid sits in memory, which the kernel would read
+# again after a judgement, so the trace backend refuses them (fcntl's F_SETOWN does the same).
+OWNER_IOCTLS = (0x8901, 0x8902)  # FIOSETOWN, SIOCSPGRP
+
+
+def _setown(call: Call) -> int | None:
+    """fcntl(fd, F_SETOWN, who) names a process (who > 0) or a process group (who < 0) to
+    signal when the file is ready: a jail process, or a group led by one (whose session,
+    made by the jail, holds jail processes only). F_SETOWN_EX's struct is read once and
+    made the equivalent F_SETOWN (or, for a thread of the caller's own, performed here)."""
+    if "any-fown" in call.jail.weakened:
+        return ALLOW
+    command = _int(call.args[1])
+    if command == F_SETOWN:  # a process outside the jail does not exist for it
+        return ALLOW if _may_own(call, _int(call.args[2])) else -errno.ESRCH
+    try:
+        kind, who = struct.unpack("<ii", memory.read(call.tid, call.args[2], 8))
+    except OSError:
+        return -errno.EFAULT
+    if kind == _F_OWNER_TID:
+        if who != 0 and call.jail.thread_group(who) != call.tgid:
+            return -errno.ESRCH if call.jail.thread_group(who) is None else -errno.EPERM
+        return _setown_ex_here(call, kind, who)
+    if kind not in (_F_OWNER_PID, _F_OWNER_PGRP) or who < 0:
+        return -errno.EINVAL
+    who = -who if kind == _F_OWNER_PGRP else who
+    if not _may_own(call, who):
+        return -errno.ESRCH
+    from hyjail.trace.sockets import Instead
+    return Instead(None, (call.args[0], F_SETOWN, who & 0xFFFFFFFF), call.abi)
+
+
+def _may_own(call: Call, who: int) -> bool:
+    if who == 0:
+        return True  # no owner: no signal
+    if who > 0:
+        return call.jail.thread_group(who) is not None
+    group = -who
+    return call.jail.has_process(group) and _process_group(group) == group
+
+
+def _setown_ex_here(call: Call, kind: int, tid: int) -> int:
+    """F_SETOWN_EX with F_OWNER_TID, on our copy of the file (one open file: one owner):
+    a thread of the caller's own process, so the owner's credentials we record are moot."""
+    from hyjail.trace.unix import take_fd
+    mine = take_fd(call, _int(call.args[0]))
+    if mine < 0:
+        return -errno.EBADF
+    try:
+        owner = ctypes.create_string_buffer(struct.pack("<ii", kind, tid), 8)
+        if _libc.fcntl(mine, F_SETOWN_EX, owner) != 0:
+            return -ctypes.get_errno()
+        return 0
+    finally:
+        os.close(mine)
+
+
 def _socket(name: str, arguments: int) -> Callable[[Call], int | None]:
     """R3's calls: the fd (an int) and the next `arguments` arguments, as the kernel decoded
     them."""
@@ -341,6 +398,8 @@ HANDLERS: dict[str, Handler] = {
     "ioprio_set": Handler("R4", _who(1, 2), names_a_pid=True),
     "ioprio_get": Handler("R4", _who(1, 2), names_a_pid=True),
     "capget": Handler("R4", _capget),
+    **{name: Handler("R4", _setown, names_a_pid=True, only_when=(1, (F_SETOWN, F_SETOWN_EX)))
+       for name in ("fcntl", "fcntl64")},
     **{name: Handler("R4", _pid_at(0), names_a_pid=True, self_arg=0) for name in (
         "sched_setaffinity", "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
         "sched_setparam", "sched_getparam", "sched_rr_get_interval",

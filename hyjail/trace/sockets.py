@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hyjail.ns.syscall_filter import AF_PACKET, CONFINED_FAMILIES
-from hyjail.trace import memory, ptrace
+from hyjail.trace import memory, unix
 
 if TYPE_CHECKING:
     from hyjail.trace.state import Call
@@ -66,10 +66,12 @@ class Deferred:
 @dataclass(frozen=True)
 class Instead:
     """Run this call in place of the one stopped, with these arguments in its registers (the
-    supervisor's copies: nothing is read from tracee memory again). The kernel runs the
-    filter again on the new call (Linux 4.8 and later), so its rules hold for it too."""
-    number: int
+    supervisor's copies: nothing is read from tracee memory again), in the ABI's argument
+    registers; number None keeps the call's own. The kernel runs the filter again on the
+    new call (Linux 4.8 and later), so its rules hold for it too."""
+    number: int | None
     args: tuple[int, ...]
+    abi: str = "i386"
 
 
 # i386's direct calls for socketcall's operations that make sockets: the filter reads their
@@ -89,11 +91,7 @@ def _unprivileged_port_start() -> int:
 def _taken(call: Call, fd: int) -> Iterator[socket.socket | int]:
     """The tracee's socket fd as our own socket object (same open file), or the call's
     answer if it is none: -EBADF, or -ENOTSOCK."""
-    pidfd = call.jail.pidfd(call.tgid)
-    try:
-        mine = ptrace.pidfd_getfd(pidfd, fd) if pidfd is not None else -1
-    except OSError:
-        mine = -1
+    mine = unix.take_fd(call, fd)
     if mine < 0:
         yield -errno.EBADF
         return
@@ -253,6 +251,9 @@ def _judged(call: Call, fd: int, address: int, length: int, *, binding: bool
         yield raw
         return
     with _taken(call, fd) as sock:
+        if not binding and _stood_in(call, sock):
+            yield _Unix(sock.dup(), raw)
+            return
         if not _inet(sock):
             yield _as_made(call, sock)
             return
@@ -267,6 +268,30 @@ def _judged(call: Call, fd: int, address: int, length: int, *, binding: bool
         else:
             ip = _jail_address(call, decoded[0], binding=binding)
             yield ip if isinstance(ip, int) else (sock, (ip, *decoded[1:]))
+
+
+@dataclass(frozen=True)
+class _Unix:
+    """A unix socket's call that names an address, for the stand-in (`hyjail.trace.unix`):
+    our own copy of the socket (closed by the stand-in's work) and of the address."""
+    sock: socket.socket
+    raw: bytes
+
+
+def _stood_in(call: Call, sock: socket.socket | int) -> bool:
+    """Whether this socket's addressed calls go to the stand-in: a unix socket, where the
+    plan's R3 has no Landlock scope to keep abstract names in."""
+    return call.jail.unix_stand_in and not isinstance(sock, int) and \
+        sock.family == socket.AF_UNIX
+
+
+def _by_stand_in(sock: socket.socket, work: Callable[[], int]) -> Deferred:
+    def run() -> int:
+        try:
+            return work()
+        finally:
+            sock.close()
+    return Deferred(run)
 
 
 def _dissolve(sock: socket.socket) -> int:
@@ -306,6 +331,8 @@ def listen(call: Call, fd: int, backlog: int, perform: bool = False) -> int | No
 
 def connect(call: Call, fd: int, address: int, length: int) -> int | Deferred | None:
     with _judged(call, fd, address, length, binding=False) as judged:
+        if isinstance(judged, _Unix):
+            return _by_stand_in(judged.sock, unix.connect(call, judged.sock, judged.raw))
         if not isinstance(judged, tuple):
             return judged
         sock, target = judged
@@ -318,6 +345,13 @@ def sendto(call: Call, fd: int, buffer: int, length: int, flags: int, address: i
     if address == 0:
         return None  # to the connected peer: its source was bound when it connected
     with _judged(call, fd, address, address_length, binding=False) as judged:
+        if isinstance(judged, _Unix):
+            try:
+                data = memory.read(call.tid, buffer, min(length, _MAX_DATA)) if length else b""
+            except OSError:
+                judged.sock.close()
+                return -errno.EFAULT
+            return _unix_send(call, judged.sock, judged.raw, [data], [], flags)
         if not isinstance(judged, tuple):
             return judged
         sock, target = judged
@@ -412,8 +446,29 @@ def _send_message(call: Call, sock: socket.socket, message: _Message, flags: int
                                           *([target] if target else [])))
 
 
+def _unix_send(call: Call, sock: socket.socket, raw: bytes | None, data: list[bytes],
+               control: list[tuple[int, int, bytes]], flags: int) -> int | Deferred:
+    work = unix.send(call, sock, raw, data, control, flags)
+    if isinstance(work, int):
+        sock.close()
+        return work
+    return _by_stand_in(sock, work)
+
+
+def _datagram_stood_in(call: Call, sock: socket.socket | int) -> bool:
+    """A unix datagram socket's sendmsg names its address in memory the kernel would read
+    again: the stand-in's. (A stream or seqpacket socket's ignores or refuses a name.)"""
+    return _stood_in(call, sock) and sock.type == socket.SOCK_DGRAM
+
+
 def sendmsg(call: Call, fd: int, address: int, flags: int) -> int | Deferred | None:
     with _taken(call, fd) as sock:
+        if _datagram_stood_in(call, sock):
+            message = _read_msghdr(call, address)
+            if isinstance(message, int):
+                return message
+            return _unix_send(call, sock.dup(), message.name, message.data, message.control,
+                              flags)
         if not _inet(sock):
             return _as_made(call, sock)
         message = _read_msghdr(call, address)
@@ -425,11 +480,21 @@ def sendmsg(call: Call, fd: int, address: int, flags: int) -> int | Deferred | N
 
 def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
              ) -> int | Deferred | None:
+    size = 32 if call.abi != "x86_64" else 64  # mmsghdr: msghdr, then msg_len
+    offset = 28 if call.abi != "x86_64" else 56
     with _taken(call, fd) as sock:
+        if _datagram_stood_in(call, sock) and count:
+            # The first message alone (sendmmsg may send fewer): a stand-in acts once.
+            message = _read_msghdr(call, address)
+            if isinstance(message, int):
+                return message
+            sent = _unix_send(call, sock.dup(), message.name, message.data, message.control,
+                              flags)
+            if isinstance(sent, int):
+                return sent
+            return Deferred(lambda: _first_sent(call, sent, address + offset))
         if not _inet(sock):
             return _as_made(call, sock)
-        size = 32 if call.abi != "x86_64" else 64  # mmsghdr: msghdr, then msg_len
-        offset = 28 if call.abi != "x86_64" else 56
         messages = []
         for i in range(min(count, 1024)):
             message = _read_msghdr(call, address + i * size)
@@ -449,6 +514,15 @@ def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
                 sent += 1
             return sent
         return _later_if_blocking(sock, flags, work)
+
+
+def _first_sent(call: Call, sent: Deferred, length_at: int) -> int:
+    result = sent.work()
+    if result < 0:
+        return result
+    with contextlib.suppress(OSError):
+        memory.write(call.tid, length_at, struct.pack("<I", result))
+    return 1
 
 
 def setsockopt(call: Call, fd: int, level: int, name: int, value: int, length: int

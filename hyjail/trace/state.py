@@ -3,13 +3,20 @@ trace backend that the loop (`hyjail.trace.tracer`) and the handlers (`handlers`
 share, so that neither needs the other.
 
 Owns: the jail's names, permissions and addresses, its tasks (tid -> tgid) with a pidfd for
-each when a signal needs one (trusted only while the task is still ours to trace), and `Call`,
-a stopped call as the kernel decoded it.
+each process when a call needs one (trusted only while the process is still ours to trace),
+how a signal reaches one of them, and `Call`, a stopped call as the kernel decoded it.
+
+Signals to a process go through its pidfd (Linux 5.3). Signals to one thread go by
+tgkill(tgid, tid) from the supervisor, which needs no thread pidfd (6.9): a traced thread's
+tid is not released until its tracer reaps it, and the one way a tid goes without that (a
+thread whose execve another finished) leaves its old tid outside its thread group, where
+tgkill's own check refuses it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
+import errno
 import os
 import signal
 from collections.abc import Callable
@@ -17,7 +24,10 @@ from dataclasses import dataclass
 
 from hyjail import weaken
 
-_PIDFD_THREAD = os.O_EXCL
+_SYS_PIDFD_SEND_SIGNAL = 424
+_SYS_RT_TGSIGQUEUEINFO = 297
+_SYS_TGKILL = 234
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,16 @@ class JailState:
         self.domainname = "(none)"
         self.allowed = allowed
         self.weakened = weaken.weakened()  # the battery's weakened jail (root only)
+        # Unix calls that name an address go to the stand-in (`hyjail.trace.unix`): the
+        # plan's R3 where no Landlock scope keeps abstract names inside the jail.
+        self.unix_stand_in = False
         # A hybrid jail's init (its first process, without a pid namespace to make it pid 1):
         # kept from the jail's signals as the kernel keeps a pid namespace's init.
         self.init: int | None = None
         self._on_rename = on_rename
         self._tasks: dict[int, int] = {}  # tid -> tgid
-        # tid -> pidfd (PIDFD_THREAD), opened when first needed: a traced task's pid stays
-        # its own until this supervisor reaps it, so a late pidfd names the same task.
+        # tgid -> pidfd, opened when first needed: a traced process's pid stays its own
+        # until this supervisor reaps it, so a late pidfd names the same process.
         self._pidfds: dict[int, int] = {}
 
     def rename(self, which: str, name: str) -> None:
@@ -81,12 +94,14 @@ class JailState:
     def processes(self) -> list[int]:
         return [tid for tid, tgid in self._tasks.items() if tid == tgid]
 
-    def pidfd(self, tid: int) -> int | None:
-        if tid not in self._tasks:
+    def pidfd(self, pid: int) -> int | None:
+        """A pidfd of the jail's process `pid` (a thread group's leader), or None."""
+        if self._tasks.get(pid) != pid:
             return None
-        if tid not in self._pidfds:
+        if pid not in self._pidfds:
+            tid = pid
             try:
-                pidfd = os.pidfd_open(tid, _PIDFD_THREAD)
+                pidfd = os.pidfd_open(tid)
             except OSError:
                 return None
             # The pid must still name our tracee: one whose end we missed (a thread whose
@@ -96,8 +111,33 @@ class JailState:
                 os.close(pidfd)
                 self.remove(tid)
                 return None
-            self._pidfds[tid] = pidfd
-        return self._pidfds[tid]
+            self._pidfds[pid] = pidfd
+        return self._pidfds[pid]
+
+    def signal_process(self, pid: int, sig: int, info: bytes | None = None) -> int:
+        """Send sig (with the caller's siginfo, if any) to the jail's process pid: 0 or
+        -errno."""
+        pidfd = self.pidfd(pid)
+        if pidfd is None:
+            return -errno.ESRCH
+        buffer = ctypes.create_string_buffer(info, 128) if info is not None else None
+        if _libc.syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, buffer, 0) != 0:
+            return -ctypes.get_errno()
+        return 0
+
+    def signal_thread(self, tid: int, sig: int, info: bytes | None = None) -> int:
+        """Send sig to one thread of the jail's: 0 or -errno. The tid is still ours (the
+        caller is stopped and nothing is reaped meanwhile) if the kernel still traces it
+        for us; tgkill's thread group check covers a tid that left its group by execve."""
+        tgid = self._tasks.get(tid)
+        if tgid is None or _tracer_of(tid) != os.getpid():
+            return -errno.ESRCH
+        if info is not None:
+            buffer = ctypes.create_string_buffer(info, 128)
+            done = _libc.syscall(_SYS_RT_TGSIGQUEUEINFO, tgid, tid, sig, buffer)
+        else:
+            done = _libc.syscall(_SYS_TGKILL, tgid, tid, sig)
+        return -ctypes.get_errno() if done != 0 else 0
 
     def tasks(self) -> list[int]:
         return list(self._tasks)
@@ -108,11 +148,8 @@ class JailState:
             self.remove(tid)
 
     def kill_all(self) -> None:
-        for tid in self.processes():
-            pidfd = self.pidfd(tid)
-            if pidfd is not None:
-                with contextlib.suppress(OSError):
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        for pid in self.processes():
+            self.signal_process(pid, signal.SIGKILL)
 
 
 def _tracer_of(tid: int) -> int | None:

@@ -38,7 +38,6 @@ from hyjail.trace.state import JailState
 from hyjail.trace.tracer import Tracer
 
 BACKEND = "trace"
-_PIDFD_SIGNAL_THREAD_GROUP = 2
 
 
 def run(spec: JailSpec, plan: Plan, registry: Registry,
@@ -118,6 +117,7 @@ class Tracing:
                     _set_hostname_in(uts, name)
 
         self.jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed)
+        self.jail.unix_stand_in = enforcement.unix_stand_in(plan)
         if plan.kind == "hybrid":
             self.jail.init = first
         try:
@@ -293,7 +293,4 @@ def _parent_of(pid: int) -> int | None:
 
 
 def _forward(tracer: Tracer, signum: int) -> None:
-    pidfd = tracer.jail.pidfd(tracer.first)
-    if pidfd is not None:
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(pidfd, signum, None, _PIDFD_SIGNAL_THREAD_GROUP)
+    tracer.jail.signal_process(tracer.first, signum)

@@ -37,6 +37,8 @@ def tags(handled: dict[str, handlers.Handler]) -> dict[str, int]:
     return {name: index for index, name in enumerate(sorted(handled), start=1)}
 
 _WALL = 0x40000000
+_ARGUMENT_REGISTERS = {False: ("rdi", "rsi", "rdx", "r10", "r8", "r9"),  # x86_64, x32
+                       True: ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")}  # i386
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
 _SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
@@ -158,6 +160,9 @@ class Tracer:
             result = -errno.EPERM
         if isinstance(result, Instead):
             self._instead(tid, result)
+            if handler.names_a_pid:
+                self._run_holding_pids(tid)
+                return False
             return True
         if isinstance(result, Deferred):
             # A thread of its own, a daemon: one still blocked when the jail ends must not
@@ -213,13 +218,14 @@ class Tracer:
             self._resume(tid, ptrace.PTRACE_CONT, 0)
 
     def _instead(self, tid: int, call: Instead) -> None:
-        """Make the stopped call `call.number` with `call.args` (i386's argument registers:
-        ebx, ecx, edx, esi, edi, ebp). A task whose call cannot be changed is killed: it must
-        never go on to make the call as it stands."""
+        """Make the stopped call `call.number` (or its own) with `call.args` in the ABI's
+        argument registers. A task whose call cannot be changed is killed: it must never go
+        on to make the call as it stands."""
         try:
             regs = ptrace.ptrace_getregs(tid)
-            regs.orig_rax = call.number
-            for name, value in zip(("rbx", "rcx", "rdx", "rsi", "rdi", "rbp"), call.args,
+            if call.number is not None:
+                regs.orig_rax = call.number
+            for name, value in zip(_ARGUMENT_REGISTERS[call.abi == "i386"], call.args,
                                    strict=False):
                 setattr(regs, name, value)
             ptrace.ptrace_setregs(tid, regs)
