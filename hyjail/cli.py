@@ -128,7 +128,9 @@ def features(as_json: bool, fresh: bool) -> int:
               help="Attempts at once (default: twice the CPUs, at most 8).")
 def check(backend: str, as_json: bool, pattern: str | None, jobs: int | None) -> int:
     """The escape battery: each attempt to break a jail rule, as root in a fresh jail, through
-    every ABI this host accepts. Exits 0 only when nothing escaped."""
+    every ABI this host accepts. Exits 0 only when nothing escaped, every jail ran, and every
+    backend this host can run ran something (not every row skipped); else 1, saying why in
+    one line on stderr."""
     import os
 
     from hyjail.check import report
@@ -136,10 +138,13 @@ def check(backend: str, as_json: bool, pattern: str | None, jobs: int | None) ->
     from hyjail.errors import SetupError
     if os.geteuid() != 0:
         raise SetupError("hyjail check: needs root (each attempt runs as root in a jail)")
-    rows = run_battery(backend, pattern, jobs or min(8, 2 * (os.cpu_count() or 1)),
-                       progress=None if as_json else report.progress)
-    click.echo(report.as_json(rows) if as_json else report.table(rows))
-    return report.exit_status(rows)
+    outcome = run_battery(backend, pattern, jobs or min(8, 2 * (os.cpu_count() or 1)),
+                          progress=None if as_json else report.progress)
+    click.echo(report.as_json(outcome) if as_json else report.table(outcome))
+    failed = report.failure(outcome)
+    if failed:
+        click.echo(f"hyjail check: {failed}", err=True)
+    return report.exit_status(outcome)
 
 
 @hyjail.command()

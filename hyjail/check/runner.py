@@ -3,11 +3,15 @@
 Owns: the battery's ground on the host (a busybox root with the probes, a secret beside it,
 a stopped host process, a persistent jail whose process others must not reach, and per
 attempt its listeners and leaked descriptors), the jail shapes to run on (`--backend all`:
-every backend this host's plan can run), each attempt's `hyjail run` as a user would type it
-(over the battery's root, or over `/`), the drivers for attempts where the host acts mid-way
-(the entry group's in `hyjail.check.entry`), the order (attempts that change what every jail
-loads run alone, after the rest), and the verdict of each row: held, ESCAPED, skipped (with
-the host's reason) or error (the jail did not run).
+ns, trace and auto, each as this host's plan makes it; a hybrid jail is labelled so, e.g.
+"auto/hybrid"; a backend whose plan makes the same jail as one already listed is noted, not
+run twice; one the host cannot run is noted with the plan's refusal and its rows skipped),
+each attempt's `hyjail run` as a user would type it (over the battery's root, or over `/`),
+the drivers for attempts where the host acts mid-way (the entry group's in
+`hyjail.check.entry`), the order (attempts that change what every jail loads run alone, after
+the rest), the verdict of each row: held, ESCAPED, skipped (with the host's reason) or error
+(the jail did not run), and the outcome as a whole (`Outcome`: the shapes and the rows, which
+`hyjail.check.report` judges).
 
 Network safety (SPEC section 4): jails get 10.77.200.0/22 behind their own veths (host end
 10.77.199.1, /32 routes) or, without a network namespace, 127.77.200.0/22 on the host's
@@ -68,6 +72,12 @@ class Shape:
     veth: bool  # the kernel holds R3: jails get a veth
     other_pid: int | None = None  # a process of another jail of this shape
 
+    @property
+    def label(self) -> str:
+        """The BACKEND column: the backend asked for, and what the plan makes of it where
+        the two differ ("auto/hybrid", "auto/trace")."""
+        return self.backend if self.backend == self.kind else f"{self.backend}/{self.kind}"
+
     def __post_init__(self) -> None:
         prefix = "10.77" if self.veth else "127.77"
         self._addresses = (f"{prefix}.{200 + n // 250}.{2 + n % 250}" for n in itertools.count())
@@ -100,12 +110,18 @@ class Listeners:
                     }.get(name)
             if made:
                 self.sockets[name] = made()
+            elif name == "abstract_unix":  # the host's abstract names: a stream, a datagram
+                for key, kind in (("abstract", socket.SOCK_STREAM),
+                                  ("abstract_dgram", socket.SOCK_DGRAM)):
+                    self.sockets[key] = _abstract_listener(kind)
 
-    def ports(self) -> dict[str, int]:
-        return {name: s.getsockname()[1] for name, s in self.sockets.items()}
+    def ports(self) -> dict[str, int | str]:
+        """Each listener's port, or for an abstract unix one its name (without the NUL)."""
+        return {name: s.getsockname()[1] if s.family != socket.AF_UNIX
+                else s.getsockname()[1:].decode() for name, s in self.sockets.items()}
 
     def observed(self) -> dict:
-        seen: dict = {"peer_saw": [], "local_reached": False}
+        seen: dict = {"peer_saw": [], "local_reached": False, "abstract_reached": False}
         for name, s in self.sockets.items():
             while True:
                 try:
@@ -116,7 +132,9 @@ class Listeners:
                         connection.close()
                 except BlockingIOError:
                     break
-                if name.startswith("local"):
+                if name.startswith("abstract"):
+                    seen["abstract_reached"] = True
+                elif name.startswith("local"):
                     seen["local_reached"] = True
                 else:
                     seen["peer_saw"].append(source[0])
@@ -125,6 +143,18 @@ class Listeners:
     def close(self) -> None:
         for s in self.sockets.values():
             s.close()
+
+
+_abstract_names = itertools.count()
+
+
+def _abstract_listener(kind: int) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, kind)
+    s.bind(f"\0hjcheck-{os.getpid()}-{next(_abstract_names)}".encode())
+    if kind == socket.SOCK_STREAM:
+        s.listen(64)
+    s.setblocking(False)
+    return s
 
 
 def _listener(family: int, address: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -160,7 +190,7 @@ class Battery:
         return None
 
     def run(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> Row:
-        row = Row(attempt.rule, attempt.name, abi, shape.kind, "held")
+        row = Row(attempt.rule, attempt.name, abi, shape.label, "held")
         skip = self.skip_reason(attempt, abi, shape, host)
         if skip:
             row.result, row.detail = "skipped", skip
@@ -357,22 +387,66 @@ def _survivors(processes: list[tuple[int, int]], wait: float) -> list[int]:
 
 # ---- the battery as a whole --------------------------------------------------------------
 
-def shapes_for(backend: str) -> list[tuple[str, Shape | str]]:
-    """(backend, Shape) for each backend asked for, or (backend, why it cannot run here)."""
+@dataclass
+class Planned:
+    """One backend asked for, as this host's plan makes it: a shape to run; or the plan's
+    refusal (the host cannot run it); or the label of a shape already listed that makes the
+    same jail (the same kind, the same provider for every rule), which is not run twice."""
+    backend: str
+    shape: Shape | None = None
+    refused: str = ""
+    same_as: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.shape.label if self.shape else self.backend
+
+    def note(self) -> str | None:
+        """The line the report gives a backend that did not run as itself."""
+        if self.same_as:
+            return f"{self.backend}: same jail as {self.same_as} (not run twice)"
+        if self.refused:
+            return f"{self.backend}: this host cannot run it: {self.refused}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "label": self.label,
+                "kind": self.shape.kind if self.shape else None, "ran": self.shape is not None,
+                "refused": self.refused or None, "same_as": self.same_as or None}
+
+
+@dataclass
+class Outcome:
+    """A battery's run: the backends asked for as planned here, and every row."""
+    planned: list[Planned]
+    rows: list[Row]
+    pattern: str | None = None
+
+
+def shapes_for(backend: str) -> list[Planned]:
+    """Each backend asked for (`all`: ns, trace and auto) as this host's plan makes it."""
     from hyjail import platform
     from hyjail.errors import SetupError
-    from hyjail.plan import choose
+    from hyjail.plan import Plan, choose
     probe = platform.current()
-    wanted = ("ns", "trace") if backend == "all" else (backend,)
-    shapes: list[tuple[str, Shape | str]] = []
+    wanted = ("ns", "trace", "auto") if backend == "all" else (backend,)
+    planned: list[Planned] = []
+    made: list[tuple[Plan, str]] = []  # (plan, label) of each shape listed
     for name in wanted:
         try:
             plan = choose(probe, name)
         except SetupError as e:
-            shapes.append((name, str(e)))
+            planned.append(Planned(name, refused=str(e)))
             continue
-        shapes.append((name, Shape(name, plan.kind, plan.uses("R3", "kernel"))))
-    return shapes
+        twin = next((label for other, label in made
+                     if (other.kind, other.chosen) == (plan.kind, plan.chosen)), None)
+        if twin:
+            planned.append(Planned(name, same_as=twin))
+            continue
+        shape = Shape(name, plan.kind, plan.uses("R3", "kernel"))
+        made.append((plan, shape.label))
+        planned.append(Planned(name, shape))
+    return planned
 
 
 def host_facts() -> dict:
@@ -410,28 +484,36 @@ def other_jail(ground: Ground, shape: Shape) -> Iterator[None]:
 
 
 def run_battery(backend: str, pattern: str | None, jobs: int,
-                progress: Callable[[int, int, Row], None] | None = None) -> list[Row]:
+                progress: Callable[[int, int, Row], None] | None = None) -> Outcome:
     """Every attempt (whose "RULE name" has pattern, or whose rule is pattern) on every
     backend asked for; the rows in catalogue order, per backend (those run alone last).
-    progress(done, total, row) after each."""
+    A backend the host cannot run gets its rows skipped with the plan's refusal; one that
+    makes the same jail as another gets none. progress(done, total, row) after each."""
     rules = {a.rule for a in attempts.CATALOGUE}
     if pattern and pattern.upper() in rules:  # a rule's name alone: that group (-k E)
         catalogue = [a for a in attempts.CATALOGUE if a.rule == pattern.upper()]
     else:
         catalogue = [a for a in attempts.CATALOGUE
                      if not pattern or pattern.lower() in f"{a.rule} {a.name}".lower()]
-    shapes = shapes_for(backend)
-    total = len(shapes) * sum(len(a.abis) for a in catalogue)
-    rows: list[Row] = []
+    planned = shapes_for(backend)
+    outcome = Outcome(planned, [], pattern)
+    rows = outcome.rows
+    runs = sum(len(a.abis) for a in catalogue)
+    total = runs * sum(1 for p in planned if not p.same_as)
+    battery: Battery | None = None
     with contextlib.ExitStack() as undo:
-        ground = Ground(undo)
-        battery = Battery(ground)
-        host = host_facts()
-        for name, shape in shapes:
-            if isinstance(shape, str):
-                rows += [Row(a.rule, a.name, abi, name, "skipped", shape)
+        for p in planned:
+            if p.refused:
+                rows += [Row(a.rule, a.name, abi, p.label, "skipped", p.refused)
                          for a in catalogue for abi in a.abis]
                 continue
+            shape = p.shape
+            if shape is None or not catalogue:
+                continue
+            if battery is None:  # the ground only where something runs on it
+                battery = Battery(Ground(undo))
+                host = host_facts()
+            ground = battery.ground
             work = [(a, abi) for a in catalogue for abi in a.abis if not a.alone]
             victim = other_jail(ground, shape) if any("other_jail" in a.host for a in catalogue) \
                 else contextlib.nullcontext()
@@ -448,4 +530,4 @@ def run_battery(backend: str, pattern: str | None, jobs: int,
                 rows.append(battery.run(attempt, abi, shape, host))
                 if progress:
                     progress(len(rows), total, rows[-1])
-    return rows
+    return outcome
