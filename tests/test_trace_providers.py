@@ -131,3 +131,25 @@ def test_signals_between_jail_processes_without_thread_pidfds(busybox_root):
                     "-c", script, env=older())
     assert (result.returncode, result.stdout) == (0, "alive\nstatus=143\n"), result.stderr
 
+
+
+def battery(pattern: str, weaken: str = "") -> tuple[int, list]:
+    result = hyjail("check", "--json", "--backend", "trace", "-k", pattern, timeout=600,
+                    env=older(HYJAIL_UNSAFE_WEAKEN=weaken))
+    return result.returncode, json.loads(result.stdout)["rows"]
+
+
+@pytest.mark.parametrize(("weaken", "pattern"), [
+    ("unjudged-unix", "the host's abstract unix socket"),
+    ("unjudged-unix", "unix path flipped to a host abstract name"),
+    ("any-fown", "setown"),
+])
+def test_the_older_kernels_attempts_hold_and_escape_when_weakened(weaken, pattern):
+    """The battery's attempts for these providers, on the trace backend as a 5.10 host runs
+    it: held here, and ESCAPED against the jail weakened on purpose (the native ABI's rows
+    at least: i386's socketcall refuses a unix call it would let through)."""
+    code, rows = battery(pattern)
+    assert code == 0 and rows and {row["result"] for row in rows} == {"held"}, rows
+    code, rows = battery(pattern, weaken)
+    assert code == 1
+    assert {row["result"] for row in rows if row["abi"] == "64"} == {"ESCAPED"}, rows

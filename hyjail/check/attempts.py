@@ -125,6 +125,16 @@ def _sent_from_the_jail(results: dict[str, str], ctx: dict) -> str | None:
     return None
 
 
+def _abstract_unreached(results: dict[str, str], ctx: dict) -> str | None:
+    """Held when nothing reached the host's abstract unix sockets: refused by the network
+    namespace or the stand-in (ECONNREFUSED), Landlock (EPERM), or socketcall (ENOSYS)."""
+    if ctx.get("abstract_reached"):
+        return "the host's abstract unix socket was reached"
+    wrong = {op: got for op, got in results.items()
+             if got not in ("ECONNREFUSED", "EPERM", "ENOSYS", "ENOENT", "EFAULT")}
+    return ", ".join(f"{op} gave {got}" for op, got in wrong.items()) or None
+
+
 def _esrch(results: dict[str, str], ctx: dict) -> str | None:
     wrong = {op: got for op, got in results.items() if got != "ESRCH"}
     if wrong:
@@ -250,7 +260,7 @@ _NO_PROC = ("a trace jail has no /proc to scan (one would show the host's proces
             "supervisor traces an entering process before it confines itself")
 
 _PIDS = ("kill", "ptrace", "vmread", "pidfd", "setpriority", "getpriority", "capget",
-         "getpgid", "getaffinity", "prlimit")
+         "getpgid", "getaffinity", "prlimit", "setown", "setown_ex")
 
 CATALOGUE: tuple[Attempt, ...] = (
     # ---- R1: nothing outside the root ----------------------------------------------------
@@ -306,6 +316,11 @@ CATALOGUE: tuple[Attempt, ...] = (
             refused("EADDRNOTAVAIL", "EAFNOSUPPORT", "ENOSYS"), abis=SOCKET_ABIS),
     Attempt("R3", "IPv6: connect to the host's ::1 service", ("connect6:::1:{local_tcp6}",),
             _address("connect"), abis=SOCKET_ABIS, host=("local_tcp6",)),
+    *(Attempt("R3", f"{what} the host's abstract unix socket", (f"{op}:{{{name}}}",),
+              _abstract_unreached, abis=SOCKET_ABIS, host=("abstract_unix",))
+      for what, op, name in (("connect to", "uconnect", "abstract"),
+                             ("datagram connect to", "uconnectd", "abstract_dgram"),
+                             ("sendmsg to", "usendmsg", "abstract_dgram"))),
     # ---- R4: the jail's processes only ---------------------------------------------------
     *(Attempt("R4", f"{call} of a host process", (f"pid:{call}:{{host_pid}}",), _esrch,
               abis=ABIS, host=("host_process",)) for call in _PIDS),
@@ -316,6 +331,8 @@ CATALOGUE: tuple[Attempt, ...] = (
     *(Attempt("R4", f"{call} of another jail's process", (f"pid:{call}:{{other_pid}}",),
               _esrch, abis=ABIS, host=("other_jail",)) for call in ("kill", "ptrace", "vmread",
                                                                    "pidfd", "setpriority")),
+    Attempt("R4", "FIOSETOWN: a host process gets SIGIO", ("pid:fiosetown:{host_pid}",),
+            refused("ESRCH", "EPERM"), abis=ABIS, host=("host_process",)),
     Attempt("R4", "/proc/<host pid> is not there", ("read:/proc/{host_pid}/comm",),
             refused("ENOENT", "EACCES"), host=("host_process",)),
     # ---- R5: root inside is diluted -------------------------------------------------------
@@ -325,6 +342,9 @@ CATALOGUE: tuple[Attempt, ...] = (
             abis=ABIS, driver="terminal"),
     Attempt("R5", "a setuid-root binary run as nobody", ("suid:/bin/hjsuid",), _still_nobody),
     # ---- races ---------------------------------------------------------------------------
+    Attempt("R3", "unix path flipped to a host abstract name (race)",
+            ("uflip:{abstract}:20000",), _abstract_unreached, host=("abstract_unix",),
+            timeout=180),
     Attempt("R3", "sockaddr flipped while bind and connect run (race)",
             ("race:{jail_ip}:{other_ip}:{local_tcp}:20000",), _race_held,
             host=("local_tcp",), timeout=180),

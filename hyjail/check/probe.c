@@ -912,7 +912,15 @@ static void fd_swap(const char *op, const char *spec)
             socklen_t size = sizeof err;
             poll(&out, 1, 20);
             getsockopt(inet, SOL_SOCKET, SO_ERROR, &err, &size);
-            reached += !err && getpeername(inet, (struct sockaddr *)&name, &length) == 0;
+            struct sockaddr_in local;
+            socklen_t local_length = sizeof local;
+            /* Connected, and not to itself: a socket the supervisor bound to the jail's
+               address and connected there can draw the destination's port as its own
+               (TCP's simultaneous open), which reaches nothing. */
+            reached += !err && getpeername(inet, (struct sockaddr *)&name, &length) == 0
+                       && getsockname(inet, (struct sockaddr *)&local, &local_length) == 0
+                       && (local.sin_port != name.sin_port
+                           || local.sin_addr.s_addr != name.sin_addr.s_addr);
         } else if (getsockname(inet, (struct sockaddr *)&name, &length) == 0 && name.sin_port) {
             in_addr_t a = ntohl(name.sin_addr.s_addr);
             wrong += a == INADDR_ANY || a == INADDR_LOOPBACK;
