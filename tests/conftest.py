@@ -1,13 +1,33 @@
-"""Shared fixtures: starting real jails, fresh test addresses, and the leak check after each test.
+"""Shared fixtures: starting real jails, fresh test addresses, the leak check after each test,
+and what this host can do (the probe and the plans), which each test declares it needs.
 
 Network safety (SPEC section 4): every address here is in 10.77.0.0/16 or fd77::/16 and is
 given to a jail the test starts, or to the host end of that jail's own veth.
+
+What a test needs of the host, it says with a marker, and is skipped, naming what is missing,
+where the host lacks it (the probe runs once per session, as `hyjail.platform.current()`):
+
+    @needs("ns.net")                  # a check of the probe (`hyjail features` lists them)
+    @needs("backend:trace")           # `--backend trace` can run a jail here (else the plan's
+                                      # one-line reason)
+    @needs("R3:kernel")               # `--backend auto` gives the kernel's provider of R3
+                                      # (here: a network namespace and veth)
+    @needs("R3:ptrace@trace")         # `--backend trace` gives ptrace's R3
+    @needs("ns.user", "backend:ns")   # all of them
+    @pytest.mark.parametrize("backend", backends("ns", "trace"))  # skips only the backend
+                                      # this host cannot run
+
+Tests that make a host of their own with tests/deny_namespaces.py ask `denied(...)` what the
+host becomes under it. A test that needs nothing of the host declares nothing and never
+skips.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import ipaddress
 import itertools
 import json
 import os
@@ -19,6 +39,9 @@ import time
 
 import pytest
 
+from hyjail import plan as plans
+from hyjail import platform
+from hyjail.errors import SetupError
 from hyjail.linux import descendants, process_start_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +52,152 @@ HOST_IP = "10.77.0.1"  # host end of every test jail's veth (each veth is its ow
 HOST_IP6 = "fd77::1"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="jails need root")
+needs = pytest.mark.needs
+needs_jails = [needs_root, needs("backend:auto")]  # a module of tests that start jails
+DENY = os.path.join(HERE, "deny_namespaces.py")
+NAMESPACE_KINDS = tuple(platform.NAMESPACE_FLAGS)  # mnt, pid, uts, ipc, net, cgroup, user
+
+
+# ---- what this host can do ---------------------------------------------------------------
+
+@functools.cache
+def host_probe() -> platform.Probe:
+    """This session's probe of the host, as hyjail itself gets it (for this caller: under a
+    parent filter that denies namespaces, the probe sees the denial)."""
+    return platform.current()
+
+
+@functools.cache
+def _plan(backend: str, denied_kinds: tuple[str, ...] = ()) -> plans.Plan | str:
+    try:
+        return plans.choose(denied(*denied_kinds) if denied_kinds else host_probe(), backend)
+    except SetupError as refused:
+        return str(refused)
+
+
+def host_plan(backend: str = "auto") -> plans.Plan:
+    """The plan `--backend backend` gets here (a test that uses it declares backend:NAME)."""
+    chosen = _plan(backend)
+    if isinstance(chosen, str):
+        pytest.skip(f"needs --backend {backend}: {chosen}")
+    return chosen
+
+
+def jail_ip() -> str:
+    """A fresh address for a jail of `--backend auto` that needs nothing of its network: on
+    a veth where the kernel holds R3, else on the host's loopback (ptrace's R3 binds there)."""
+    return fresh_ip() if host_plan("auto").uses("R3", "kernel") else fresh_loopback_ip()
+
+
+def veth_args(ip: str) -> list[str]:
+    """`hyjail run` options for a jail at ip: its veth's host end on HOST_IP (SPEC section 4's
+    addresses) where it gets a veth, none on a loopback address."""
+    return [] if ipaddress.ip_address(ip).is_loopback else ["--host-ip", HOST_IP]
+
+
+def jail_has_proc() -> bool:
+    """Whether a jail of `--backend auto` has a /proc: its own mount and pid namespaces (a
+    chroot has none, and a jail without a pid namespace gets none: it would show the host's
+    processes)."""
+    chosen = host_plan("auto")
+    return chosen.uses("R1", "kernel") and chosen.uses("R4", "kernel")
+
+
+def auto_kind() -> str:
+    """What `--backend auto` makes here: "ns", "hybrid" or "trace" (`hyjail ls`'s backend)."""
+    return host_plan("auto").kind
+
+
+def missing(feature: str) -> str | None:
+    """Why this host lacks feature (a probe check, backend:NAME, or RULE:kernel|ptrace[@NAME]:
+    the provider `--backend NAME`, auto by default, picks for a rule), or None if it has it."""
+    if feature.startswith("backend:"):
+        backend = feature.split(":", 1)[1]
+        chosen = _plan(backend)
+        return f"needs --backend {backend}: {chosen}" if isinstance(chosen, str) else None
+    if feature.split(":")[0] in plans.PROVIDERS:
+        rule, kind = feature.split(":")
+        kind, _, backend = kind.partition("@")
+        backend = backend or "auto"
+        chosen = _plan(backend)
+        if isinstance(chosen, str):
+            return f"needs --backend {backend}: {chosen}"
+        if chosen.uses(rule, kind):
+            return None
+        why = "; ".join(f"{p.how}: {', '.join(p.missing(chosen.probe)) or 'not picked'}"
+                        for p in plans.PROVIDERS[rule] if p.kind == kind)
+        return (f"needs the {kind}'s {rule} under --backend {backend} ({why}; it makes a "
+                f"{chosen.kind} jail here)")
+    probe = host_probe()
+    if feature not in probe:
+        raise ValueError(f"needs({feature!r}): no such check of the probe ({', '.join(probe)})")
+    if probe.has(feature):
+        return None
+    return f"needs {feature}: {probe[feature].detail}"
+
+
+def require(*features: str) -> None:
+    """Skip the running test unless this host has every feature (as the needs marker)."""
+    for feature in features:
+        if (why := missing(feature)) is not None:
+            pytest.skip(why)
+
+
+def backends(*names: str) -> list:
+    """Parameters for a test over backends: each one skipped where its backend cannot run."""
+    return [pytest.param(name, marks=needs(f"backend:{name}")) for name in names]
+
+
+def abis(*names: str) -> list:
+    """Parameters for a test over hjprobe's ABIs: the 32-bit ones need the i386 ABI."""
+    return [pytest.param(name, marks=needs("abi.i386")) if name.startswith("int80") else name
+            for name in names]
+
+
+def denied(*kinds: str) -> platform.Probe:
+    """The probe of this host under tests/deny_namespaces.py [--only KINDS] (no kinds: all of
+    them): what this caller's probe has, less the namespaces the filter refuses and what
+    needs them (an unprivileged user namespace; pivot_root, tried in a mount namespace)."""
+    refused = set(kinds or NAMESPACE_KINDS)
+    lost = {f"ns.{kind}" for kind in refused}
+    if "user" in refused:
+        lost.add("userns.unprivileged")
+    if "mnt" in refused:
+        lost.add("pivot_root")
+    return platform.Probe({
+        name: platform.Check(name, False, "denied by tests/deny_namespaces.py")
+        if name in lost else check for name, check in host_probe().items()})
+
+
+def require_denied(*kinds: str, kind: str, ptrace: set[str] | None = None) -> plans.Plan:
+    """The auto plan of this host under tests/deny_namespaces.py [--only KINDS]; the running
+    test is skipped, naming why, unless it is a jail of that kind (and, given ptrace, with
+    exactly those rules left to ptrace: a host that lacks more would answer otherwise)."""
+    shape = f"--only {','.join(kinds)}" if kinds else "(all namespaces)"
+    chosen = _plan("auto", tuple(kinds or NAMESPACE_KINDS))
+    if isinstance(chosen, str):
+        pytest.skip(f"under deny_namespaces {shape}: {chosen}")
+    keeps = [rule for rule in plans.PROVIDERS if ptrace is not None and rule not in ptrace]
+    lacking = sorted({need for rule in keeps for provider in plans.PROVIDERS[rule]
+                      if provider.kind == "kernel" for need in provider.missing(denied(*kinds))})
+    if lacking:
+        pytest.skip(f"needs {', '.join(lacking)} (deny_namespaces {shape} must take away "
+                    f"only {', '.join(kinds)})")
+    if chosen.kind != kind:
+        pytest.skip(f"under deny_namespaces {shape} this host makes a {chosen.kind} jail, "
+                    f"not a {kind} one")
+    return chosen
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs(*features): skip unless this host has each feature: a check of "
+        "the probe (ns.user, abi.i386, ...) or backend:NAME (a backend that can run here)")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        require(*mark.args)
 
 _next_octets = itertools.count(2)
 
@@ -91,13 +260,17 @@ def jail_record(ip: str, timeout: float = 20) -> dict:
 
 def connect_to_jail(ip: str, port: int, timeout: float = 20) -> socket.socket:
     """A TCP connection to a jail's address that can only travel over that jail's own veth
-    (SO_BINDTODEVICE): never through the host's default route, whatever the timing."""
+    (SO_BINDTODEVICE): never through the host's default route, whatever the timing. A jail
+    without a veth (ptrace's R3) holds a host loopback address, reached on the loopback."""
     link = jail_record(ip, timeout)["host_link"]
+    if not link:
+        assert ipaddress.ip_address(ip).is_loopback, f"{ip}: a jail without a veth"
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     deadline = time.monotonic() + timeout
     while True:
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+        if link:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
         sock.settimeout(5)
         try:
             sock.connect((ip, port))
@@ -119,8 +292,15 @@ def guard(hostname: str, marker: bool = True) -> str:
 
 
 def probe(hostname: str, *args: str) -> list[str]:
-    """argv that runs tests/probe.py inside a jail over the host tree (PATH '/')."""
+    """argv that runs tests/probe.py inside a jail over the host tree (PATH '/'); a test
+    that uses it declares @needs_probe_py."""
     return [sys.executable, PROBE, hostname, *args]
+
+
+# tests/probe.py acts only where pid 1 is the jail's init, in a jail over the host's tree:
+# it needs the kernel's R1 (a mount namespace hides the host's /proc) and R4 (a pid namespace
+# of the jail's own, its /proc showing that init).
+needs_probe_py = needs("R1:kernel", "R4:kernel")
 
 
 def alive(processes: list[tuple[int, int]]) -> list[int]:
@@ -158,12 +338,24 @@ def _nested_pid_processes() -> list[int]:
     return found
 
 
+# Where a jail's mounts could leak to on this host: hyjail's own places (SPEC section 3) and
+# the trees this run's jails are made on (pytest's temporary directories, the rootless tests'
+# /tmp/hyjail-*), never another program's mounts that merely have "hyjail" in their path.
+_MOUNT_PLACES: tuple[str, ...] = ("/run/hyjail", "/var/cache/hyjail", "/tmp/hyjail-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _jail_trees(tmp_path_factory):
+    global _MOUNT_PLACES
+    _MOUNT_PLACES = (*_MOUNT_PLACES, str(tmp_path_factory.getbasetemp()))
+
+
 def leaked_state() -> dict[str, list]:
     """SPEC section 3's names on this host: anything here after a test is a leak."""
     links = [n for n in os.listdir("/sys/class/net") if n.startswith("hj")]
     records = os.listdir(STATE_DIR) if os.path.isdir(STATE_DIR) else []
     with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f if "hyjail" in line.split()[1]]
+        mounts = [line.split()[1] for line in f if line.split()[1].startswith(_MOUNT_PLACES)]
     cgroups = glob.glob("/sys/fs/cgroup/hyjail") + glob.glob("/sys/fs/cgroup/*/hyjail")
     # Any other file under /run/hyjail is state nothing owns (the stop hook's rule too).
     from hyjail.net import rendezvous
@@ -183,6 +375,15 @@ def _new_state(before: dict[str, list]) -> dict[str, list]:
     now = leaked_state()
     new = {k: [v for v in values if v not in before.get(k, [])] for k, values in now.items()}
     return {k: v for k, v in new.items() if v}
+
+
+_before_test: dict[str, list] = {}
+
+
+def new_leaks() -> dict[str, list]:
+    """What the running test left so far of SPEC section 3's names (not what was there when
+    it started: a jail kept beside the run is not its leak)."""
+    return _new_state(_before_test)
 
 
 def _clean_up_leaks(leaks: dict[str, list]) -> None:
@@ -205,7 +406,8 @@ def no_leaks(request):
     """Fail any jail test that leaves state behind, and remove what it left. (On CI's fresh
     machine nothing is there before; on a workstation, jails kept beside the run are not the
     test's.)"""
-    before = leaked_state() if os.geteuid() == 0 else {}
+    global _before_test
+    before = _before_test = leaked_state() if os.geteuid() == 0 else {}
     yield
     if os.geteuid() != 0:
         return

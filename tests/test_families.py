@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-from conftest import HERE, hyjail, needs_root
+from conftest import HERE, abis, backends, hyjail, needs, needs_jails
 
-pytestmark = needs_root
+pytestmark = needs_jails
 
 AF_VSOCK, AF_BLUETOOTH, AF_CAN, AF_TIPC, AF_ALG, AF_XDP, AF_KCM = 40, 31, 29, 30, 38, 44, 41
 UNCONFINED = (f"socket:{AF_VSOCK}:1", f"socket:{AF_BLUETOOTH}:3", f"socket:{AF_CAN}:3",
@@ -36,12 +36,6 @@ def families_root(tmp_path_factory) -> str:
                     os.path.join(root, "bin", "hjfamilies"), os.path.join(HERE, "families.c")],
                    check=True)
     return root
-
-
-def _abis() -> list[str]:
-    from hyjail import platform
-    probe = platform.current()
-    return ["64", *(["int80"] if probe.has("abi.i386") else []), "x32"]
 
 
 def _x32() -> bool:
@@ -66,8 +60,8 @@ def families(root: str, backend: str, abi: str, ops, *options: str,
     return dict(line.split("=", 1) for line in result.stdout.splitlines())
 
 
-@pytest.mark.parametrize("backend", ["ns", "trace"])
-@pytest.mark.parametrize("abi", _abis())
+@pytest.mark.parametrize("backend", backends("ns", "trace"))
+@pytest.mark.parametrize("abi", abis("64", "int80", "x32"))
 def test_unconfined_families_are_refused_on_every_abi(families_root, backend, abi):
     got = families(families_root, backend, abi, (*UNCONFINED, *CONFINED))
     # x32 where the kernel has none: the filter still answers first; the kernel, ENOSYS.
@@ -76,6 +70,7 @@ def test_unconfined_families_are_refused_on_every_abi(families_root, backend, ab
                    **dict.fromkeys(CONFINED, usable)}
 
 
+@needs("backend:ns", "abi.i386")
 def test_socketcall_makes_no_socket_without_allow_socket_af(families_root):
     """No filter can read socketcall's arguments (they sit in memory): its socket creation
     is refused whatever the family, and opened by allow.socket_af."""
@@ -85,6 +80,7 @@ def test_socketcall_makes_no_socket_without_allow_socket_af(families_root):
     assert opened == dict.fromkeys(ops[1:], "ok")
 
 
+@needs("backend:trace", "abi.i386")
 def test_the_trace_supervisor_refuses_unconfined_families_through_socketcall(families_root):
     """The trace backend judges socketcall itself (hyjail/trace/sockets.py)."""
     got = families(families_root, "trace", "int80s",
@@ -94,7 +90,8 @@ def test_the_trace_supervisor_refuses_unconfined_families_through_socketcall(fam
 
 
 @pytest.mark.skipif(not _host_opens_vsock(), reason="this host has no vsock")
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@needs("backend:ns")
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 def test_allow_socket_af_opens_vsock(families_root, abi):
     ops = (f"socket:{AF_VSOCK}:1", "socket:2:1")
     assert families(families_root, "ns", abi, ops, "--allow", "socket_af") == \
@@ -102,7 +99,7 @@ def test_allow_socket_af_opens_vsock(families_root, abi):
 
 
 @pytest.mark.skipif(not _host_opens_vsock(), reason="this host has no vsock")
-@pytest.mark.parametrize("backend", ["ns", "trace"])
+@pytest.mark.parametrize("backend", backends("ns", "trace"))
 def test_the_weakened_jail_opens_vsock(families_root, backend):
     """The test can fail: without the refusal, vsock opens (and XDP meets the kernel's own
     answer, the missing CAP_NET_RAW)."""
@@ -111,6 +108,7 @@ def test_the_weakened_jail_opens_vsock(families_root, backend):
     assert got == {f"socket:{AF_VSOCK}:1": "ok", f"socket:{AF_XDP}:3": "EPERM"}
 
 
+@needs("backend:trace", "R3:ptrace@trace")  # a trace jail without a network namespace
 def test_allow_socket_af_needs_a_network_namespace(families_root):
     result = hyjail("run", "--backend", "trace", "--allow", "socket_af", families_root, "fam",
                     "127.0.0.1", "/bin/true")

@@ -11,7 +11,7 @@ import pytest
 
 from hyjail.lifecycle import parse_command_line
 
-from conftest import fresh_ip, hyjail, leaked_state, needs_root
+from conftest import hyjail, jail_ip, needs, needs_root, new_leaks
 
 JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
 
@@ -28,6 +28,7 @@ def test_command_line_parameters():
 
 
 @needs_root
+@needs("backend:auto")
 def test_jail_c_runs_its_command_in_the_foreground(busybox_root):
     result = jail("-c", "name=fg", f"path={busybox_root}", "host.hostname=fg.example",
                   "ip4.addr=127.0.0.1", "command=/bin/sh", "-c", "hostname; exit 4")
@@ -36,9 +37,10 @@ def test_jail_c_runs_its_command_in_the_foreground(busybox_root):
 
 
 @needs_root
+@needs("backend:auto")
 def test_jail_conf_with_defaults_and_hooks(busybox_root, tmp_path):
     log = tmp_path / "hooks.log"
-    ips = [fresh_ip(), fresh_ip()]
+    ips = [jail_ip(), jail_ip()]
     conf = tmp_path / "jail.conf"
     conf.write_text(f"""
         # defaults for both jails
@@ -77,6 +79,7 @@ def test_jail_conf_with_defaults_and_hooks(busybox_root, tmp_path):
 
 
 @needs_root
+@needs("backend:auto")
 def test_requested_jid_and_the_library(busybox_root):
     import hyjail
     record = hyjail.start(hyjail.JailSpec.create(busybox_root, "lib", "127.0.0.1", [],
@@ -95,16 +98,18 @@ def test_requested_jid_and_the_library(busybox_root):
 
 
 @needs_root
+@needs("backend:auto")
 def test_failing_prestart_leaves_nothing(busybox_root, tmp_path):
     result = jail("-c", "name=never", f"path={busybox_root}", "persist",
                   "exec.prestart=exit 3", f"exec.created=touch {tmp_path}/created")
     assert result.returncode == 125
     assert result.stderr == "jail: exec.prestart: 'exit 3' failed with status 3\n"
     assert not (tmp_path / "created").exists()
-    assert not leaked_state()
+    assert not new_leaks()
 
 
 @needs_root
+@needs("backend:auto")
 def test_failing_start_removes_the_jail(busybox_root):
     result = jail("-c", "name=halfway", f"path={busybox_root}", "persist", "exec.start=exit 6")
     assert result.returncode == 125 and "exec.start failed with status 6" in result.stderr
@@ -137,6 +142,7 @@ def test_bad_parameters(args, code, message):
 
 
 @needs_root
+@needs("R5:kernel", "R4:kernel")  # sys_admin in a user namespace of the jail's, read in its /proc
 def test_allow_and_limit_parameters_reach_the_jail(busybox_root):
     script = "hostname other; ulimit -n; cat /proc/self/status | grep CapBnd"
     result = jail("-c", f"path={busybox_root}", "host.hostname=fixed", "allow.noset_hostname",

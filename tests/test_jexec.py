@@ -9,9 +9,22 @@ import subprocess
 import sys
 import time
 
-from conftest import HOST_IP, fresh_ip, guard, hyjail, jail_record, needs_root, probe, running
+from conftest import (
+    HOST_IP,
+    fresh_ip,
+    guard,
+    hyjail,
+    jail_ip,
+    jail_record,
+    needs,
+    needs_jails,
+    needs_probe_py,
+    probe,
+    running,
+    veth_args,
+)
 
-pytestmark = needs_root
+pytestmark = needs_jails
 
 JEXEC = [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()"]
 
@@ -20,6 +33,7 @@ def jexec(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*JEXEC, *args], capture_output=True, text=True, timeout=60, **kwargs)
 
 
+@needs("R3:kernel", "R4:kernel")  # the jail's veth, and a pid namespace for ps to list
 def test_jexec_sees_the_jails_hostname_root_address_and_processes(busybox_root):
     ip = fresh_ip()
     host_process = subprocess.Popen(["sleep", "60"])
@@ -47,8 +61,32 @@ def test_jexec_sees_the_jails_hostname_root_address_and_processes(busybox_root):
             assert {"hyjail-init", "sleep", "sh", "ps"} <= set(seen) and len(seen) < 12
             assert "kill=1" in lines and "No such process" in result.stderr
             assert host_process.poll() is None
-            # The same jail by JID, and SPEC 2's exit codes.
+    finally:
+        host_process.kill()
+        host_process.wait()
+
+
+def test_jexec_sees_the_jails_hostname_and_root_and_gets_spec_2s_exit_codes(busybox_root):
+    ip = jail_ip()
+    host_process = subprocess.Popen(["sleep", "60"])
+    try:
+        with running("run", "--name", "target", *veth_args(ip), busybox_root, "inside", ip,
+                     "/bin/sh", "-c", "echo up; sleep 100") as jail:
+            assert jail.stdout.readline() == "up\n"
             jid = str(jail_record(ip)["jid"])
+            script = guard("inside") + f"""
+                echo "host=$(hostname)"
+                echo "root=$(ls / | tr '\\n' ' ')"
+                kill {host_process.pid}; echo "kill=$?"
+            """
+            result = jexec("target", "/bin/sh", "-c", script)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.splitlines()
+            assert "host=inside" in lines
+            assert f"root={' '.join(sorted(os.listdir(busybox_root)))} " in lines
+            assert "kill=1" in lines and "No such process" in result.stderr
+            assert host_process.poll() is None
+            # The same jail by JID, and SPEC 2's exit codes.
             assert jexec(jid, "/bin/sh", "-c", "exit 9").returncode == 9
             assert jexec(jid, "/bin/sh", "-c", "kill -TERM $$").returncode == 128 + 15
             assert jexec(jid, "nosuch").returncode == 127
@@ -64,9 +102,10 @@ def test_jexec_sees_the_jails_hostname_root_address_and_processes(busybox_root):
     assert (missing.returncode, missing.stderr) == (1, 'jexec: jail "target" not found\n')
 
 
+@needs_probe_py
 def test_jexec_passes_only_standard_fds_and_dies_with_the_jail():
-    ip = fresh_ip()
-    with running("run", "--name", "fdj", "/", "fdj", ip, "/bin/sh", "-c",
+    ip = jail_ip()
+    with running("run", "--name", "fdj", *veth_args(ip), "/", "fdj", ip, "/bin/sh", "-c",
                  "echo up; sleep 100") as jail:
         assert jail.stdout.readline() == "up\n"
         jail_record(ip)

@@ -13,7 +13,7 @@ import sys
 from hyjail import jls
 from hyjail.registry import Record
 
-from conftest import HOST_IP, fresh_ip, guard, jail_record, needs_root, running
+from conftest import guard, jail_ip, jail_record, needs, needs_root, running, veth_args
 
 
 def _record(jid, name, hostname, path, addresses):
@@ -99,9 +99,10 @@ def _jls(*args):
 
 
 @needs_root
+@needs("backend:auto")
 def test_jls_on_running_jails(busybox_root):
-    ip = fresh_ip()
-    with running("run", "--name", "web", "--host-ip", HOST_IP, busybox_root, "www", ip,
+    ip = jail_ip()
+    with running("run", "--name", "web", *veth_args(ip), busybox_root, "www", ip,
                  "/bin/sh", "-c", guard("www") + "echo up; sleep 30") as jail:
         assert jail.stdout.readline() == "up\n"
         jid = jail_record(ip)["jid"]
@@ -120,6 +121,7 @@ def test_jls_on_running_jails(busybox_root):
 
 
 @needs_root
+@needs("backend:auto")
 def test_twenty_concurrent_jails_get_distinct_jids(busybox_root):
     with contextlib.ExitStack() as stack:
         jails = [stack.enter_context(running("run", "--name", f"c{i}", busybox_root, f"c{i}",

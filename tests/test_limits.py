@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import fresh_ip, hyjail, jail_record, needs_root, running
+from conftest import hyjail, jail_ip, jail_record, needs, needs_jails, running
 
-pytestmark = needs_root
+pytestmark = needs_jails
 
 # Fills a shell variable with N MiB: the shell itself grows, so the memory limit meets it.
 HOG = "x=$(dd if=/dev/zero bs=1048576 count={mib} 2>/dev/null | tr '\\0' a); echo survived"
@@ -29,7 +29,7 @@ def test_memory_hog_is_stopped_by_the_limit(busybox_root):
 
 
 def test_fork_bomb_is_held_and_the_host_stays_responsive(busybox_root):
-    ip = fresh_ip()
+    ip = jail_ip()
     bomb = "echo started; b() { b | b & }; b; sleep 30"
     with running("run", "--pids", "40", busybox_root, "bomb", ip, "/bin/sh", "-c",
                  bomb) as jail:
@@ -55,6 +55,7 @@ def cpu_seconds_of_a_busy_loop(root: str, *options: str, wall: float = 2.0) -> f
     return int(result.stdout.split()[0]) / os.sysconf("SC_CLK_TCK")
 
 
+@needs("R1:kernel", "R4:kernel")  # the loop's CPU time, read in the jail's /proc
 def test_cpus_caps_usage(busybox_root):
     capped = cpu_seconds_of_a_busy_loop(busybox_root, "--cpus", "0.2")
     free = cpu_seconds_of_a_busy_loop(busybox_root)
@@ -64,7 +65,7 @@ def test_cpus_caps_usage(busybox_root):
 
 
 def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
-    ip = fresh_ip()
+    ip = jail_ip()
     with running("run", "--memory", "64M", "--pids", "50", "--cpus", "1.5", busybox_root, "lim",
                  ip, "/bin/sleep", "60"):
         record = jail_record(ip)
@@ -81,8 +82,9 @@ def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
     # The no_leaks fixture checks that every hyjail group is gone afterwards.
 
 
+@needs("R1:kernel", "R4:kernel", "ns.cgroup")  # its cgroup namespace, seen in its /proc
 def test_jexec_joins_the_jails_groups(busybox_root):
-    ip = fresh_ip()
+    ip = jail_ip()
     with running("run", "--name", "grouped", "--pids", "50", busybox_root, "grouped", ip,
                  "/bin/sleep", "60"):
         jid = jail_record(ip)["jid"]

@@ -18,9 +18,12 @@ from hyjail.ns import mounts
 from hyjail.platform import CACHE_DIR
 from hyjail.rootfs import busybox
 
-from conftest import guard, hyjail, needs_root, running
+from conftest import guard, hyjail, needs, needs_jails, running
 
-pytestmark = needs_root
+pytestmark = needs_jails
+# The kernel's R1: the jail's root bound and pivoted into in a mount namespace of its own, with
+# its own /proc, /dev and /sys mounted on it (a chroot mounts nothing).
+kernel_r1 = needs("R1:kernel")
 
 # Swaps two names for ever, atomically (renameat2's RENAME_EXCHANGE), as fast as it can: the
 # attacker of a shared root. It refuses to act unless it is inside the jail it was given.
@@ -76,6 +79,7 @@ def _one_line_refusal(result: subprocess.CompletedProcess, *named: str) -> None:
 
 # ---- (a) a symlink where a mount target should be ---------------------------------------
 
+@kernel_r1
 @pytest.mark.parametrize("name", ["dev", "proc", "sys"])
 def test_a_symlink_where_a_mount_goes_is_refused_in_one_line(tmp_path, name):
     root = busybox.build(str(tmp_path / "root"))
@@ -113,6 +117,7 @@ def _carry_out_in_a_mount_namespace(ops: list[mounts.Operation]) -> str:
     return answer
 
 
+@needs("ns.mnt")  # carried out in a mount namespace of the test's own
 def test_a_symlink_where_the_host_state_mask_goes_is_refused(tmp_path):
     # A tree that holds the registry's directory (as `/` does) with a symlink in its place.
     root = busybox.build(str(tmp_path / "root"))
@@ -129,6 +134,7 @@ def test_a_symlink_where_the_host_state_mask_goes_is_refused(tmp_path):
     assert os.listdir(host) == []
 
 
+@needs("ns.mnt")  # carried out in a mount namespace of the test's own
 def test_a_root_whose_path_gains_a_symlink_after_admission_is_refused(tmp_path):
     real = busybox.build(str(tmp_path / "real"))
     os.symlink(real, tmp_path / "link")
@@ -160,6 +166,7 @@ def _starts_on_a_root_being_swapped(tmp_path, swapper: str, env: dict[str, str],
     return host, results
 
 
+@kernel_r1
 def test_jails_started_on_a_root_being_swapped_never_write_the_host(tmp_path, swapper):
     host, results = _starts_on_a_root_being_swapped(tmp_path, swapper, {}, 30)
     assert os.listdir(host) == []
@@ -169,6 +176,7 @@ def test_jails_started_on_a_root_being_swapped_never_write_the_host(tmp_path, sw
     assert any(result.returncode == 125 for result in results), "the race never showed"
 
 
+@kernel_r1
 def test_the_race_writes_the_host_when_mounts_follow_symlinks(tmp_path, swapper):
     # The weakening keeps the behaviour before issue 13 (paths looked up by name): the same
     # race then plants the jail's device nodes in the host's directory.
@@ -195,11 +203,13 @@ def _sizes_inside(root: str, env: dict[str, str] | None = None) -> dict[str, int
                                                 if line)}
 
 
+@needs("R1:kernel", "R4:kernel")  # the jail's own /proc
 def test_proc_files_other_runtimes_mask_read_empty(busybox_root):
     assert LEAKY, "this kernel has none of the files"
     assert _sizes_inside(busybox_root) == dict.fromkeys(LEAKY, 0)
 
 
+@needs("R1:kernel", "R4:kernel")  # the jail's own /proc
 def test_unmasked_proc_weakening_shows_them(busybox_root):
     sizes = _sizes_inside(busybox_root, {"HYJAIL_UNSAFE_WEAKEN": "unmasked-proc"})
     assert sizes["slabinfo"] > 0 and sizes["cmdline"] > 0
@@ -218,6 +228,7 @@ def test_masked_lists_cover_runc_and_podman():
             "fs/selinux"} <= set(mounts.SYS_MASKED)
 
 
+@kernel_r1
 def test_sys_firmware_is_masked(busybox_root):
     if not os.path.isdir("/sys/firmware"):
         pytest.skip("this host has no /sys/firmware")
@@ -236,6 +247,7 @@ def _cache_inside(env: dict[str, str] | None = None) -> subprocess.CompletedProc
                   env={**os.environ, **(env or {})})
 
 
+@kernel_r1
 def test_a_jail_over_the_host_cannot_see_or_write_the_cache():
     assert os.listdir(CACHE_DIR), "the probe's cache should exist by now"
     planted = os.path.join(CACHE_DIR, "planted")
@@ -249,18 +261,21 @@ def test_a_jail_over_the_host_cannot_see_or_write_the_cache():
     assert result.stdout == "end\n"
 
 
+@kernel_r1
 def test_unchecked_cache_weakening_leaves_it_visible():
     result = _cache_inside({"HYJAIL_UNSAFE_WEAKEN": "unchecked-cache"})
     assert result.returncode == 0, result.stderr
     assert result.stdout != "end\n"
 
 
+@kernel_r1
 def test_a_jail_over_the_host_cannot_see_the_registry():
     result = hyjail("run", "/", "regjail", "127.0.0.1", "/bin/sh", "-c",
                     guard("regjail", marker=False) + "ls -A /run/hyjail; echo end")
     assert (result.returncode, result.stdout) == (0, "end\n"), result.stderr
 
 
+@needs("backend:trace")
 def test_a_chroot_over_hyjails_own_state_is_refused():
     """A trace jail has no mount namespace to mask /var/cache/hyjail (or /run/hyjail) where its
     root holds it: the start is refused, naming it (R1), rather than leave the cache to root

@@ -19,9 +19,10 @@ import pytest
 
 from hyjail.net import netd, rendezvous
 
-from conftest import HOST_IP, fresh_ip, hyjail, needs_root, probe, running
+from conftest import HOST_IP, fresh_ip, hyjail, needs, needs_jails, needs_probe_py, probe, running
 
-pytestmark = needs_root
+# Veth jails over the host's tree, tests/probe.py binding their address.
+pytestmark = [*needs_jails, needs("R3:kernel"), needs_probe_py]
 
 NOBODY = 65534
 WEAKEN = {"HYJAIL_UNSAFE_WEAKEN": "any-netd"}

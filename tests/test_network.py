@@ -16,12 +16,14 @@ from conftest import (
     fresh_ip,
     guard,
     hyjail,
-    needs_root,
+    needs,
+    needs_jails,
+    needs_probe_py,
     probe,
     running,
 )
 
-pytestmark = needs_root
+pytestmark = [*needs_jails, needs("R3:kernel")]  # the jail's network namespace and veth
 
 IP_FREEBIND = 15
 
@@ -58,6 +60,7 @@ def test_connection_to_the_host_end_comes_from_the_jail_ip(busybox_root):
             assert jail.wait(timeout=30) == 0
 
 
+@needs_probe_py
 def test_only_the_jails_addresses_can_be_bound():
     ip, other = fresh_ip(), fresh_ip()
     result = hyjail("run", "--host-ip", HOST_IP, "/", "binder", ip,
@@ -68,6 +71,7 @@ def test_only_the_jails_addresses_can_be_bound():
         f"bind {HOST_IP}=EADDRNOTAVAIL", "bind 127.0.0.1=ok"]
 
 
+@needs("R1:kernel")  # a jail over the host's tree
 def test_host_gets_only_a_route_to_the_jail_on_its_own_veth():
     ip = fresh_ip()
     forwarding_before = _read("/proc/sys/net/ipv4/ip_forward")

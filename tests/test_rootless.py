@@ -17,10 +17,12 @@ import time
 
 import pytest
 
-from conftest import HERE, HYJAIL, guard, needs_root
+from conftest import HERE, HYJAIL, abis, guard, needs, needs_root
 from test_dilution import ALLOWED, DENIED, ONLY_ABI
 
-pytestmark = needs_root
+# A user's jail: in a user namespace the user makes, with the kernel's providers only (the
+# ptrace ones need root).
+pytestmark = [needs_root, needs("userns.unprivileged", "backend:ns")]
 
 USER = 65534
 USER_STATE = f"/tmp/hyjail-{USER}"
@@ -81,7 +83,7 @@ def test_root_inside_is_the_user_outside(user_root):
 ROOTLESS = {"chown": "EINVAL", "write_proc_sys": "EACCES"}
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 def test_root_inside_a_rootless_jail_is_diluted_the_same(user_root, abi):
     expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi], **ROOTLESS}
     ops = sorted(expected, key=lambda op: op == "sethostname")

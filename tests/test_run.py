@@ -12,11 +12,26 @@ import pytest
 
 from hyjail.ns import mounts as plan
 
-from conftest import fresh_ip, guard, hyjail, leaked_state, needs_root, probe, running
+from conftest import (
+    fresh_ip,
+    guard,
+    hyjail,
+    jail_ip,
+    needs,
+    needs_jails,
+    needs_probe_py,
+    new_leaks,
+    probe,
+    running,
+)
 
-pytestmark = needs_root
+pytestmark = needs_jails
+# A jail over the host's tree (PATH /) needs a mount namespace to take the host's /proc away:
+# a chroot of / would show the host's processes, and the trace backend refuses it.
+over_the_host = needs("R1:kernel")
 
 
+@over_the_host
 def test_seed_example_host_processes_do_not_exist_in_the_jail():
     host_process = subprocess.Popen(["sleep", "60"])
     try:
@@ -31,6 +46,7 @@ def test_seed_example_host_processes_do_not_exist_in_the_jail():
         host_process.wait()
 
 
+@over_the_host
 def test_jail_drop_in_runs_like_hyjail_run():
     jail = os.path.join(os.path.dirname(sys.executable), "jail")  # the installed entry point
     result = subprocess.run([jail, "/", "ahost", "127.0.0.1", "/bin/sh", "-c", "hostname; exit 3"],
@@ -38,6 +54,7 @@ def test_jail_drop_in_runs_like_hyjail_run():
     assert (result.returncode, result.stdout) == (3, "ahost\n")
 
 
+@needs("backend:ns")  # the ns backend's view: a veth, /proc, /sys, its own pids
 def test_busybox_root_view(busybox_root, tmp_path):
     secret = os.path.join(os.path.dirname(busybox_root), "secret")
     with open(secret, "w") as f:
@@ -75,6 +92,7 @@ def test_busybox_root_view(busybox_root, tmp_path):
     assert len(pids.split("=", 1)[1].split()) <= 6  # init, sh and its short-lived children
 
 
+@needs_probe_py
 def test_only_standard_fds_cross_into_the_jail():
     extra_read, extra_write = os.pipe()  # an fd the caller leaks into hyjail run
     try:
@@ -133,7 +151,7 @@ def test_bad_input_is_one_line_and_125(busybox_root, args, named):
     assert result.returncode == 125
     assert result.stderr.startswith("hyjail: ") and result.stderr.count("\n") == 1
     assert named in result.stderr
-    assert not leaked_state()
+    assert not new_leaks()
 
 
 @pytest.mark.parametrize("args", [[], ["/"], ["/", "h", "127.0.0.1"], ["--net", "wifi", "/"],
@@ -145,17 +163,18 @@ def test_usage_errors_exit_2_with_one_line(args):
 
 
 def test_address_held_by_a_running_jail_is_refused(busybox_root):
-    ip = fresh_ip()
+    ip = jail_ip()
     with running("run", "--name", "first", busybox_root, "one", ip, "/bin/sh", "-c",
                  "echo up; sleep 30") as first:
         assert first.stdout.readline() == "up\n"
         second = hyjail("run", busybox_root, "second", ip, "/bin/true")
         assert second.returncode == 125
         assert second.stderr.startswith(f"hyjail: {ip}: already held by running jail")
-        duplicate = hyjail("run", "--name", "first", busybox_root, "x", fresh_ip(), "/bin/true")
+        duplicate = hyjail("run", "--name", "first", busybox_root, "x", jail_ip(), "/bin/true")
         assert duplicate.returncode == 125 and "first" in duplicate.stderr
 
 
+@needs("R1:kernel", "R3:kernel")  # a network namespace, seen in the jail's /sys
 def test_net_none_gives_loopback_only(busybox_root):
     result = hyjail("run", "--net", "none", busybox_root, "nonet", fresh_ip(), "/bin/sh", "-c",
                     "ls /sys/class/net")

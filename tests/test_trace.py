@@ -22,18 +22,26 @@ import pytest
 from conftest import (
     HERE,
     HYJAIL,
+    abis,
+    backends,
     fresh_loopback_ip,
     guard,
     hyjail,
-    needs_root,
+    needs,
+    needs_jails,
+    require_denied,
     running,
     sigkill_leaves_no_jailed_process,
 )
 from test_dilution import ALLOWED, DENIED, ONLY_ABI
 
-pytestmark = needs_root
+pytestmark = needs_jails
+# Tests of the trace backend alone; those of ptrace's R3 (the supervisor performs the socket
+# calls) also need the trace plan to take it, where a network namespace could hold it instead.
+trace = needs("backend:trace")
+trace_r3 = needs("backend:trace", "R3:ptrace@trace")
 
-BACKENDS = ["ns", "trace"]
+BACKENDS = backends("ns", "trace")
 # Where a chroot answers otherwise than the ns backend's jail, and why: there is no /proc or
 # /sys to write (absent, not read-only), and root may not chroot again (a second chroot is
 # how a chroot is escaped), so CAP_SYS_CHROOT is never kept.
@@ -65,6 +73,7 @@ def test_kill_of_a_host_pid_says_no_such_process(busybox_root, backend, host_pro
     assert "No such process" in result.stderr
 
 
+@needs("abi.i386")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_of_a_host_pid_from_a_32_bit_root(i386_root, backend, host_process):
     """The seed's emulation example: 32-bit binaries get the same protection."""
@@ -76,7 +85,7 @@ def test_kill_of_a_host_pid_from_a_32_bit_root(i386_root, backend, host_process)
     assert "No such process" in result.stderr
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_of_a_host_pid_is_esrch_for_every_abi(probe_root, backend, abi, host_process):
     assert probe_ops(probe_root, backend, abi, f"kill:{host_process}") == {
@@ -86,7 +95,7 @@ def test_kill_of_a_host_pid_is_esrch_for_every_abi(probe_root, backend, abi, hos
 PID_CALLS = ("capget", "getpgid", "getaffinity", "getpriority", "prlimit")
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_calls_that_name_a_host_pid_find_no_such_process(probe_root, backend, abi,
                                                          host_process):
@@ -96,7 +105,7 @@ def test_calls_that_name_a_host_pid_find_no_such_process(probe_root, backend, ab
                       for op in ops}
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hostname_is_the_jails_and_changes_only_there(probe_root, backend, abi):
     host = socket.gethostname()
@@ -108,6 +117,7 @@ def test_hostname_is_the_jails_and_changes_only_there(probe_root, backend, abi):
     assert off == {"sethostname": "EPERM", "nodename": "tj"}
 
 
+@trace
 def test_nothing_outside_the_root_is_reachable_under_trace(busybox_root):
     secret = os.path.join(os.path.dirname(busybox_root), "secret-of-trace")
     with open(secret, "w") as f:
@@ -131,7 +141,8 @@ def test_nothing_outside_the_root_is_reachable_under_trace(busybox_root):
     assert f"root={' '.join(sorted(os.listdir(busybox_root)))} " in result.stdout.splitlines()
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@trace
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 def test_root_in_a_trace_jail_cannot_do_what_r5_forbids(probe_root, abi):
     expected = {**DENIED, **ALLOWED, **ONLY_ABI[abi], **TRACE}
     if abi == "int80":  # the supervisor judges socketcall and makes it the direct call:
@@ -148,7 +159,8 @@ def test_kill_minus_one_reaches_only_the_jail(busybox_root, backend, host_proces
     assert (result.returncode, result.stdout) == (0, "survived\n"), result.stderr
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@trace
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 def test_threads_and_a_fork_heavy_pipeline_work_under_trace(probe_root, abi):
     assert probe_ops(probe_root, "trace", abi, "threads") == {"threads": "ok"}
     script = ("i=0; while [ $i -lt 200 ]; do echo $i | cat | tr 0-9 a-j >/dev/null; "
@@ -158,6 +170,7 @@ def test_threads_and_a_fork_heavy_pipeline_work_under_trace(probe_root, abi):
     assert (result.returncode, result.stdout) == (0, "200\n"), result.stderr
 
 
+@trace_r3
 def test_busybox_httpd_serves_under_trace(busybox_root):
     ip = fresh_loopback_ip()
     script = ("mkdir -p /tmp/www && echo traced > /tmp/www/index.html && "
@@ -185,6 +198,7 @@ def connect_retrying(ip: str, port: int, timeout: float = 20) -> socket.socket:
             time.sleep(0.05)
 
 
+@trace
 def test_exit_codes_under_trace(busybox_root):
     def run(*argv: str) -> subprocess.CompletedProcess:
         return hyjail("run", "--backend", "trace", busybox_root, "tj", "127.0.0.1", *argv)
@@ -195,6 +209,7 @@ def test_exit_codes_under_trace(busybox_root):
     assert run("/bin/sh", "-c", "kill -TERM $$").returncode == 143
 
 
+@trace
 def test_killing_the_supervisor_kills_every_tracee(busybox_root):
     with running("run", "--backend", "trace", busybox_root, "tj", "127.0.0.1", "/bin/sh",
                  "-c", "sleep 60 & sleep 60 & echo up; wait") as jail:
@@ -202,6 +217,7 @@ def test_killing_the_supervisor_kills_every_tracee(busybox_root):
         sigkill_leaves_no_jailed_process(jail)
 
 
+@trace
 def test_ps_maps_traced_processes_to_their_jail(busybox_root):
     with running("run", "--backend", "trace", "--name", "traced", busybox_root, "tj",
                  "127.0.0.1", "/bin/sh", "-c", "sleep 60 & echo up; wait") as jail:
@@ -213,6 +229,7 @@ def test_ps_maps_traced_processes_to_their_jail(busybox_root):
         assert json.loads(jls.stdout)[0]["backend"] == "trace"
 
 
+@trace
 @pytest.mark.parametrize(("options", "path", "message"), [
     (("--allow", "mount"), None, "allow.mount: needs a user namespace of the jail's"),
     ((), "/", "R4 (processes): //proc is a mounted proc that shows the host's processes"),
@@ -224,6 +241,7 @@ def test_what_trace_cannot_hold_is_refused(busybox_root, options, path, message)
     assert result.stderr.startswith(f"hyjail: {message}") and result.stderr.count("\n") == 1
 
 
+@trace_r3
 def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process):
     ip = fresh_loopback_ip()
     with running("run", "--backend", "trace", "--name", "entered", probe_root, "tj", ip,
@@ -246,6 +264,7 @@ def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process)
             lingering.wait()
 
 
+@trace
 def test_a_persistent_trace_jail_outlives_its_command_until_stopped(busybox_root):
     ip = fresh_loopback_ip()
     started = hyjail("run", "--backend", "trace", "--persist", "--name", "kept", busybox_root,
@@ -265,6 +284,7 @@ def test_a_persistent_trace_jail_outlives_its_command_until_stopped(busybox_root
     assert json.loads(hyjail("ls", "--json").stdout) == []
 
 
+@trace
 def test_a_persistent_trace_jail_stops_after_many_jexecs(busybox_root):
     """Issue 13's unstoppable jail: a task whose exit the supervisor took before its parent's
     fork event stayed in the jail's set for ever. 36 jexecs of short-lived forks, some run to
@@ -316,6 +336,7 @@ def test_a_persistent_trace_jail_stops_after_many_jexecs(busybox_root):
     assert json.loads(hyjail("ls", "--json").stdout) == []
 
 
+@trace
 def test_the_door_traces_only_the_askers_own_child(busybox_root):
     from hyjail.registry import Registry
     with running("run", "--backend", "trace", "--name", "doored", busybox_root, "tj",
@@ -335,6 +356,7 @@ def under_denied_namespaces(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_without_namespaces_auto_picks_ptrace_for_every_rule(probe_root, host_process):
+    require_denied(kind="trace")
     plan = json.loads(under_denied_namespaces("features", "--json").stdout)
     probe = {check["name"]: check["ok"] for check in plan["probe"]}
     assert not any(ok for name, ok in probe.items() if name.startswith("ns."))
@@ -354,7 +376,8 @@ def test_without_namespaces_auto_picks_ptrace_for_every_rule(probe_root, host_pr
 
 # ---- R3 without a network namespace: the supervisor performs the socket calls ---------------
 
-@pytest.mark.parametrize("abi", ["64", "int80", "int80s"])  # int80s: by socketcall
+@trace_r3
+@pytest.mark.parametrize("abi", abis("64", "int80", "int80s"))  # int80s: by socketcall
 def test_binds_follow_freebsds_rules(probe_root, abi):
     ip = fresh_loopback_ip()
     ops = ["bind:0.0.0.0", "bind:127.0.0.1", f"bind:{ip}", "bind:127.0.0.2"]
@@ -364,6 +387,7 @@ def test_binds_follow_freebsds_rules(probe_root, abi):
                                      f"bind:{ip}={ip}", "bind:127.0.0.2=EADDRNOTAVAIL"]
 
 
+@trace_r3
 def test_connect_af_unspec_dissolves_an_association(probe_root):
     ip = fresh_loopback_ip()
     result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe", "tj",
@@ -371,6 +395,7 @@ def test_connect_af_unspec_dissolves_an_association(probe_root):
     assert result.stdout.split() == [f"unspec:{ip}:9=ok"], result.stderr
 
 
+@trace_r3
 def test_a_server_on_any_address_answers_at_the_jail_ip_only(busybox_root):
     ip = fresh_loopback_ip()
     with running("run", "--backend", "trace", busybox_root, "srv", ip, "/bin/sh", "-c",
@@ -381,7 +406,8 @@ def test_a_server_on_any_address_answers_at_the_jail_ip_only(busybox_root):
             socket.create_connection(("127.0.0.1", 8081), timeout=5).close()
 
 
-@pytest.mark.parametrize("abi", ["64", "int80"])
+@trace_r3
+@pytest.mark.parametrize("abi", abis("64", "int80"))
 def test_traffic_leaves_from_the_jail_ip_and_localhost_stays_inside(probe_root, abi):
     ip, peer = fresh_loopback_ip(), fresh_loopback_ip()  # peer: this test's own address
     with socket.socket() as listener, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
@@ -413,6 +439,7 @@ def test_traffic_leaves_from_the_jail_ip_and_localhost_stays_inside(probe_root, 
             localhost.accept()
 
 
+@trace_r3
 def test_the_sockaddr_race_never_escapes(probe_root):
     """sysjail's hole: a thread rewrites the address between the check and the kernel's use.
     50,000 rounds of bind and connect, 100,000 judged calls, while another thread flips the
@@ -436,6 +463,7 @@ def test_the_sockaddr_race_never_escapes(probe_root):
 FD_SWAPPED = ("connect", "bind", "listen", "sendto", "sendmsg", "sendmmsg")
 
 
+@trace_r3
 @pytest.mark.parametrize("weakened", [False, True], ids=["held", "weakened"])
 def test_a_descriptor_swapped_under_a_judged_call_never_escapes(probe_root, weakened):
     """Issue 13's fd swap: a thread dup2()s an internet socket over a unix socket's fd while
