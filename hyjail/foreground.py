@@ -31,10 +31,12 @@ class Child:
     else it forks lands there. A caller that could not come back out (a rootless one, root
     of its own user namespace only) passes through_helper: a helper process enters, forks
     the child, waits for it and exits with its status, so the caller never leaves the host's
-    pid namespace at all. Either way `pid` is the child's host pid.
+    pid namespace at all. Either way `pid` is the child's host pid. enter_pid_namespace
+    None: the child stays in the caller's pid namespace (a trace jail's, R4 by the tracer).
     """
 
-    def __init__(self, enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
+    def __init__(self, enter_pid_namespace: Callable[[], None] | None,
+                 child_main: Callable[[], None],
                  through_helper: bool = False, *, hidden: bool = False,
                  keep_fds: Sequence[int] | None = None, weakened: bool = False):
         """hidden: the child is born non-dumpable (the caller is, around the fork), so that
@@ -113,8 +115,14 @@ def close_all_but(keep: Sequence[int]) -> None:
             os.closerange(low, high)
 
 
-def _fork_into(enter_pid_namespace: Callable[[], None], child_main: Callable[[], None],
-               keep_host_pidns: bool = False) -> int:
+def _fork_into(enter_pid_namespace: Callable[[], None] | None,
+               child_main: Callable[[], None], keep_host_pidns: bool = False) -> int:
+    if enter_pid_namespace is None:  # the child stays in ours: no setns (a host may deny it)
+        pid = os.fork()
+        if pid == 0:
+            child_main()  # never returns
+            os._exit(125)
+        return pid
     host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         # Our next child lands in the chosen pid namespace; then restore, so that anything

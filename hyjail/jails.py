@@ -233,7 +233,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         keep = (jail_end.fileno(), *(fd for name, fd in namespaces.items() if name != "pid"))
         with jail_end:
             if chrooted:
-                child = Child(lambda: None,  # no pid namespace: the tracer holds R4
+                child = Child(None,  # no pid namespace: the tracer holds R4
                               lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
                                                        env, user, login, jail_end, tty_fds,
                                                        weakened),

@@ -75,7 +75,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         elif namespaces.pid:
             enter_pid_namespace = lambda: linux.unshare(linux.CLONE_NEWPID)  # noqa: E731
         else:  # the tracer holds R4: the jail's first process is one of the host's pids
-            enter_pid_namespace = lambda: None  # noqa: E731
+            enter_pid_namespace = None
         with jail_end:
             jail = Child(enter_pid_namespace, lambda: _jail_main(spec, jail_end, tty_fds, host),
                          through_helper=not host_root)

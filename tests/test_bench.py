@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 
-from conftest import HERE, needs_root
+from conftest import HERE, needs, needs_root
 
-pytestmark = needs_root
+# The benchmark compares the two backends side by side: it needs both.
+pytestmark = [needs_root, needs("backend:ns", "backend:trace")]
 RUN = os.path.join(os.path.dirname(HERE), "bench", "run.py")
 
 

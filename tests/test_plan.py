@@ -9,7 +9,7 @@ from hyjail import plan, platform
 from hyjail.errors import SetupError
 from hyjail.platform import Check, Probe
 
-from conftest import needs_root
+from conftest import needs, needs_root
 
 EVERYTHING = ("ns.mnt", "ns.pid", "ns.uts", "ns.ipc", "ns.net", "ns.cgroup", "ns.user",
               "pivot_root", "seccomp.filter", "seccomp.trace", "ptrace.exitkill",
@@ -110,9 +110,10 @@ def test_the_table_shows_every_provider_and_each_backends_pick():
 
 
 @needs_root
-def test_this_host_probes_everything_a_full_plan_needs():
-    """This machine (kernel 6.18, as root) has every namespace, ptrace's options, pidfds and
-    Landlock's scopes."""
+@needs(*EVERYTHING, "abi.i386")
+def test_a_host_with_everything_plans_an_ns_jail():
+    """A host with every namespace, ptrace's options, pidfds and Landlock's scopes (this
+    machine: kernel 6.18, as root) probes them all afresh, and auto picks the ns backend."""
     probe = platform.run()
     assert all(probe.has(name) for name in EVERYTHING), {
         n: c.detail for n, c in probe.items() if not c.ok}

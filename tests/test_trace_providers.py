@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import abis, hyjail, needs, needs_root
+from conftest import abis, hyjail, needs, needs_root, require
 
 pytestmark = [needs_root, needs("backend:trace")]
 
@@ -100,6 +100,19 @@ def test_the_weakened_jail_reaches_the_hosts_abstract_name(probe_root):
                         env=older(HYJAIL_UNSAFE_WEAKEN="unjudged-unix"))
         assert reached()
     assert got[f"uconnect:{names['stream']}"] == "ok"
+
+
+@pytest.mark.parametrize(("provider", "env", "pid"), [
+    ("stand-in", OLDER_KERNEL, "other"), ("scoped", {}, "child")])
+def test_a_jailed_server_sees_the_callers_uid_and_gid(probe_root, provider, env, pid):
+    """SO_PEERCRED of a jailed listener names the jailed caller's uid and gid, also where
+    the stand-in performs the connect for it (it takes the caller's credentials first); the
+    pid it names is then the supervisor's, not the caller's (README, "Backends")."""
+    if provider == "scoped":
+        require("landlock.scope")
+    op = "upeercred:/tmp/hjtp-cred:4321:8765"
+    got = probe_ops(probe_root, "64", op, env={**os.environ, **env})
+    assert got == {op: f"ok:4321:8765:{pid}"}
 
 
 @pytest.fixture

@@ -17,6 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hyjail.ns.dilution import BASE_CAPS, GATED_CAPS, cap_mask
+
+# The most any jail's root keeps (dilution's caps, every allow.* granted): more is the host's.
+JAIL_CAPS_AT_MOST = cap_mask((*BASE_CAPS, *GATED_CAPS.values()))
+
 # "64": hjprobe's native calls; "int80": the i386 ABI through int 0x80 from the 64-bit build
 # ("int80s": socket calls through socketcall); "32": the -m32 build, natively.
 ABIS = ("64", "int80", "32")
@@ -166,10 +171,16 @@ def _is_jailed(results: dict[str, str], ctx: dict) -> str | None:
 
 
 def _no_host_powers_loaded(results: dict[str, str], ctx: dict) -> str | None:
-    """The planted NSS module's own record: loaded unconfined (no filter yet, or no
-    no_new_privs) means the jail's code ran with the host's powers."""
+    """The planted NSS module's own record: loaded unconfined (no filter yet, no
+    no_new_privs, or a capability no jail ever keeps) means the jail's code ran with the
+    host's powers. The capabilities tell also where a parent's filter (a host that denies
+    namespaces by seccomp) gave every process a filter and no_new_privs already."""
     for op, got in results.items():
-        if got.startswith("loaded") and ("Seccomp=0" in got or "NoNewPrivs=0" in got):
+        if not got.startswith("loaded"):
+            continue
+        fields = dict(word.split("=", 1) for word in got[7:].split() if "=" in word)
+        beyond = int(fields.get("CapEff", "0"), 16) & ~JAIL_CAPS_AT_MOST
+        if fields.get("Seccomp") == "0" or fields.get("NoNewPrivs") == "0" or beyond:
             return f"{op} loaded the jail's NSS module before confinement ({got[7:]})"
     return None
 

@@ -731,6 +731,63 @@ static void own_unix(const char *op, const char *name)
         close((int)server);
 }
 
+/* upeercred:/PATH:UID:GID: a child that took UID, GID (and no groups) connects to our
+   listener at PATH; what the listener's SO_PEERCRED says of it: "ok:UID:GID:child" when the
+   pid is the child's, "ok:UID:GID:other" when it names another process. */
+static void peer_credentials(const char *op, const char *spec)
+{
+    static struct sockaddr_un at;
+    char path[sizeof at.sun_path];
+    unsigned int uid, gid;
+    if (sscanf(spec, "%107[^:]:%u:%u", path, &uid, &gid) != 3 || path[0] != '/') {
+        say(op, "EINVAL");
+        return;
+    }
+    memset(&at, 0, sizeof at);
+    at.sun_family = AF_UNIX;
+    snprintf(at.sun_path, sizeof at.sun_path, "%s", path);
+    unlink(path);
+    long server = sys_socket(AF_UNIX, SOCK_STREAM, 0);
+    long ret = server < 0 ? server : sys_bind((int)server, &at, (int)sizeof at);
+    if (ret >= 0)
+        ret = call(50, 363, server, 4, 0, 0, 0); /* listen */
+    if (ret >= 0)
+        ret = chmod(path, 0777) < 0 ? -errno : 0;
+    if (ret < 0) {
+        say(op, "%s", result(ret));
+        if (server >= 0)
+            close((int)server);
+        return;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 ||
+            setresuid(uid, uid, uid) < 0)
+            _exit(2);
+        long s = sys_socket(AF_UNIX, SOCK_STREAM, 0);
+        _exit(s >= 0 && sys_connect((int)s, &at, (int)sizeof at) == 0 ? 0 : 3);
+    }
+    int status = 0;
+    struct ucred peer = {0};
+    socklen_t length = sizeof peer;
+    int accepted = -1;
+    if (child > 0) {
+        struct pollfd ready = {(int)server, POLLIN, 0};
+        if (poll(&ready, 1, 10000) == 1)
+            accepted = accept((int)server, NULL, NULL);
+        waitpid(child, &status, 0);
+    }
+    if (accepted < 0 || getsockopt(accepted, SOL_SOCKET, SO_PEERCRED, &peer, &length) < 0)
+        say(op, "%s", child < 0 ? result(-errno)
+                      : WIFEXITED(status) && WEXITSTATUS(status) == 2 ? "ESETUID" : "ENOPEER");
+    else
+        say(op, "ok:%u:%u:%s", peer.uid, peer.gid, peer.pid == child ? "child" : "other");
+    if (accepted >= 0)
+        close(accepted);
+    close((int)server);
+    unlink(path);
+}
+
 /* uflip:NAME:TRIES: a child flips a shared page's sockaddr between a path of the jail's
    (nothing there) and the host's abstract "\0NAME" while we connect with it: a judgement
    of the path the kernel reads again finds the abstract name. "ok" if any connect did. */
@@ -1627,6 +1684,8 @@ int main(int argc, char **argv)
             own_unix(op, arg);
         else if (IS("uflip:"))
             abstract_flip(op, arg);
+        else if (IS("upeercred:"))
+            peer_credentials(op, arg);
         else if (IS("fdswap:"))
             fd_swap(op, arg);
         else if (IS("storm:"))
