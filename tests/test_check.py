@@ -209,6 +209,21 @@ def test_a_battery_that_runs_nothing_fails():
         "hyjail check: nothing ran: no attempt matches -k 'no attempt is called this'"]
 
 
+def test_a_slow_host_gets_longer_timeouts_and_shorter_races_and_is_told():
+    """HYJAIL_CHECK_SLOW (script/boxes under software emulation): the races run fewer rounds,
+    which the summary says, and still hold; a bad factor is one line, exit 125."""
+    env = {**os.environ, "HYJAIL_CHECK_SLOW": "20"}
+    result = hyjail("check", "--json", "-k", "path flipped between inside", timeout=300, env=env)
+    data = json.loads(result.stdout)
+    assert result.returncode == 0 and {row["result"] for row in data["rows"]} == {"held"}
+    assert data["summary"].endswith(
+        "; paced for a host 20x slower (HYJAIL_CHECK_SLOW): timeouts x20, races of 1000 "
+        "rounds (fd swaps 100), not 20000 (2000)")
+    bad = hyjail("check", "-k", "R2", env={**os.environ, "HYJAIL_CHECK_SLOW": "fast"})
+    assert (bad.returncode, bad.stdout) == (125, "")
+    assert bad.stderr == "hyjail: HYJAIL_CHECK_SLOW=fast: not a factor from 1 to 1000\n"
+
+
 def test_all_runs_every_shape_the_plan_makes_here_and_auto_once():
     """ns, trace and auto, each as this host's plan makes it (a hybrid jail labelled so);
     auto, where it makes a jail already listed, is named in a line and not run twice; a

@@ -470,7 +470,7 @@ def test_a_descriptor_swapped_under_a_judged_call_never_escapes(probe_root, weak
     another makes each judged call on it, with the host's 127.0.0.1 (where this test listens)
     as the destination, or 0.0.0.0 to bind and listen on. 2,000 rounds per call; weakened to
     the old pass-through, every call escapes (the probe sees its socket connected, or bound
-    or listening on 0.0.0.0)."""
+    or listening on 0.0.0.0): a race, so a call that lost it gets two more runs."""
     ip = fresh_loopback_ip()
     with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         tcp.bind(("127.0.0.1", 0))  # host services the jail must never reach
@@ -483,10 +483,16 @@ def test_a_descriptor_swapped_under_a_judged_call_never_escapes(probe_root, weak
         ops = [f"fdswap:{call}:{target.get(call, f'127.0.0.1:{udp.getsockname()[1]}')}:2000"
                for call in FD_SWAPPED]
         env = {**os.environ, "HYJAIL_UNSAFE_WEAKEN": "judged-fd-passthrough" if weakened else ""}
-        result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe",
-                        "tj", "64", *ops, timeout=300, env=env)
-        lines = dict(line.split("=", 1) for line in result.stdout.split())
-        assert list(lines) == ops, result.stderr
+        lines: dict[str, str] = {}
+        for _ in range(3 if weakened else 1):
+            tried = [op for op in ops if not lines.get(op, "").startswith("escaped:")]
+            if not tried:
+                break
+            result = hyjail("run", "--backend", "trace", probe_root, "tj", ip, "/bin/hjprobe",
+                            "tj", "64", *tried, timeout=300, env=env)
+            got = dict(line.split("=", 1) for line in result.stdout.split())
+            assert list(got) == tried, result.stderr
+            lines.update(got)
         reached = []
         for listener in (tcp, udp):
             with contextlib.suppress(BlockingIOError):

@@ -22,6 +22,11 @@ from hyjail.ns.dilution import BASE_CAPS, GATED_CAPS, cap_mask
 # The most any jail's root keeps (dilution's caps, every allow.* granted): more is the host's.
 JAIL_CAPS_AT_MOST = cap_mask((*BASE_CAPS, *GATED_CAPS.values()))
 
+# Rounds of each race ({race_rounds}, {swap_rounds} in an attempt's ops) on a host of normal
+# speed; the runner divides them by HYJAIL_CHECK_SLOW on a slower one (software emulation).
+RACE_ROUNDS = 20000
+SWAP_ROUNDS = 2000
+
 # "64": hjprobe's native calls; "int80": the i386 ABI through int 0x80 from the 64-bit build
 # ("int80s": socket calls through socketcall); "32": the -m32 build, natively.
 ABIS = ("64", "int80", "32")
@@ -297,7 +302,7 @@ CATALOGUE: tuple[Attempt, ...] = (
             unheld="a chroot does not hold '..' from a directory the host moves out of the "
                    "root (FreeBSD documents the same for its jails); the kernel's R1 does"),
     Attempt("R1", "a path flipped between inside and out (race)",
-            ("pathflip:{secret_abs}:{token}:20000",), _none_escaped),
+            ("pathflip:{secret_abs}:{token}:{race_rounds}",), _none_escaped),
     # ---- R2: the jail's own hostname -----------------------------------------------------
     Attempt("R2", "uname gives the jail's hostname", ("nodename",), _own_hostname, abis=ABIS),
     Attempt("R2", "sethostname leaves the host's alone", ("sethostname",), _host_name_kept,
@@ -354,13 +359,13 @@ CATALOGUE: tuple[Attempt, ...] = (
     Attempt("R5", "a setuid-root binary run as nobody", ("suid:/bin/hjsuid",), _still_nobody),
     # ---- races ---------------------------------------------------------------------------
     Attempt("R3", "unix path flipped to a host abstract name (race)",
-            ("uflip:{abstract}:20000",), _abstract_unreached, host=("abstract_unix",),
+            ("uflip:{abstract}:{race_rounds}",), _abstract_unreached, host=("abstract_unix",),
             timeout=180),
     Attempt("R3", "sockaddr flipped while bind and connect run (race)",
-            ("race:{jail_ip}:{other_ip}:{local_tcp}:20000",), _race_held,
+            ("race:{jail_ip}:{other_ip}:{local_tcp}:{race_rounds}",), _race_held,
             host=("local_tcp",), timeout=180),
     *(Attempt("R3", f"a descriptor swapped under {call} (race)",
-              (f"fdswap:{call}:{address}:2000",), _race_held, host=("local_tcp",),
+              (f"fdswap:{call}:{address}:{{swap_rounds}}",), _race_held, host=("local_tcp",),
               timeout=120, only=("trace",),
               unheld="the kernel holds R3 here: in a network namespace of the jail's own, "
                      "0.0.0.0 and 127.0.0.1 are the jail's")

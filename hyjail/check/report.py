@@ -19,7 +19,8 @@ import json
 import sys
 from collections import Counter
 
-from hyjail.check.runner import Outcome, Row
+from hyjail.check.attempts import RACE_ROUNDS, SWAP_ROUNDS
+from hyjail.check.runner import Outcome, Row, race_rounds
 
 # The rules of SPEC section 1, then "E": the entry path (the host's way into a jail).
 RULE_ORDER = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "E")
@@ -71,9 +72,15 @@ def summary(outcome: Outcome) -> str:
     counts = Counter(row.result for row in rows)
     distinct = len({(row.rule, row.attempt) for row in rows})
     backends = ", ".join(_labels(outcome)) or "no backend"
+    paced = ""
+    if outcome.slow != 1:
+        rounds = race_rounds(outcome.slow)
+        paced = (f"; paced for a host {outcome.slow:g}x slower (HYJAIL_CHECK_SLOW): timeouts "
+                 f"x{outcome.slow:g}, races of {rounds['race_rounds']} rounds (fd swaps "
+                 f"{rounds['swap_rounds']}), not {RACE_ROUNDS} ({SWAP_ROUNDS})")
     return (f"{len(rows)} runs of {distinct} attempts on {backends}: {counts['held']} held, "
             f"{counts['ESCAPED']} escaped, {counts['skipped']} skipped, "
-            f"{counts['error']} errors")
+            f"{counts['error']} errors{paced}")
 
 
 def failure(outcome: Outcome) -> str | None:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hyjail.check import attempts, entry
 from hyjail.check.attempts import Attempt
@@ -166,9 +166,33 @@ def _listener(family: int, address: str, kind: int = socket.SOCK_STREAM) -> sock
     return s
 
 
+def slowness() -> float:
+    """HYJAIL_CHECK_SLOW: how many times slower than a host of normal speed this one is (a
+    box under software emulation): every attempt's timeout is multiplied by it, and each
+    race's rounds divided by it, so a race takes the time it would take here. The summary
+    says so: fewer rounds are a weaker race."""
+    text = os.environ.get("HYJAIL_CHECK_SLOW", "").strip()
+    if not text:
+        return 1.0
+    try:
+        slow = float(text)
+    except ValueError:
+        slow = 0.0
+    if not 1 <= slow <= 1000:
+        from hyjail.errors import SetupError
+        raise SetupError(f"HYJAIL_CHECK_SLOW={text}: not a factor from 1 to 1000")
+    return slow
+
+
+def race_rounds(slow: float) -> dict[str, int]:
+    return {"race_rounds": max(200, int(attempts.RACE_ROUNDS / slow)),
+            "swap_rounds": max(50, int(attempts.SWAP_ROUNDS / slow))}
+
+
 class Battery:
-    def __init__(self, ground: Ground):
+    def __init__(self, ground: Ground, slow: float = 1.0):
         self.ground = ground
+        self.slow = slow
 
     def skip_reason(self, attempt: Attempt, abi: str, shape: Shape, host: dict) -> str | None:
         if shape.kind not in attempt.only:
@@ -196,6 +220,8 @@ class Battery:
             row.result, row.detail = "skipped", skip
             return row
         started = time.monotonic()
+        if self.slow != 1:
+            attempt = replace(attempt, timeout=attempt.timeout * self.slow)
         try:
             verdict = self._attempt(attempt, abi, shape)
         except _NotRun as e:
@@ -215,6 +241,7 @@ class Battery:
             ctx = {**self.ground.placeholders(), **shape.placeholders(), **listeners.ports(),
                    "jail_ip": ip, "hostname": hostname, "other_pid": shape.other_pid,
                    "host_hostname": self.ground.hostname, "shape": shape,
+                   **race_rounds(self.slow),
                    "options": [*shape.run_options(), *attempt.options]}
             if "leaked_fds" in attempt.host:
                 leaked = [os.open(self.ground.top, os.O_RDONLY | os.O_DIRECTORY),
@@ -421,6 +448,7 @@ class Outcome:
     planned: list[Planned]
     rows: list[Row]
     pattern: str | None = None
+    slow: float = 1.0  # HYJAIL_CHECK_SLOW
 
 
 def shapes_for(backend: str) -> list[Planned]:
@@ -495,8 +523,9 @@ def run_battery(backend: str, pattern: str | None, jobs: int,
     else:
         catalogue = [a for a in attempts.CATALOGUE
                      if not pattern or pattern.lower() in f"{a.rule} {a.name}".lower()]
+    slow = slowness()
     planned = shapes_for(backend)
-    outcome = Outcome(planned, [], pattern)
+    outcome = Outcome(planned, [], pattern, slow)
     rows = outcome.rows
     runs = sum(len(a.abis) for a in catalogue)
     total = runs * sum(1 for p in planned if not p.same_as)
@@ -511,7 +540,7 @@ def run_battery(backend: str, pattern: str | None, jobs: int,
             if shape is None or not catalogue:
                 continue
             if battery is None:  # the ground only where something runs on it
-                battery = Battery(Ground(undo))
+                battery = Battery(Ground(undo), slow)
                 host = host_facts()
             ground = battery.ground
             work = [(a, abi) for a in catalogue for abi in a.abis if not a.alone]
