@@ -96,6 +96,18 @@ def test_host_pids_are_out_of_reach(probe_root, host, abi, host_process):  # noq
     assert result == {op: ("ESRCH" if op.endswith(f":{host_process}") else "ok") for op in ops}
 
 
+def test_allow_mount_gives_a_mount_namespace_of_the_jails_own(busybox_root, host):
+    """allow.mount where the jail has a user namespace but, without a pid namespace, no /proc
+    to find its namespaces by: root inside mounts a tmpfs over its own /tmp (with
+    allow.mount.tmpfs, as FreeBSD's)."""
+    if not plan_of(host).uses("R5", "kernel"):
+        pytest.skip("allow.mount needs the kernel's R5 (a user namespace of the jail's)")
+    result = run_on(host, "run", "--allow", "mount", "--allow", "mount.tmpfs", busybox_root,
+                    "tj", "127.0.0.1", "/bin/sh", "-c",
+                    guard("tj") + "mount -t tmpfs none /tmp && echo mounted")
+    assert (result.returncode, result.stdout) == (0, "mounted\n"), result.stderr
+
+
 def test_the_hostname_is_the_jails_and_changes_only_there(busybox_root, host):
     before = os.uname().nodename
     script = guard("tj") + ("hostname renamed; hostname; [ -d /proc/sys ] && "

@@ -79,14 +79,14 @@ def create(id_map: tuple[tuple[int, int, int], ...],
     with _throwaway_child(unshare_in_child) as (_, say, hear):
         proc_pid = hear().decode().strip()
         if not proc_pid.isdigit():
-            raise OSError("jail setup: unshare of the user namespace failed")
+            raise OSError("unshare of the user namespace failed")
         text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in id_map)
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{proc_pid}/{name}", "w") as f:
                 f.write(text)
         say(b"m")
         if hear() != b"n":
-            raise OSError("jail setup: unshare of the jail's namespaces failed")
+            raise OSError("unshare of the jail's namespaces failed")
         return {name: os.open(f"/proc/{proc_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                 for name, _ in owned}
 
@@ -99,8 +99,12 @@ def own_mount_namespace() -> None:
     system that needs the host's user namespace (proc, cgroup, mqueue, any disk) can be made.
     """
     def unshare_in_child(say: Callable[[bytes], object], hear: Callable[[], bytes]) -> None:
-        with open("/proc/self/ns/uts", "rb") as uts:
-            owner = linux.owning_userns(uts.fileno())
+        # The jail's user namespace as held before its root replaced the host's: a jail
+        # whose pid namespace is the host's has no /proc now.
+        owner = held_userns()
+        if owner is None:
+            with open("/proc/self/ns/uts", "rb") as uts:
+                owner = linux.owning_userns(uts.fileno())
         linux.setns(owner, linux.CLONE_NEWUSER)
         linux.unshare(linux.CLONE_NEWNS)
         say(b"n")
@@ -108,8 +112,9 @@ def own_mount_namespace() -> None:
 
     with _throwaway_child(unshare_in_child) as (pid, _, hear):
         if hear() != b"n":
-            raise OSError("jail setup: a mount namespace of the jail's own failed")
-        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            raise OSError("a mount namespace of the jail's own failed")
+        # Joined by the child's pidfd (Linux 5.8), not its /proc entry: there may be none.
+        fd = os.pidfd_open(pid)
         try:
             linux.setns(fd, linux.CLONE_NEWNS)
         finally:
