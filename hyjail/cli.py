@@ -202,55 +202,6 @@ def stop(which: str, timeout: float) -> int:
     return 0
 
 
-@click.command(context_settings=_RUN_CONTEXT)
-@click.option("-c", "create", is_flag=True, help="Create jails (parameters or -f names).")
-@click.option("-r", "remove", is_flag=True, help="Remove jails by JID or name; '*' for all.")
-@click.option("-f", "conf_file", metavar="FILE", help="A jail.conf(5) file.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def jail(create, remove, conf_file, args) -> int:
-    """jail PATH HOSTNAME IP COMMAND... (FreeBSD 4), jail -c param=value...,
-    jail -f FILE -c [NAME...], jail [-f FILE] -r JID|NAME|'*'."""
-    if create and remove:
-        raise click.UsageError("-c and -r do not go together")
-    if remove:
-        return _jail_remove(args)
-    if create:
-        return _jail_create(conf_file, args)
-    if conf_file or len(args) < 4:
-        raise click.UsageError("usage: jail PATH HOSTNAME IP COMMAND... | jail -c param=value... "
-                               "| jail -f FILE -c NAME | jail -r JID|NAME")
-    path, hostname, ip, *command = args
-    return _run(path, hostname, ip, tuple(command))
-
-
-def _jail_remove(names: tuple[str, ...]) -> int:
-    from hyjail.jails import list_jails
-    from hyjail.jails import stop as stop_jail
-    if not names:
-        raise click.UsageError("jail -r needs a JID or name ('*' for all)")
-    if "*" in names:
-        names = tuple(str(j.record.jid) for j in list_jails())
-    for name in names:
-        stop_jail(name)
-    return 0
-
-
-def _jail_create(conf_file: str | None, args: tuple[str, ...]) -> int:
-    from hyjail import lifecycle
-    if conf_file is None:
-        return lifecycle.create(lifecycle.parse_command_line(args))
-    from hyjail import jailconf
-    try:
-        with open(conf_file) as f:
-            config = jailconf.parse(f.read(), conf_file)
-    except OSError as e:
-        raise HyjailError(f"{conf_file}: {e.strerror}") from None
-    status = 0
-    for name in args or jailconf.jail_names(config):
-        status = lifecycle.create(jailconf.resolve(config, name)) or status
-    return status
-
-
 @hyjail.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def list_command(as_json: bool) -> int:
@@ -351,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def jail_main(argv: list[str] | None = None) -> None:
-    _main(jail, "jail", argv)
+    from hyjail import jail8  # FreeBSD's getopt command line, no click
+    jail8.main(argv)
 
 
 def jls_main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if exposed:
             raise SetupError(f"R1 (root): {os.path.join(spec.path, exposed[0])} is hyjail's "
                              f"own state, inside the jail's root, and a chroot cannot hide it")
+    if spec.domainname and not namespaces.uts:
+        raise SetupError("host.domainname: needs a UTS namespace of the jail's, which this "
+                         "jail does not get (the trace backend answers uname's hostname only)")
     if "mount" in spec.allowed and not namespaces.user:
         raise SetupError("allow.mount: needs a user namespace of the jail's (R5's kernel "
                          "provider), which this jail does not get")

@@ -19,6 +19,9 @@ from hyjail.errors import HyjailError
 from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
 
+# How long a killed jail's supervisor may take to remove what the jail made.
+TEARDOWN_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class JailedProcess:
@@ -135,10 +138,14 @@ def get(which: str | int, registry: Registry | None = None) -> Jail:
 
 
 def remember(record: Record, remove_hooks: dict[str, list[str]], stop_timeout: str,
-             registry: Registry | None = None) -> Record:
-    """Keep a jail's remove hooks and stop timeout in its record, for `jail -r` to run."""
-    params = {**record.params, "hooks": remove_hooks, "stop.timeout": stop_timeout}
-    return (registry or Registry()).update(record, params=params)
+             registry: Registry | None = None, extra: dict | None = None) -> Record:
+    """Keep a jail's remove hooks and stop timeout in its record, for `jail -r` to run, and
+    `extra` parameters (a None value removes one)."""
+    registry = registry or Registry()
+    record = registry.read(record.jid) or record  # as its supervisor last wrote it
+    params = {**record.params, "hooks": remove_hooks, "stop.timeout": stop_timeout,
+              **(extra or {})}
+    return registry.update(record, params={k: v for k, v in params.items() if v is not None})
 
 
 def stop(which: str | int, timeout: float | None = None, registry: Registry | None = None,
@@ -146,37 +153,54 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
     """Stop a jail as `jail -r` does: exec.prestop (host), exec.stop (inside), SIGTERM to its
     processes, SIGKILL to what remains after the timeout, wait for the supervisor's teardown,
     exec.poststop (host)."""
-    from hyjail.hooks import run_host_hooks
+    from hyjail.hooks import HookOptions, run_host_hooks
 
     registry = registry or Registry()
     jail = get(which, registry)
     record = jail.record
     hooks = record.params.get("hooks", {}) if run_hooks else {}
     if timeout is None:
-        timeout = float(record.params.get("stop.timeout", 10))
+        timeout = _stop_timeout(record)
+    options = HookOptions(**record.params.get("hook_options", {}))
     run_host_hooks(hooks.get("exec.prestop", []), "exec.prestop", record.jid, record.name,
-                   record.path)
+                   record.path, options)
     for command in hooks.get("exec.stop", []):
         exec_in(record.jid, ["/bin/sh", "-c", command], registry=registry)
     # Pid 1 forwards what it gets to the command; signal the others directly, once each.
-    for process in get(record.jid, registry).processes:
-        if process.jail_pid != 1:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
-    # A persistent jail's pid 1 stays when all else has gone: that is its turn to go.
-    if not _wait_for_teardown(record, timeout, give_up_early=bool(record.params.get("persist"))):
+    # stop.timeout=0: no SIGTERM, the jail is removed at once (FreeBSD's meaning).
+    if timeout > 0:
+        for process in get(record.jid, registry).processes:
+            if process.pid != record.init_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+    # A jail held by its pid 1 (persist, or FreeBSD's lifetime) keeps it when all else has
+    # gone: that is its turn to go.
+    held = bool(record.params.get("persist") or record.params.get("lifetime"))
+    if timeout <= 0 or not _wait_for_teardown(record, timeout, give_up_early=held):
         if record.init_pid and process_start_time(record.init_pid) == record.init_start:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.init_pid, signal.SIGKILL)  # the kernel kills the rest
-        if not _wait_for_teardown(record, timeout):
+        if not _wait_for_teardown(record, TEARDOWN_SECONDS):
             raise HyjailError(f"jail {record.name} (JID {record.jid}) did not stop")
     registry.live()  # a supervisor that died meanwhile leaves a record
-    run_host_hooks(hooks.get("exec.poststop", []), "exec.poststop", record.jid, record.name,
-                   record.path)
+    for hook in ("exec.poststop", "exec.release"):
+        run_host_hooks(hooks.get(hook, []), hook, record.jid, record.name, record.path,
+                       options)
 
 
-def _others_remain(record: Record) -> bool:
-    return any(p.jail_pid != 1 for p in _processes([record])[record.jid])
+def _stop_timeout(record: Record) -> float:
+    """stop.timeout as the record keeps it (checked when the jail was made; a record of an
+    older hyjail, or one edited by hand, falls back to FreeBSD's default)."""
+    try:
+        return max(0.0, float(record.params.get("stop.timeout", 10)))
+    except (TypeError, ValueError):
+        return 10.0
+
+
+def has_processes(record: Record) -> bool:
+    """Whether the jail has a process besides the one that holds it (its pid 1, or a trace
+    jail's first process): FreeBSD's test of whether a jail without persist lives on."""
+    return any(p.pid != record.init_pid for p in _processes([record])[record.jid])
 
 
 def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = False) -> bool:
@@ -184,7 +208,7 @@ def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = Fal
     at the timeout, or as soon as only pid 1 is left when `give_up_early`."""
     deadline = time.monotonic() + timeout
     while record.supervisor_alive():
-        if time.monotonic() > deadline or (give_up_early and not _others_remain(record)):
+        if time.monotonic() > deadline or (give_up_early and not has_processes(record)):
             return False
         time.sleep(0.01)
     return True

@@ -1,43 +1,46 @@
 """FreeBSD jail(8)'s create and remove, as an explicit ordered list of steps with hooks.
 
 Owns: turning jail parameters (from `jail -c name=value...` or a jail.conf block) into a
-JailSpec and hook lists, and the order in which things happen:
+JailSpec and hook lists, by `hyjail.jailparams`' table, and the order in which things happen:
 
-  create:  exec.prestart (host) -> the jail -> exec.created (host) -> exec.start / command
-           (inside) -> exec.poststart (host)
-  remove:  exec.prestop (host) -> exec.stop (inside) -> SIGTERM/SIGKILL -> exec.poststop (host)
+  create:  exec.prepare, exec.prestart (host) -> the jail -> exec.created (host) ->
+           exec.start / command (inside) -> exec.poststart (host)
+  remove:  exec.prestop (host) -> exec.stop (inside) -> SIGTERM/SIGKILL -> exec.poststop,
+           exec.release (host)
 
-Host hooks run with `/bin/sh -c` and JID, JNAME and JPATH in their environment. A failing
-prestart leaves nothing behind; a failing later create step removes the jail again. A
-persistent jail's remove hooks are kept in its registry record, so `jail -r` and `hyjail stop`
-run them without the configuration at hand.
+Every jail `jail -c` makes is started held by its pid 1; without `persist` it then lives, as
+FreeBSD's do, while it has processes (`hyjail.lifetime`), not just while exec.start runs: an
+rc-style `exec.start = "/bin/sh /etc/rc"` leaves its daemons running in the jail. Host hooks
+run with `/bin/sh -c` and JID, JNAME and JPATH in their environment. A failing prestart
+leaves nothing behind; a failing later create step removes the jail again. A jail's remove
+hooks are kept in its registry record, so `jail -r` and `hyjail stop` run them without the
+configuration at hand.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
+import contextlib
+import ipaddress
+import os
+from collections.abc import Iterable, Iterator
 
-from hyjail import allow, limits
+from hyjail import jailparams, limits
 from hyjail.errors import SetupError
-from hyjail.hooks import run_host_hooks
+from hyjail.hooks import HookOptions, run_host_hooks
+from hyjail.jailparams import HOOKS_CREATE, HOOKS_REMOVE, LIMITS
 from hyjail.limits import Limits
 from hyjail.spec import JailSpec
 
-HOOKS_CREATE = ("exec.prestart", "exec.created", "exec.poststart")
-HOOKS_REMOVE = ("exec.prestop", "exec.stop", "exec.poststop")
-# hyjail's own parameters, named as `hyjail run`'s options: memory, pids, cpus, rlimit.NAME.
-LIMITS = ("memory", "pids", "cpus")
-KNOWN = frozenset({"name", "jid", "path", "host.hostname", "ip4.addr", "ip6.addr", "persist",
-                   "command", "exec.start", "stop.timeout", "exec.clean", "mount.devfs",
-                   *LIMITS, *HOOKS_CREATE, *HOOKS_REMOVE})
-
-Params = dict[str, list[str] | bool]
+Params = dict[str, list[str] | bool]  # as given: a list of strings, or a bare (no)name
+Typed = dict[str, object]  # by the table: each parameter's value as its type has it
+SYSV = ("sysvmsg", "sysvsem", "sysvshm")
+DEFAULT_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
 def parse_command_line(words: Iterable[str]) -> Params:
     """`name=value` / `name+=value` / `name` / `noname` words, as jail -c takes them;
-    `command=` must be last, and the words after it are the command's arguments."""
+    `command=` must be last, and the words after it are the command's arguments. A list
+    parameter's value is comma-separated; any other's is one value, commas and all."""
     params: Params = {}
     words = list(words)
     for index, word in enumerate(words):
@@ -45,113 +48,247 @@ def parse_command_line(words: Iterable[str]) -> Params:
         if name == "command" and sep:
             params["command"] = [value, *words[index + 1:]]  # the rest is its argv
             break
-        if not sep:
-            truth = not (name.startswith("no") and name[2:] in KNOWN | {"persist"})
-            params[name[2:] if not truth else name] = truth
+        if not sep:  # a boolean: `name`, or `noname` (the later of the two wins)
+            plain = jailparams.negated(name)
+            params.pop(plain or f"no{name}", None)
+            params[plain or name] = plain is None
         elif name.endswith("+"):
-            previous = params.get(name[:-1], [])
+            previous = params.get(name[:-1])
             params[name[:-1]] = [*(previous if isinstance(previous, list) else []),
-                                 *value.split(",")]
-        elif name in ("ip4.addr", "ip6.addr"):
-            params[name] = value.split(",")
+                                 *_split(name[:-1], value)]
         else:
-            params[name] = [value]
+            params[name] = _split(name, value)
     return params
 
 
-def _one(params: Params, name: str, default: str | None = None) -> str | None:
-    value = params.get(name)
-    if value is None or value is False:
-        return default
-    if value is True or len(value) != 1:
-        raise SetupError(f"{name}: needs exactly one value")
-    return value[0]
+def _split(name: str, value: str) -> list[str]:
+    row = jailparams.TABLE.get(name)
+    return value.split(",") if row is not None and row.kind == "list" else [value]
 
 
-def _check_known(params: Params) -> None:
-    for name in params:
-        if not (name in KNOWN or name.startswith(("allow.", "rlimit."))):
-            raise SetupError(f"unknown parameter: {name}")
+def typed(params: Params) -> Typed:
+    """Each parameter by the table: `noX` read as X off, a value in its type, anything the
+    table refuses (or does not know) refused in one line."""
+    result: Typed = {}
+    for name, given in params.items():
+        if given is True and (plain := jailparams.negated(name)) is not None:
+            name, given = plain, False
+        result[name] = jailparams.value(name, given)
+    return result
 
 
-def _allow_changes(params: Params) -> list[tuple[str, bool]]:
-    """allow.X, allow.noX, allow.X=1|0 (and allow.noX=1) as (permission, on) changes."""
-    changes = []
-    for name, value in params.items():
-        if not name.startswith("allow."):
-            continue
-        permission, on = name.removeprefix("allow."), True
-        if permission.startswith("no") and allow.known(permission[2:]):
-            permission, on = permission[2:], False
-        if value is not True:
-            on = allow.parse_truth(name, _one(params, name)) == on
-        changes.append((permission, on))
+def _allow_changes(values: Typed) -> list[tuple[str, bool]]:
+    changes = [(name.removeprefix("allow."), bool(value)) for name, value in values.items()
+               if name.startswith("allow.") and jailparams.TABLE[name].status == "mapped"]
+    sysv = {values[name] for name in SYSV if name in values}
+    if len(sysv) > 1:
+        raise SetupError("sysvmsg, sysvsem, sysvshm: hyjail grants System V IPC as a whole "
+                         "(allow.sysvipc): give the three the same value")
+    if sysv:
+        changes.append(("sysvipc", sysv.pop() == "new"))
     return changes
 
 
-def _limits(params: Params) -> Limits:
-    rlimits = [f"{name.removeprefix('rlimit.')}={_one(params, name)}"
-               for name in params if name.startswith("rlimit.")]
-    return limits.create(*(_one(params, name) for name in LIMITS), rlimits=rlimits)
+def _limits(values: Typed) -> Limits:
+    rlimits = [f"{name.removeprefix('rlimit.')}={values[name]}"
+               for name in values if name.startswith("rlimit.")]
+    return limits.create(*(values.get(name) for name in LIMITS), rlimits=rlimits)
 
 
-def to_spec(params: Params) -> JailSpec:
-    _check_known(params)
-    path = _one(params, "path")
+def _addresses(values: Typed) -> tuple[list[str], bool]:
+    """The jail's addresses (ip4.addr, ip6.addr: `addr[/mask]`, the mask is the LAN's and
+    not the jail's concern), and whether it keeps a network of its own at all (ip4 and ip6
+    both `disable`: only its loopback)."""
+    found = []
+    for family, key in ((4, "ip4.addr"), (6, "ip6.addr")):
+        disabled = values.get(f"ip{family}") == "disable"
+        for item in values.get(key) or []:
+            text = str(item).strip()
+            if "|" in text:
+                raise SetupError(f"{key}={text}: an interface| prefix "
+                                 f"{jailparams.NETWORKING}")
+            address = text.split("/", 1)[0].split(" ", 1)[0]
+            try:
+                version = ipaddress.ip_address(address).version
+            except ValueError:
+                raise SetupError(f"{key}={text}: not an IPv{family} address") from None
+            if version != family:
+                raise SetupError(f"{key}={text}: not an IPv{family} address")
+            if disabled:
+                raise SetupError(f"{key} with ip{family}=disable: the jail has no IPv{family}")
+            found.append(address)
+    no_network = values.get("ip4") == "disable" and values.get("ip6") == "disable"
+    return found, no_network
+
+
+def to_spec(values: Typed) -> JailSpec:
+    """The jail these parameters describe (held by its pid 1: the command and exec.start
+    run by `create`)."""
+    path = values.get("path")
     if path is None:
         raise SetupError("path: a jail needs one")
-    addresses = [a for key in ("ip4.addr", "ip6.addr")
-                 for a in (params.get(key) if isinstance(params.get(key), list) else [])]
-    command = list(params.get("command") or [])
-    starts = list(params.get("exec.start") or [])
-    if command and starts:
+    addresses, no_network = _addresses(values)
+    name = values.get("name")
+    jid = values.get("jid")
+    if name is not None and str(name).isdigit():  # a numbered block or name=5: the JID
+        jid, name = jid if jid is not None else int(str(name)), None
+    hostname = values.get("host.hostname") or name or (str(jid) if jid else "jail")
+    if values.get("command") and values.get("exec.start"):
         raise SetupError("command and exec.start: give one or the other")
-    argv = command or (["/bin/sh", "-c", "\n".join(starts)] if starts else [])
-    return JailSpec.create(
-        path, _one(params, "host.hostname", _one(params, "name") or "jail"),
-        ",".join(addresses) or "127.0.0.1", argv, name=_one(params, "name"),
-        persist=params.get("persist") is True, jid=_one(params, "jid"),
-        environ={"PATH": "/sbin:/bin:/usr/sbin:/usr/bin"} if params.get("exec.clean") else None,
-        allow_changes=tuple(_allow_changes(params)), limits=_limits(params))
+    spec = JailSpec.create(
+        str(path), str(hostname), ",".join(addresses) or "127.0.0.1", [],
+        name=name, net="none" if no_network else "veth", persist=True, jid=jid,
+        environ={}, allow_changes=tuple(_allow_changes(values)), limits=_limits(values),
+        domainname=str(values.get("host.domainname") or ""))
+    return spec
 
 
-def hooks(params: Params, names: Iterable[str]) -> dict[str, list[str]]:
-    return {name: list(params[name]) for name in names if isinstance(params.get(name), list)}
+def _shown_params(values: Typed) -> dict[str, object]:
+    """What jls shows beyond the record's own fields: every kernel parameter given."""
+    own = {"jid", "name", "path", "host.hostname", "ip4.addr", "ip6.addr", "persist"}
+    return {name: value for name, value in values.items()
+            if name in jailparams.TABLE and jailparams.TABLE[name].jail and name not in own}
+
+
+def hooks(values: Typed, names: Iterable[str]) -> dict[str, list[str]]:
+    return {name: list(values[name]) for name in names if values.get(name)}
+
+
+def _in_jail_options(values: Typed) -> dict:
+    """How exec.start, command and exec.stop run inside: as exec.jail_user, in a clean
+    environment with exec.clean (FreeBSD keeps TERM, and sets HOME, SHELL, USER of the user
+    and the login class's PATH: `jexec -l`'s), else with ours."""
+    if values.get("exec.system_jail_user"):
+        raise SetupError("exec.system_jail_user: a user of the host's passwd inside the jail "
+                         "is not yet done: give a user of the jail's (exec.jail_user)")
+    user = values.get("exec.jail_user")
+    if values.get("exec.clean"):
+        return {"user": user, "login": True}
+    return {"user": user, "environ": dict(os.environ)}
+
+
+def _hook_options(values: Typed) -> HookOptions:
+    timeout = values.get("exec.timeout")
+    return HookOptions(timeout=float(timeout) if timeout else None,
+                       user=values.get("exec.system_user"))
+
+
+@contextlib.contextmanager
+def _console(values: Typed, root: str) -> Iterator[None]:
+    """exec.consolelog: this process's stdout and stderr (which the hooks and the commands
+    inside inherit) appended to the file while the jail is made. Never a file beneath the
+    jail's root: the jail could have put a symbolic link on its way."""
+    log = values.get("exec.consolelog")
+    if not log:
+        yield
+        return
+    where = os.path.realpath(str(log))
+    if os.path.commonpath([where, os.path.realpath(root)]) == os.path.realpath(root):
+        raise SetupError(f"exec.consolelog={log}: inside the jail's root, where the jail "
+                         f"could point it at any host file")
+    try:
+        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise SetupError(f"exec.consolelog={log}: {e.strerror}") from None
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for target in (1, 2):
+            os.dup2(fd, target)
+        yield
+    finally:
+        for target, old in zip((1, 2), saved, strict=True):
+            os.dup2(old, target)
+            os.close(old)
+        os.close(fd)
 
 
 def create(params: Params) -> int:
     """Create a jail from its parameters, with its hooks, as `jail -c` does; returns the
-    status `jail` exits with."""
-    from hyjail import jails, supervisor
+    status `jail` exits with: the command's when `command` is given, else 0."""
+    values = typed(params)
+    spec = to_spec(values)
+    with _console(values, spec.path):
+        return _create(values, spec)
 
-    spec = to_spec(params)
+
+def _create(values: Typed, spec: JailSpec) -> int:
+    from hyjail import jails, lifetime, supervisor
+    from hyjail.registry import Registry
+
+    persist = bool(values.get("persist"))
+    command = list(values.get("command") or [])
+    starts = list(values.get("exec.start") or [])
+    if not (persist or command or starts):
+        raise SetupError("a jail needs persist, exec.start or command (FreeBSD: it would "
+                         "have no process to live by)")
+    inside = _in_jail_options(values)
+    options = _hook_options(values)
     name = spec.name or ""
-    create_hooks = hooks(params, HOOKS_CREATE)
-    run_host_hooks(create_hooks.get("exec.prestart", []), "exec.prestart", "", name, spec.path)
-    if not spec.persist:
-        # Foreground: the jail lives as long as its command, as with `hyjail run`.
-        def created(record) -> None:
-            run_host_hooks(create_hooks.get("exec.created", []), "exec.created", record.jid,
-                           record.name, record.path)
-        status = supervisor.run(spec, on_ready=created)
-        run_host_hooks(create_hooks.get("exec.poststart", []), "exec.poststart", "", name,
-                       spec.path)
-        return status
-    # Persistent: the jail starts bare; exec.start runs inside it, then the jail stays.
-    start = spec.command
-    record = supervisor.start_detached(dataclasses.replace(spec, command=()))
+    create_hooks = hooks(values, HOOKS_CREATE)
+    for hook in ("exec.prepare", "exec.prestart"):
+        run_host_hooks(create_hooks.get(hook, []), hook, "", name, spec.path, options)
+    registry = Registry()
+    record = supervisor.start_detached(spec, until_empty=True)  # for nopersist, now or by -m
+    status = 0
     try:
-        jails.remember(record, hooks(params, HOOKS_REMOVE),
-                       _one(params, "stop.timeout", "10"))
+        extra = {"jail_params": _shown_params(values),
+                 "hook_options": {"timeout": options.timeout, "user": options.user}}
+        extra["lifetime"] = "pending"  # armed below without persist, or by `jail -m nopersist`
+        if not persist:
+            extra["persist"] = None
+        record = jails.remember(record, hooks(values, HOOKS_REMOVE),
+                                str(values.get("stop.timeout", 10)), extra=extra)
         run_host_hooks(create_hooks.get("exec.created", []), "exec.created", record.jid,
-                       record.name, record.path)
-        if start:
-            status = jails.exec_in(record.jid, start, environ=dict(spec.environ))
-            if status != 0:
-                raise SetupError(f"exec.start failed with status {status}")
+                       record.name, record.path, options)
+        for start in starts:
+            code = jails.exec_in(record.jid, ["/bin/sh", "-c", start], **inside)
+            if code != 0:
+                raise SetupError(f"{record.name}: exec.start {start!r} failed with status "
+                                 f"{code}")
+        if command:
+            status = jails.exec_in(record.jid, command, **inside)
         run_host_hooks(create_hooks.get("exec.poststart", []), "exec.poststart", record.jid,
-                       record.name, record.path)
+                       record.name, record.path, options)
     except BaseException:
         jails.stop(record.jid, timeout=2, run_hooks=False)
         raise
-    return 0
+    if not persist:
+        lifetime.end_if_empty(lifetime.arm(record, registry), registry)
+    return status
+
+
+# What `jail -m` can change on a running jail; every other parameter only to what it is.
+MODIFIABLE = ("persist",)
+
+
+def modify(record, params: Params) -> None:
+    """`jail -m`: persist on or off (off: the jail ends once it has no process, FreeBSD's
+    lifetime); any other parameter given must be what the jail has."""
+    from hyjail import lifetime
+    from hyjail.registry import Registry
+
+    values = typed(params)
+    current = {"name": record.name, "jid": record.jid, "path": record.path,
+               "host.hostname": record.hostname}
+    for name, value in values.items():
+        if name in MODIFIABLE:
+            continue
+        if name in current and str(current[name]) == str(value):
+            continue
+        raise SetupError(f"{name}: cannot be changed on a running jail")
+    if "persist" not in values:
+        return
+    registry = Registry()
+    fresh = registry.read(record.jid) or record
+    if values["persist"]:
+        registry.update(fresh, params={**fresh.params, "persist": "1",
+                                       **({"lifetime": "pending"} if "lifetime" in fresh.params
+                                          else {})})
+        return
+    if not fresh.params.get("lifetime"):
+        raise SetupError("nopersist: this jail was started without FreeBSD's lifetime watch "
+                         "(hyjail run --persist): stop it with jail -r")
+    updated = registry.update(fresh, params={k: v for k, v in fresh.params.items()
+                                             if k != "persist"})
+    lifetime.end_if_empty(lifetime.arm(updated, registry), registry)

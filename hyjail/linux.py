@@ -44,6 +44,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
 
 def _check(result: int, what: str) -> None:
@@ -62,6 +63,11 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
+
+
+def setdomainname(name: str) -> None:
+    data = name.encode()
+    _check(_libc.setdomainname(data, len(data)), "setdomainname")
 
 
 def owning_userns(ns_fd: int) -> int:

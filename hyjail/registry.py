@@ -65,6 +65,14 @@ class Registry:
             f.write(record.to_json())
         os.replace(tmp, self._path(record.jid))
 
+    def read(self, jid: int) -> Record | None:
+        """One jail's record as it is on disk now (no lock, nothing reclaimed)."""
+        try:
+            with open(self._path(jid)) as f:
+                return Record.from_json(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def live(self) -> list[Record]:
         """The live jails. Stale records found on the way are reclaimed and dropped."""
         records = self._read_all()

@@ -54,6 +54,13 @@ def check_hostname(hostname: str) -> str:
     return hostname
 
 
+def check_domainname(domainname: str) -> str:
+    if len(domainname.encode()) > HOST_NAME_MAX or "\0" in domainname:
+        raise SetupError(f"host.domainname={domainname!r}: at most {HOST_NAME_MAX} bytes, "
+                         f"no NUL")
+    return domainname
+
+
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name.isdigit():
         raise SetupError(f"{name!r}: a jail name is letters, digits, '_' and '-', not a number")
@@ -147,6 +154,7 @@ class JailSpec:
     # --userns: map the jail's ids 0-65535 onto host ids from this base (None: identity).
     userns_base: int | None = None
     backend: str = "auto"  # auto, ns or trace: which providers the plan prefers (hyjail.plan)
+    domainname: str = ""  # host.domainname: the NIS domain name of the jail's UTS namespace
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -155,7 +163,7 @@ class JailSpec:
                environ: dict[str, str] | None = None,
                allow_changes: tuple[tuple[str, bool], ...] = (),
                limits: Limits | None = None, userns_base: int | None = None,
-               backend: str = "auto") -> JailSpec:
+               backend: str = "auto", domainname: str = "") -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -184,6 +192,7 @@ class JailSpec:
             limits=limits or Limits(),
             userns_base=check_userns_base(userns_base) if userns_base is not None else None,
             backend=check_backend(backend),
+            domainname=check_domainname(domainname),
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -129,9 +129,11 @@ def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],
     jail.main(spec, jail_end, tty_fds, host)
 
 
-def start_detached(spec: JailSpec) -> Record:
+def start_detached(spec: JailSpec, until_empty: bool = False) -> Record:
     """Start a jail whose supervisor runs on in the background (`--persist`, `jail -c`):
-    returns its record once it exists, or raises what stopped it from starting."""
+    returns its record once it exists, or raises what stopped it from starting. until_empty:
+    the supervisor also keeps FreeBSD's lifetime watch (`hyjail.lifetime`), which ends the
+    jail once it is armed and the jail has no process left."""
     ready_read, ready_write = os.pipe()
     if os.fork() == 0:
         os.close(ready_read)
@@ -139,8 +141,13 @@ def start_detached(spec: JailSpec) -> Record:
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+        def ready(record: Record) -> None:
+            if until_empty:
+                from hyjail import lifetime
+                lifetime.watch(record.jid, Registry())
+            os.write(ready_write, b"%d\n" % record.jid)
         try:
-            run(spec, on_ready=lambda record: os.write(ready_write, b"%d\n" % record.jid))
+            run(spec, on_ready=ready)
             code = 0
         except HyjailError as e:
             os.write(ready_write, f"{e.exit_code} {e}\n".encode())

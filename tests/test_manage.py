@@ -93,7 +93,7 @@ def test_jail_r_stops_by_jid_and_all(busybox_root):
         assert subprocess.run([*jail_r, "*"], timeout=30).returncode == 0
         assert [j.wait(timeout=5) for j in jails[1:]] == [128 + 15, 128 + 15]
     missing = subprocess.run([*jail_r, "nosuch"], capture_output=True, text=True, timeout=30)
-    assert (missing.returncode, missing.stderr) == (1, 'jail: jail "nosuch" not found\n')
+    assert (missing.returncode, missing.stderr) == (1, 'jail: "nosuch" not found\n')
 
 
 def test_persistent_jail_outlives_its_command_until_stopped(busybox_root):

@@ -87,6 +87,8 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         userns.hold_jail_userns()  # while there is a /proc to find it by
     if namespaces.uts:
         socket.sethostname(spec.hostname)
+        if spec.domainname:
+            linux.setdomainname(spec.domainname)
     # Without a pid namespace of the jail's, a proc would show the host's processes (unless
     # the jail is weakened on purpose, as a naive one would be).
     weakened = weaken.weakened()
