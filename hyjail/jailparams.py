@@ -374,3 +374,12 @@ def readme_rows() -> list[tuple[str, str, str, str]]:
             status += f"; {', '.join(p.backends)}"
         rows.append((p.name, status, p.freebsd, p.linux))
     return rows
+
+
+def markdown() -> str:
+    """The README's table of parameters (tests/test_jail8.py checks the README has it)."""
+    lines = ["| parameter | hyjail | FreeBSD | on Linux |", "|---|---|---|---|"]
+    for name, status, freebsd, linux in readme_rows():
+        cells = (f"`{name}`", status, freebsd, linux)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

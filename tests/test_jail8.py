@@ -4,6 +4,7 @@ for any parameter name or value."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -147,3 +148,11 @@ def test_host_domainname_is_the_jails(busybox_root):
     assert (result.returncode, result.stdout.splitlines()[0]) == (0, "jails.example"), result
     with open("/proc/sys/kernel/domainname") as host:
         assert host.read().strip() != "jails.example"
+
+
+def test_the_readme_has_the_table():
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    start = readme.index("<!-- jailparams:")
+    block = readme[readme.index("\n", start) + 1:readme.index("<!-- /jailparams -->")]
+    assert block == jailparams.markdown()
