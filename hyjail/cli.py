@@ -240,46 +240,6 @@ def ps(which: str | None, as_json: bool) -> int:
     return 0
 
 
-@click.command(context_settings={"help_option_names": ["--help"]})
-@click.option("-v", "verbose", is_flag=True, help="Verbose table.")
-@click.option("-n", "nameval", is_flag=True, help="name=value pairs.")
-@click.option("-h", "header", is_flag=True, help="A header line of parameter names.")
-@click.option("-q", "quoted", is_flag=True, help="Quote values that need it.")
-@click.option("-s", "skip", is_flag=True, help="Parameters as `jail -c` takes them.")
-@click.option("-d", "dying", is_flag=True, help="Include dying jails (none linger here).")
-@click.option("-N", "by_name", is_flag=True, help="Jail names instead of JIDs.")
-@click.option("-j", "which", metavar="JID|NAME", help="Only this jail.")
-@click.option("--libxo", type=click.Choice(["json", "text"]), help="Output style.")
-@click.argument("names", nargs=-1)
-def jls(verbose, nameval, header, quoted, skip, dying, by_name, which, libxo, names) -> int:
-    """jls [-dhNnqsv] [-j JID|NAME] [PARAM...]: FreeBSD jls(8)."""
-    from hyjail import jls as fmt
-    from hyjail.registry import Registry
-
-    names = list(names)
-    try:
-        fmt.check_param_names(names)
-    except KeyError as e:
-        raise HyjailError(f"unknown parameter: {e.args[0]}", 1) from None
-    if which is not None:
-        from hyjail.jails import get
-        records = [get(which).record]
-    else:
-        records = Registry().live()
-    style = fmt.Style(nameval=nameval or skip, quoted=quoted or skip, skip=skip,
-                      header=header and not skip)
-    if libxo == "json":
-        shown = names or (list(fmt.ALL_PARAMS) if (style.nameval or style.header) else None)
-        click.echo(fmt.libxo_json(records, shown, verbose and not names), nl=False)
-    elif names or style.nameval or style.header:
-        click.echo(fmt.param_lines(records, names or list(fmt.ALL_PARAMS), style), nl=False)
-    elif verbose:
-        click.echo(fmt.verbose_table(records), nl=False)
-    else:
-        click.echo(fmt.default_table(records, by_name), nl=False)
-    return 0
-
-
 def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
     try:
         status = command.main(args=argv, prog_name=prog, standalone_mode=False)
@@ -307,7 +267,8 @@ def jail_main(argv: list[str] | None = None) -> None:
 
 
 def jls_main(argv: list[str] | None = None) -> None:
-    _main(jls, "jls", argv)
+    from hyjail import jls as jls8  # FreeBSD's getopt command line, no click
+    sys.exit(jls8.main(argv))
 
 
 def jexec_main(argv: list[str] | None = None) -> None:
