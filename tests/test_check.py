@@ -149,8 +149,11 @@ def test_the_entry_group_holds_on_every_backend():
 ])
 def test_attempts_report_escaped_against_a_weakened_jail(weaken, backend, pattern):
     needs_backend(backend)
-    code, rows = check("--backend", backend, "-k", pattern, weaken=weaken)
-    assert rows and code == 1
+    for _ in range(3):  # a race may lose all its rounds once; a hole that is open never does
+        code, rows = check("--backend", backend, "-k", pattern, weaken=weaken)
+        assert rows and code == 1
+        if all(row["result"] == "ESCAPED" for row in rows if row["result"] != "skipped"):
+            break
     assert all(row["result"] == "ESCAPED" for row in rows if row["result"] != "skipped"), rows
 
 
