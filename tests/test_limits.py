@@ -1,5 +1,6 @@
-"""Resource limits: --memory, --pids and --cpus through the jail's own cgroups (on this hybrid
-host: v1 controllers, plus a group in the unified hierarchy), and --rlimit on the command."""
+"""Resource limits: --memory, --pids and --cpus through the jail's own cgroups (on a hybrid
+host such as this one, v1 controllers plus a group in the unified hierarchy; on a v2-only host,
+one group in the unified hierarchy), and --rlimit on the command."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ import pytest
 from conftest import hyjail, jail_ip, jail_record, needs, needs_jails, running
 
 pytestmark = needs_jails
+
+
+def _cgroup_mounts() -> tuple[dict[str, str], str | None]:
+    """This host's cgroup file systems as /proc/self/mounts has them: each v1 controller's
+    mount point, and the unified (v2) hierarchy's."""
+    v1, v2 = {}, None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, where, fstype, options, *_ = line.split()
+            if fstype == "cgroup2" and v2 is None:
+                v2 = where
+            elif fstype == "cgroup":
+                for option in options.split(","):
+                    v1.setdefault(option, where)
+    return v1, v2
+
+
+V1, V2 = _cgroup_mounts()
+
+
+def group_of(controller: str, jid: int) -> str:
+    """The jail's group that holds controller: its v1 hierarchy's, else the unified one's."""
+    return os.path.join(V1.get(controller) or V2 or "", "hyjail", str(jid))
 
 # Fills a shell variable with N MiB: the shell itself grows, so the memory limit meets it.
 HOG = "x=$(dd if=/dev/zero bs=1048576 count={mib} 2>/dev/null | tr '\\0' a); echo survived"
@@ -36,7 +60,7 @@ def test_fork_bomb_is_held_and_the_host_stays_responsive(busybox_root):
         assert jail.stdout.readline() == "started\n"
         record = jail_record(ip)
         time.sleep(2)
-        (group,) = glob.glob(f"/sys/fs/cgroup/pids/hyjail/{record['jid']}")
+        group = group_of("pids", record["jid"])
         with open(os.path.join(group, "pids.current")) as f:
             assert int(f.read()) <= 40
         with open(os.path.join(group, "pids.events")) as f:
@@ -72,13 +96,19 @@ def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
         jid = record["jid"]
         assert record["params"]["limits"] == {"memory": str(64 * 2**20), "pids": "50",
                                               "cpus": "1.5"}
-        groups = sorted(glob.glob(f"/sys/fs/cgroup/*/hyjail/{jid}"))
-        assert [g.split("/")[4] for g in groups] == ["cpu", "memory", "pids", "unified"]
+        groups = sorted({group_of(c, jid) for c in ("cpu", "memory", "pids")} |
+                        ({os.path.join(V2, "hyjail", str(jid))} if V2 else set()))
+        assert sorted(glob.glob(os.path.join("/sys/fs/cgroup", "**", "hyjail", str(jid)),
+                                recursive=True)) == groups
         for group in groups:  # pid 1 and everything under it
             with open(os.path.join(group, "cgroup.procs")) as f:
                 assert str(record["init_pid"]) in f.read().split()
-        with open(f"/sys/fs/cgroup/cpu/hyjail/{jid}/cpu.cfs_quota_us") as f:
-            assert f.read().strip() == "150000"
+        if "cpu" in V1:
+            with open(os.path.join(group_of("cpu", jid), "cpu.cfs_quota_us")) as f:
+                assert f.read().strip() == "150000"
+        else:
+            with open(os.path.join(group_of("cpu", jid), "cpu.max")) as f:
+                assert f.read().split()[0] == "150000"
     # The no_leaks fixture checks that every hyjail group is gone afterwards.
 
 
@@ -92,8 +122,8 @@ def test_jexec_joins_the_jails_groups(busybox_root):
         assert result.returncode == 0, result.stderr
         # Inside its cgroup namespace the jail's own group is the root, for the entered
         # process as well.
-        assert "pids:/\n" in result.stdout
-        with open(f"/sys/fs/cgroup/pids/hyjail/{jid}/pids.current") as f:
+        assert ("pids:/\n" if "pids" in V1 else "0::/\n") in result.stdout
+        with open(os.path.join(group_of("pids", jid), "pids.current")) as f:
             assert int(f.read()) >= 1
 
 
@@ -158,8 +188,9 @@ def test_features_reports_this_host():
     import json
     result = hyjail("features", "--json")
     rows = {row["name"]: row for row in json.loads(result.stdout)["host"]}
-    assert rows["cgroups"]["detail"] == "hybrid"
-    assert rows["--pids (pids controller)"]["detail"] == "v1 at /sys/fs/cgroup/pids"
+    assert rows["cgroups"]["detail"] == ("hybrid" if V1 and V2 else "v1" if V1 else "v2")
+    assert rows["--pids (pids controller)"]["detail"] == (
+        f"v1 at {V1['pids']}" if "pids" in V1 else f"v2 at {V2}")
     assert rows["allow.raw_sockets"]["available"] and rows["allow.chflags"]["available"]
     assert rows["allow.mount.tmpfs"]["available"] and not rows["allow.mount.procfs"]["available"]
     table = hyjail("features").stdout
