@@ -98,6 +98,11 @@ def parse(argv: list[str]) -> tuple[Request, list[str]]:
     return request, args
 
 
+def one_line(text: str) -> str:
+    """A message naming what was given: whatever it held, one printable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--help"]:
@@ -107,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         status = run(*parse(argv))
     except Usage as e:
         if str(e):
-            print(e, file=sys.stderr)
+            print(one_line(str(e)), file=sys.stderr)
         sys.stderr.write(USAGE)
         sys.exit(1)
     except HyjailError as e:
-        print(f"jail: {e}", file=sys.stderr)
+        print(f"jail: {one_line(str(e))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
