@@ -78,10 +78,14 @@ def parse_option(text: str) -> tuple[str, bool]:
     return name, True
 
 
+TRUE = ("1", "true", "yes", "on")  # how a boolean parameter's value may be spelled
+FALSE = ("0", "false", "no", "off")
+
+
 def parse_truth(what: str, value: str) -> bool:
     lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
+    if lowered in TRUE:
         return True
-    if lowered in ("0", "false", "no", "off"):
+    if lowered in FALSE:
         return False
     raise SetupError(f"{what}={value}: not a boolean (1 or 0)")

@@ -223,9 +223,7 @@ def _say(request: Request, message: str) -> None:
 def _write_jid_file(path: str, record) -> None:
     """-J: the parameters the jail was started with, as `jail -c` takes them."""
     from hyjail import jls
-    words = jls.settable_words(record) if hasattr(jls, "settable_words") else [
-        f"jid={record.jid}", f"name={record.name}", f"path={record.path}",
-        f"host.hostname={record.hostname}"]
+    words = jls.settable_words(record)
     try:
         with open(path, "w") as f:
             f.write(" ".join(shlex.quote(w) for w in words) + "\n")

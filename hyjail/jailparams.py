@@ -68,10 +68,9 @@ _ROWS: tuple[Parameter, ...] = (
        "the jail's root: pivot_root in a mount namespace (ns), chroot (trace)"),
     _p("ip4.addr", "list", "mapped", "IPv4 addresses of the jail ([iface|]addr[/mask]).",
        "the jail's addresses: on its veth (ns) or enforced by the tracer (trace); a /mask is "
-       "accepted, an interface| prefix belongs to networking",
-       values={"iface|": NETWORKING}),
+       "accepted, an interface| prefix belongs to networking"),
     _p("ip6.addr", "list", "mapped", "IPv6 addresses of the jail ([iface|]addr[/prefix]).",
-       "as ip4.addr", values={"iface|": NETWORKING}),
+       "as ip4.addr"),
     _p("ip4", "choice", "mapped", "IPv4: new (ip4.addr only), inherit (every host address), "
        "disable (none).", "new: the jail's addresses only; disable: no IPv4 address (with "
        "ip6 disabled too, no network but its own loopback)", choices=("new", "inherit",
@@ -171,10 +170,10 @@ _ROWS: tuple[Parameter, ...] = (
        "TERM, USER kept or set).", "the same: TERM from ours, HOME, SHELL, USER of the "
        "target user, PATH", jail=False, default=False),
     _p("exec.jail_user", "string", "mapped", "The user commands run as inside the jail.",
-       "looked up in the jail's passwd (or the host's with exec.system_jail_user)",
-       jail=False),
-    _p("exec.system_jail_user", "bool", "mapped", "exec.jail_user is looked up in the "
-       "host's passwd.", "the host's passwd and group", jail=False, default=False),
+       "looked up in the jail's own passwd", jail=False),
+    _p("exec.system_jail_user", "bool", "refused", "exec.jail_user is looked up in the "
+       "host's passwd.", "not yet: give a user of the jail's passwd (exec.jail_user)",
+       jail=False, default=False, values={"0": ""}),
     _p("exec.system_user", "string", "mapped", "The user host commands run as.",
        "host hooks run as this user of the host", jail=False),
     _p("exec.timeout", "int", "mapped", "Seconds a command may take before the jail is not "
@@ -284,10 +283,6 @@ def negated(name: str) -> str | None:
     return plain if row is not None and row.kind == "bool" else None
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
 def value(name: str, given: list[str] | bool) -> object:
     """The value of parameter name as its type has it, from what jail(8) or jail.conf gave
     (a list of strings, or True/False for a bare `name` / `noname`); then whether this row
@@ -308,9 +303,9 @@ def _typed(row: Parameter, given: list[str] | bool) -> object:
         if len(given) != 1:
             raise SetupError(f"{name}: a boolean takes one value (true or false)")
         text = given[0].strip().lower()
-        if text in _TRUE or text == "":
+        if text in allow.TRUE or text == "":
             return True
-        if text in _FALSE:
+        if text in allow.FALSE:
             return False
         raise SetupError(f"{name}={given[0]}: not a boolean (true, false, 1 or 0)")
     if isinstance(given, bool):

@@ -158,9 +158,6 @@ def _in_jail_options(values: Typed) -> dict:
     """How exec.start, command and exec.stop run inside: as exec.jail_user, in a clean
     environment with exec.clean (FreeBSD keeps TERM, and sets HOME, SHELL, USER of the user
     and the login class's PATH: `jexec -l`'s), else with ours."""
-    if values.get("exec.system_jail_user"):
-        raise SetupError("exec.system_jail_user: a user of the host's passwd inside the jail "
-                         "is not yet done: give a user of the jail's (exec.jail_user)")
     user = values.get("exec.jail_user")
     if values.get("exec.clean"):
         return {"user": user, "login": True}
