@@ -1,16 +1,19 @@
-"""A jail's users and groups, read as plain data: what `jexec -u/-l` needs of the jail's
-/etc/passwd and /etc/group.
+"""Whom an entered process runs as: a jail's users and groups, read as plain data (what
+`jexec -U/-l` and `hyjail exec -u` need of the jail's /etc/passwd and /etc/group), a user of
+the host's (`jexec -u`), and what the caller asked of the entry (`Asked`).
 
-Owns: opening those two files beneath the jail's root by descriptor (openat2 with
+Owns: opening the jail's two files beneath its root by descriptor (openat2 with
 RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS: a symlink the jail planted resolves inside the jail,
 never out of it), regular files only, bounded in size, and parsing them with our own code,
-once and only when asked. Never NSS: glibc would read the jail's nsswitch.conf and load its
-libnss_*.so into the process that asks, which still holds the host's powers (SPEC 1, the
-entry path).
+once and only when asked. Never NSS for the jail's: glibc would read the jail's nsswitch.conf
+and load its libnss_*.so into the process that asks, which still holds the host's powers
+(SPEC 1, the entry path). A host user is looked up through the host's own NSS, by the caller,
+before anything of the jail is joined (as FreeBSD's jexec does before jail_attach).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -43,6 +46,52 @@ class Group:
 
 # jexec -l with no root entry in the jail (a bare root): root, at /, with the usual shell.
 ROOT = User("root", 0, 0, "", "/", "/bin/sh")
+
+
+@dataclass(frozen=True)
+class HostUser:
+    """A user of the host's passwd, with its groups as initgroups(3) gives them on the host."""
+    user: User
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a caller asks of an entry into a jail (jexec's options; `hyjail.jails.exec_in`'s
+    keywords), carried into the entering process, which settles it there: the jail's files
+    can only be read, and its directories entered, from inside."""
+    user: str | None = None  # a user of the jail's passwd (jexec -U, hyjail exec -u)
+    host: HostUser | None = None  # a user of the host's, looked up before entering (jexec -u)
+    login: bool = False  # jexec -l: a login's clean environment, in the user's home
+    # FreeBSD's jexec for a named user: its USER, HOME, SHELL and the login class's PATH,
+    # even without -l (hyjail exec leaves the environment alone).
+    user_environment: bool = False
+    cwd: str | None = None  # jexec -d: the working directory inside the jail
+
+    @property
+    def named(self) -> bool:
+        return self.user is not None or self.host is not None
+
+
+def host_user(which: str) -> HostUser:
+    """jexec -u: the host's user named `which` (or, failing that, with uid `which`), and its
+    groups (the host's /etc/group, through the host's NSS). SetupError if there is none."""
+    import pwd
+    found = None
+    with contextlib.suppress(KeyError):
+        found = pwd.getpwnam(which)
+    if found is None and which.isascii() and which.isdigit() and int(which) <= _MAX_ID:
+        with contextlib.suppress(KeyError):
+            found = pwd.getpwuid(int(which))
+    if found is None:
+        raise SetupError(f"{which}: no such user on the host")
+    try:
+        groups = os.getgrouplist(found.pw_name, found.pw_gid)
+    except OSError as e:
+        raise SetupError(f"getgrouplist: {found.pw_name}: {e.strerror or e}") from None
+    user = User(found.pw_name, found.pw_uid, found.pw_gid, found.pw_gecos,
+                found.pw_dir or "/", found.pw_shell or "/bin/sh")
+    return HostUser(user, tuple(groups[:os.sysconf("SC_NGROUPS_MAX")]))
 
 
 class JailAccounts:

@@ -1,4 +1,6 @@
-"""The command line: `hyjail` and the FreeBSD drop-in `jail`, a thin layer over the library.
+"""The command line: `hyjail`, and the entry points of the FreeBSD drop-ins `jail`, `jls` and
+`jexec` (their getopt command lines are `hyjail.jail8`, `hyjail.jls`, `hyjail.jexec8`), a thin
+layer over the library.
 
 Owns: argument parsing (click), turning every HyjailError and usage error into one line on
 stderr with SPEC section 2's exit code, and nothing else: each command calls one library
@@ -184,13 +186,6 @@ def exec_command(user, login, which, command) -> int:
     return _exec(which, command, user, login)
 
 
-@click.command(context_settings=_RUN_CONTEXT)
-@_with_exec_options
-def jexec(user, login, which, command) -> int:
-    """jexec [-l] [-u USER] JID|NAME COMMAND...: FreeBSD jexec(8)."""
-    return _exec(which, command, user, login)
-
-
 @hyjail.command()
 @click.option("--timeout", type=click.FloatRange(min=0),
               help="Seconds between SIGTERM and SIGKILL (default: the jail's stop.timeout, 10).")
@@ -272,4 +267,5 @@ def jls_main(argv: list[str] | None = None) -> None:
 
 
 def jexec_main(argv: list[str] | None = None) -> None:
-    _main(jexec, "jexec", argv)
+    from hyjail import jexec8  # FreeBSD's getopt command line, no click
+    sys.exit(jexec8.main(argv))

@@ -89,12 +89,16 @@ def test_jexec_sees_the_jails_hostname_and_root_and_gets_spec_2s_exit_codes(busy
             # The same jail by JID, and SPEC 2's exit codes.
             assert jexec(jid, "/bin/sh", "-c", "exit 9").returncode == 9
             assert jexec(jid, "/bin/sh", "-c", "kill -TERM $$").returncode == 128 + 15
-            assert jexec(jid, "nosuch").returncode == 127
-            assert jexec(jid, "/etc/passwd").returncode == 126
-            assert jexec("-u", "nobody", jid, "id", "-u").stdout == "65534\n"
-            unknown_user = jexec("-u", "ghost", jid, "true")
+            assert hyjail("exec", jid, "nosuch").returncode == 127
+            assert hyjail("exec", jid, "/etc/passwd").returncode == 126
+            assert hyjail("exec", "-u", "nobody", jid, "id", "-u").stdout == "65534\n"
+            unknown_user = hyjail("exec", "-u", "ghost", jid, "true")
             assert (unknown_user.returncode, unknown_user.stderr) == (
-                125, "jexec: ghost: no such user in the jail\n")
+                125, "hyjail: ghost: no such user in the jail\n")
+            # jexec(8) words and exits as FreeBSD's (tests/test_jexec8.py has the rest).
+            assert (jexec(jid, "nosuch").returncode, jexec(jid, "nosuch").stderr) == (
+                1, "jexec: execvp: nosuch: No such file or directory\n")
+            assert jexec("-U", "nobody", jid, "id", "-u").stdout == "65534\n"
     finally:
         host_process.kill()
         host_process.wait()

@@ -128,7 +128,7 @@ def test_jls_jexec_ps_and_stop_for_the_users_own_jails(user_root):
             [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()",
              "-u", "nobody", "mine", "/bin/true"], capture_output=True, text=True, **AS_USER)
         assert (other.returncode, other.stderr) == (
-            125, "jexec: -u nobody: a jail started by a user other than root has only its root "
+            1, "jexec: -u nobody: a jail started by a user other than root has only its root "
                  "mapped\n")
         listed = as_user("ps")
         assert [line.split()[3] for line in listed.stdout.splitlines()[1:]] == [

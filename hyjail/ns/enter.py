@@ -4,7 +4,10 @@ Owns: joining every namespace of the jail's pid 1 (the pid namespace is joined b
 itself), taking the jail's root, choosing the user and environment from the jail's own
 /etc/passwd and /etc/group (read as plain data, `hyjail.accounts`, never through NSS), then
 the same READY/GO handshake, confinement and exec as the jail's own command, so that an
-entered process can reach exactly what one started with the jail can.
+entered process can reach exactly what one started with the jail can. Also what the caller
+asked of the entry (`accounts.Asked`: a host user looked up before, a login environment, a
+working directory opened beneath the root, the user's shell when no command is given), which
+the trace backend's entry shares.
 
 Until it execs, the entering process holds host powers inside the jail's namespaces: it is
 non-dumpable from its fork on (`foreground.Child`), so no jailed process can open its /proc
@@ -70,15 +73,15 @@ def open_namespaces(record: Record) -> dict[str, int]:
 
 
 def main(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
-         argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+         argv: Sequence[str], env: dict[str, str], asked: accounts.Asked,
          channel: socket.socket, tty_fds: Sequence[int],
          weakened: frozenset[str] = frozenset()) -> NoReturn:
-    guarded(channel, lambda: _enter_and_exec(namespaces, params, cgroup_paths, argv, env, user,
-                                             login, channel, tty_fds, weakened))
+    guarded(channel, lambda: _enter_and_exec(namespaces, params, cgroup_paths, argv, env, asked,
+                                             channel, tty_fds, weakened))
 
 
 def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequence[str],
-                    argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+                    argv: Sequence[str], env: dict[str, str], asked: accounts.Asked,
                     channel: socket.socket, tty_fds: Sequence[int],
                     weakened: frozenset[str]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
@@ -93,18 +96,16 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     os.chdir("/")
     # Joining the mount namespace made the jail's root ours: "/" is it, by descriptor.
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    entry, switch_to = chosen_account(user, login, root, weakened)
+    entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
+    if switch_to and switch_to.uid != 0 and params.get("rootless"):
+        raise SetupError(f"-u {asked.user or switch_to.name}: a jail started by a user other "
+                         f"than root has only its root mapped")
+    argv, env = settle(asked, root, entry, argv, env)
     if "follow-symlinks" in weakened:  # the old way: the jail's /dev/ptmx, by name
         tty = ready_and_wait(channel, tty_fds)
     else:
         tty = _ready_and_wait(channel, tty_fds, root)
-    if login:
-        env = login_environment(entry, env)
-        enter_home(root, entry.home)
     os.close(root)
-    if switch_to and switch_to.uid != 0 and params.get("rootless"):
-        raise SetupError(f"-u {user}: a jail started by a user other than root has only its "
-                         f"root mapped")
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
                       replace(confinement, account=switch_to))
 
@@ -157,12 +158,17 @@ def hide(weakened: frozenset[str]) -> None:
     prctl.set_proctitle("hyjail-enter")
 
 
-def chosen_account(user: str | None, login: bool, root: int, weakened: frozenset[str]
-                   ) -> tuple[accounts.User | None, Account | None]:
-    """(whose login environment, whom to switch to) for -u/-l, from the jail's own /etc/passwd
-    and /etc/group beneath `root`, read and parsed only when -u or -l asks; (None, None)
-    otherwise."""
-    if not (user or login):
+def chosen_account(asked: accounts.Asked, root: int, weakened: frozenset[str],
+                   shell: bool = False) -> tuple[accounts.User | None, Account | None]:
+    """(whose environment and shell, whom to switch to): the host user looked up before
+    entering (jexec -u), else from the jail's own /etc/passwd and /etc/group beneath `root`,
+    read and parsed only when a user, -l or the user's shell (`shell`: no command) asks;
+    (None, None) otherwise."""
+    if asked.host is not None:
+        entry = asked.host.user
+        return entry, Account(entry.name, entry.uid, entry.gid, asked.host.groups)
+    user = asked.user
+    if not (user or asked.login or shell):
         return None, None
     if "host-nss" in weakened:  # the old, unsafe way, for the battery to show its hole
         entry = _account_by_nss(user)
@@ -187,9 +193,51 @@ def _account_by_nss(user: str | None) -> accounts.User:
 
 
 def login_environment(entry: accounts.User, env: dict[str, str]) -> dict[str, str]:
-    """jexec -l: a clean environment for the user, keeping only TERM."""
-    return {"HOME": entry.home, "SHELL": entry.shell, "USER": entry.name, "PATH": LOGIN_PATH,
+    """jexec -l: a clean environment for the user, keeping only TERM (login(1)'s)."""
+    return {**user_environment(entry), "LOGNAME": entry.name,
             **({"TERM": env["TERM"]} if "TERM" in env else {})}
+
+
+def user_environment(entry: accounts.User) -> dict[str, str]:
+    """What FreeBSD's jexec sets for a user: HOME, SHELL, USER, and the login class's PATH
+    (the default class's, less ~/bin)."""
+    return {"HOME": entry.home, "SHELL": entry.shell or "/bin/sh", "USER": entry.name,
+            "PATH": LOGIN_PATH}
+
+
+def settle(asked: accounts.Asked, root: int, entry: accounts.User | None,
+           argv: Sequence[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """What the caller asked of the entry, settled inside the jail, beneath `root`: the
+    environment (-l, or a named user's), the working directory (-d, else the user's home
+    with -l, else the root), and the command: argv, or, with none, the user's shell run as
+    FreeBSD's jexec runs it (argv[0] its path, interactive, never a login shell)."""
+    if asked.login:
+        env = login_environment(entry, env)
+    elif asked.user_environment and asked.named:
+        env = {**env, **user_environment(entry)}
+    if asked.cwd is not None:
+        enter_directory(root, asked.cwd)
+    elif asked.login:
+        enter_home(root, entry.home)
+    if not argv:
+        shell = entry.shell if entry is not None else ""
+        argv = [shell or "/bin/sh", "-i"]
+    return list(argv), env
+
+
+def enter_directory(root: int, path: str) -> None:
+    """cd to path as the jail resolves it (relative to its root, symlinks clamped there, no
+    magic link), never by a host path; SetupError, worded as chdir(2)'s, if it is not a
+    directory there."""
+    try:
+        fd = linux.openat2(root, path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                           linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError as e:
+        raise SetupError(f"chdir: {path}: {e.strerror}") from None
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
 
 
 def enter_home(root: int, home: str) -> None:

@@ -8,7 +8,8 @@ chroot into the jail's root, taken by descriptor (its first process's root, open
 side: never the path by name, whose components the jail or another may have swapped); then the
 same READY/GO handshake, confinement (from the jail's record: the same filter, tags, scopes
 and capability sets as the command) and exec. Users and groups come from the jail's files as
-plain data, and the process stays hidden until exec, as `ns.enter` says.
+plain data (or the host's, looked up before), what the caller asked of the entry is settled
+as `ns.enter` settles it, and the process stays hidden until exec, as `ns.enter` says.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, linux
+from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.enter import chosen_account, enter_home, hide, login_environment
+from hyjail.ns.enter import chosen_account, hide, settle
 from hyjail.ns.jail import guarded, jail_stdio
 from hyjail.registry import Record
 
@@ -67,15 +68,15 @@ def ask_to_be_traced(record: Record, door: str, pid: int) -> None:
 
 
 def main(record: Record, namespaces: dict[str, int], cgroup_paths: Sequence[str],
-         argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+         argv: Sequence[str], env: dict[str, str], asked: accounts.Asked,
          channel: socket.socket, tty_fds: Sequence[int],
          weakened: frozenset[str] = frozenset()) -> NoReturn:
-    guarded(channel, lambda: _enter_and_exec(record, namespaces, cgroup_paths, argv, env, user,
-                                             login, channel, tty_fds, weakened))
+    guarded(channel, lambda: _enter_and_exec(record, namespaces, cgroup_paths, argv, env, asked,
+                                             channel, tty_fds, weakened))
 
 
 def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Sequence[str],
-                    argv: Sequence[str], env: dict[str, str], user: str | None, login: bool,
+                    argv: Sequence[str], env: dict[str, str], asked: accounts.Asked,
                     channel: socket.socket, tty_fds: Sequence[int],
                     weakened: frozenset[str]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
@@ -96,16 +97,14 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.fchdir(root)
         os.chroot(".")
     os.chdir("/")
-    entry, switch_to = chosen_account(user, login, root, weakened)
+    entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
+    argv, env = settle(asked, root, entry, argv, env)
     control.send_ready(channel, [master] if master is not None else [])
     if master is not None:
         os.close(master)
     message, _ = control.receive(channel)  # GO: the supervisor traces us now
     if message != control.GO:
         os._exit(EXIT_SETUP)
-    if login:
-        env = login_environment(entry, env)
-        enter_home(root, entry.home)
     os.close(root)
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
                       replace(confinement, account=switch_to))
