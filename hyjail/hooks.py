@@ -13,8 +13,10 @@ model).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hyjail.errors import SetupError
@@ -22,8 +24,66 @@ from hyjail.errors import SetupError
 
 @dataclass(frozen=True)
 class HookOptions:
+    """How a jail's commands run, kept in its record for `jail -r`."""
     timeout: float | None = None  # exec.timeout
     user: str | None = None  # exec.system_user: a user of the host's passwd
+    consolelog: str | None = None  # exec.consolelog: every command's output appended there
+    jail_user: str | None = None  # exec.jail_user: commands inside run as this user
+    system_jail_user: bool = False  # exec.system_jail_user: jail_user is the host's
+    clean: bool = False  # exec.clean: commands inside get a login's environment
+
+    def inside(self, timed: bool = False) -> dict:
+        """exec_in's keywords for exec.start, command and exec.stop: as exec.jail_user (of
+        the jail's passwd, or the host's with exec.system_jail_user), in a clean environment
+        with exec.clean (FreeBSD keeps TERM, and sets HOME, SHELL, USER of the user and the
+        login class's PATH: `jexec -l`'s), else with ours and the user's HOME, SHELL and
+        USER. timed: killed after exec.timeout (exec.start and exec.stop; not `command`)."""
+        which = "host_user" if self.system_jail_user else "user"
+        keywords: dict = {which: self.jail_user}
+        if self.clean:
+            keywords["login"] = True
+        else:
+            keywords.update(environ=dict(os.environ), user_environment=bool(self.jail_user))
+        if timed and self.timeout:
+            keywords["timeout"] = self.timeout
+        return keywords
+
+    def to_record(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_record(cls, kept: dict) -> HookOptions:
+        return cls(**{k: v for k, v in kept.items() if k in cls.__dataclass_fields__})
+
+
+@contextlib.contextmanager
+def console(log: str | None, root: str) -> Iterator[None]:
+    """exec.consolelog: this process's stdout and stderr (which the hooks and the commands
+    inside inherit) appended to the file while the jail is made or removed. Never a file
+    beneath the jail's root: the jail could have put a symbolic link on its way."""
+    if not log:
+        yield
+        return
+    where = os.path.realpath(str(log))
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([where, real_root]) == real_root:
+        raise SetupError(f"exec.consolelog={log}: inside the jail's root, where the jail "
+                         f"could point it at any host file")
+    try:
+        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise SetupError(f"exec.consolelog={log}: {e.strerror}") from None
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for target in (1, 2):
+            os.dup2(fd, target)
+        yield
+    finally:
+        for target, old in zip((1, 2), saved, strict=True):
+            os.dup2(old, target)
+            os.close(old)
+        os.close(fd)
 
 
 def run_host_hooks(commands: list[str], which: str, jid: int | str, name: str, path: str,

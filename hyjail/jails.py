@@ -153,19 +153,27 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
     """Stop a jail as `jail -r` does: exec.prestop (host), exec.stop (inside), SIGTERM to its
     processes, SIGKILL to what remains after the timeout, wait for the supervisor's teardown,
     exec.poststop (host)."""
-    from hyjail.hooks import HookOptions, run_host_hooks
+    from hyjail.hooks import HookOptions, console
 
     registry = registry or Registry()
-    jail = get(which, registry)
-    record = jail.record
+    record = get(which, registry).record
+    options = HookOptions.from_record(record.params.get("hook_options", {}))
+    with console(options.consolelog, record.path):
+        _stop(record, timeout, registry, run_hooks, options)
+
+
+def _stop(record: Record, timeout: float | None, registry: Registry, run_hooks: bool,
+          options) -> None:
+    from hyjail.hooks import run_host_hooks
+
     hooks = record.params.get("hooks", {}) if run_hooks else {}
     if timeout is None:
         timeout = _stop_timeout(record)
-    options = HookOptions(**record.params.get("hook_options", {}))
     run_host_hooks(hooks.get("exec.prestop", []), "exec.prestop", record.jid, record.name,
                    record.path, options)
     for command in hooks.get("exec.stop", []):
-        exec_in(record.jid, ["/bin/sh", "-c", command], registry=registry)
+        exec_in(record.jid, ["/bin/sh", "-c", command], registry=registry,
+                **options.inside(timed=True))
     # Pid 1 forwards what it gets to the command; signal the others directly, once each.
     # stop.timeout=0: no SIGTERM, the jail is removed at once (FreeBSD's meaning).
     if timeout > 0:
@@ -215,14 +223,37 @@ def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = Fal
 
 
 def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
-            login: bool = False, environ: dict[str, str] | None = None,
+            host_user: str | None = None, login: bool = False,
+            environ: dict[str, str] | None = None, cwd: str | None = None,
+            user_environment: bool = False, timeout: float | None = None,
             registry: Registry | None = None) -> int:
-    """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2)."""
-    from hyjail import cgroups, terminal, weaken
+    """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2).
+
+    user: as this user of the jail's /etc/passwd (name or uid); host_user: as this user of
+    the host's, its ids and groups looked up on the host first (FreeBSD's `jexec -u`); not
+    both. login: a login's clean environment, in the user's home. user_environment: a named
+    user's USER, HOME, SHELL and PATH without login (FreeBSD's jexec). cwd: the working
+    directory, as the jail resolves it (SetupError "chdir: DIR: ..." if it is none). An
+    empty argv runs the user's shell (its passwd entry's, else /bin/sh) with -i, as jexec(8).
+    timeout: after that many seconds the command's process group is killed (SIGKILL) and
+    SetupError "...: timed out after N s" raised (exec.timeout)."""
+    import shlex
+
+    from hyjail import accounts, cgroups, terminal, weaken
+    from hyjail.errors import SetupError
     from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
     from hyjail.ns import control, enter
     from hyjail.ns.dilution import Confinement
 
+    if user is not None and host_user is not None:
+        raise SetupError("a user of the jail's or of the host's, not both")
+    if timeout is not None and not timeout >= 0:  # also NaN
+        raise SetupError(f"timeout {timeout}: not a number of seconds")
+    # The host's user before the jail, as FreeBSD's jexec: looked up while this process is
+    # still wholly the host's.
+    host = accounts.host_user(host_user) if host_user is not None else None
+    asked = accounts.Asked(user=user, host=host, login=login,
+                           user_environment=user_environment, cwd=cwd)
     registry = registry or Registry()
     record = get(which, registry).record
     traced = record.backend in ("trace", "hybrid")  # the supervisor must trace it first
@@ -259,13 +290,13 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             if chrooted:
                 child = Child(None,  # no pid namespace: the tracer holds R4
                               lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
-                                                       env, user, login, jail_end, tty_fds,
+                                                       env, asked, jail_end, tty_fds,
                                                        weakened),
                               hidden=hidden, keep_fds=keep, weakened=not hidden)
             else:
                 child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
                               lambda: enter.main(namespaces, record.params, cgroup_paths,
-                                                 argv, env, user, login, jail_end, tty_fds,
+                                                 argv, env, asked, jail_end, tty_fds,
                                                  weakened),
                               through_helper=rootless, hidden=hidden, keep_fds=keep,
                               weakened=not hidden)
@@ -273,7 +304,39 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         fds, _ = wait_ready(channel)
         if traced:
             trace_enter.ask_to_be_traced(record, registry.door_path(record.jid), child.pid)
-        return run_in_foreground(child, channel, tty_fds, fds, undo, pending)
+        if timeout is None:
+            return run_in_foreground(child, channel, tty_fds, fds, undo, pending)
+        if _in_foreground_until(child, channel, tty_fds, fds, undo, pending, timeout):
+            return child.status
+        command = shlex.join(argv) if argv else "the user's shell"
+        raise SetupError(f"jail {record.name}: {command}: timed out after {timeout:g} s")
+
+
+def _in_foreground_until(child, channel, tty_fds: Sequence[int], fds: list[int],
+                         undo: contextlib.ExitStack, pending: list[int],
+                         timeout: float) -> bool:
+    """run_in_foreground with a deadline: past it, SIGKILL the command's process group (the
+    entered process is its session's leader from its exec on) and the entered process
+    itself (in case it had not got so far). False if it had to. Only the loop's own tick
+    kills, before the child is reaped: its pid, and so its group's id, is not reused yet."""
+    from hyjail.foreground import relay_of, supervise
+
+    deadline = time.monotonic() + timeout
+    killed = []
+
+    def tick() -> None:
+        if child.status is None and not killed and time.monotonic() >= deadline:
+            killed.append(True)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                child.signal(signal.SIGKILL)
+
+    supervise(channel, relay_of(fds, tty_fds, undo), undo, pending,
+              done=lambda: child.status is not None, forward=child.signal,
+              sources={child.pidfd: child.reap}, tick=tick,
+              timeout=max(0.01, min(0.1, timeout)))
+    return not killed
 
 
 def _enter_pid_namespace(pidns: int, rootless: bool) -> None:

@@ -19,14 +19,12 @@ configuration at hand.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from hyjail import jailparams, limits
 from hyjail.errors import SetupError
-from hyjail.hooks import HookOptions, run_host_hooks
+from hyjail.hooks import HookOptions, console, run_host_hooks
 from hyjail.jailparams import HOOKS_CREATE, HOOKS_REMOVE, LIMITS
 from hyjail.limits import Limits
 from hyjail.spec import JailSpec
@@ -124,9 +122,7 @@ def _addresses(values: Typed) -> tuple[list[str], bool]:
 def to_spec(values: Typed) -> JailSpec:
     """The jail these parameters describe (held by its pid 1: the command and exec.start
     run by `create`)."""
-    path = values.get("path")
-    if path is None:
-        raise SetupError("path: a jail needs one")
+    path = values.get("path") or "/"  # FreeBSD: a jail without a path has the host's root
     addresses, no_network = _addresses(values)
     name = values.get("name")
     jid = values.get("jid")
@@ -139,7 +135,8 @@ def to_spec(values: Typed) -> JailSpec:
         str(path), str(hostname), ",".join(addresses) or "127.0.0.1", [],
         name=name, net="none" if no_network else "veth", persist=True, jid=jid,
         environ={}, allow_changes=tuple(_allow_changes(values)), limits=_limits(values),
-        domainname=str(values.get("host.domainname") or ""))
+        domainname=str(values.get("host.domainname") or ""), any_hostname=True,
+        osrelease=str(values.get("osrelease") or ""))
     return spec
 
 
@@ -154,50 +151,15 @@ def hooks(values: Typed, names: Iterable[str]) -> dict[str, list[str]]:
     return {name: list(values[name]) for name in names if values.get(name)}
 
 
-def _in_jail_options(values: Typed) -> dict:
-    """How exec.start, command and exec.stop run inside: as exec.jail_user, in a clean
-    environment with exec.clean (FreeBSD keeps TERM, and sets HOME, SHELL, USER of the user
-    and the login class's PATH: `jexec -l`'s), else with ours."""
-    user = values.get("exec.jail_user")
-    if values.get("exec.clean"):
-        return {"user": user, "login": True}
-    return {"user": user, "environ": dict(os.environ)}
-
-
 def _hook_options(values: Typed) -> HookOptions:
     timeout = values.get("exec.timeout")
-    return HookOptions(timeout=float(timeout) if timeout else None,
-                       user=values.get("exec.system_user"))
-
-
-@contextlib.contextmanager
-def _console(values: Typed, root: str) -> Iterator[None]:
-    """exec.consolelog: this process's stdout and stderr (which the hooks and the commands
-    inside inherit) appended to the file while the jail is made. Never a file beneath the
-    jail's root: the jail could have put a symbolic link on its way."""
     log = values.get("exec.consolelog")
-    if not log:
-        yield
-        return
-    where = os.path.realpath(str(log))
-    if os.path.commonpath([where, os.path.realpath(root)]) == os.path.realpath(root):
-        raise SetupError(f"exec.consolelog={log}: inside the jail's root, where the jail "
-                         f"could point it at any host file")
-    try:
-        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW |
-                     os.O_CLOEXEC, 0o640)
-    except OSError as e:
-        raise SetupError(f"exec.consolelog={log}: {e.strerror}") from None
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        for target in (1, 2):
-            os.dup2(fd, target)
-        yield
-    finally:
-        for target, old in zip((1, 2), saved, strict=True):
-            os.dup2(old, target)
-            os.close(old)
-        os.close(fd)
+    return HookOptions(timeout=float(timeout) if timeout else None,
+                       user=values.get("exec.system_user"),
+                       consolelog=str(log) if log else None,
+                       jail_user=values.get("exec.jail_user"),
+                       system_jail_user=bool(values.get("exec.system_jail_user")),
+                       clean=bool(values.get("exec.clean")))
 
 
 def create(params: Params) -> int:
@@ -205,7 +167,7 @@ def create(params: Params) -> int:
     status `jail` exits with: the command's when `command` is given, else 0."""
     values = typed(params)
     spec = to_spec(values)
-    with _console(values, spec.path):
+    with console(_hook_options(values).consolelog, spec.path):
         return _create(values, spec)
 
 
@@ -219,8 +181,8 @@ def _create(values: Typed, spec: JailSpec) -> int:
     if not (persist or command or starts):
         raise SetupError("a jail needs persist, exec.start or command (FreeBSD: it would "
                          "have no process to live by)")
-    inside = _in_jail_options(values)
     options = _hook_options(values)
+    inside = options.inside()
     name = spec.name or ""
     create_hooks = hooks(values, HOOKS_CREATE)
     for hook in ("exec.prepare", "exec.prestart"):
@@ -230,7 +192,7 @@ def _create(values: Typed, spec: JailSpec) -> int:
     status = 0
     try:
         extra = {"jail_params": _shown_params(values),
-                 "hook_options": {"timeout": options.timeout, "user": options.user}}
+                 "hook_options": options.to_record()}
         extra["lifetime"] = "pending"  # armed below without persist, or by `jail -m nopersist`
         if not persist:
             extra["persist"] = None
@@ -239,7 +201,8 @@ def _create(values: Typed, spec: JailSpec) -> int:
         run_host_hooks(create_hooks.get("exec.created", []), "exec.created", record.jid,
                        record.name, record.path, options)
         for start in starts:
-            code = jails.exec_in(record.jid, ["/bin/sh", "-c", start], **inside)
+            code = jails.exec_in(record.jid, ["/bin/sh", "-c", start],
+                                 **options.inside(timed=True))
             if code != 0:
                 raise SetupError(f"{record.name}: exec.start {start!r} failed with status "
                                  f"{code}")

@@ -133,8 +133,15 @@ class Registry:
             return record
 
     def update(self, record: Record, **changes) -> Record:
-        updated = dataclasses.replace(record, **changes)
+        """The jail's record with `changes`, applied to what is on disk now: several writers
+        keep one record (its supervisor renames a traced jail; jail(8) adds hooks and the
+        lifetime watch), and a writer's older copy must not undo another's fields."""
         with self.locked():
+            current = self.read(record.jid)
+            if current is None or (current.supervisor_pid, current.supervisor_start) != (
+                    record.supervisor_pid, record.supervisor_start):
+                current = record  # not yet written, or another jail's now
+            updated = dataclasses.replace(current, **changes)
             self._write(updated)
         return updated
 

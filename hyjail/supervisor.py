@@ -110,8 +110,9 @@ def choose_plan(spec: JailSpec) -> Plan:
     """The rule-to-provider plan for this jail on this host (the probe is cached per boot)."""
     from hyjail import platform
     probe = platform.current()
+    needs = enforcement.ptrace_for(spec)
     if rootless.host_root():
-        return plans.choose(probe, spec.backend)
+        return plans.choose(probe, spec.backend, needs)
     # A user other than root has namespaces (its own user namespace) or nothing: the trace
     # backend's chroot needs root.
     if spec.backend == "trace":
@@ -120,6 +121,9 @@ def choose_plan(spec: JailSpec) -> Plan:
         raise SetupError(f"a jail started by a user other than root needs an unprivileged user "
                          f"namespace, and this host denies it: "
                          f"{probe['userns.unprivileged'].detail}")
+    if needs:
+        raise SetupError(f"{', '.join(needs.values())}: needs the ptrace providers, which "
+                         f"need root")
     return plans.choose(probe, "ns")
 
 
@@ -141,6 +145,11 @@ def start_detached(spec: JailSpec, until_empty: bool = False) -> Record:
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+        # Nothing else of the caller's: a fork keeps every descriptor, and one held here (a
+        # pipe the caller's caller reads to EOF, jail(8)'s saved stdout under
+        # exec.consolelog, a lock) would outlive the caller for the jail's whole life.
+        os.closerange(3, ready_write)
+        os.closerange(ready_write + 1, os.sysconf("SC_OPEN_MAX"))
         def ready(record: Record) -> None:
             if until_empty:
                 from hyjail import lifetime
