@@ -7,6 +7,12 @@ Owns: parsing jail(8)'s options as FreeBSD's getopt does (combined flags such as
 FreeBSD's jail prints (`NAME: created`, `NAME: removed`, its usage text), exiting as it does:
 1 for its own errors and for usage, the command's status when it runs one. What a parameter
 means is `hyjail.jailparams`'; making and removing a jail is `hyjail.lifecycle`'s.
+
+Also jail(8)'s own two parameters that act before a jail is made: `depend` (the order in
+which the jails of jail.conf are created and removed, `hyjail.depend`'s plan, run here: a
+failing jail is reported and the others go on, as FreeBSD's main loop does, exit 1) and
+`ip_hostname` (host.hostname's addresses added to ip4.addr / ip6.addr, as config.c's
+check_intparams does, before the parameters reach lifecycle).
 No click: jail(8) is on the hot path of a start, and getopt is what FreeBSD's uses.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import os
 import shlex
 import sys
 
@@ -169,12 +176,18 @@ def _positional(request: Request, args: list[str]) -> int:
 
 
 def _act(request: Request, words: list[str]) -> int:
-    from hyjail import lifecycle
-    return _apply(request, lifecycle.parse_command_line(words))
+    """One jail, its parameters on the command line. Its dependencies must be running
+    already: there is no configuration to create them from (state.c's dep_setup without
+    one)."""
+    from hyjail import depend, lifecycle
+    params = lifecycle.parse_command_line(words)
+    for dep in _dependencies(params):
+        if _running(dep) is None:
+            raise HyjailError(depend.NONEXISTENT.format(dep))
+    return _apply(request, params)
 
 
 def _apply(request: Request, params: dict) -> int:
-    from hyjail import lifecycle
     name = _name_of(params)
     existing = _running(name) if name else None
     if existing is not None and request.remove and request.create:  # -rc, -cmr: restart
@@ -182,21 +195,106 @@ def _apply(request: Request, params: dict) -> int:
         existing = None
     if existing is not None:
         if request.modify:
-            lifecycle.modify(existing, params)
-            _say(request, f"{existing.name}: updated")
-            return 0
+            return _modify(request, existing, params)
         raise HyjailError(f'"{name}" already exists')
     if not request.create:
         raise HyjailError(f'"{name}" not found' if name else "jail -m: needs name or jid")
-    status = lifecycle.create(params)
+    return _create(request, params)
+
+
+def _create(request: Request, params: dict, shown: str | None = None) -> int:
+    """Make one jail; `shown`: what FreeBSD calls it in `NAME: created` (a configured
+    jail's block name, which for a numbered block is its JID), else its name."""
+    from hyjail import lifecycle
+    name = _name_of(params)
+    status = lifecycle.create(_for_lifecycle(params))
     record = _running(name) if name else None
-    shown = record.name if record is not None else name or "jail"
+    shown = shown or (record.name if record is not None else name or "jail")
     if request.jid_only and record is not None:
-        print(record.jid)
+        print(record.jid, flush=True)
     _say(request, f"{shown}: created")
     if request.jid_file and record is not None:
         _write_jid_file(request.jid_file, record)
     return status
+
+
+def _modify(request: Request, record, params: dict, shown: str | None = None) -> int:
+    from hyjail import lifecycle
+    lifecycle.modify(record, _for_lifecycle(params))
+    _say(request, f"{shown or record.name}: updated")
+    return 0
+
+
+def _for_lifecycle(params: dict) -> dict:
+    """The parameters less jail(8)'s own: `depend` was this module's to act on, and
+    `ip_hostname` becomes the addresses it stands for."""
+    params = {k: v for k, v in params.items() if k != "depend"}
+    return _ip_hostname(params, _name_of(params))
+
+
+def _dependencies(params: dict) -> list[str]:
+    """A jail's `depend` list (checked by the table: a bare `depend` needs a value)."""
+    from hyjail import jailparams
+    given = params.get("depend")
+    return [] if given is None else list(jailparams.value("depend", given))
+
+
+def _ip_hostname(params: dict, name: str | None) -> dict:
+    """ip_hostname: the addresses host.hostname resolves to (getaddrinfo(3), as config.c's
+    check_intparams asks it: any family, stream sockets) added to ip4.addr and ip6.addr,
+    each once, none of a family that is `disable`d. Without host.hostname there is nothing
+    to resolve, as on FreeBSD; a name that does not resolve is FreeBSD's one line."""
+    from hyjail import jailparams
+    if params.get("noip_hostname") is True:  # jail.conf's `noip_hostname;`
+        return {k: v for k, v in params.items() if k != "noip_hostname"}
+    given = params.get("ip_hostname")
+    params = {k: v for k, v in params.items() if k != "ip_hostname"}
+    if given is None or not jailparams.value("ip_hostname", given):
+        return params
+    hostname = params.get("host.hostname")
+    if not isinstance(hostname, list) or not hostname or not hostname[-1]:
+        return params
+    host = hostname[-1]  # a scalar's last value is its value (config.c's string_param)
+    import socket  # only here: a lookup is rare, and jail(8) is on a start's hot path
+    who = f"{name}: " if name else ""
+    try:
+        answers = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise HyjailError(f"{who}host.hostname {host}: {e.strerror}") from None
+    except (UnicodeError, ValueError) as e:  # not a name the resolver takes (IDNA, NUL)
+        raise HyjailError(f"{who}host.hostname {host}: {e}") from None
+    for family, key in ((socket.AF_INET, "ip4"), (socket.AF_INET6, "ip6")):
+        given_family = params.get(key)
+        if isinstance(given_family, list) and given_family[-1:] == ["disable"]:
+            continue
+        addresses = params.get(f"{key}.addr")
+        if addresses is not None and not isinstance(addresses, list):
+            continue  # a bare ip4.addr: lifecycle says what is wrong with it
+        addresses = list(addresses or [])
+        have = {_bare_address(a) for a in addresses}
+        for answer_family, _, _, _, sockaddr in answers:
+            address = str(sockaddr[0]).split("%", 1)[0]  # inet_ntop's form: no %scope
+            if answer_family != family or _bare_address(address) in have:
+                continue
+            # Every jail's own loopback holds ::1 already, and hyjail's addresses refuse it
+            # (it is reserved): a resolver that maps the name to ::1 too must not fail it.
+            if family == socket.AF_INET6 and ipaddress.ip_address(address).is_loopback:
+                continue
+            have.add(_bare_address(address))
+            addresses.append(address)
+        if addresses:
+            params[f"{key}.addr"] = addresses
+    return params
+
+
+def _bare_address(item: str) -> str:
+    """An ip4.addr/ip6.addr item's address alone (no iface| prefix, /mask or options), in
+    one spelling, to tell a resolved address from one given already."""
+    text = item.strip().rpartition("|")[2].split("/", 1)[0].split(" ", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def _name_of(params: dict) -> str | None:
@@ -217,7 +315,12 @@ def _running(which: str):
 
 def _say(request: Request, message: str) -> None:
     if not request.quiet:
-        print(message)
+        print(message, flush=True)  # before the next jail's hooks write to the same stdout
+
+
+def _warn(message: str) -> None:
+    """A failure that does not end jail(8): the other jails go on (FreeBSD's warnx)."""
+    print(f"jail: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _write_jid_file(path: str, record) -> None:
@@ -231,28 +334,10 @@ def _write_jid_file(path: str, record) -> None:
         raise HyjailError(f"{path}: {e.strerror}") from None
 
 
-def _remove(request: Request, names: list[str]) -> int:
-    from hyjail.jails import list_jails
-    if not names:
-        raise Usage("")
-    if "*" in names:
-        records = [j.record for j in list_jails()]
-    else:
-        records = []
-        for name in names:
-            record = _running(name)
-            if record is None:
-                raise HyjailError(f'"{name}" not found')
-            records.append(record)
-    for record in records:
-        _remove_one(request, record)
-    return 0
-
-
-def _remove_one(request: Request, record) -> None:
+def _remove_one(request: Request, record, shown: str | None = None) -> None:
     from hyjail.jails import stop
     stop(record.jid, run_hooks=not request.remove_bare)
-    _say(request, f"{record.name}: removed")
+    _say(request, f"{shown or record.name}: removed")
 
 
 def _config(request: Request):
@@ -263,23 +348,218 @@ def _config(request: Request):
     return jailconf.load_default()
 
 
-def _act_on_config(request: Request, names: list[str]) -> int:
+def _removal_config(request: Request):
+    """What -r reads for the dependencies of what it removes: the file if there is one (no
+    file is no dependencies, as FreeBSD's stat(2) check has it); -R reads none."""
     from hyjail import jailconf
-    config = _config(request)
-    if request.remove and not (request.create or request.modify):
-        return _remove(request, names)
-    # A name the file lacks goes on to resolve(), which says so.
-    chosen = [found for name in names for found in (jailconf.jail_names(config, name) or
-                                                     [name])] \
-        if names else jailconf.jail_names(config)
+    if request.remove_bare:
+        return jailconf.Config()
+    if request.conf is None:
+        return jailconf.load_default(missing_ok=True)
+    return jailconf.load(request.conf) if os.path.exists(request.conf) else jailconf.Config()
+
+
+class _Configured:
+    """The jails of a jail.conf as jail(8) acts on them: each one's parameters (resolved once,
+    with what the deprecated flags stand for), its dependencies, its running jail; and what
+    this run of jail(8) has made of them (`failed`, `error`)."""
+
+    def __init__(self, config, implied: list[str]) -> None:
+        from hyjail import jailconf
+        self.config = config
+        self.names = jailconf.jail_names(config)
+        self._defined = set(self.names)
+        self._implied = implied
+        self._params: dict[str, dict | HyjailError] = {}
+        self.failed: set[str] = set()  # jails whose failure skips those waiting for them
+        self.error = False  # anything failed: jail(8) exits 1
+
+    def defined(self, name: str) -> bool:
+        return name in self._defined
+
+    def params(self, name: str) -> dict:
+        from hyjail import jailconf
+        if name not in self._params:
+            try:
+                params = jailconf.resolve(self.config, name)
+            except HyjailError as e:
+                self._params[name] = e
+            else:
+                for word in self._implied:
+                    key, sep, value = word.partition("=")
+                    params[key] = [value] if sep else True
+                self._params[name] = params
+        found = self._params[name]
+        if isinstance(found, HyjailError):
+            raise found
+        return dict(found)
+
+    def depends_on(self, name: str) -> list[str]:
+        return _dependencies(self.params(name))
+
+    def dependents_of(self, name: str) -> list[str]:
+        found = []
+        for other in self.names:
+            try:
+                if name in self.depends_on(other):
+                    found.append(other)
+            except HyjailError:
+                continue  # that jail's own problem, said when it is acted on
+        return found
+
+    def record(self, name: str):
+        """The running jail a configured name (or a running jail's name or JID) stands for."""
+        if not self.defined(name):
+            return _running(name)
+        try:
+            return _running(_name_of(self.params(name)) or name)
+        except HyjailError:
+            return _running(name)
+
+    def key_of(self, record) -> str:
+        """A running jail as the configuration names it, if it does."""
+        for key in (record.name, str(record.jid)):
+            if key and self.defined(key):
+                return key
+        return record.name or str(record.jid)
+
+    def fail(self, message: str, name: str | None = None) -> None:
+        _warn(message)
+        self.error = True
+        if name is not None:
+            self.failed.add(name)
+
+    def skipped(self, request: Request, name: str, waits: list[str], named: bool) -> bool:
+        """Whether name waits for a jail that failed: it fails too, as `NAME: skipped` when it
+        was asked for (FreeBSD says nothing of a jail only pulled in, nor under -q)."""
+        if not any(other in self.failed for other in waits):
+            return False
+        self.failed.add(name)
+        self.error = True
+        if named and not request.quiet:
+            _warn(f"{name}: skipped")
+        return True
+
+
+def _remove(request: Request, names: list[str]) -> int:
+    """-r / -R: the jails named (by name or JID, `*` for every running one), each after the
+    running jails of the configuration that depend on it (state.c: when a jail is removed,
+    what depends on it goes first), those that depend on nothing in the order given."""
+    from hyjail import depend
+    from hyjail.jails import list_jails
+    if not names:
+        raise Usage("")
+    jails = _Configured(_removal_config(request), [])
+    targets: dict[str, bool] = {}  # jail -> named (else every jail: `*`)
+    for name in names:
+        if name == "*":
+            # Every running jail, by JID: FreeBSD's `*` is the file's jails, hyjail's every
+            # one (jails are made without a file too); the file still orders them.
+            for jail in list_jails():
+                targets.setdefault(jails.key_of(jail.record), False)
+        elif jails.defined(name):
+            targets[name] = True
+        elif (record := _running(name)) is not None:
+            targets[jails.key_of(record)] = True
+        else:
+            jails.fail(f'"{name}" not found')
+    plan = depend.removal(targets, jails.dependents_of)
+    for name in plan.order:
+        if name in jails.failed or jails.skipped(request, name, plan.waits[name],
+                                                 targets.get(name, False)):
+            continue
+        record = jails.record(name)
+        if record is None:
+            if targets.get(name):  # only a jail asked for is missing; a dependent need not run
+                jails.fail(f'"{name}" not found')
+            continue
+        try:
+            _remove_one(request, record, name)
+        except HyjailError as e:
+            jails.fail(str(e), name)
+    return 1 if jails.error else 0
+
+
+def _act_on_config(request: Request, names: list[str]) -> int:
+    """-c, -m, -cm, -rc, -cmr on jails of jail.conf (those named, else all): dependencies
+    created first, all of one jail's before it (the ones running left alone); for -rc, the
+    running jails that depend on a restarted one removed first and not made again (FreeBSD's
+    dep_check stops them, and nothing starts them). A jail named by a wildcard or by no name
+    that already runs is left alone; one named that runs "already exists"."""
+    from hyjail import depend, jailconf
+    jails = _Configured(_config(request), request.implied)
+    targets: dict[str, bool] = {}  # jail -> named (not by a wildcard or by no name)
+    for name in names:
+        found = jailconf.jail_names(jails.config, name)
+        if not found:
+            jailconf.resolve(jails.config, name)  # says the file lacks it
+        for jail in found:
+            targets[jail] = targets.get(jail, False) or not jailconf.is_wildcard(name)
+    if not names:
+        targets = dict.fromkeys(jails.names, False)
+
+    restart = request.remove and request.create
+    action: dict[str, str] = {}
+    for name, named in targets.items():
+        running = jails.record(name) is not None
+        action[name] = ("create" if request.create else "missing") if not running else \
+            "restart" if restart else "modify" if request.modify else \
+            "exists" if named else "running"
     status = 0
-    for name in chosen:
-        params = jailconf.resolve(config, name)
-        for word in request.implied:
-            key, sep, value = word.partition("=")
-            params[key] = [value] if sep else True
-        status = _apply(request, params) or status
-    return status
+    if restart:  # stopped first, what depends on them before them
+        stopping = [name for name in targets if action[name] == "restart"]
+        plan = depend.removal(stopping, jails.dependents_of)
+        for name in plan.order:
+            if name in jails.failed or jails.skipped(request, name, plan.waits[name],
+                                                     name in targets):
+                continue
+            if (record := jails.record(name)) is not None:
+                try:
+                    _remove_one(request, record, name)
+                except HyjailError as e:
+                    jails.fail(str(e), name)
+
+    creating = [name for name in targets if action[name] in ("create", "restart")
+                and name not in jails.failed]
+    plan = depend.creation(creating, jails.depends_on, jails.defined,
+                           lambda name: _running(name) is not None)
+    for name, messages in plan.problems.items():  # before anything is made, as dep_setup
+        for message in messages:
+            jails.fail(message, name)
+    done = 0  # plan.order[:done] is done: each target's dependencies come right before it
+    for name in targets:
+        if action[name] in ("create", "restart"):
+            if name not in plan.order:
+                continue
+            while done <= plan.order.index(name):
+                step = plan.order[done]
+                done += 1
+                status = _create_step(request, jails, step, plan.waits[step],
+                                      targets.get(step, False)) or status
+        elif action[name] == "modify":
+            try:
+                status = _modify(request, jails.record(name), jails.params(name),
+                                 name) or status
+            except HyjailError as e:
+                jails.fail(str(e), name)
+        elif action[name] == "exists":  # not a failure of what depends on it: it runs
+            jails.fail(f'"{name}" already exists')
+        elif action[name] == "missing":
+            jails.fail(f'"{name}" not found', name)
+    return status or (1 if jails.error else 0)
+
+
+def _create_step(request: Request, jails: _Configured, name: str, waits: list[str],
+                 named: bool) -> int:
+    if name in jails.failed or jails.skipped(request, name, waits, named):
+        return 0
+    if jails.record(name) is not None:
+        return 0  # a dependency already running: left alone
+    try:
+        return _create(request, jails.params(name), name)
+    except HyjailError as e:
+        jails.fail(str(e), name)
+        return 0
 
 
 def _exhibit(request: Request, names: list[str]) -> int:
