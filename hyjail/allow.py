@@ -14,6 +14,9 @@ from hyjail.errors import SetupError
 
 # name -> (on by default, what it lets root inside do)
 PERMISSIONS: Mapping[str, tuple[bool, str]] = {
+    # FreeBSD: "the jail root may exercise root privileges"; off, uid 0 is an ordinary user.
+    "suser": (True, "root inside keeps root's powers over the jail (the capabilities the "
+                    "rest grant); allow.nosuser: none at all, uid 0 is only a file owner"),
     "set_hostname": (True, "change the jail's hostname (never the host's)"),
     "reserved_ports": (True, "bind ports below 1024 as root"),
     "raw_sockets": (False, "open raw and packet sockets (their source is still the jail's IP)"),

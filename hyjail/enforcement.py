@@ -38,6 +38,13 @@ def namespaces_of(plan: Plan) -> Namespaces:
                       user=plan.uses("R5", "kernel"))
 
 
+def ptrace_for(spec: JailSpec) -> dict[str, str]:
+    """Rules this jail's options need ptrace's provider of, each with the option: a jail with
+    its own uname release gets it from its tracer (a hybrid jail where the kernel holds the
+    rest), since no namespace changes the release."""
+    return {"R2": "osrelease"} if spec.osrelease else {}
+
+
 def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     """One line and exit 125 for an option whose provider this jail does not get."""
     namespaces = namespaces_of(plan)

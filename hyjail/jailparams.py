@@ -20,6 +20,7 @@ parameter's type, or raises SetupError naming the parameter and the bad value.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 
 from hyjail import allow
@@ -65,7 +66,8 @@ _ROWS: tuple[Parameter, ...] = (
     _p("name", "string", "mapped", "The jail name (no '.'); defaults to the JID.",
        "the jail's name in the registry, for jexec, jls, jail -r"),
     _p("path", "string", "mapped", "The directory which is to be the root of the jail.",
-       "the jail's root: pivot_root in a mount namespace (ns), chroot (trace)"),
+       "the jail's root: pivot_root in a mount namespace (ns), chroot (trace); without one, "
+       "the host's / (as FreeBSD), its state masked", default="/"),
     _p("ip4.addr", "list", "mapped", "IPv4 addresses of the jail ([iface|]addr[/mask]).",
        "the jail's addresses: on its veth (ns) or enforced by the tracer (trace); a /mask is "
        "accepted, an interface| prefix belongs to networking"),
@@ -92,10 +94,11 @@ _ROWS: tuple[Parameter, ...] = (
        "setdomainname in the jail's UTS namespace", backends=("ns", "hybrid"), default=""),
     _p("host.hostuuid", "string", "noop", "The jail's kern.hostuuid.",
        "recorded and shown by jls; a Linux system's UUID is the root's own /etc/machine-id, "
-       "which is the jail's file already", values={"*": ""}),
+       "which is the jail's file already", values={"*": ""},
+       default="00000000-0000-0000-0000-000000000000"),
     _p("host.hostid", "int", "noop", "The jail's kern.hostid.",
        "recorded and shown by jls; gethostid(3) reads the root's own /etc/hostid",
-       values={"*": ""}),
+       values={"*": ""}, default=0),
     _p("host", "choice", "mapped", "new: the host.* values above; inherit: the system's.",
        "new: the jail's own hostname (R2)", choices=("new", "inherit"), default="new",
        values={"inherit": "a jail's hostname is always its own (R2)"}),
@@ -103,7 +106,7 @@ _ROWS: tuple[Parameter, ...] = (
        "Linux has no securelevel; what levels 1-3 forbid already holds for jailed root "
        "(no module loading, no raw disk or memory writes, no clock setting, immutable flags "
        "kept unless allow.chflags, which a securelevel above 0 refuses)",
-       values={"-1": "", "0": "", "1": "", "2": "", "3": ""}),
+       values={"-1": "", "0": "", "1": "", "2": "", "3": ""}, default=-1),
     _p("devfs_ruleset", "int", "noop", "The devfs ruleset enforced on the jail's /dev.",
        "the jail's /dev always holds ruleset 4's devices (devfsrules_jail): null, zero, full, "
        "random, urandom, tty, ptmx, pts, fd, std*; other rulesets would need other nodes",
@@ -125,17 +128,24 @@ _ROWS: tuple[Parameter, ...] = (
        default=False),
     _p("parent", "int", "noop", "The parent jail's JID (read-only).", "0: jails are not nested",
        read_only=True, default=0),
-    _p("osrelease", "string", "refused", "The jail's kern.osrelease and uname -r.",
-       "uname's release is the host kernel's: no namespace changes it"),
-    _p("osreldate", "int", "refused", "The jail's kern.osreldate and uname -K.",
-       "uname's release is the host kernel's: no namespace changes it"),
+    _p("osrelease", "string", "mapped", "The jail's kern.osrelease and uname -r.",
+       "uname(2)'s release, answered by the jail's tracer (no namespace changes it): R2 "
+       "goes to ptrace's provider, a hybrid jail where the kernel holds the rest; "
+       "/proc/sys/kernel/osrelease stays the host's", default=os.uname().release,
+       backends=("hybrid", "trace")),
+    _p("osreldate", "int", "noop", "The jail's kern.osreldate and uname -K.",
+       "recorded and shown by jls: Linux has no release date number (uname -K is "
+       "FreeBSD's)", default=0, values={"*": ""}),
     _p("linux", "choice", "noop", "How the jail's Linux emulation appears.",
        "jails run Linux natively: there is no emulation to configure",
-       choices=("inherit", "new", "disable"), values={"*": ""}),
-    *(_p(name, "string", "noop", "The Linux emulation's " + what + ".",
-         "jails run Linux natively: there is no emulation to configure", values={"*": ""})
-      for name, what in (("linux.osname", "OS name"), ("linux.osrelease", "OS release"),
-                         ("linux.oss_version", "OSS version"))),
+       choices=("inherit", "new", "disable"), values={"*": ""}, default="new"),
+    *(_p(name, kind, "noop", "The Linux emulation's " + what + ".",
+         "jails run Linux natively: there is no emulation to configure", values={"*": ""},
+         default=shown)
+      for name, kind, what, shown in (
+          ("linux.osname", "string", "OS name", os.uname().sysname),
+          ("linux.osrelease", "string", "OS release", os.uname().release),
+          ("linux.oss_version", "int", "OSS version", 0))),
     *(_p(name, "choice", "mapped", f"System V {what}: new (the jail's own keys), inherit "
          "(the system's), disable.", "new: allowed in the jail's own IPC namespace; disable "
          "(the default): refused by the filter; the three go together (allow.sysvipc)",
@@ -147,8 +157,9 @@ _ROWS: tuple[Parameter, ...] = (
        default=""),
     _p("env", "string", "mapped", "Free-form environment text of the jail.",
        "recorded, shown by jls", default=""),
-    _p("zfs.mount_snapshot", "int", "refused", "Mount ZFS snapshots in the jail.", NO_FREEBSD),
-    _p("mac.label", "string", "refused", "The jail's MAC label.", NO_FREEBSD),
+    _p("zfs.mount_snapshot", "int", "refused", "Mount ZFS snapshots in the jail.", NO_FREEBSD,
+       default=0),
+    _p("mac.label", "string", "refused", "The jail's MAC label.", NO_FREEBSD, default=""),
     # ---- pseudo-parameters: jail(8)'s own -----------------------------------------------
     *(_p(name, "command", "mapped", _HOOK + where + ".", how, jail=False)
       for name, where, how in (
@@ -171,16 +182,18 @@ _ROWS: tuple[Parameter, ...] = (
        "target user, PATH", jail=False, default=False),
     _p("exec.jail_user", "string", "mapped", "The user commands run as inside the jail.",
        "looked up in the jail's own passwd", jail=False),
-    _p("exec.system_jail_user", "bool", "refused", "exec.jail_user is looked up in the "
-       "host's passwd.", "not yet: give a user of the jail's passwd (exec.jail_user)",
-       jail=False, default=False, values={"0": ""}),
+    _p("exec.system_jail_user", "bool", "mapped", "exec.jail_user is looked up in the "
+       "host's passwd.", "the same: its uid, gid and groups from the host's passwd and "
+       "group, then the command runs inside with them (jexec -u's)", jail=False,
+       default=False),
     _p("exec.system_user", "string", "mapped", "The user host commands run as.",
        "host hooks run as this user of the host", jail=False),
     _p("exec.timeout", "int", "mapped", "Seconds a command may take before the jail is not "
-       "created or removed.", "each host hook is killed after it (exec.start and exec.stop "
-       "inside the jail: not yet)", jail=False),
+       "created or removed.", "each host hook, exec.start and exec.stop is killed after it "
+       "(inside, the command's process group: a daemon it started lives on)", jail=False),
     _p("exec.consolelog", "string", "mapped", "A file for commands' output.",
-       "hooks' and exec.start's stdout and stderr appended to it", jail=False),
+       "every command's stdout and stderr (hooks, exec.start, exec.stop) appended to it, "
+       "at jail -c and jail -r; never a file beneath the jail's root", jail=False),
     _p("exec.fib", "int", "noop", "The routing table (FIB) for commands in the jail.",
        "the jail has one routing table, its own", jail=False, values={"0": ""}),
     _p("stop.timeout", "int", "mapped", "Seconds between SIGTERM and the jail's removal; 0: "
@@ -189,15 +202,19 @@ _ROWS: tuple[Parameter, ...] = (
        NETWORKING, jail=False),
     _p("vnet.interface", "string", "refused", "An interface given to a vnet jail.", NETWORKING,
        jail=False),
-    _p("ip_hostname", "bool", "refused", "Add the addresses host.hostname resolves to.",
-       "resolving names is not yet done: give ip4.addr/ip6.addr", jail=False),
+    _p("ip_hostname", "bool", "mapped", "Add the addresses host.hostname resolves to.",
+       "jail(8) resolves host.hostname (getaddrinfo) and adds each IPv4 address to "
+       "ip4.addr, each IPv6 one to ip6.addr, once, none of a family set to disable (nor "
+       "::1, which the jail's own loopback holds); a name that does not resolve fails the "
+       "jail", jail=False, default=False),
     _p("mount", "list", "refused", "A file system to mount (an fstab(5) line).",
        "not yet: mounts come with hyjail run's --bind and --tmpfs", jail=False),
     _p("mount.fstab", "string", "refused", "An fstab(5) file of file systems to mount.",
        "not yet: mounts come with hyjail run's --bind and --tmpfs", jail=False),
     _p("mount.devfs", "bool", "noop", "Mount devfs on the jail's /dev (ruleset 4).",
-       "the jail always gets its own /dev with ruleset 4's devices", jail=False,
-       values={"1": ""}),
+       "the jail always gets its own /dev with ruleset 4's devices (with mount.nodevfs "
+       "too, where the root has a /dev: the least a jail's programs need)", jail=False,
+       values={"1": "", "0": ""}),
     _p("mount.fdescfs", "bool", "noop", "Mount fdescfs on the jail's /dev/fd.",
        "/dev/fd is /proc/self/fd where the jail has a /proc", jail=False,
        values={"1": "", "0": ""}),
@@ -206,8 +223,11 @@ _ROWS: tuple[Parameter, ...] = (
        values={"1": "", "0": ""}),
     _p("allow.dying", "bool", "noop", "Allow changes to a dying jail.",
        "no jail lingers dying", jail=False, values={"1": "", "0": ""}),
-    _p("depend", "list", "refused", "Jails this one needs: created before it, removed after.",
-       "not yet: name the jails to jail -c in the order they need", jail=False),
+    _p("depend", "list", "mapped", "Jails this one needs: created before it, removed after.",
+       "jail(8) creates the jail.conf jails it names first (one already running is left "
+       "alone) and removes the running ones that depend on a jail before it; a name neither "
+       "configured nor running, or a dependency loop, fails the jail and those waiting for "
+       "it", jail=False),
     # ---- hyjail's own ----------------------------------------------------------------------
     _p("memory", "string", "mapped", "(hyjail) Memory limit, as --memory.", "cgroup memory.max",
        jail=False),
@@ -218,7 +238,7 @@ _ROWS: tuple[Parameter, ...] = (
 )
 
 # FreeBSD's allow.* permissions hyjail does not grant, with why; each is off by default
-# there, so allow.noX (or X=0) is a no-op. allow.suser is on by default: nosuser refused.
+# there, so allow.noX (or X=0) is a no-op.
 ALLOW_REFUSED: Mapping[str, str] = {
     "quotas": "quota administration needs CAP_SYS_ADMIN over file systems the host shares",
     "read_msgbuf": "the kernel's log is the host's (dmesg)",
@@ -231,9 +251,6 @@ ALLOW_REFUSED: Mapping[str, str] = {
     "routing": "a jail's routing table is set up by hyjail",
     "setaudit": "the audit subsystem is the host's",
     "vmm": NO_FREEBSD,
-}
-ALLOW_ON_ONLY: Mapping[str, str] = {
-    "suser": "a jail without a superuser (all of root's capabilities dropped) is not yet done",
 }
 
 
@@ -250,9 +267,6 @@ def _allow_rows() -> Iterator[Parameter]:
     for name, why in ALLOW_REFUSED.items():
         yield _p(f"allow.{name}", "bool", "refused", f"Permission: {name}.", why,
                  default=False, values={"0": ""})
-    for name, why in ALLOW_ON_ONLY.items():
-        yield _p(f"allow.{name}", "bool", "refused", f"Permission: {name}.", why,
-                 default=True, values={"1": ""})
 
 
 TABLE: Mapping[str, Parameter] = {p.name: p for p in (*_ROWS, *_allow_rows())}
@@ -335,6 +349,8 @@ def _admit(row: Parameter, typed: object) -> None:
     accepts as a no-op), a noop parameter's other values, a mapped parameter's refused
     values."""
     shown = _as_text(typed)
+    if row.default is not None and shown == _as_text(row.default):
+        return  # what a jail has anyway (jls -s prints every default for jail -c to take)
     if row.status == "mapped":
         why = row.values.get(shown)
         if why:
@@ -365,6 +381,8 @@ def readme_rows() -> list[tuple[str, str, str, str]]:
         status = p.status
         if p.values and p.status != "mapped" and "*" not in p.values:
             status += f" (accepted: {', '.join(p.values)})"
+        elif p.values and p.status == "mapped":
+            status += f" (refused: {', '.join(p.values)})"
         if p.backends != BACKENDS:
             status += f"; {', '.join(p.backends)}"
         rows.append((p.name, status, p.freebsd, p.linux))

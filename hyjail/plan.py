@@ -8,6 +8,7 @@ is not built yet counts as missing: a rule is never assumed to hold.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyjail.errors import SetupError
@@ -110,12 +111,21 @@ class Plan:
         return self.chosen[rule].kind == kind
 
 
-def choose(probe: Probe, backend: str = "auto") -> Plan:
+def choose(probe: Probe, backend: str = "auto",
+           ptrace_for: Mapping[str, str] | None = None) -> Plan:
     """The plan for this host. `ns` takes kernel providers only, `trace` ptrace's first,
-    `auto` the kernel's first. Raises SetupError naming the first rule left without one."""
+    `auto` the kernel's first. ptrace_for: rules this jail needs ptrace's provider of, each
+    with the option that needs it (osrelease: only the tracer can answer uname's release).
+    Raises SetupError naming the first rule left without one."""
     check_backend(backend)
+    ptrace_for = ptrace_for or {}
     chosen: dict[str, Provider] = {}
     for rule, providers in PROVIDERS.items():
+        if rule in ptrace_for:
+            if backend == "ns":
+                raise SetupError(f"{ptrace_for[rule]}: needs ptrace's provider of {rule} "
+                                 f"({RULES[rule]}), which --backend ns does not use")
+            providers = tuple(p for p in providers if p.kind == "ptrace")
         picked = _pick(providers, probe, backend)
         if picked is None:
             why = "; ".join(f"{p.kind} ({p.how}): {', '.join(p.missing(probe))}"

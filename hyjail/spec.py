@@ -36,8 +36,9 @@ USERNS_SIZE = 65536
 # --userns without a base: a range of its own per JID, far above ordinary users' ids.
 USERNS_AUTO_BASE = 2**30
 
-# Directories of the root that the jail's own filesystems are mounted on.
-REQUIRED_DIRS = ("proc", "dev")
+# Directories of the root that the jail's own filesystems are mounted on: a root without
+# them gets none (FreeBSD's jail of a bare directory), one with something else there is refused.
+MOUNT_DIRS = ("proc", "dev")
 
 
 class NetMode(enum.Enum):
@@ -45,9 +46,15 @@ class NetMode(enum.Enum):
     NONE = "none"  # loopback only, whatever the addresses
 
 
-def check_hostname(hostname: str) -> str:
+def check_hostname(hostname: str, any_text: bool = False) -> str:
+    """A host name as DNS has them; with any_text, anything sethostname(2) takes that
+    prints on one line (FreeBSD's jail(8) accepts '_', spaces and the like)."""
     if len(hostname.encode()) > HOST_NAME_MAX:
         raise SetupError(f"{hostname!r}: host name longer than {HOST_NAME_MAX} bytes")
+    if any_text:
+        if not hostname or not hostname.isprintable():
+            raise SetupError(f"host.hostname={hostname!r}: not empty, no control characters")
+        return hostname
     labels = hostname.split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise SetupError(f"{hostname!r}: not a valid host name (letters, digits, '-' and '.')")
@@ -59,6 +66,14 @@ def check_domainname(domainname: str) -> str:
         raise SetupError(f"host.domainname={domainname!r}: at most {HOST_NAME_MAX} bytes, "
                          f"no NUL")
     return domainname
+
+
+def check_osrelease(release: str) -> str:
+    """FreeBSD's osrelease; "" for the host's own (given as such by `jls -s`, it asks for
+    nothing: no tracer to answer uname)."""
+    if len(release.encode()) > HOST_NAME_MAX or not release.isprintable():
+        raise SetupError(f"osrelease={release!r}: at most {HOST_NAME_MAX} bytes, printable")
+    return "" if release == os.uname().release else release
 
 
 def check_name(name: str) -> str:
@@ -83,12 +98,12 @@ def check_root(path: str) -> str:
         raise SetupError(f"{path}: {e.strerror.lower()}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise SetupError(f"{path}: not a directory")
-    for name in REQUIRED_DIRS:
+    for name in MOUNT_DIRS:
         sub = os.path.join(resolved, name)
         try:
             sub_st = os.lstat(sub)
         except OSError:
-            raise SetupError(f"{sub}: missing (the jail's /{name} is mounted there)") from None
+            continue
         if not stat.S_ISDIR(sub_st.st_mode):
             raise SetupError(f"{sub}: not a directory (the jail's /{name} is mounted there)")
     return resolved
@@ -155,6 +170,7 @@ class JailSpec:
     userns_base: int | None = None
     backend: str = "auto"  # auto, ns or trace: which providers the plan prefers (hyjail.plan)
     domainname: str = ""  # host.domainname: the NIS domain name of the jail's UTS namespace
+    osrelease: str = ""  # FreeBSD's osrelease: uname's release in the jail ("": the host's)
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -163,7 +179,8 @@ class JailSpec:
                environ: dict[str, str] | None = None,
                allow_changes: tuple[tuple[str, bool], ...] = (),
                limits: Limits | None = None, userns_base: int | None = None,
-               backend: str = "auto", domainname: str = "") -> JailSpec:
+               backend: str = "auto", domainname: str = "",
+               any_hostname: bool = False, osrelease: str = "") -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -179,7 +196,7 @@ class JailSpec:
         env = os.environ if environ is None else environ
         return cls(
             path=check_root(path),
-            hostname=check_hostname(hostname),
+            hostname=check_hostname(hostname, any_text=any_hostname),
             addresses=addresses,
             command=tuple(command),
             name=check_name(name) if name is not None else None,
@@ -193,6 +210,7 @@ class JailSpec:
             userns_base=check_userns_base(userns_base) if userns_base is not None else None,
             backend=check_backend(backend),
             domainname=check_domainname(domainname),
+            osrelease=check_osrelease(osrelease),
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -18,6 +18,7 @@ from hyjail.jail8 import USAGE
 from conftest import hyjail, needs, needs_root, new_leaks
 
 JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+JEXEC = [os.path.join(os.path.dirname(sys.executable), "jexec")]
 
 
 def jail(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -109,8 +110,10 @@ def test_flags_are_freebsds():
     assert (helped.returncode, helped.stdout) == (0, USAGE)
 
 
+# Every name but path, which alone could make the jail startable (path=/) and so run it.
 _NAMES = st.one_of(st.sampled_from(sorted(jailparams.TABLE)),
-                   st.text(alphabet="abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=12))
+                   st.text(alphabet="abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=12)
+                   ).filter(lambda name: name != "path")
 _VALUES = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
                                          blacklist_characters="\0"), max_size=12)
 
@@ -124,6 +127,29 @@ def test_any_parameter_gets_one_line_and_freebsds_status(name, value, bare):
     word = name if bare else f"{name}={value}"
     result = jail("-c", "path=/nonexistent/hyjail-test", "persist", word, timeout=30)
     assert result.returncode == 1, result
+    assert result.stderr.startswith("jail: ") and result.stderr.count("\n") == 1, result
+    assert "Traceback" not in result.stderr
+
+
+def _conf_string(text: str) -> str:
+    """text as a jail.conf double-quoted string (jailparse.y's escapes)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+@needs_root
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=_NAMES, value=_VALUES, bare=st.booleans())
+def test_any_parameter_in_a_jail_conf_gets_one_line_and_freebsds_status(
+        tmp_path_factory, name, value, bare):
+    """The same through a jail.conf: a jail block with the parameter (bare, or `=` a
+    quoted value), a refusal of one line and exit 1 whatever the name or value."""
+    conf = tmp_path_factory.mktemp("conf") / "jail.conf"
+    statement = name if bare else f"{name} = {_conf_string(value)}"
+    conf.write_text(f'j {{\n  path = "/nonexistent/hyjail-test";\n  persist;\n'
+                    f'  {statement};\n}}\n')
+    result = jail("-f", str(conf), "-c", "j", timeout=30)
+    assert result.returncode == 1, (conf.read_text(), result)
     assert result.stderr.startswith("jail: ") and result.stderr.count("\n") == 1, result
     assert "Traceback" not in result.stderr
 
@@ -156,3 +182,121 @@ def test_the_readme_has_the_table():
     start = readme.index("<!-- jailparams:")
     block = readme[readme.index("\n", start) + 1:readme.index("<!-- /jailparams -->")]
     assert block == jailparams.markdown()
+
+
+@needs_root
+@needs("R1:kernel", "R2:ptrace@trace")
+def test_osrelease_is_unames_release_in_the_jail(busybox_root):
+    """osrelease: uname(2)'s release inside (the tracer answers it: R2 goes to ptrace, a
+    hybrid jail), the host's elsewhere; jls shows it."""
+    result = jail("-c", "name=relj", f"path={busybox_root}", "osrelease=13.2-RELEASE",
+                  "command=/bin/uname", "-r")
+    assert (result.returncode, result.stdout) == (0, "13.2-RELEASE\nrelj: created\n"), result
+    assert os.uname().release != "13.2-RELEASE"
+    assert not new_leaks()
+
+
+def test_osrelease_is_refused_where_only_the_kernel_may_hold_r2():
+    from hyjail import plan
+    from hyjail.errors import SetupError
+
+    from conftest import host_probe
+    try:
+        plan.choose(host_probe(), "ns", {"R2": "osrelease"})
+    except SetupError as refused:
+        assert str(refused).startswith("osrelease: needs ptrace's provider of R2")
+    else:
+        raise AssertionError("--backend ns took osrelease")
+
+
+@needs_root
+@needs("backend:auto")
+def test_a_persistent_jails_supervisor_keeps_none_of_the_callers_descriptors(busybox_root):
+    """jail -c returns while the jail lives on: a pipe the caller handed it reaches EOF
+    (the supervisor forked from jail(8) closed its copy), under exec.consolelog too."""
+    read_end, write_end = os.pipe()
+    try:
+        made = subprocess.run([*JAIL, "-c", "name=fds", f"path={busybox_root}", "persist",
+                               "exec.consolelog=/dev/null"], pass_fds=(write_end,),
+                              capture_output=True, text=True, timeout=60)
+        os.close(write_end)
+        write_end = -1
+        assert made.returncode == 0, made.stderr
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b""  # EOF: no writer left
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+        jail("-r", "fds")
+    assert not new_leaks()
+
+
+@needs_root
+@needs("backend:auto")
+def test_allow_nosuser_leaves_jailed_root_no_power(busybox_root):
+    """allow.nosuser (FreeBSD: root inside is an ordinary user): uid 0 keeps no capability,
+    so it can neither give a file away nor set the jail's hostname; by default it can."""
+    script = ('f=$(mktemp); chown 1:1 "$f" && echo chown-ok; rm -f "$f"; '
+              'hostname nosuser-x 2>/dev/null && echo hostname-ok; id -u')
+    ran = {}
+    for allow_suser in ("allow.suser", "allow.nosuser"):
+        result = jail("-c", f"path={busybox_root}", allow_suser, "command=/bin/sh", "-c",
+                      script)
+        assert result.returncode == 0, result.stderr
+        ran[allow_suser] = result.stdout.splitlines()[:-1]  # less "jail: created"
+    assert ran["allow.suser"] == ["chown-ok", "hostname-ok", "0"]
+    assert ran["allow.nosuser"] == ["0"]
+    assert not new_leaks()
+
+
+@needs_root
+@needs("R1:kernel", "R2:ptrace@trace")
+def test_a_traced_jail_renamed_inside_keeps_what_jail_8_recorded(busybox_root):
+    """The tracer answers sethostname (osrelease puts R2 in its hands) and writes the new
+    name into the record jail(8) has since added the hooks to: exec.prestop still runs."""
+    made = jail("-c", "name=ren", f"path={busybox_root}", "osrelease=1.0", "persist",
+                "exec.prestop=echo STOP")
+    try:
+        assert made.returncode == 0, made.stderr
+        renamed = subprocess.run([*JEXEC, "ren", "hostname", "renamed"], capture_output=True,
+                                 text=True, timeout=30)
+        assert renamed.returncode == 0, renamed.stderr
+        assert subprocess.run([*JEXEC, "ren", "hostname"], capture_output=True, text=True,
+                              timeout=30).stdout == "renamed\n"
+        removed = jail("-r", "ren")
+        assert (removed.returncode, removed.stdout) == (0, "STOP\nren: removed\n"), removed
+    finally:
+        jail("-r", "ren")
+    assert not new_leaks()
+
+
+@needs_root
+@needs("backend:auto")
+def test_exec_system_jail_user_is_the_hosts(busybox_root):
+    """exec.jail_user of the host's passwd with exec.system_jail_user (the busybox root's
+    passwd has no such user): the command runs inside with the host's ids for it."""
+    import pwd
+    daemon = pwd.getpwnam("daemon")
+    result = jail("-c", f"path={busybox_root}", "exec.jail_user=daemon",
+                  "exec.system_jail_user", "command=/bin/sh", "-c", "id -u; id -g")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [str(daemon.pw_uid), str(daemon.pw_gid)]
+    refused = jail("-c", f"path={busybox_root}", "exec.jail_user=daemon", "command=/bin/true")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused
+    assert not new_leaks()
+
+
+@needs_root
+@needs("backend:auto")
+def test_exec_timeout_ends_an_exec_start_that_hangs(busybox_root):
+    """exec.timeout bounds exec.start inside as it does the host's hooks: the jail is not
+    created, one line, exit 1, nothing left."""
+    started = time.monotonic()
+    result = jail("-c", "name=slowj", f"path={busybox_root}", "persist", "exec.timeout=1",
+                  "exec.start=sleep 30")
+    assert result.returncode == 1, result
+    assert "timed out after 1 s" in result.stderr and result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 20
+    assert hyjail("ps", "-j", "slowj").returncode == 1
+    assert not new_leaks()

@@ -133,7 +133,8 @@ def test_failing_start_removes_the_jail(busybox_root):
     (["-c", "path=/", "rlimit.nofile=1:99999999999", "persist"], 1,
      "jail: --rlimit nofile=1:99999999999: above the host's hard limit 20000 "
      "(a jail's limits can only be lower)\n"),
-    (["-c", "host.hostname=x"], 1, "jail: path: a jail needs one\n"),
+    (["-c", "host.hostname=x"], 1, "jail: a jail needs persist, exec.start or command "
+     "(FreeBSD: it would have no process to live by)\n"),
     (["-c", "path=/", "stop.timeout=abc", "persist"], 1,
      "jail: stop.timeout=abc: not a whole number\n"),
     (["-c", "path=/", "command"], 1, "jail: command: needs a value (command=...)\n"),

@@ -135,7 +135,7 @@ def test_command_not_executable_is_126(busybox_root):
 @pytest.mark.parametrize("args,named", [
     (["/nonexistent/root", "h", "127.0.0.1"], "/nonexistent/root"),
     (["/etc/passwd", "h", "127.0.0.1"], "/etc/passwd"),
-    (["/etc", "h", "127.0.0.1"], "/etc/proc"),
+    (["{badroot}", "h", "127.0.0.1"], "badroot/proc"),  # a file where /proc is mounted
     (["{root}", "h", "10.77.0.300"], "10.77.0.300"),
     (["{root}", "h", "0.0.0.0"], "0.0.0.0"),
     (["{root}", "h", "224.0.0.1"], "224.0.0.1"),
@@ -145,8 +145,11 @@ def test_command_not_executable_is_126(busybox_root):
     (["--name", "12", "{root}", "h", "127.0.0.1"], "12"),
     (["--host-ip", "127.0.0.1", "{root}", "h", "10.77.9.9"], "127.0.0.1"),
 ])
-def test_bad_input_is_one_line_and_125(busybox_root, args, named):
-    args = [a.replace("{root}", busybox_root) for a in args]
+def test_bad_input_is_one_line_and_125(busybox_root, tmp_path, args, named):
+    (tmp_path / "badroot").mkdir()
+    (tmp_path / "badroot" / "proc").write_text("")
+    args = [a.replace("{root}", busybox_root).replace("{badroot}", str(tmp_path / "badroot"))
+            for a in args]
     result = hyjail("run", *args, "/bin/true")
     assert result.returncode == 125
     assert result.stderr.startswith("hyjail: ") and result.stderr.count("\n") == 1

@@ -63,10 +63,13 @@ def test_loopback_only_jail_needs_no_veth(tmp_path):
     assert not JailSpec.create(str(tmp_path), "h", "10.77.0.2", ["true"], net="none").needs_veth
 
 
-def test_root_needs_proc_and_dev_directories(tmp_path):
+def test_root_without_proc_or_dev_is_a_bare_jail_but_not_a_symlink_there(tmp_path):
+    """FreeBSD's jail of a bare directory: no /proc, no /dev, nothing made there; anything
+    but a directory where they would be mounted is refused."""
+    JailSpec.create(str(tmp_path), "h", "127.0.0.1", ["true"])
+    assert [op for op in mounts.plan(str(tmp_path))
+            if getattr(op, "target", "").startswith(("proc", "dev"))] == []
     (tmp_path / "dev").mkdir()
-    with pytest.raises(SetupError, match="proc"):
-        JailSpec.create(str(tmp_path), "h", "127.0.0.1", ["true"])
     (tmp_path / "proc").symlink_to("/proc")
     with pytest.raises(SetupError, match="not a directory"):
         JailSpec.create(str(tmp_path), "h", "127.0.0.1", ["true"])

@@ -41,6 +41,8 @@ CHROOT_NEVER = ("sys_chroot",)
 
 def kept_caps(allowed: frozenset[str], in_host_userns: bool = False,
               chrooted: bool = False) -> tuple[str, ...]:
+    if "suser" not in allowed:  # allow.nosuser: jailed root holds no capability
+        return ()
     never = (HOST_USERNS_NEVER if in_host_userns or stays_in_host_userns(allowed) else ()) \
         + (CHROOT_NEVER if chrooted else ())
     gated = dict.fromkeys(cap for gate, cap in GATED_CAPS.items() if gate in allowed)

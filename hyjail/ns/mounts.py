@@ -144,24 +144,20 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
     jail's /proc stays an empty directory. `weakened`: the weakenings asked for."""
     unmasked = "unmasked-proc" in weakened
-    ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME)), Detach("proc")]
-    if proc:
+    ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
+    # A root without a /proc or /dev directory (FreeBSD's jail of an empty directory, or
+    # mount.procfs/mount.devfs off there) gets none: nothing is made in the user's tree.
+    # A symlink there is still refused by carry_out, not skipped.
+    has = {name: os.path.lexists(os.path.join(path, name)) for name in ("proc", "dev")}
+    if has["proc"]:
+        ops.append(Detach("proc"))
+    if proc and has["proc"]:
         ops += [Mount("proc", "proc", _NODEV_NOSUID_NOEXEC),
                 *(ReadOnly(f"proc/{name}") for name in PROC_READ_ONLY),
                 *(Mask(f"proc/{name}")
                   for name in (PROC_MASKED_BEFORE if unmasked else PROC_MASKED))]
-    ops += [
-        Detach("dev"),
-        Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
-    ]
-    ops += [BindDevice(f"/dev/{name}", f"dev/{name}") for name in DEVICES]
-    ops += [
-        MakeDir("dev/pts"),
-        Mount("devpts", "dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"),
-        MakeDir("dev/shm", 0o1777),
-        Mount("tmpfs", "dev/shm", _NODEV_NOSUID_NOEXEC, "mode=1777"),
-    ]
-    ops += [Symlink(value, f"dev/{name}") for name, value in DEV_LINKS]
+    if has["dev"]:
+        ops += _dev()
     if os.path.lexists(os.path.join(path, "sys")):  # a symlink there is refused, not skipped
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
@@ -174,6 +170,21 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
         ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
     ops.append(PivotRoot())
     return ops
+
+
+def _dev() -> list[Operation]:
+    """A minimal /dev of the jail's own: FreeBSD's ruleset 4 (devfsrules_jail) in Linux's
+    names, its own devpts and shared memory."""
+    return [
+        Detach("dev"),
+        Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
+        *(BindDevice(f"/dev/{name}", f"dev/{name}") for name in DEVICES),
+        MakeDir("dev/pts"),
+        Mount("devpts", "dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"),
+        MakeDir("dev/shm", 0o1777),
+        Mount("tmpfs", "dev/shm", _NODEV_NOSUID_NOEXEC, "mode=1777"),
+        *(Symlink(value, f"dev/{name}") for name, value in DEV_LINKS),
+    ]
 
 
 def host_state_within(path: str, state_dir: str = STATE_DIR,

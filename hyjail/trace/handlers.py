@@ -60,10 +60,10 @@ def _int(value: int) -> int:
 # ---- R2: the jail's own hostname ---------------------------------------------------------
 
 def _uname(call: Call) -> int | None:
-    """Answer uname() with the host's kernel and the jail's names, written whole (output
-    only: nothing of the host's hostname ever reaches the tracee's memory)."""
+    """Answer uname() with the host's kernel and the jail's names and release, written
+    whole (output only: nothing of the host's hostname ever reaches the tracee's memory)."""
     host = os.uname()
-    fields = (host.sysname, call.jail.hostname, host.release, host.version, host.machine,
+    fields = (host.sysname, call.jail.hostname, call.jail.osrelease, host.version, host.machine,
               call.jail.domainname)
     data = b"".join(f.encode()[:_UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0") for f in fields)
     try:

@@ -44,10 +44,12 @@ class JailState:
     """What the supervisor knows of its jail: names, permissions, and its tasks."""
 
     def __init__(self, hostname: str, allowed: frozenset[str], addresses: tuple = (),
-                 on_rename: Callable[[str, str], None] = lambda which, name: None):
+                 on_rename: Callable[[str, str], None] = lambda which, name: None,
+                 domainname: str = "", osrelease: str = ""):
         self.hostname = hostname
         self.addresses = addresses  # ipaddress objects: the jail's own (R3)
-        self.domainname = "(none)"
+        self.domainname = domainname or "(none)"
+        self.osrelease = osrelease or os.uname().release  # FreeBSD's osrelease, else the host's
         self.allowed = allowed
         self.weakened = weaken.weakened()  # the battery's weakened jail (root only)
         # Unix calls that name an address go to the stand-in (`hyjail.trace.unix`): the

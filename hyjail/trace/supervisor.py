@@ -116,7 +116,8 @@ class Tracing:
                 if uts is not None:
                     _set_hostname_in(uts, name)
 
-        self.jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed)
+        self.jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed,
+                              domainname=spec.domainname, osrelease=spec.osrelease)
         self.jail.unix_stand_in = enforcement.unix_stand_in(plan)
         if plan.kind == "hybrid":
             self.jail.init = first
