@@ -23,8 +23,9 @@ _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "-
 def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
          allow: tuple[str, ...] = (), memory: str | None = None, pids: str | None = None,
          cpus: str | None = None, rlimit: tuple[str, ...] = (), userns: bool = False,
-         userns_base: int | None = None, **options) -> int:
-    from hyjail import limits
+         userns_base: int | None = None, bind: tuple[str, ...] = (),
+         ro_bind: tuple[str, ...] = (), tmpfs: tuple[str, ...] = (), **options) -> int:
+    from hyjail import fstab, limits
     from hyjail.allow import parse_option
     from hyjail.spec import JailSpec
     from hyjail.supervisor import run, start_detached
@@ -36,7 +37,8 @@ def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
         options["userns_base"] = -1 if userns_base is None else userns_base
     spec = JailSpec.create(path, hostname, ip, command,
                            allow_changes=tuple(parse_option(a) for a in allow),
-                           limits=limits.create(memory, pids, cpus, rlimit), **options)
+                           limits=limits.create(memory, pids, cpus, rlimit),
+                           mounts=fstab.from_options(bind, ro_bind, tmpfs), **options)
     if spec.persist:
         click.echo(start_detached(spec).jid)
         return 0
@@ -76,6 +78,12 @@ def hyjail() -> None:
 @click.option("--rlimit", multiple=True, metavar="NAME=SOFT[:HARD]",
               help="A resource limit for the command, e.g. nofile=1024:4096 (never above the "
                    "host's hard limit).")
+@click.option("--bind", multiple=True, metavar="SRC:DST",
+              help="Bind the host's SRC (no symlink on its path) at DST in the jail (which "
+                   "must exist there), in the jail's own mount namespace; nosuid, nodev.")
+@click.option("--ro-bind", multiple=True, metavar="SRC:DST", help="The same, read-only.")
+@click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
+              help="A fresh tmpfs at DST, e.g. /scratch:size=64m,mode=1777.")
 @click.argument("path")
 @click.argument("hostname")
 @click.argument("ip")

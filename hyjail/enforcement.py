@@ -61,6 +61,10 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if exposed:
             raise SetupError(f"R1 (root): {os.path.join(spec.path, exposed[0])} is hyjail's "
                              f"own state, inside the jail's root, and a chroot cannot hide it")
+    if spec.mounts and not namespaces.mount:
+        raise SetupError(f"mount: {spec.mounts[0].describe()}: needs a mount namespace of the "
+                         f"jail's (the kernel's R1), which this jail does not get (a chroot "
+                         f"would have to mount it on the host)")
     if spec.domainname and not namespaces.uts:
         raise SetupError("host.domainname: needs a UTS namespace of the jail's, which this "
                          "jail does not get (the trace backend answers uname's hostname only)")

@@ -136,8 +136,22 @@ def to_spec(values: Typed) -> JailSpec:
         name=name, net="none" if no_network else "veth", persist=True, jid=jid,
         environ={}, allow_changes=tuple(_allow_changes(values)), limits=_limits(values),
         domainname=str(values.get("host.domainname") or ""), any_hostname=True,
-        osrelease=str(values.get("osrelease") or ""))
+        osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)))
     return spec
+
+
+def _mounts(values: Typed, path: str) -> tuple:
+    """mount's fstab lines, then mount.fstab's file (FreeBSD's order), as JailMounts."""
+    lines, table = values.get("mount") or [], values.get("mount.fstab")
+    if not (lines or table):
+        return ()
+    from hyjail import fstab
+    from hyjail.spec import check_root
+    root = check_root(path)
+    found = fstab.from_lines(lines, path, root)
+    if table:
+        found += fstab.from_file(str(table), path, root)
+    return tuple(found)
 
 
 def _shown_params(values: Typed) -> dict[str, object]:

@@ -171,6 +171,8 @@ class JailSpec:
     backend: str = "auto"  # auto, ns or trace: which providers the plan prefers (hyjail.plan)
     domainname: str = ""  # host.domainname: the NIS domain name of the jail's UTS namespace
     osrelease: str = ""  # FreeBSD's osrelease: uname's release in the jail ("": the host's)
+    # The administrator's file systems in the jail's tree (hyjail.fstab.JailMount), in order.
+    mounts: tuple = ()
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -180,7 +182,8 @@ class JailSpec:
                allow_changes: tuple[tuple[str, bool], ...] = (),
                limits: Limits | None = None, userns_base: int | None = None,
                backend: str = "auto", domainname: str = "",
-               any_hostname: bool = False, osrelease: str = "") -> JailSpec:
+               any_hostname: bool = False, osrelease: str = "",
+               mounts: tuple = ()) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -211,6 +214,7 @@ class JailSpec:
             backend=check_backend(backend),
             domainname=check_domainname(domainname),
             osrelease=check_osrelease(osrelease),
+            mounts=tuple(mounts),
         )._checked()
 
     def _checked(self) -> JailSpec:

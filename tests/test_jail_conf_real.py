@@ -23,8 +23,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from conftest import connect_to_jail, fresh_ip, needs, needs_root, new_leaks
 
 BIN = os.path.dirname(sys.executable)
@@ -301,6 +299,68 @@ def test_blueprint_with_read_only_base_mounted_by_hooks(busybox_root, tmp_path):
     assert not new_leaks()
 
 
-@pytest.mark.skip(reason="mount.fstab: in progress")
-def test_bastille_thin_jail_template():
-    pass
+THIN = """\
+{name} {{
+  devfs_ruleset = 4;
+  enforce_statfs = 2;
+  exec.clean;
+  exec.consolelog = {logs}/{name}_console.log;
+  exec.start = '/bin/sh /etc/rc';
+  exec.stop = '/bin/sh /etc/rc.shutdown';
+  host.hostname = {name};
+  mount.devfs;
+  mount.fstab = {jails}/{name}/fstab;
+  path = {jails}/{name}/root;
+  securelevel = 2;
+  {interface}
+  ip4.addr = {ip};
+  ip6 = disable;
+}}
+"""
+THIN_FSTAB = "{releases}/13.2-RELEASE {jails}/{name}/root/.bastille nullfs ro 0 0\n"
+
+
+def test_bastille_thin_jail_template(busybox_root, tmp_path):
+    """Bastille's thin jail: its root holds only etc, var, tmp and the like of its own, and
+    symlinks (bin -> /.bastille/bin, ...) into the release, which mount.fstab nullfs-mounts
+    read-only at /.bastille. The release is shared, never written; nothing is mounted on the
+    host."""
+    releases, jails, logs = (tmp_path / d for d in ("releases", "jails", "log"))
+    logs.mkdir()
+    releases.mkdir()
+    release = releases / "13.2-RELEASE"
+    subprocess.run(["cp", "-a", busybox_root, str(release)], check=True)
+    name = "thin"
+    root = jails / name / "root"
+    root.mkdir(parents=True)
+    for own in (".bastille", "dev", "proc", "tmp", "var", "root"):
+        (root / own).mkdir()
+    shutil.copytree(release / "etc", root / "etc", symlinks=True)
+    for name_ in ("rc", "rc.shutdown"):
+        (root / "etc" / name_).write_text(RC if name_ == "rc" else RC_SHUTDOWN)
+    for linked in ("bin", "sbin", "usr"):
+        (root / linked).symlink_to(f"/.bastille/{linked}")
+    (jails / name / "fstab").write_text(THIN_FSTAB.format(releases=releases, jails=jails,
+                                                          name=name))
+    ip = fresh_ip()
+    conf = tmp_path / "jail.conf"
+    for interface in ("interface = bastille0;", ""):
+        conf.write_text(THIN.format(name=name, logs=logs, jails=jails, ip=ip,
+                                    interface=interface))
+        if interface:  # FreeBSD's interface: one line of refusal, nothing made
+            refused = run(JAIL, "-f", str(conf), "-c", name)
+            assert refused.returncode == 1 and refused.stderr.startswith("jail: interface")
+            assert not running(name)
+    try:
+        assert check(JAIL, "-f", str(conf), "-c", name).stdout == f"{name}: created\n"
+        serves(name, ip, name)
+        write = run(os.path.join(BIN, "jexec"), name, "touch", "/.bastille/x")
+        assert write.returncode != 0 and "Read-only" in write.stderr, write.stderr
+        with open("/proc/self/mountinfo") as f:
+            assert str(root) not in f.read()  # the release is mounted in the jail's only
+        assert check(JAIL, "-f", str(conf), "-r", name).stdout == f"{name}: removed\n"
+        assert "rc.shutdown: httpd stopped" in (logs / f"{name}_console.log").read_text()
+    finally:
+        remove_all(str(conf), name)
+    assert not os.path.exists(release / "x") and os.listdir(root / ".bastille") == []
+    assert not new_leaks()

@@ -93,7 +93,8 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     # the jail is weakened on purpose, as a naive one would be).
     weakened = weaken.weakened()
     proc = namespaces.pid or "no-pidns" in weakened
-    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened),
+    mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened,
+                                 added=spec.mounts),
                      follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:
         userns.own_mount_namespace()

@@ -1,6 +1,7 @@
 """The jail's filesystem: first a plan (a list of mount operations), then one loop that does it.
 
-Owns: which filesystems a jail gets (its root, a fresh /proc with its host-wide knobs read-only
+Owns: which filesystems a jail gets (its root, the administrator's binds and tmpfs of
+`hyjail.fstab`, a fresh /proc with its host-wide knobs read-only
 or masked, a minimal /dev with its own devpts, a read-only /sys with its host-wide parts
 masked, the host's state masked in a jail over `/`) and the pivot_root that leaves the host's
 tree unmounted, not merely hidden. `plan()` is pure and testable without a kernel (it looks at
@@ -21,6 +22,7 @@ import errno
 import glob
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyjail import linux
@@ -128,23 +130,36 @@ class Symlink:
 
 
 @dataclass(frozen=True)
+class BindHost:
+    """Bind a host directory or file (the administrator's: jail.conf's mount, mount.fstab)
+    onto target, with per-mount flags; recursive: the mounts beneath it too."""
+    source: str  # resolved on the host: opened without symlinks
+    target: str
+    flags: int = 0
+    recursive: bool = False
+
+
+@dataclass(frozen=True)
 class PivotRoot:
     """Make the staged root the root and unmount the old one."""
 
 
 Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
-             | PivotRoot)
+             | BindHost | PivotRoot)
 
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
 def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
-         weakened: frozenset[str] = frozenset()) -> list[Operation]:
+         weakened: frozenset[str] = frozenset(), added: Sequence = ()) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked). With
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
-    jail's /proc stays an empty directory. `weakened`: the weakenings asked for."""
+    jail's /proc stays an empty directory. `weakened`: the weakenings asked for. `added`:
+    the administrator's mounts (`hyjail.fstab.JailMount`s), made first, in their order, as
+    FreeBSD's jail(8) mounts mount.fstab before devfs."""
     unmasked = "unmasked-proc" in weakened
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
+    ops += [_added(mount) for mount in added]
     # A root without a /proc or /dev directory (FreeBSD's jail of an empty directory, or
     # mount.procfs/mount.devfs off there) gets none: nothing is made in the user's tree.
     # A symlink there is still refused by carry_out, not skipped.
@@ -170,6 +185,15 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
         ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
     ops.append(PivotRoot())
     return ops
+
+
+def _added(mount) -> Operation:
+    """An administrator's mount as an operation: always nosuid and nodev."""
+    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if mount.read_only else 0) | (
+        MS_NOEXEC if mount.noexec else 0)
+    if mount.kind == "bind":
+        return BindHost(mount.source, mount.target, flags, mount.recursive)
+    return Mount("tmpfs", mount.target, flags, mount.data or None)
 
 
 def _dev() -> list[Operation]:
@@ -256,6 +280,8 @@ class _Setup:
             if target is not None:
                 return (f"jail setup: {os.path.join(self.path, target)}: a symbolic link where "
                         f"the jail's /{target} is set up: refused")
+        if isinstance(op, BindHost):
+            return f"jail setup: mount {op.source} on /{op.target}: {error.strerror}"
         where = f" /{target}" if target else ""
         return f"jail setup: {type(op).__name__}{where}: {error.strerror}"
 
@@ -343,6 +369,8 @@ class _Setup:
             case Symlink(value, target):
                 with self.parent(target) as (parent, name):
                     os.symlink(value, name, dir_fd=parent)
+            case BindHost(source, target, flags, recursive):
+                self._bind_host(source, target, flags, recursive)
             case PivotRoot():
                 if not self.follow:
                     self._check_in_place()
@@ -393,6 +421,61 @@ class _Setup:
         else:
             self.made[target] = made
 
+    def _bind_host(self, source: str, target: str, flags: int, recursive: bool) -> None:
+        """A detached copy of the host's source (opened without symlinks: it was resolved
+        when the jail was asked for, so one now means a component was swapped since), its
+        flags set before it is attached onto the target opened beneath the root."""
+        try:
+            if self.follow:
+                opened = os.open(source, os.O_PATH | os.O_CLOEXEC)
+            else:
+                opened = linux.openat2(_AT_FDCWD, source, os.O_PATH,
+                                       linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EXDEV):
+                raise SetupError(f"jail setup: {source}: a symbolic link on its path now (it "
+                                 f"changed after it was checked): refused") from None
+            raise SetupError(f"jail setup: {source}: {e.strerror}") from None
+        try:
+            tree = newmount.clone(opened, recursive)
+        except OSError as e:
+            if e.errno == errno.EINVAL and not recursive:  # a user namespace's locked mounts
+                raise SetupError(f"jail setup: {source}: has mounts beneath it that this "
+                                 f"jail's user namespace may not leave out (rbind takes "
+                                 f"them too)") from None
+            raise
+        finally:
+            os.close(opened)
+        try:
+            try:
+                newmount.restrict(tree, flags, recursive)
+                later = 0
+            except OSError as e:  # before Linux 5.12: remounted once attached
+                if e.errno != errno.ENOSYS or recursive:
+                    raise
+                later = flags
+            point = self.open(target)
+            try:
+                if stat.S_ISDIR(os.fstat(point).st_mode) != stat.S_ISDIR(os.fstat(tree).st_mode):
+                    raise SetupError(f"jail setup: mount {source} on /{target}: a directory "
+                                     f"and a file (a bind needs two of a kind)")
+                newmount.attach(tree, point)
+            finally:
+                os.close(point)
+            if later:
+                fresh = self.open(target)  # the old fd still names what lies under the bind
+                try:
+                    linux.mount(None, _fd_path(fresh), None, MS_BIND | MS_REMOUNT | later)
+                finally:
+                    os.close(fresh)
+        except BaseException:
+            os.close(tree)
+            raise
+        if self.follow:
+            os.close(tree)
+        else:
+            self.made[target] = tree
+
     def _protect(self, op: ReadOnly | Mask, fd: int) -> None:
         path = _fd_path(fd)
         if isinstance(op, ReadOnly):
@@ -420,7 +503,7 @@ class _Setup:
             moved = SetupError(f"jail setup: {os.path.join(self.path, target)}: moved while "
                                f"the jail started: refused")
             try:
-                found = self._open_at(self.root, target, os.O_PATH | os.O_DIRECTORY)
+                found = self._open_at(self.root, target, os.O_PATH)  # a bound file, too
             except OSError:  # a symlink or nothing in its place now
                 raise moved from None
             try:

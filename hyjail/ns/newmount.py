@@ -1,10 +1,11 @@
 """The new mount API (Linux 5.2): a filesystem made detached, held by descriptor, then attached.
 
-Owns: thin wrappers of fsopen, fsconfig, fsmount and move_mount. Mounting this way gives the
-caller a descriptor of the new filesystem's root before it is attached anywhere, so what is
-done inside it afterwards never goes by a name that someone else could redirect (mount(2)
-leaves only the target's name to find the new filesystem by). Nothing here decides policy;
-each wrapper raises OSError with the kernel's errno.
+Owns: thin wrappers of fsopen, fsconfig, fsmount, open_tree, mount_setattr and move_mount.
+Mounting this way gives the caller a descriptor of the new filesystem's root (or of a bind's
+copy) before it is attached anywhere, so what is done inside it afterwards never goes by a
+name that someone else could redirect (mount(2) leaves only the target's name to find the new
+filesystem by). Nothing here decides policy; each wrapper raises OSError with the kernel's
+errno.
 """
 
 from __future__ import annotations
@@ -80,3 +81,36 @@ def attach(mount_fd: int, target_fd: int) -> None:
     mount_fd stays a descriptor of the mount's root."""
     _call("move_mount", _SYS_MOVE_MOUNT, mount_fd, b"", target_fd, b"",
           ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH))
+
+
+_SYS_OPEN_TREE = 428
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_CLONE = 0x1
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def clone(source_fd: int, recursive: bool = False) -> int:
+    """A detached copy of the mount at source_fd (an O_PATH descriptor: the object already
+    opened, never a name), with the mounts beneath it if recursive: a bind mount not yet
+    attached anywhere. Returns an O_CLOEXEC descriptor of its root."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH | (_AT_RECURSIVE if recursive else 0)
+    return _call("open_tree", _SYS_OPEN_TREE, source_fd, b"", ctypes.c_uint(flags))
+
+
+def restrict(mount_fd: int, flags: int, recursive: bool = False) -> None:
+    """Add mount(2)-style per-mount flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) to the
+    mount at mount_fd, attached or not, and to those beneath it if recursive (mount_setattr,
+    Linux 5.12: OSError ENOSYS before)."""
+    unknown = flags & ~sum(_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"mount flags {unknown:#x} have no mount attribute")
+    attr = _MountAttr(sum(a for flag, a in _ATTRIBUTES.items() if flags & flag), 0, 0, 0)
+    _call("mount_setattr", _SYS_MOUNT_SETATTR, mount_fd, b"",
+          ctypes.c_uint(_AT_EMPTY_PATH | (_AT_RECURSIVE if recursive else 0)),
+          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
