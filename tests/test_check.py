@@ -93,8 +93,9 @@ def test_the_entry_group_covers_issue_13s_findings():
     entry = {a.name: a for a in CATALOGUE if a.rule == "E"}
     wanted = ("NSS module before jexec -u root and -l", "/proc scanner racing 200 jexecs",
               "dev, proc, tmp swapped for symlinks", "root swapped for a symlink before jexec",
-              "impersonated network helper", "jail over / writes the cache",
-              "allow-all filter planted in the cache", "a vsock socket",
+              "a bind's source swapped for a symlink", "impersonated network helper",
+              "jail over / writes the cache", "allow-all filter planted in the cache",
+              "a vsock socket",
               "other families no namespace confines", "runc and podman mask")
     for words in wanted:
         assert any(words in name for name in entry), words
@@ -138,6 +139,7 @@ def test_the_entry_group_holds_on_every_backend():
     ("dumpable-entry", "ns", "/proc scanner"),  # the entering process is a handle until exec
     ("follow-symlinks", "ns", "dev, proc, tmp swapped"),  # mounts follow a swapped dev
     ("follow-symlinks", "trace", "root swapped for a symlink before jexec"),  # chroot by name
+    ("follow-symlinks", "ns", "a bind's source swapped"),  # the source resolved by name
     ("any-netd", "ns", "impersonated network helper"),  # nobody takes the helper's name
     ("unchecked-cache", "ns", "a jail over / writes the cache"),
     ("unchecked-cache", "ns", "allow-all filter planted in the cache"),

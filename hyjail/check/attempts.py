@@ -225,6 +225,13 @@ def _root_not_followed(results: dict[str, str], ctx: dict) -> str | None:
     return None
 
 
+def _host_dir_unbound(results: dict[str, str], ctx: dict) -> str | None:
+    if _got(results, "bound") == "the host's directory":
+        return ("a jail's directory swapped for a symlink bound the host's directory into "
+                "another jail")
+    return None
+
+
 def _helper_not_impersonated(results: dict[str, str], ctx: dict) -> str | None:
     """Held if the fake received nothing and the jail ran with its address (or was refused
     in one line)."""
@@ -389,6 +396,10 @@ CATALOGUE: tuple[Attempt, ...] = (
                    "root's own swap, the next attempt"),
     Attempt("E", "a jail's root swapped for a symlink before jexec",
             driver="root_swapped_before_jexec", judge=_root_not_followed, timeout=120),
+    Attempt("E", "a bind's source swapped for a symlink",
+            driver="swapped_bind_source", judge=_host_dir_unbound, only=("ns", "hybrid"),
+            timeout=240,
+            unheld="a trace jail has no mount namespace: a bind is refused before it starts"),
     Attempt("E", "an impersonated network helper", ("bind:{jail_ip}",), driver="fake_netd",
             judge=_helper_not_impersonated, host=("veth",), timeout=120),
     Attempt("E", "a jail over / writes the cache",

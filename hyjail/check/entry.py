@@ -4,7 +4,9 @@ jail (SPEC section 1, "The entry path"), where the host must act while the jail 
 Owns, for each such attempt, the host's side: a persistent jail whose root plants an NSS module
 before `jexec -u root` and `jexec -l`; a /proc scanner in a persistent jail while 200 jexecs
 enter it; a jail swapping a shared root's dev, proc and tmp for symlinks to a host directory
-while jails start on that root, and the root itself before a jexec into a jail on it; a fake
+while jails start on that root, and the root itself before a jexec into a jail on it; a jail
+swapping a directory of its tree, which the host binds into other jails, for a symlink to a
+host directory while they start; a fake
 network helper, run as nobody, holding the helper's rendezvous before a veth jail starts
 (`hyjail.check.impostor`); an allow-all BPF planted under every name of the filter cache
 before a jail starts (and the cache restored after). Each driver returns the answers its
@@ -39,7 +41,8 @@ STARTS = 20  # jails started on the root being swapped, at most (a weakened one 
 # within the first four, every time here)
 # What the hostile jail swaps, in turn (dev most often: its set-up has the most steps), and
 # its pauses: up to 400,000 turns of a loop with the symlink in place, three times that without.
-SWAPPED = "dev,dev,proc,dev,dev,tmp:400000"
+SPIN = 400000
+SWAPPED = f"dev,dev,proc,dev,dev,tmp:{SPIN}"
 AT_ONCE = 4  # of those, and of the jexecs, at once (2 CPUs: more only queue)
 _IMPOSTOR = [sys.executable, "-m", "hyjail.check.impostor"]
 
@@ -249,6 +252,57 @@ def root_swapped_before_jexec(ground: Ground, argv: list[str], ctx: dict,
     return answers
 
 
+# ---- a bind's source swapped for a symlink -------------------------------------------------
+
+def swapped_bind_source(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
+    """A jail whose tree holds a directory the host binds into other jails (its /share, as
+    --ro-bind's source) swaps it with a symlink to a host directory while those jails start:
+    none may see the host directory."""
+    hostname, shape = ctx["hostname"], ctx["shape"]
+    outer = _fresh_root(ground, f"bind-{hostname}", with_probes=True)
+    share = os.path.join(outer, "share")
+    os.mkdir(share, 0o755)
+    inner = _fresh_root(ground, os.path.join(f"bind-{hostname}", "r"), with_probes=False)
+    os.mkdir(os.path.join(inner, "mnt"), 0o755)
+    host_dir = os.path.join(ground.top, f"bindhost-{hostname}")
+    os.mkdir(host_dir, 0o755)
+    for where, marker in ((share, "hjshare"), (host_dir, "hjhostdir")):
+        open(os.path.join(where, marker), "w").close()
+    answers: dict[str, str] = {}
+    try:
+        with held([*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"],
+                   "/bin/hjprobe", hostname, "64",
+                   f"swap:/:{host_dir}:{int(attempt.timeout * 1000)}:share:{SPIN}"],
+                  "swapping=ready", "the swapping jail") as (swapper, _):
+
+            def start(n: int) -> subprocess.CompletedProcess:
+                return subprocess.run([*HYJAIL, "run", *ctx["options"], "--ro-bind",
+                                       f"{share}:/mnt", inner, f"{hostname}b{n}",
+                                       shape.address(), "/bin/ls", "/mnt"],
+                                      capture_output=True, text=True, timeout=60,
+                                      stdin=subprocess.DEVNULL)
+            starts: list[subprocess.CompletedProcess] = []
+            with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
+                while len(starts) < STARTS and not any("hjhostdir" in s.stdout for s in starts):
+                    starts += pool.map(start, range(len(starts), len(starts) + AT_ONCE))
+            output, _ = finish(swapper, "stop")
+        answers.update(results(output))
+        saw = {word for s in starts if s.returncode == 0 for word in s.stdout.split()}
+        answers["bound"] = "the host's directory" if "hjhostdir" in saw else \
+            "the share" if "hjshare" in saw else "nothing"
+        ran = sum(s.returncode == 0 for s in starts)
+        refused = sum(_refused_in_one_line(s) for s in starts)
+        answers["starts"] = f"{ran} ran, {refused} refused in one line"
+        odd = [s for s in starts if s.returncode != 0 and not _refused_in_one_line(s)]
+        if odd:
+            raise NotRun(f"{len(odd)} of {len(starts)} jails neither ran nor were refused in "
+                         f"one line: {(error_lines(odd[0].stderr) or [odd[0].returncode])[-1]}")
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+        shutil.rmtree(outer, ignore_errors=True)
+    return answers
+
+
 # ---- an impersonated network helper --------------------------------------------------------
 
 def fake_netd(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
@@ -322,6 +376,7 @@ def tampered_cache(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt)
 
 DRIVERS: dict[str, Callable[[Ground, list[str], dict, Attempt], dict]] = {
     "nss_lookup": nss_lookup, "proc_scanner": proc_scanner, "swapped_root": swapped_root,
-    "root_swapped_before_jexec": root_swapped_before_jexec, "fake_netd": fake_netd,
+    "root_swapped_before_jexec": root_swapped_before_jexec,
+    "swapped_bind_source": swapped_bind_source, "fake_netd": fake_netd,
     "tampered_cache": tampered_cache,
 }
