@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from hyjail.errors import EXIT_USAGE, HyjailError
+from hyjail.errors import EXIT_USAGE, HyjailError, one_line
 from hyjail.rootfs import KINDS
 
 _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
@@ -253,7 +253,7 @@ def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
         print(f"{prog}: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code)
     except HyjailError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+        print(f"{prog}: {one_line(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -1,7 +1,8 @@
 """The errors hyjail reports to its user, each with the exit code SPEC section 2 gives it.
 
-Owns: the exception types and their codes. Raising one of these means "print one line naming
-the offending value and exit with this code"; every other exception is a bug.
+Owns: the exception types and their codes, and how a message becomes the one printable line
+it is shown as (`one_line`). Raising one of these means "print one line naming the offending
+value and exit with this code"; every other exception is a bug.
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ class UsageError(HyjailError):
     """The command line itself is malformed."""
 
     exit_code = EXIT_USAGE
+
+
+def one_line(text: str) -> str:
+    """A message naming what was given: whatever it held, one printable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

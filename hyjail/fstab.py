@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -79,6 +80,8 @@ def from_lines(lines: Iterable[str], root_given: str, root: str, parameter: str 
 def from_file(path: str, root_given: str, root: str) -> list[JailMount]:
     """mount.fstab: a host file, read by the host, so never one beneath the jail's root (a
     jail could write there the host paths it wants bound into it)."""
+    if "\0" in path or not path:
+        raise SetupError(f"mount.fstab: {path!r}: not a file name")
     where = os.path.realpath(path)
     real_root = os.path.realpath(root)
     if os.path.commonpath([where, real_root]) == real_root:
@@ -88,10 +91,14 @@ def from_file(path: str, root_given: str, root: str) -> list[JailMount]:
         fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise SetupError(f"mount.fstab: {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not os.path.isfile(f"/proc/self/fd/{fd}"):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise SetupError(f"mount.fstab: {path}: not a regular file")
-        data = f.read(MAX_FSTAB + 1)
+        data = b""
+        while len(data) <= MAX_FSTAB and (chunk := os.read(fd, MAX_FSTAB + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
     if len(data) > MAX_FSTAB:
         raise SetupError(f"mount.fstab: {path}: longer than {MAX_FSTAB} bytes")
     return from_lines(data.decode(errors="surrogateescape").splitlines(), root_given, root,

@@ -24,7 +24,7 @@ import os
 import shlex
 import sys
 
-from hyjail.errors import HyjailError
+from hyjail.errors import HyjailError, one_line
 
 USAGE = """\
 usage: jail [-dhilqv] [-J jid_file] [-u username] [-U username]
@@ -103,11 +103,6 @@ def parse(argv: list[str]) -> tuple[Request, list[str]]:
             case "-U":
                 request.implied.append(f"exec.jail_user={value}")
     return request, args
-
-
-def one_line(text: str) -> str:
-    """A message naming what was given: whatever it held, one printable line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def main(argv: list[str] | None = None) -> None:

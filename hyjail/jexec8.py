@@ -16,8 +16,7 @@ from __future__ import annotations
 import getopt
 import sys
 
-from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, HyjailError
-from hyjail.jail8 import one_line
+from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, HyjailError, one_line
 
 PROG = "jexec"
 OPTIONS = "d:lnu:U:"
