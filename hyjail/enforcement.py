@@ -41,8 +41,12 @@ def namespaces_of(plan: Plan) -> Namespaces:
 def ptrace_for(spec: JailSpec) -> dict[str, str]:
     """Rules this jail's options need ptrace's provider of, each with the option: a jail with
     its own uname release gets it from its tracer (a hybrid jail where the kernel holds the
-    rest), since no namespace changes the release."""
-    return {"R2": "osrelease"} if spec.osrelease else {}
+    rest), since no namespace changes the release; one that inherits the host's addresses
+    shares the host's network, where only the tracer confines the rest of R3."""
+    needs = {"R2": "osrelease"} if spec.osrelease else {}
+    if spec.inherit_ip:
+        needs["R3"] = ", ".join(f"ip{v}=inherit" for v in sorted(spec.inherit_ip))
+    return needs
 
 
 def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:

@@ -75,12 +75,12 @@ _ROWS: tuple[Parameter, ...] = (
        "as ip4.addr"),
     _p("ip4", "choice", "mapped", "IPv4: new (ip4.addr only), inherit (every host address), "
        "disable (none).", "new: the jail's addresses only; disable: no IPv4 address (with "
-       "ip6 disabled too, no network but its own loopback)", choices=("new", "inherit",
-       "disable"), default="new",
-       values={"inherit": "the host's network is never shared: a jail uses its own addresses"}),
+       "ip6 disabled too, no network but its own loopback); inherit: the host's network "
+       "and every address on it, unchanged (no ip4.addr), R3 held by the jail's tracer for "
+       "the rest (abstract unix names, raw sockets, other families): a hybrid jail",
+       choices=("new", "inherit", "disable"), default="new"),
     _p("ip6", "choice", "mapped", "IPv6: new, inherit or disable, as ip4.", "as ip4",
-       choices=("new", "inherit", "disable"), default="new",
-       values={"inherit": "the host's network is never shared: a jail uses its own addresses"}),
+       choices=("new", "inherit", "disable"), default="new"),
     _p("ip4.saddrsel", "bool", "noop", "Source address selection among the jail's IPv4 "
        "addresses.", "the jail's traffic always leaves from one of its own addresses (R3)",
        default=True, values={"1": "", "0": ""}),
@@ -150,7 +150,8 @@ _ROWS: tuple[Parameter, ...] = (
          "(the system's), disable.", "new: allowed in the jail's own IPC namespace; disable "
          "(the default): refused by the filter; the three go together (allow.sysvipc)",
          choices=("new", "inherit", "disable"), default="disable",
-         values={"inherit": "the host's IPC namespace is never shared"})
+         values={"inherit": "the host's System V IPC is never a jail's (SPEC R5): new gives "
+                            "the jail its own"})
       for name, what in (("sysvmsg", "message queues"), ("sysvsem", "semaphores"),
                          ("sysvshm", "shared memory"))),
     _p("meta", "string", "mapped", "Free-form metadata of the jail.", "recorded, shown by jls",

@@ -100,6 +100,9 @@ def _addresses(values: Typed) -> tuple[list[str], bool]:
     found = []
     for family, key in ((4, "ip4.addr"), (6, "ip6.addr")):
         disabled = values.get(f"ip{family}") == "disable"
+        if values.get(f"ip{family}") == "inherit" and values.get(key):
+            raise SetupError(f"{key} with ip{family}=inherit: the jail has every host "
+                             f"address already")
         for item in values.get(key) or []:
             text = str(item).strip()
             if "|" in text:
@@ -136,7 +139,8 @@ def to_spec(values: Typed) -> JailSpec:
         name=name, net="none" if no_network else "veth", persist=True, jid=jid,
         environ={}, allow_changes=tuple(_allow_changes(values)), limits=_limits(values),
         domainname=str(values.get("host.domainname") or ""), any_hostname=True,
-        osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)))
+        osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)),
+        inherit_ip=frozenset(v for v in (4, 6) if values.get(f"ip{v}") == "inherit"))
     return spec
 
 

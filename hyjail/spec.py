@@ -173,6 +173,10 @@ class JailSpec:
     osrelease: str = ""  # FreeBSD's osrelease: uname's release in the jail ("": the host's)
     # The administrator's file systems in the jail's tree (hyjail.fstab.JailMount), in order.
     mounts: tuple = ()
+    # FreeBSD's ip4=inherit / ip6=inherit: the IP versions of which every host address is
+    # the jail's (no network namespace; the tracer judges nothing of that version's
+    # addresses, and still confines the rest of R3: abstract unix names, raw sockets).
+    inherit_ip: frozenset[int] = frozenset()
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -183,7 +187,7 @@ class JailSpec:
                limits: Limits | None = None, userns_base: int | None = None,
                backend: str = "auto", domainname: str = "",
                any_hostname: bool = False, osrelease: str = "",
-               mounts: tuple = ()) -> JailSpec:
+               mounts: tuple = (), inherit_ip: frozenset[int] = frozenset()) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -215,6 +219,7 @@ class JailSpec:
             domainname=check_domainname(domainname),
             osrelease=check_osrelease(osrelease),
             mounts=tuple(mounts),
+            inherit_ip=frozenset(inherit_ip),
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,8 @@ from hyjail.jail8 import USAGE
 from conftest import hyjail, needs, needs_root, new_leaks
 
 JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+JEXEC = [os.path.join(os.path.dirname(sys.executable), "jexec")]
+JLS = [os.path.join(os.path.dirname(sys.executable), "jls")]
 JEXEC = [os.path.join(os.path.dirname(sys.executable), "jexec")]
 
 
@@ -207,6 +210,54 @@ def test_osrelease_is_refused_where_only_the_kernel_may_hold_r2():
         assert str(refused).startswith("osrelease: needs ptrace's provider of R2")
     else:
         raise AssertionError("--backend ns took osrelease")
+
+
+@needs_root
+@needs("R1:kernel", "R3:ptrace@trace")
+def test_ip4_inherit_shares_the_hosts_addresses_and_nothing_else(probe_root):
+    """ip4=inherit: the host's network and its addresses, unchanged (a service on the host's
+    127.0.0.1 answers the jail, the jail's listener answers the host there); the tracer
+    still holds the rest of R3 (the host's abstract unix names stay out of reach)."""
+    import socket
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind(f"\0hjinherit{os.getpid()}".encode())
+    abstract.listen(4)
+    try:
+        made = jail("-c", "name=inh", f"path={probe_root}", "host.hostname=inh", "ip4=inherit",
+                    "persist")
+        assert made.returncode == 0, made.stderr
+        got = subprocess.run([*JEXEC, "inh", "/bin/hjprobe", "inh", "64",
+                              f"connect:127.0.0.1:{port}", "bind:127.0.0.2", "bind:0.0.0.0",
+                              f"uconnect:hjinherit{os.getpid()}"],
+                             capture_output=True, text=True, timeout=60)
+        answers = dict(line.split("=", 1) for line in got.stdout.splitlines())
+        assert answers[f"connect:127.0.0.1:{port}"] == "127.0.0.1", (got.stdout, got.stderr)
+        # Any host address, the unspecified one not rewritten (a jail of 127.0.0.1: neither)
+        assert (answers["bind:127.0.0.2"], answers["bind:0.0.0.0"]) == ("127.0.0.2", "0.0.0.0")
+        # refused by the Landlock scope (EPERM) or the stand-in (ECONNREFUSED)
+        assert answers[f"uconnect:hjinherit{os.getpid()}"] in ("EPERM", "ECONNREFUSED")
+        shown = subprocess.run([*JLS, "-j", "inh", "-n", "ip4"], capture_output=True, text=True)
+        assert shown.stdout == "ip4=inherit\n"
+    finally:
+        jail("-r", "inh")
+        listener.close()
+        abstract.close()
+    refused = jail("-c", "name=inh2", f"path={probe_root}", "ip4=inherit", "ip4.addr=10.77.9.9",
+                   "persist")
+    assert (refused.returncode, refused.stderr) == (
+        1, "jail: ip4.addr with ip4=inherit: the jail has every host address already\n")
+    assert not new_leaks()
+
+
+def test_ip4_inherit_is_refused_where_only_the_kernel_may_hold_r3():
+    from hyjail import plan
+    from hyjail.errors import SetupError
+
+    from conftest import host_probe
+    with pytest.raises(SetupError, match="ip4=inherit: needs ptrace's provider of R3"):
+        plan.choose(host_probe(), "ns", {"R3": "ip4=inherit"})
 
 
 @needs_root

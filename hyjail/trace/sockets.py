@@ -142,6 +142,8 @@ def _jail_address(call: Call, ip: str, *, binding: bool) -> str | int:
     if mapped is not None:
         inner = _jail_address(call, str(mapped), binding=binding)
         return inner if isinstance(inner, int) else f"::ffff:{inner}"
+    if addr.version in call.jail.inherited:  # ip4/ip6=inherit: every host address is its own
+        return ip
     own = [a for a in call.jail.addresses if a.version == addr.version]
     if addr in own:
         return ip
@@ -159,6 +161,8 @@ def _source_for(call: Call, sock: socket.socket, destination: str | None = None)
     name = sock.getsockname()
     if name[1] != 0 or not ipaddress.ip_address(name[0]).is_unspecified:
         return 0  # bound already (only ever through us, to the jail's address)
+    if (4 if sock.family == socket.AF_INET else 6) in call.jail.inherited:
+        return 0  # the kernel picks among the host's addresses, all the jail's
     wanted = "0.0.0.0" if sock.family == socket.AF_INET else "::"
     if destination and sock.family == socket.AF_INET6 and destination.startswith("::ffff:"):
         wanted = "::ffff:0.0.0.0"
@@ -420,7 +424,8 @@ def _check_control(call: Call, control: list[tuple[int, int, bytes]]) -> int:
         if (level, kind) in _PKTINFO:
             source = data[4:8] if level == socket.IPPROTO_IP else data[:16]
             addr = ipaddress.ip_address(source)
-            if not addr.is_unspecified and addr not in call.jail.addresses:
+            if (not addr.is_unspecified and addr not in call.jail.addresses
+                    and addr.version not in call.jail.inherited):
                 return -errno.EADDRNOTAVAIL
         elif (level, kind) not in _HARMLESS_CMSG:
             return -errno.EPERM
@@ -547,7 +552,7 @@ def _int32(value: int) -> int:
 
 
 def socket_call(call: Call, family: int, protocol: int) -> int | None:
-    versions = {a.version for a in call.jail.addresses}
+    versions = {a.version for a in call.jail.addresses} | call.jail.inherited
     if {socket.AF_INET: 4, socket.AF_INET6: 6}.get(_int32(family), 0) not in versions | {0}:
         return -errno.EAFNOSUPPORT
     if (_int32(family) not in (*CONFINED_FAMILIES, AF_PACKET)

@@ -45,9 +45,11 @@ class JailState:
 
     def __init__(self, hostname: str, allowed: frozenset[str], addresses: tuple = (),
                  on_rename: Callable[[str, str], None] = lambda which, name: None,
-                 domainname: str = "", osrelease: str = ""):
+                 domainname: str = "", osrelease: str = "",
+                 inherited: frozenset[int] = frozenset()):
         self.hostname = hostname
         self.addresses = addresses  # ipaddress objects: the jail's own (R3)
+        self.inherited = inherited  # IP versions whose every host address is the jail's
         self.domainname = domainname or "(none)"
         self.osrelease = osrelease or os.uname().release  # FreeBSD's osrelease, else the host's
         self.allowed = allowed

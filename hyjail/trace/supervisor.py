@@ -117,7 +117,8 @@ class Tracing:
                     _set_hostname_in(uts, name)
 
         self.jail = JailState(spec.hostname, spec.allowed, spec.addresses, on_rename=renamed,
-                              domainname=spec.domainname, osrelease=spec.osrelease)
+                              domainname=spec.domainname, osrelease=spec.osrelease,
+                              inherited=spec.inherit_ip)
         self.jail.unix_stand_in = enforcement.unix_stand_in(plan)
         if plan.kind == "hybrid":
             self.jail.init = first
