@@ -31,6 +31,7 @@ class HookOptions:
     jail_user: str | None = None  # exec.jail_user: commands inside run as this user
     system_jail_user: bool = False  # exec.system_jail_user: jail_user is the host's
     clean: bool = False  # exec.clean: commands inside get a login's environment
+    verbose: bool = False  # jail -v: each command is told before it runs (not recorded)
 
     def inside(self, timed: bool = False) -> dict:
         """exec_in's keywords for exec.start, command and exec.stop: as exec.jail_user (of
@@ -49,7 +50,15 @@ class HookOptions:
         return keywords
 
     def to_record(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: getattr(self, name) for name in self.__dataclass_fields__
+                if name != "verbose"}
+
+    def tell(self, name: str, command: str, inside: bool = False) -> None:
+        """jail -v: what FreeBSD's jail(8) prints before it runs a command."""
+        if self.verbose:
+            where = " in jail" if inside else ""
+            timed = " with timeout" if self.timeout else ""
+            print(f"{name}: run command{where}{timed}: {command}", flush=True)
 
     @classmethod
     def from_record(cls, kept: dict) -> HookOptions:
@@ -90,6 +99,7 @@ def run_host_hooks(commands: list[str], which: str, jid: int | str, name: str, p
                    options: HookOptions = HookOptions()) -> None:
     env = {**os.environ, "JID": str(jid), "JNAME": name, "JPATH": path}
     for command in commands:
+        options.tell(name or str(jid), command)
         try:
             status = subprocess.run(["/bin/sh", "-c", command], env=env,
                                     timeout=options.timeout, user=options.user,

@@ -202,7 +202,7 @@ def _create(request: Request, params: dict, shown: str | None = None) -> int:
     jail's block name, which for a numbered block is its JID), else its name."""
     from hyjail import lifecycle
     name = _name_of(params)
-    status = lifecycle.create(_for_lifecycle(params))
+    status = lifecycle.create(_for_lifecycle(params), verbose=request.verbose)
     record = _running(name) if name else None
     shown = shown or (record.name if record is not None else name or "jail")
     if request.jid_only and record is not None:
@@ -331,7 +331,7 @@ def _write_jid_file(path: str, record) -> None:
 
 def _remove_one(request: Request, record, shown: str | None = None) -> None:
     from hyjail.jails import stop
-    stop(record.jid, run_hooks=not request.remove_bare)
+    stop(record.jid, run_hooks=not request.remove_bare, verbose=request.verbose)
     _say(request, f"{shown or record.name}: removed")
 
 

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hyjail.errors import HyjailError
 from hyjail.linux import process_start_time
@@ -149,7 +149,7 @@ def remember(record: Record, remove_hooks: dict[str, list[str]], stop_timeout: s
 
 
 def stop(which: str | int, timeout: float | None = None, registry: Registry | None = None,
-         run_hooks: bool = True) -> None:
+         run_hooks: bool = True, verbose: bool = False) -> None:
     """Stop a jail as `jail -r` does: exec.prestop (host), exec.stop (inside), SIGTERM to its
     processes, SIGKILL to what remains after the timeout, wait for the supervisor's teardown,
     exec.poststop (host)."""
@@ -157,7 +157,8 @@ def stop(which: str | int, timeout: float | None = None, registry: Registry | No
 
     registry = registry or Registry()
     record = get(which, registry).record
-    options = HookOptions.from_record(record.params.get("hook_options", {}))
+    options = replace(
+        HookOptions.from_record(record.params.get("hook_options", {})), verbose=verbose)
     with console(options.consolelog, record.path):
         _stop(record, timeout, registry, run_hooks, options)
 
@@ -172,6 +173,7 @@ def _stop(record: Record, timeout: float | None, registry: Registry, run_hooks: 
     run_host_hooks(hooks.get("exec.prestop", []), "exec.prestop", record.jid, record.name,
                    record.path, options)
     for command in hooks.get("exec.stop", []):
+        options.tell(record.name, command, inside=True)
         exec_in(record.jid, ["/bin/sh", "-c", command], registry=registry,
                 **options.inside(timed=True))
     # Pid 1 forwards what it gets to the command; signal the others directly, once each.

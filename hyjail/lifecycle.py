@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import replace
 
 from hyjail import jailparams, limits
 from hyjail.errors import SetupError
@@ -180,16 +181,17 @@ def _hook_options(values: Typed) -> HookOptions:
                        clean=bool(values.get("exec.clean")))
 
 
-def create(params: Params) -> int:
+def create(params: Params, verbose: bool = False) -> int:
     """Create a jail from its parameters, with its hooks, as `jail -c` does; returns the
-    status `jail` exits with: the command's when `command` is given, else 0."""
+    status `jail` exits with: the command's when `command` is given, else 0. verbose: each
+    command told before it runs (jail -v)."""
     values = typed(params)
     spec = to_spec(values)
     with console(_hook_options(values).consolelog, spec.path):
-        return _create(values, spec)
+        return _create(values, spec, verbose)
 
 
-def _create(values: Typed, spec: JailSpec) -> int:
+def _create(values: Typed, spec: JailSpec, verbose: bool) -> int:
     from hyjail import jails, lifetime, supervisor
     from hyjail.registry import Registry
 
@@ -199,7 +201,7 @@ def _create(values: Typed, spec: JailSpec) -> int:
     if not (persist or command or starts):
         raise SetupError("a jail needs persist, exec.start or command (FreeBSD: it would "
                          "have no process to live by)")
-    options = _hook_options(values)
+    options = replace(_hook_options(values), verbose=verbose)
     inside = options.inside()
     name = spec.name or ""
     create_hooks = hooks(values, HOOKS_CREATE)
@@ -219,12 +221,14 @@ def _create(values: Typed, spec: JailSpec) -> int:
         run_host_hooks(create_hooks.get("exec.created", []), "exec.created", record.jid,
                        record.name, record.path, options)
         for start in starts:
+            options.tell(record.name, start, inside=True)
             code = jails.exec_in(record.jid, ["/bin/sh", "-c", start],
                                  **options.inside(timed=True))
             if code != 0:
                 raise SetupError(f"{record.name}: exec.start {start!r} failed with status "
                                  f"{code}")
         if command:
+            options.tell(record.name, " ".join(command), inside=True)
             status = jails.exec_in(record.jid, command, **inside)
         run_host_hooks(create_hooks.get("exec.poststart", []), "exec.poststart", record.jid,
                        record.name, record.path, options)

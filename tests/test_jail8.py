@@ -351,3 +351,19 @@ def test_exec_timeout_ends_an_exec_start_that_hangs(busybox_root):
     assert time.monotonic() - started < 20
     assert hyjail("ps", "-j", "slowj").returncode == 1
     assert not new_leaks()
+
+
+@needs_root
+@needs("backend:auto")
+def test_verbose_tells_each_command_before_it_runs(busybox_root):
+    """jail -v: FreeBSD's `NAME: run command[ in jail][ with timeout]: COMMAND` before each
+    host hook and each command inside, at -c and -r."""
+    made = jail("-v", "-c", "name=vj", f"path={busybox_root}", "persist",
+                "exec.prestart=echo pre", "exec.start=echo start", "exec.stop=echo stop")
+    try:
+        assert made.stdout == ("vj: run command: echo pre\npre\n"
+                               "vj: run command in jail: echo start\nstart\nvj: created\n"), made
+    finally:
+        removed = jail("-v", "-r", "vj")
+    assert removed.stdout == "vj: run command in jail: echo stop\nstop\nvj: removed\n", removed
+    assert not new_leaks()
