@@ -107,10 +107,12 @@ _ROWS: tuple[Parameter, ...] = (
        "(no module loading, no raw disk or memory writes, no clock setting, immutable flags "
        "kept unless allow.chflags, which a securelevel above 0 refuses)",
        values={"-1": "", "0": "", "1": "", "2": "", "3": ""}, default=-1),
-    _p("devfs_ruleset", "int", "noop", "The devfs ruleset enforced on the jail's /dev.",
-       "the jail's /dev always holds ruleset 4's devices (devfsrules_jail): null, zero, full, "
-       "random, urandom, tty, ptmx, pts, fd, std*; other rulesets would need other nodes",
-       default=0, values={"0": "", "4": ""}),
+    _p("devfs_ruleset", "int", "mapped", "The devfs ruleset enforced on the jail's /dev.",
+       "FreeBSD's default rulesets as Linux names the nodes: 4 (and 0, none given: jail(8) "
+       "reads it as 4; 3; 5 less pf) null, zero, full, random, urandom, tty, its own pts and "
+       "ptmx, shm, fd, std*; 2 null, zero, random, urandom, shm, fd, std*; 1 nothing; a "
+       "local ruleset is refused; on a chroot (trace) only 0 and 4, the root's own /dev",
+       default=0),
     _p("children.max", "int", "noop", "How many child jails this jail may create.",
        "0: a jailed process can make no namespaces, hence no jails (R5)", default=0,
        values={"0": ""}),

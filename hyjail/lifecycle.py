@@ -141,8 +141,18 @@ def to_spec(values: Typed) -> JailSpec:
         environ={}, allow_changes=tuple(_allow_changes(values)), limits=_limits(values),
         domainname=str(values.get("host.domainname") or ""), any_hostname=True,
         osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)),
-        inherit_ip=frozenset(v for v in (4, 6) if values.get(f"ip{v}") == "inherit"))
+        inherit_ip=frozenset(v for v in (4, 6) if values.get(f"ip{v}") == "inherit"),
+        devfs_ruleset=_devfs_ruleset(values))
     return spec
+
+
+def _devfs_ruleset(values: Typed) -> int:
+    from hyjail.ns.mounts import DEVFS_RULESETS
+    ruleset = int(values.get("devfs_ruleset") or 0)
+    if ruleset not in DEVFS_RULESETS:
+        raise SetupError(f"devfs_ruleset={ruleset}: hyjail has FreeBSD's default rulesets "
+                         f"(0-5: /etc/defaults/devfs.rules), not a local one")
+    return ruleset
 
 
 def _mounts(values: Typed, path: str) -> tuple:

@@ -177,6 +177,7 @@ class JailSpec:
     # the jail's (no network namespace; the tracer judges nothing of that version's
     # addresses, and still confines the rest of R3: abstract unix names, raw sockets).
     inherit_ip: frozenset[int] = frozenset()
+    devfs_ruleset: int = 4  # FreeBSD's: which device nodes its /dev holds (ns/mounts.py)
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -187,7 +188,8 @@ class JailSpec:
                limits: Limits | None = None, userns_base: int | None = None,
                backend: str = "auto", domainname: str = "",
                any_hostname: bool = False, osrelease: str = "",
-               mounts: tuple = (), inherit_ip: frozenset[int] = frozenset()) -> JailSpec:
+               mounts: tuple = (), inherit_ip: frozenset[int] = frozenset(),
+               devfs_ruleset: int = 4) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
@@ -220,6 +222,7 @@ class JailSpec:
             osrelease=check_osrelease(osrelease),
             mounts=tuple(mounts),
             inherit_ip=frozenset(inherit_ip),
+            devfs_ruleset=devfs_ruleset,  # checked by jail(8)'s parameters (lifecycle)
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -367,3 +367,26 @@ def test_verbose_tells_each_command_before_it_runs(busybox_root):
         removed = jail("-v", "-r", "vj")
     assert removed.stdout == "vj: run command in jail: echo stop\nstop\nvj: removed\n", removed
     assert not new_leaks()
+
+
+@needs_root
+@needs("backend:auto", "R1:kernel")
+@pytest.mark.parametrize("ruleset,nodes", [
+    ("1", ""),  # devfsrules_hide_all
+    ("2", "fd null random shm stderr stdin stdout urandom zero"),  # devfsrules_unhide_basic
+    ("4", "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"),
+    ("0", "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"),
+])
+def test_devfs_ruleset_chooses_the_jails_device_nodes(busybox_root, ruleset, nodes):
+    shown = jail("-c", "name=devj", f"path={busybox_root}", f"devfs_ruleset={ruleset}",
+                 "command=/bin/ls", "/dev")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split()[:-2] == nodes.split()  # then "devj: created"
+    assert not new_leaks()
+
+
+def test_a_local_devfs_ruleset_is_refused_in_one_line(busybox_root):
+    refused = jail("-c", "name=devj", f"path={busybox_root}", "devfs_ruleset=10", "persist")
+    assert (refused.returncode, refused.stderr) == (
+        1, "jail: devfs_ruleset=10: hyjail has FreeBSD's default rulesets (0-5: "
+           "/etc/defaults/devfs.rules), not a local one\n")

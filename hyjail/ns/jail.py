@@ -94,7 +94,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     weakened = weaken.weakened()
     proc = namespaces.pid or "no-pidns" in weakened
     mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened,
-                                 added=spec.mounts),
+                                 added=spec.mounts, devfs_ruleset=spec.devfs_ruleset),
                      follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:
         userns.own_mount_namespace()

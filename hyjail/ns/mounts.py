@@ -70,9 +70,20 @@ HOST_STATE = (
 )
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-             ("ptmx", "pts/ptmx"))
+FD_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+# FreeBSD's default devfs rulesets (/etc/defaults/devfs.rules) in Linux's names: the device
+# nodes, and whether the jail gets terminals (its own devpts, ptmx). 0 is jail(8)'s "none
+# given", which mount.devfs reads as 4 (devfsrules_jail); 5 (devfsrules_jail_vnet) adds
+# only pf, which Linux has not.
+DEVFS_RULESETS: dict[int, tuple[tuple[str, ...], bool]] = {
+    1: ((), False),  # devfsrules_hide_all
+    2: (("null", "zero", "random", "urandom"), False),  # devfsrules_unhide_basic
+    3: (DEVICES, True),  # devfsrules_unhide_login
+    4: (DEVICES, True),  # devfsrules_jail
+    5: (DEVICES, True),  # devfsrules_jail_vnet
+}
+DEVFS_RULESETS[0] = DEVFS_RULESETS[4]
 
 
 @dataclass(frozen=True)
@@ -151,12 +162,14 @@ _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
 def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
-         weakened: frozenset[str] = frozenset(), added: Sequence = ()) -> list[Operation]:
+         weakened: frozenset[str] = frozenset(), added: Sequence = (),
+         devfs_ruleset: int = 4) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked). With
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
     jail's /proc stays an empty directory. `weakened`: the weakenings asked for. `added`:
     the administrator's mounts (`hyjail.fstab.JailMount`s), made first, in their order, as
-    FreeBSD's jail(8) mounts mount.fstab before devfs."""
+    FreeBSD's jail(8) mounts mount.fstab before devfs. `devfs_ruleset`: which of
+    DEVFS_RULESETS the jail's /dev holds."""
     unmasked = "unmasked-proc" in weakened
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
     ops += [_added(mount) for mount in added]
@@ -172,7 +185,7 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
                 *(Mask(f"proc/{name}")
                   for name in (PROC_MASKED_BEFORE if unmasked else PROC_MASKED))]
     if has["dev"]:
-        ops += _dev()
+        ops += _dev(*DEVFS_RULESETS[devfs_ruleset])
     if os.path.lexists(os.path.join(path, "sys")):  # a symlink there is refused, not skipped
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
@@ -196,19 +209,25 @@ def _added(mount) -> Operation:
     return Mount("tmpfs", mount.target, flags, mount.data or None)
 
 
-def _dev() -> list[Operation]:
-    """A minimal /dev of the jail's own: FreeBSD's ruleset 4 (devfsrules_jail) in Linux's
-    names, its own devpts and shared memory."""
-    return [
+def _dev(devices: tuple[str, ...], terminals: bool) -> list[Operation]:
+    """A minimal /dev of the jail's own with a devfs ruleset's devices (4, devfsrules_jail,
+    by default), its own devpts if the ruleset has terminals, and shared memory; nothing at
+    all for ruleset 1 (devfsrules_hide_all)."""
+    ops: list[Operation] = [
         Detach("dev"),
         Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
-        *(BindDevice(f"/dev/{name}", f"dev/{name}") for name in DEVICES),
-        MakeDir("dev/pts"),
-        Mount("devpts", "dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"),
-        MakeDir("dev/shm", 0o1777),
-        Mount("tmpfs", "dev/shm", _NODEV_NOSUID_NOEXEC, "mode=1777"),
-        *(Symlink(value, f"dev/{name}") for name, value in DEV_LINKS),
+        *(BindDevice(f"/dev/{name}", f"dev/{name}") for name in devices),
     ]
+    if terminals:
+        ops += [MakeDir("dev/pts"),
+                Mount("devpts", "dev/pts", MS_NOSUID | MS_NOEXEC,
+                      "newinstance,ptmxmode=0666,mode=620"),
+                Symlink("pts/ptmx", "dev/ptmx")]
+    if devices:
+        ops += [MakeDir("dev/shm", 0o1777),
+                Mount("tmpfs", "dev/shm", _NODEV_NOSUID_NOEXEC, "mode=1777"),
+                *(Symlink(value, f"dev/{name}") for name, value in FD_LINKS)]
+    return ops
 
 
 def host_state_within(path: str, state_dir: str = STATE_DIR,
