@@ -41,12 +41,15 @@ class Jail:
         return max(0.0, time.time() - self.record.started)
 
     def to_dict(self) -> dict:
+        """hyjail ls --json: the record, and every jail parameter as jls shows it (the
+        parameter table's names and types)."""
+        from hyjail import jls
         r = self.record
         return {"jid": r.jid, "name": r.name, "hostname": r.hostname, "path": r.path,
                 "addresses": list(r.addresses), "backend": r.backend, "host_link": r.host_link,
                 "supervisor_pid": r.supervisor_pid, "init_pid": r.init_pid,
                 "processes": len(self.processes), "uptime": round(self.uptime, 3),
-                "params": r.params}
+                "params": r.params, "parameters": jls.params(r)}
 
 
 def _pid_namespace(pid: int) -> str | None:

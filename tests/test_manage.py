@@ -49,6 +49,10 @@ def test_ps_and_ls_map_every_jailed_process(busybox_root):
         jails = {j["name"]: j for j in json.loads(hyjail("ls", "--json").stdout)}
         assert jails["alpha"]["processes"] == 3 and jails["beta"]["processes"] == 2
         assert jails["alpha"]["addresses"] == [ips[0]] and jails["beta"]["backend"] == auto_kind()
+        # every jail parameter, as jls names and types them (the one table)
+        shown = jails["alpha"]["parameters"]
+        assert (shown["name"], shown["ip4.addr"], shown["persist"], shown["securelevel"],
+                shown["allow.set_hostname"]) == ("alpha", [ips[0]], False, -1, True)
         assert "alpha" in hyjail("ls").stdout
     missing = hyjail("ps", "-j", "alpha")
     assert (missing.returncode, missing.stderr) == (1, 'hyjail: jail "alpha" not found\n')
