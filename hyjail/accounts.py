@@ -61,11 +61,15 @@ class Asked:
     keywords), carried into the entering process, which settles it there: the jail's files
     can only be read, and its directories entered, from inside."""
     user: str | None = None  # a user of the jail's passwd (jexec -U, hyjail exec -u)
+    group: str | None = None  # a group of the jail's, in place of the user's (--user U:G)
     host: HostUser | None = None  # a user of the host's, looked up before entering (jexec -u)
     login: bool = False  # jexec -l: a login's clean environment, in the user's home
     # FreeBSD's jexec for a named user: its USER, HOME, SHELL and the login class's PATH,
     # even without -l (hyjail exec leaves the environment alone).
     user_environment: bool = False
+    # hyjail run's and hyjail exec's: the user's (root's by default) HOME, SHELL, USER,
+    # LOGNAME and a login's PATH, under the variables the caller passes (a clean set).
+    clean: bool = False
     cwd: str | None = None  # jexec -d: the working directory inside the jail
 
     @property
@@ -130,6 +134,17 @@ class JailAccounts:
                 return ROOT
             raise SetupError(f"{which}: no such user in the jail")
         return found
+
+    def group_id(self, which: str) -> int:
+        """The gid of the jail's group named `which`, or `which` itself if it is a number;
+        SetupError for a name the jail's /etc/group does not have."""
+        number = _id(which)
+        if number is not None:
+            return number
+        found = next((g for g in self.groups() if g.name == which), None)
+        if found is None:
+            raise SetupError(f"{which}: no such group in the jail")
+        return found.gid
 
     def group_ids(self, user: User) -> tuple[int, ...]:
         """initgroups(3)'s list, from the jail's /etc/group: the user's own group, then every

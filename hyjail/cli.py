@@ -24,8 +24,9 @@ def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
          allow: tuple[str, ...] = (), memory: str | None = None, pids: str | None = None,
          cpus: str | None = None, rlimit: tuple[str, ...] = (), userns: bool = False,
          userns_base: int | None = None, bind: tuple[str, ...] = (),
-         ro_bind: tuple[str, ...] = (), tmpfs: tuple[str, ...] = (), **options) -> int:
-    from hyjail import fstab, limits
+         ro_bind: tuple[str, ...] = (), tmpfs: tuple[str, ...] = (), env: tuple[str, ...] = (),
+         env_file: tuple[str, ...] = (), **options) -> int:
+    from hyjail import environment, fstab, limits
     from hyjail.allow import parse_option
     from hyjail.spec import JailSpec
     from hyjail.supervisor import run, start_detached
@@ -38,11 +39,32 @@ def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
     spec = JailSpec.create(path, hostname, ip, command,
                            allow_changes=tuple(parse_option(a) for a in allow),
                            limits=limits.create(memory, pids, cpus, rlimit),
-                           mounts=fstab.from_options(bind, ro_bind, tmpfs), **options)
+                           mounts=fstab.from_options(bind, ro_bind, tmpfs),
+                           environ=environment.from_options(env, env_file), **options)
     if spec.persist:
         click.echo(start_detached(spec).jid)
         return 0
     return run(spec)
+
+
+_ENVIRONMENT = (
+    click.option("--env", multiple=True, metavar="NAME=VALUE",
+                 help="A variable for the command (the environment is otherwise clean: TERM, "
+                      "and the user's HOME, SHELL, USER, LOGNAME, PATH)."),
+    click.option("--env-file", multiple=True, metavar="FILE",
+                 help="Variables from FILE: NAME=VALUE lines (# comments; a bare NAME takes "
+                      "ours)."),
+    click.option("--preserve-env", is_flag=True,
+                 help="Pass our whole environment to the command (then --env over it)."),
+)
+
+
+def _with(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,6 +106,11 @@ def hyjail() -> None:
 @click.option("--ro-bind", multiple=True, metavar="SRC:DST", help="The same, read-only.")
 @click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
               help="A fresh tmpfs at DST, e.g. /scratch:size=64m,mode=1777.")
+@click.option("--user", metavar="USER[:GROUP]",
+              help="Run the command as USER (and GROUP) of the jail's own passwd and group "
+                   "(default: root).")
+@click.option("--chdir", "cwd", metavar="DIR", help="The command's directory inside the jail.")
+@_with(_ENVIRONMENT)
 @click.argument("path")
 @click.argument("hostname")
 @click.argument("ip")
@@ -168,30 +195,19 @@ def gc() -> int:
     return 0
 
 
-def _exec(which: str, command: tuple[str, ...], user: str | None, login: bool) -> int:
-    from hyjail.jails import exec_in
-    return exec_in(which, command, user=user, login=login)
-
-
-_EXEC_OPTIONS = [
-    click.option("-u", "user", metavar="USER", help="Run as USER of the jail's /etc/passwd."),
-    click.option("-l", "login", is_flag=True, help="A clean login environment."),
-    click.argument("which", metavar="JID|NAME"),
-    click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED),
-]
-
-
-def _with_exec_options(function):
-    for option in reversed(_EXEC_OPTIONS):
-        function = option(function)
-    return function
-
-
 @hyjail.command(name="exec", context_settings=_RUN_CONTEXT)
-@_with_exec_options
-def exec_command(user, login, which, command) -> int:
+@click.option("-u", "user", metavar="USER", help="Run as USER of the jail's /etc/passwd.")
+@click.option("-l", "login", is_flag=True, help="A clean login environment, in the user's home.")
+@_with(_ENVIRONMENT)
+@click.argument("which", metavar="JID|NAME")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(user, login, env, env_file, preserve_env, which, command) -> int:
     """Run COMMAND inside a running jail, under all its rules."""
-    return _exec(which, command, user, login)
+    from hyjail import environment
+    from hyjail.jails import exec_in
+    from hyjail.spec import command_environment
+    given = command_environment(environment.from_options(env, env_file), preserve_env)
+    return exec_in(which, command, user=user, login=login, environ=given, clean=True)
 
 
 @hyjail.command()

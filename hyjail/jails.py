@@ -230,14 +230,16 @@ def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = Fal
 def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             host_user: str | None = None, login: bool = False,
             environ: dict[str, str] | None = None, cwd: str | None = None,
-            user_environment: bool = False, timeout: float | None = None,
-            registry: Registry | None = None) -> int:
+            user_environment: bool = False, clean: bool = False,
+            timeout: float | None = None, registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2).
 
     user: as this user of the jail's /etc/passwd (name or uid); host_user: as this user of
     the host's, its ids and groups looked up on the host first (FreeBSD's `jexec -u`); not
     both. login: a login's clean environment, in the user's home. user_environment: a named
-    user's USER, HOME, SHELL and PATH without login (FreeBSD's jexec). cwd: the working
+    user's USER, HOME, SHELL and PATH without login (FreeBSD's jexec). clean: the user's
+    (root's by default) HOME, SHELL, USER, LOGNAME and PATH under environ alone (hyjail
+    exec's; environ None is then empty, never the caller's). cwd: the working
     directory, as the jail resolves it (SetupError "chdir: DIR: ..." if it is none). An
     empty argv runs the user's shell (its passwd entry's, else /bin/sh) with -i, as jexec(8).
     timeout: after that many seconds the command's process group is killed (SIGKILL) and
@@ -257,7 +259,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     # The host's user before the jail, as FreeBSD's jexec: looked up while this process is
     # still wholly the host's.
     host = accounts.host_user(host_user) if host_user is not None else None
-    asked = accounts.Asked(user=user, host=host, login=login,
+    asked = accounts.Asked(user=user, host=host, login=login, clean=clean,
                            user_environment=user_environment, cwd=cwd)
     registry = registry or Registry()
     record = get(which, registry).record
@@ -267,7 +269,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         from hyjail.trace import enter as trace_enter
     if not record.init_pid:
         raise HyjailError(f"jail {record.name} (JID {record.jid}) is still starting")
-    env = dict(os.environ if environ is None else environ)
+    env = dict(environ if environ is not None else {} if clean else os.environ)
     # The entry path's weakenings, from the jail's record or this caller's (root's) own.
     weakened = (Confinement.from_params(record.params).weakened | weaken.weakened()) & {
         "host-nss", "dumpable-entry", "follow-symlinks"}

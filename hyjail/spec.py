@@ -76,6 +76,33 @@ def check_osrelease(release: str) -> str:
     return "" if release == os.uname().release else release
 
 
+def command_environment(environ: dict[str, str] | None, preserve: bool) -> dict[str, str]:
+    """The variables a jail's command gets from its caller: TERM alone (the rest comes from
+    the jail's passwd inside), or everything with preserve; then environ's, over them."""
+    base = dict(os.environ) if preserve else (
+        {"TERM": os.environ["TERM"]} if "TERM" in os.environ else {})
+    for name, value in (environ or {}).items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise SetupError(f"--env {name}={value}: a name without '=' and no NUL in either")
+        base[name] = value
+    return base
+
+
+def check_user(given: str) -> tuple[str, str | None]:
+    """--user USER[:GROUP]: names (or numbers) of the jail's own passwd and group, matched as
+    text against those files inside the jail (never a host look-up)."""
+    user, colon, group = given.partition(":")
+    if not user or (colon and not group) or not given.isprintable() or len(given) > 256:
+        raise SetupError(f"--user {given}: USER or USER:GROUP, of the jail's passwd and group")
+    return user, group if colon else None
+
+
+def check_inside(path: str, option: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise SetupError(f"{option} {path}: an absolute path inside the jail")
+    return path
+
+
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name.isdigit():
         raise SetupError(f"{name!r}: a jail name is letters, digits, '_' and '-', not a number")
@@ -178,6 +205,11 @@ class JailSpec:
     # addresses, and still confines the rest of R3: abstract unix names, raw sockets).
     inherit_ip: frozenset[int] = frozenset()
     devfs_ruleset: int = 4  # FreeBSD's: which device nodes its /dev holds (ns/mounts.py)
+    # Whom the command runs as (a user and group of the jail's own files; root by default)
+    # and where (a directory inside the jail; its root by default): hyjail.ns.whom.
+    user: str | None = None
+    group: str | None = None
+    cwd: str | None = None
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -189,8 +221,13 @@ class JailSpec:
                backend: str = "auto", domainname: str = "",
                any_hostname: bool = False, osrelease: str = "",
                mounts: tuple = (), inherit_ip: frozenset[int] = frozenset(),
-               devfs_ruleset: int = 4) -> JailSpec:
-        """Build a spec from user-facing values, raising SetupError naming any bad one."""
+               devfs_ruleset: int = 4, preserve_env: bool = False, user: str | None = None,
+               cwd: str | None = None) -> JailSpec:
+        """Build a spec from user-facing values, raising SetupError naming any bad one.
+        environ: variables for the command, over a clean environment (the caller's TERM, and
+        the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
+        caller's with preserve_env. user: USER[:GROUP] of the jail's; cwd: a directory
+        inside."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
         try:
@@ -202,7 +239,8 @@ class JailSpec:
         clash = set(hosts) & set(addresses)
         if clash:
             raise SetupError(f"{clash.pop()}: cannot be both the jail's and the host side's")
-        env = os.environ if environ is None else environ
+        env = command_environment(environ, preserve_env)
+        user_name, group = check_user(user) if user is not None else (None, None)
         return cls(
             path=check_root(path),
             hostname=check_hostname(hostname, any_text=any_hostname),
@@ -223,6 +261,8 @@ class JailSpec:
             mounts=tuple(mounts),
             inherit_ip=frozenset(inherit_ip),
             devfs_ruleset=devfs_ruleset,  # checked by jail(8)'s parameters (lifecycle)
+            user=user_name, group=group,
+            cwd=check_inside(cwd, "--chdir") if cwd is not None else None,
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import HERE, HYJAIL, abis, guard, needs, needs_root
+from conftest import HERE, HYJAIL, abis, guard, needs, needs_root, new_leaks
 from test_dilution import ALLOWED, DENIED, ONLY_ABI
 
 # A user's jail: in a user namespace the user makes, with the kernel's providers only (the
@@ -220,3 +220,16 @@ def test_allow_mount_in_a_rootless_jail(user_root):
     result = as_user("run", "--allow", "mount", "--allow", "mount.tmpfs", user_root, "rl",
                      "127.0.0.1", "/bin/sh", "-c", script)
     assert result.stdout.split() == ["tmpfs=0", "umount=1"], result.stderr
+
+
+def test_a_users_jail_runs_its_command_as_root_only(user_root):
+    """--user in a jail of a user other than root: only root is mapped, so any other user is
+    refused in one line (never run as an unmapped id)."""
+    refused = as_user("run", "--user", "nobody", user_root, "rl", "127.0.0.1", "/bin/true")
+    assert (refused.returncode, refused.stderr) == (
+        125, "hyjail: --user nobody: its ids are not mapped in this jail's user namespace (a "
+             "jail of a user other than root maps only root)\n")
+    ran = as_user("run", "--user", "root", "--chdir", "/out", user_root, "rl", "127.0.0.1",
+                  "/bin/sh", "-c", "id -u; pwd")
+    assert ran.stdout == "0\n/out\n", ran.stderr
+    assert not new_leaks()

@@ -1,13 +1,11 @@
 """Entering a running jail (jexec): the jail side, after the fork.
 
 Owns: joining every namespace of the jail's pid 1 (the pid namespace is joined by the fork
-itself), taking the jail's root, choosing the user and environment from the jail's own
-/etc/passwd and /etc/group (read as plain data, `hyjail.accounts`, never through NSS), then
-the same READY/GO handshake, confinement and exec as the jail's own command, so that an
-entered process can reach exactly what one started with the jail can. Also what the caller
-asked of the entry (`accounts.Asked`: a host user looked up before, a login environment, a
-working directory opened beneath the root, the user's shell when no command is given), which
-the trace backend's entry shares.
+itself), taking the jail's root, settling what the caller asked of the entry (`hyjail.ns.whom`:
+the user from the jail's own /etc/passwd and /etc/group, read as plain data, never through
+NSS; the environment; the working directory), then the same READY/GO handshake, confinement
+and exec as the jail's own command, so that an entered process can reach exactly what one
+started with the jail can.
 
 Until it execs, the entering process holds host powers inside the jail's namespaces: it is
 non-dumpable from its fork on (`foreground.Child`), so no jailed process can open its /proc
@@ -31,8 +29,9 @@ import prctl
 from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.ns import control, init, userns
-from hyjail.ns.dilution import Account, Confinement
+from hyjail.ns.dilution import Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
+from hyjail.ns.whom import chosen_account, settle
 from hyjail.registry import Record
 
 # The mount namespace goes last: joining it moves this process's root into the jail, after
@@ -41,7 +40,6 @@ NAMESPACES = (("cgroup", linux.CLONE_NEWCGROUP), ("ipc", linux.CLONE_NEWIPC),
               ("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
               ("mnt", linux.CLONE_NEWNS))
 NAMESPACE_TYPES = {"pid": linux.CLONE_NEWPID, **dict(NAMESPACES)}
-LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 _PTMX = (5, 2)  # a ptmx's device number, on every devpts instance
 _TIOCSPTLCK = 0x40045431
 _TIOCGPTPEER = 0x5441
@@ -156,100 +154,3 @@ def hide(weakened: frozenset[str]) -> None:
     prctl.set_dumpable(False)
     prctl.set_name("hyjail-enter")
     prctl.set_proctitle("hyjail-enter")
-
-
-def chosen_account(asked: accounts.Asked, root: int, weakened: frozenset[str],
-                   shell: bool = False) -> tuple[accounts.User | None, Account | None]:
-    """(whose environment and shell, whom to switch to): the host user looked up before
-    entering (jexec -u), else from the jail's own /etc/passwd and /etc/group beneath `root`,
-    read and parsed only when a user, -l or the user's shell (`shell`: no command) asks;
-    (None, None) otherwise."""
-    if asked.host is not None:
-        entry = asked.host.user
-        return entry, Account(entry.name, entry.uid, entry.gid, asked.host.groups)
-    user = asked.user
-    if not (user or asked.login or shell):
-        return None, None
-    if "host-nss" in weakened:  # the old, unsafe way, for the battery to show its hole
-        entry = _account_by_nss(user)
-        return entry, Account(entry.name, entry.uid, entry.gid, None) if user else None
-    table = accounts.JailAccounts(root)
-    entry = table.user(user)
-    if not user:
-        return entry, None
-    return entry, Account(entry.name, entry.uid, entry.gid, table.group_ids(entry))
-
-
-def _account_by_nss(user: str | None) -> accounts.User:
-    """glibc's look-up inside the jail (its nsswitch.conf and modules): host-nss only."""
-    import pwd
-    try:
-        found = pwd.getpwuid(int(user)) if user and user.isdigit() else pwd.getpwnam(
-            user or "root")
-    except KeyError:
-        raise SetupError(f"{user}: no such user in the jail") from None
-    return accounts.User(found.pw_name, found.pw_uid, found.pw_gid, found.pw_gecos,
-                         found.pw_dir, found.pw_shell)
-
-
-def login_environment(entry: accounts.User, env: dict[str, str]) -> dict[str, str]:
-    """jexec -l: a clean environment for the user, keeping only TERM (login(1)'s)."""
-    return {**user_environment(entry), "LOGNAME": entry.name,
-            **({"TERM": env["TERM"]} if "TERM" in env else {})}
-
-
-def user_environment(entry: accounts.User) -> dict[str, str]:
-    """What FreeBSD's jexec sets for a user: HOME, SHELL, USER, and the login class's PATH
-    (the default class's, less ~/bin)."""
-    return {"HOME": entry.home, "SHELL": entry.shell or "/bin/sh", "USER": entry.name,
-            "PATH": LOGIN_PATH}
-
-
-def settle(asked: accounts.Asked, root: int, entry: accounts.User | None,
-           argv: Sequence[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """What the caller asked of the entry, settled inside the jail, beneath `root`: the
-    environment (-l, or a named user's), the working directory (-d, else the user's home
-    with -l, else the root), and the command: argv, or, with none, the user's shell run as
-    FreeBSD's jexec runs it (argv[0] its path, interactive, never a login shell)."""
-    if asked.login:
-        env = login_environment(entry, env)
-    elif asked.user_environment and asked.named:
-        env = {**env, **user_environment(entry)}
-    if asked.cwd is not None:
-        enter_directory(root, asked.cwd)
-    elif asked.login:
-        enter_home(root, entry.home)
-    if not argv:
-        shell = entry.shell if entry is not None else ""
-        argv = [shell or "/bin/sh", "-i"]
-    return list(argv), env
-
-
-def enter_directory(root: int, path: str) -> None:
-    """cd to path as the jail resolves it (relative to its root, symlinks clamped there, no
-    magic link), never by a host path; SetupError, worded as chdir(2)'s, if it is not a
-    directory there."""
-    try:
-        fd = linux.openat2(root, path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
-                           linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
-    except OSError as e:
-        raise SetupError(f"chdir: {path}: {e.strerror}") from None
-    try:
-        os.fchdir(fd)
-    finally:
-        os.close(fd)
-
-
-def enter_home(root: int, home: str) -> None:
-    """cd to the user's home, resolved beneath the jail's root (no magic link, no way out),
-    or to / if it is not a directory there."""
-    try:
-        fd = linux.openat2(root, home, os.O_PATH | os.O_DIRECTORY,
-                           linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
-    except OSError:
-        os.fchdir(root)
-        return
-    try:
-        os.fchdir(fd)
-    finally:
-        os.close(fd)

@@ -19,7 +19,7 @@ import prctl
 from hyjail import cgroups, linux, weaken
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
-from hyjail.ns import control, init, mounts, userns
+from hyjail.ns import control, init, mounts, userns, whom
 from hyjail.spec import JailSpec
 
 # Which namespaces pid 1 makes, and which of them the jail's user namespace owns, follow the
@@ -104,16 +104,19 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         prctl.set_child_subreaper(True)
     if host.hand_over_namespaces:
         _hand_over_namespaces(channel)
+    # Its user, directory and environment, settled from the jail's own files before READY
+    # (a user the jail has not is a failure to start).
+    command = whom.first_command(spec, host.confinement, host.id_map) if spec.command else None
 
     tty = ready_and_wait(channel, tty_fds)
 
     prctl.set_name("hyjail-init")
     prctl.set_proctitle("hyjail-init")  # its argv would show host paths to the jail
     command_pid = None
-    if spec.command:
-        command_pid = init.start_command(spec.command, dict(spec.environ),
-                                         jail_stdio(tty, tty_fds), tty, channel,
-                                         host.confinement)
+    if command is not None:
+        argv, env, confinement = command
+        command_pid = init.start_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
+                                         confinement)
     # Pid 1 keeps nothing open: not the channel, the terminal, nor the host's stdio.
     os.closerange(0, 2**31 - 1)
     init.reap_until_exit(command_pid, spec.persist)

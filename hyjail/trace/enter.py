@@ -27,8 +27,9 @@ from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.enter import chosen_account, hide, settle
+from hyjail.ns.enter import hide
 from hyjail.ns.jail import guarded, jail_stdio
+from hyjail.ns.whom import chosen_account, settle
 from hyjail.registry import Record
 
 KERNEL_NAMESPACES = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC))

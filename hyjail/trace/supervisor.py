@@ -28,7 +28,7 @@ from hyjail import cgroups, enforcement, linux, terminal
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.foreground import caught_signals, supervise, wait_ready
 from hyjail.net import host_link_name
-from hyjail.ns import control, init
+from hyjail.ns import control, init, whom
 from hyjail.ns.dilution import Confinement
 from hyjail.ns.jail import guarded, jail_stdio
 from hyjail.plan import Plan
@@ -218,23 +218,25 @@ def _jail_side(spec: JailSpec, confinement: Confinement, channel: socket.socket,
     if unshare:
         from hyjail.net.loopback import bring_up_loopback
         bring_up_loopback()
+    command = whom.first_command(spec, confinement) if spec.command else None
     control.send_ready(channel, [])
     message, _ = control.receive(channel)  # GO comes once the supervisor traces us
     if message != control.GO:
         os._exit(EXIT_SETUP)
     if spec.persist:
-        _hold(spec, confinement, channel, tty, tty_fds)
-    init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty, channel,
-                      confinement)
+        _hold(command, confinement, channel, tty, tty_fds)
+    argv, env, confinement = command
+    init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel, confinement)
 
 
-def _hold(spec: JailSpec, confinement: Confinement, channel: socket.socket, tty: int | None,
-          tty_fds: Sequence[int]) -> NoReturn:
-    """A persistent jail's first process: it starts the command (if any) as its child and
-    then holds the jail, confined like every other process of it, until it is stopped."""
-    if spec.command and os.fork() == 0:
-        init.exec_command(spec.command, dict(spec.environ), jail_stdio(tty, tty_fds), tty,
-                          channel, confinement)
+def _hold(command: tuple | None, confinement: Confinement, channel: socket.socket,
+          tty: int | None, tty_fds: Sequence[int]) -> NoReturn:
+    """A persistent jail's first process: it starts the command (if any, as
+    `whom.first_command` settled it) as its child and then holds the jail, confined like
+    every other process of it, until it is stopped."""
+    if command is not None and os.fork() == 0:
+        argv, env, as_user = command
+        init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel, as_user)
     os.setsid()
     os.closerange(3, 2**31 - 1)  # nothing of the supervisor's: not the channel, not the lock
     for signum in (*init.FORWARDED, signal.SIGCHLD):
