@@ -4,7 +4,10 @@ Owns: finding the host's cgroup hierarchies (from mountinfo, not from guesses ab
 distribution), choosing for each limit the hierarchy whose controller enforces it (v2 when the
 unified hierarchy has the controller, else the v1 hierarchy that carries it), creating
 `<hierarchy>/hyjail/<JID>` with the limits written, and removing it at teardown. A jail always
-gets a group in the unified hierarchy when one is mounted, so it can be found and killed whole.
+gets a group in the unified hierarchy when one is mounted, so it can be found and killed whole,
+and, where the host has them, groups that count its memory and CPU time even without a limit
+(`ACCOUNTED`, best effort): what `usage()` reads for `hyjail ls` and `hyjail top`, and the
+OOM kills the supervisor reports.
 
 Pid 1 moves itself in (`join`) before it unshares its cgroup namespace, so that the jail sees
 its own group as the root and every process it ever has is counted.
@@ -61,6 +64,17 @@ def _v2_controllers(mount: str) -> frozenset[str]:
 
 # controller -> the option whose limit it enforces
 OPTIONS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
+# Controllers a jail's group gets without a limit, to count what it uses (a v2 group counts
+# CPU time by itself; v1 needs cpuacct's).
+ACCOUNTED = ("memory", "cpuacct")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a jail's groups counted: None where no group of the host counts it."""
+    memory: int | None = None  # bytes in use now
+    cpu_seconds: float | None = None  # CPU time used, all its processes together
+    oom_kills: int | None = None  # processes the kernel killed for want of memory
 
 
 def _needed(limits: Limits) -> dict[str, str]:
@@ -98,9 +112,10 @@ def jail_paths(jid: int, existing: bool = False) -> list[str]:
 
 
 def create(jid: int, limits: Limits) -> list[str]:
-    """Create the jail's groups with its limits written; returns their paths. On failure,
-    removes what it made and raises SetupError."""
-    chosen = plan(limits, hierarchies())
+    """Create the jail's groups with its limits written, and its accounting groups; returns
+    their paths. On failure of a limit's group, removes what it made and raises SetupError."""
+    found = hierarchies()
+    chosen = plan(limits, found)
     made: list[str] = []
     try:
         for hierarchy, controllers in chosen.items():
@@ -111,7 +126,67 @@ def create(jid: int, limits: Limits) -> list[str]:
     except OSError as e:
         remove(made)
         raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
+    return made + _accounting(jid, found, chosen)
+
+
+def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[str]]
+                ) -> list[str]:
+    """Counting groups for what no limit put in a group already: the memory controller
+    enabled for the jail's v2 group, or a group of the v1 hierarchy that has it. Best effort:
+    a host that will not count only shows less."""
+    made = []
+    for controller in ACCOUNTED:
+        hierarchy = home(controller, found)
+        if hierarchy is None or controller in chosen.get(hierarchy, []):
+            continue
+        with contextlib.suppress(OSError):
+            if hierarchy.version == 2:
+                for parent in (hierarchy.mount, os.path.join(hierarchy.mount, GROUP)):
+                    _write(os.path.join(parent, "cgroup.subtree_control"), f"+{controller}")
+            elif hierarchy not in chosen:
+                made.append(_make_group(hierarchy, [], jid))
+                chosen = {**chosen, hierarchy: []}
     return made
+
+
+def usage(paths: list[str]) -> Usage:
+    """What the jail's groups (`jail_paths(jid, existing=True)`) count now."""
+    found: dict[str, float | int] = {}
+    readers = (
+        ("memory", "memory.current", int), ("memory", "memory.usage_in_bytes", int),
+        ("cpu_seconds", "cpuacct.usage", lambda text: int(text) / 1e9),
+        ("cpu_seconds", "cpu.stat", lambda text: _field(text, "usage_usec") / 1e6),
+        ("oom_kills", "memory.events", lambda text: _field(text, "oom_kill")),
+        ("oom_kills", "memory.oom_control", lambda text: _field(text, "oom_kill")),
+    )
+    for path in paths:
+        for what, name, parse in readers:
+            if what in found:
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError), \
+                    open(os.path.join(path, name)) as f:
+                found[what] = parse(f.read())
+    return Usage(**found)
+
+
+def report_oom(paths: list[str], name: str) -> None:
+    """At the jail's end, before its groups go: one line on stderr (the terminal of
+    `hyjail run`, the log of a persistent jail) if the kernel killed any of its processes
+    for want of memory, which a SIGKILLed command's 137 alone does not say."""
+    kills = usage(paths).oom_kills
+    if kills:
+        sys.stderr.write(f"hyjail: jail {name}: the kernel's OOM killer killed {kills} "
+                         f"process{'es' if kills > 1 else ''} (memory limit reached)\n")
+        sys.stderr.flush()
+
+
+def _field(text: str, key: str) -> int:
+    """A `key value` line's value, from a flat-keyed file (cpu.stat, memory.events)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    raise KeyError(key)
 
 
 def _make_group(hierarchy: Hierarchy, controllers: list[str], jid: int) -> str:

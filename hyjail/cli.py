@@ -184,6 +184,19 @@ def check(backend: str, as_json: bool, pattern: str | None, jobs: int | None) ->
     return report.exit_status(outcome)
 
 
+@hyjail.command(name="logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what it writes, until it ends.")
+@click.argument("which", metavar="JID|NAME")
+def logs_command(follow: bool, which: str) -> int:
+    """Print a persistent jail's output (its command's and its supervisor's): the jail's log,
+    or its exec.consolelog."""
+    from hyjail import logs
+    from hyjail.jails import log_of
+    path, running = log_of(which)
+    logs.read(path, logs.to_stdout, running if follow else None)
+    return 0
+
+
 @hyjail.command()
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
@@ -231,12 +244,22 @@ def list_command(as_json: bool) -> int:
         import json
         click.echo(json.dumps([j.to_dict() for j in jails], indent=2))
         return 0
-    click.echo(f"{'JID':>5} {'NAME':<12} {'BACKEND':<7} {'PROCS':>5} {'UPTIME':>9} "
-               f"{'HOSTNAME':<20} {'ADDRESSES':<24} PATH")
-    for j in jails:
-        r = j.record
-        click.echo(f"{r.jid:>5} {r.name:<12} {r.backend:<7} {len(j.processes):>5} "
-                   f"{j.uptime:>8.0f}s {r.hostname:<20} {','.join(r.addresses):<24} {r.path}")
+    from hyjail.usage import table
+    for line in table(jails):
+        click.echo(line)
+    return 0
+
+
+@hyjail.command()
+@click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N",
+              help="Refresh N times, then stop (default: until interrupted).")
+@click.option("-d", "--delay", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+def top(iterations: int | None, delay: float) -> int:
+    """Every running jail's processes, memory and CPU use, refreshed (podman stats'
+    and systemd-cgtop's view): CPU% over the last interval."""
+    from hyjail.usage import watch
+    watch(iterations, delay, click.echo)
     return 0
 
 

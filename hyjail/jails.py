@@ -1,7 +1,7 @@
 """The jails running on this host, as a library: list, look up, and map processes to jails.
 
 Owns: turning registry records into what a user asks about (a jail by JID or name, its
-processes, its uptime) by looking at /proc. A process belongs to a jail when it lives in that
+processes, its uptime, what its cgroups count, where its log is) by looking at /proc. A process belongs to a jail when it lives in that
 jail's pid namespace (the namespace of the jail's pid 1), which is how jail(2)'s "is this
 process jailed?" is answered on Linux.
 """
@@ -9,10 +9,11 @@ process jailed?" is answered on Linux.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from hyjail.errors import HyjailError
@@ -40,6 +41,14 @@ class Jail:
     def uptime(self) -> float:
         return max(0.0, time.time() - self.record.started)
 
+    def usage(self):
+        """What its cgroups count now (`hyjail.cgroups.Usage`; a user's own jails have none,
+        and show nothing)."""
+        from hyjail import cgroups
+        if self.record.params.get("rootless") if isinstance(self.record.params, dict) else 0:
+            return cgroups.Usage()
+        return cgroups.usage(cgroups.jail_paths(self.record.jid, existing=True))
+
     def to_dict(self) -> dict:
         """hyjail ls --json: the record, and every jail parameter as jls shows it (the
         parameter table's names and types)."""
@@ -49,6 +58,7 @@ class Jail:
                 "addresses": list(r.addresses), "backend": r.backend, "host_link": r.host_link,
                 "supervisor_pid": r.supervisor_pid, "init_pid": r.init_pid,
                 "processes": len(self.processes), "uptime": round(self.uptime, 3),
+                "usage": dataclasses.asdict(self.usage()),
                 "params": r.params, "parameters": jls.params(r)}
 
 
@@ -225,6 +235,27 @@ def _wait_for_teardown(record: Record, timeout: float, give_up_early: bool = Fal
             return False
         time.sleep(0.01)
     return True
+
+
+def log_of(which: str) -> tuple[str, Callable[[], bool]]:
+    """(the log of the jail `which`, whether it still runs): a running jail's own (its record
+    says where), else the default place of a jail of that name."""
+    from hyjail import logs
+    registry = Registry()
+    try:
+        record = get(which, registry).record
+    except HyjailError as e:
+        state = None if os.geteuid() == 0 else registry.state_dir
+        path = logs.default_path(which, state)
+        if not os.path.lexists(path) and not os.path.lexists(path + ".1"):
+            raise HyjailError(f"{e}, nor a log of one ({path})", e.exit_code) from None
+        return path, lambda: False
+    path = record.params.get("log") if isinstance(record.params, dict) else None
+    if not path:
+        raise HyjailError(f"jail {record.name} has no log (a foreground jail's output is its "
+                          f"caller's)")
+    return path, lambda: any(r.jid == record.jid and r.supervisor_pid == record.supervisor_pid
+                             for r in registry.live())
 
 
 def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,

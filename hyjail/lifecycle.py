@@ -218,7 +218,8 @@ def _create(values: Typed, spec: JailSpec, verbose: bool) -> int:
     for hook in ("exec.prepare", "exec.prestart"):
         run_host_hooks(create_hooks.get(hook, []), hook, "", name, spec.path, options)
     registry = Registry()
-    record = supervisor.start_detached(spec, until_empty=True)  # for nopersist, now or by -m
+    # until_empty: for nopersist, now or by -m; the supervisor's own log is exec.consolelog
+    record = supervisor.start_detached(spec, until_empty=True, log=options.consolelog)
     status = 0
     try:
         extra = {"jail_params": _shown_params(values),

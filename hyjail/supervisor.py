@@ -14,9 +14,10 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 
-from hyjail import cgroups, enforcement, foreground, linux, rootless, terminal
+from hyjail import cgroups, enforcement, foreground, linux, logs, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
@@ -37,6 +38,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
     """
     registry = registry or Registry()
     plan = choose_plan(spec)
+    if rootless.host_root():
+        logs.make_directory()  # there to be masked (or refused) in a jail whose root holds it
     if plan.kind == "trace":
         from hyjail.trace import supervisor as trace_supervisor
         return trace_supervisor.run(spec, plan, registry, on_ready)
@@ -61,6 +64,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         undo.callback(registry.remove, record.jid)
         cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
         undo.callback(cgroups.remove, cgroup_paths)
+        undo.callback(cgroups.report_oom, cgroup_paths, record.name)
 
         tty_fds = terminal.tty_fds()
         channel, jail_end = control.pair()
@@ -133,35 +137,57 @@ def _jail_main(spec: JailSpec, jail_end: socket.socket, tty_fds: Sequence[int],
     jail.main(spec, jail_end, tty_fds, host)
 
 
-def start_detached(spec: JailSpec, until_empty: bool = False) -> Record:
+def start_detached(spec: JailSpec, until_empty: bool = False, log: str | None = None) -> Record:
     """Start a jail whose supervisor runs on in the background (`--persist`, `jail -c`):
     returns its record once it exists, or raises what stopped it from starting. until_empty:
     the supervisor also keeps FreeBSD's lifetime watch (`hyjail.lifetime`), which ends the
-    jail once it is armed and the jail has no process left."""
+    jail once it is armed and the jail has no process left. The command's output, and the
+    supervisor's, go to `log` (exec.consolelog) or the jail's own log (`hyjail.logs`)."""
     ready_read, ready_write = os.pipe()
+    output_read, output_write = os.pipe()
     if os.fork() == 0:
         os.close(ready_read)
         os.setsid()  # no terminal, no job control of the caller's shell
-        devnull = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
+        # The command's and our own output: a pipe the log's pump reads (`hyjail.logs`).
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+        for fd in (1, 2):
+            os.dup2(output_write, fd)
         # Nothing else of the caller's: a fork keeps every descriptor, and one held here (a
         # pipe the caller's caller reads to EOF, jail(8)'s saved stdout under
         # exec.consolelog, a lock) would outlive the caller for the jail's whole life.
-        os.closerange(3, ready_write)
-        os.closerange(ready_write + 1, os.sysconf("SC_OPEN_MAX"))
+        kept = sorted((ready_write, output_read))
+        for low, high in zip([3, *(fd + 1 for fd in kept)], [*kept, os.sysconf("SC_OPEN_MAX")],
+                             strict=True):
+            os.closerange(low, high)
+        pumping = []
+
         def ready(record: Record) -> None:
+            registry = Registry()
+            path = log or logs.default_path(
+                record.name, None if rootless.host_root() else registry.state_dir)
+            pumping.append(logs.pump(output_read, logs.Log(path).open()))
+            registry.update(record, params={**record.params, "log": path})
             if until_empty:
                 from hyjail import lifetime
-                lifetime.watch(record.jid, Registry())
+                lifetime.watch(record.jid, registry)
             os.write(ready_write, b"%d\n" % record.jid)
         try:
             run(spec, on_ready=ready)
             code = 0
         except HyjailError as e:
-            os.write(ready_write, f"{e.exit_code} {e}\n".encode())
+            message = f"{e.exit_code} {e}\n".encode()
+            if pumping:  # started: the jail's end goes to its log
+                sys.stderr.write(f"hyjail: {e}\n")
+            else:
+                os.write(ready_write, message)
             code = e.exit_code
+        os.close(1)
+        os.close(2)
+        for thread in pumping:  # the jail is gone: every writer is, and the pump drains
+            thread.join(timeout=5)
         os._exit(code)
+    os.close(output_read)
+    os.close(output_write)
     os.close(ready_write)
     with os.fdopen(ready_read) as ready:
         answer = ready.readline().rstrip("\n")

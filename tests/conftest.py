@@ -453,3 +453,15 @@ def no_network_helper_left():
             with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as f:
                 if f.read().strip() == "hyjail-netd":
                     os.kill(int(entry), signal.SIGTERM)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_jail_logs_left():
+    """Persistent jails log to /var/log/hyjail (kept after they end, for `hyjail logs`); the
+    logs of the run's own jails go with the run."""
+    from hyjail.logs import LOG_DIR
+    before = set(os.listdir(LOG_DIR)) if os.path.isdir(LOG_DIR) else set()
+    yield
+    for name in set(os.listdir(LOG_DIR)) - before if os.path.isdir(LOG_DIR) else ():
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(LOG_DIR, name))

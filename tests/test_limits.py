@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import subprocess
 import time
@@ -96,8 +97,10 @@ def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
         jid = record["jid"]
         assert record["params"]["limits"] == {"memory": str(64 * 2**20), "pids": "50",
                                               "cpus": "1.5"}
+        # the limits' groups, the unified one, and a v1 cpuacct group that counts CPU time
         groups = sorted({group_of(c, jid) for c in ("cpu", "memory", "pids")} |
-                        ({os.path.join(V2, "hyjail", str(jid))} if V2 else set()))
+                        ({os.path.join(V2, "hyjail", str(jid))} if V2 else set()) |
+                        ({group_of("cpuacct", jid)} if "cpuacct" in V1 else set()))
         assert sorted(glob.glob(os.path.join("/sys/fs/cgroup", "**", "hyjail", str(jid)),
                                 recursive=True)) == groups
         for group in groups:  # pid 1 and everything under it
@@ -110,6 +113,17 @@ def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
             with open(os.path.join(group_of("cpu", jid), "cpu.max")) as f:
                 assert f.read().split()[0] == "150000"
     # The no_leaks fixture checks that every hyjail group is gone afterwards.
+
+
+def test_a_jail_without_limits_is_still_counted(busybox_root):
+    """No limit, yet hyjail ls shows the jail's memory and CPU time: its counting groups."""
+    ip = jail_ip()
+    with running("run", "--name", "counted", busybox_root, "counted", ip, "/bin/sh", "-c",
+                 "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo up; sleep 60") as jail:
+        assert jail.stdout.readline() == "up\n"
+        listed = json.loads(hyjail("ls", "--json").stdout)
+        used = next(j["usage"] for j in listed if j["name"] == "counted")
+        assert used["memory"] > 0 and used["cpu_seconds"] > 0 and used["oom_kills"] == 0
 
 
 @needs("R1:kernel", "R4:kernel", "ns.cgroup")  # its cgroup namespace, seen in its /proc

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from hyjail import linux
 from hyjail.errors import SetupError
 from hyjail.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
+from hyjail.logs import LOG_DIR
 from hyjail.ns import newmount
 from hyjail.platform import CACHE_DIR
 from hyjail.registry import STATE_DIR
@@ -67,6 +68,7 @@ REGISTRY = "registry"
 HOST_STATE = (
     (REGISTRY, None),
     (CACHE_DIR, "unchecked-cache"),  # the probe and the compiled filters every jail loads
+    (LOG_DIR, None),  # persistent jails' logs, which their supervisors append to
 )
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")

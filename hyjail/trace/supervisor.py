@@ -57,6 +57,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         undo.callback(registry.remove, record.jid)
         cgroup_paths = cgroups.create(record.jid, spec.limits)
         undo.callback(cgroups.remove, cgroup_paths)
+        undo.callback(cgroups.report_oom, cgroup_paths, record.name)
 
         tty_fds = terminal.tty_fds()
         master = slave = None
