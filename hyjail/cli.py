@@ -126,14 +126,23 @@ def rootfs() -> None:
 
 
 @rootfs.command()
+@click.option("--suite", metavar="SUITE", help="debian: the release (default bookworm).")
+@click.option("--include", "include", multiple=True, metavar="PKG[,PKG...]",
+              help="debian: packages to install beside the minimal base.")
+@click.option("--mirror", metavar="URL", help="debian: the archive (default deb.debian.org).")
 @click.argument("kind", type=click.Choice(KINDS), default="busybox")
 @click.argument("dest", required=False)
-def build(kind: str, dest: str | None) -> int:
-    """Build (or update) a root of KIND at DEST (default /var/lib/hyjail/roots/KIND)."""
+def build(suite: str | None, include: tuple[str, ...], mirror: str | None, kind: str,
+          dest: str | None) -> int:
+    """Build a root of KIND at DEST (default /var/lib/hyjail/roots/KIND): busybox (offline,
+    updated in place) or debian (mmdebstrap, into a new or empty DEST; no service starts on
+    the host while it builds)."""
     import os
 
     from hyjail import rootfs as roots
-    click.echo(roots.build(kind, dest or os.path.join(roots.DEFAULT_DEST, kind)))
+    packages = tuple(p for given in include for p in given.split(",") if p)
+    click.echo(roots.build(kind, dest or os.path.join(roots.DEFAULT_DEST, kind), suite,
+                           packages, mirror))
     return 0
 
 

@@ -40,7 +40,9 @@ class HookOptions:
         login class's PATH: `jexec -l`'s), else with ours and the user's HOME, SHELL and
         USER. timed: killed after exec.timeout (exec.start and exec.stop; not `command`)."""
         which = "host_user" if self.system_jail_user else "user"
-        keywords: dict = {which: self.jail_user}
+        # Under exec.consolelog, into the jail's log (the supervisor writes it there), so a
+        # daemon started inside holds no file of the host's.
+        keywords: dict = {which: self.jail_user, "to_log": bool(self.consolelog)}
         if self.clean:
             keywords["login"] = True
         else:

@@ -1,9 +1,9 @@
 """The jails running on this host, as a library: list, look up, and map processes to jails.
 
 Owns: turning registry records into what a user asks about (a jail by JID or name, its
-processes, its uptime, what its cgroups count, where its log is) by looking at /proc. A process belongs to a jail when it lives in that
-jail's pid namespace (the namespace of the jail's pid 1), which is how jail(2)'s "is this
-process jailed?" is answered on Linux.
+processes, its uptime, what its cgroups count, where its log is) by looking at /proc. A
+process belongs to a jail when it lives in that jail's pid namespace (the namespace of the
+jail's pid 1), which is how jail(2)'s "is this process jailed?" is answered on Linux.
 """
 
 from __future__ import annotations
@@ -262,7 +262,8 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             host_user: str | None = None, login: bool = False,
             environ: dict[str, str] | None = None, cwd: str | None = None,
             user_environment: bool = False, clean: bool = False,
-            timeout: float | None = None, registry: Registry | None = None) -> int:
+            timeout: float | None = None, to_log: bool = False,
+            registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2).
 
     user: as this user of the jail's /etc/passwd (name or uid); host_user: as this user of
@@ -274,7 +275,10 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     directory, as the jail resolves it (SetupError "chdir: DIR: ..." if it is none). An
     empty argv runs the user's shell (its passwd entry's, else /bin/sh) with -i, as jexec(8).
     timeout: after that many seconds the command's process group is killed (SIGKILL) and
-    SetupError "...: timed out after N s" raised (exec.timeout)."""
+    SetupError "...: timed out after N s" raised (exec.timeout). to_log: the command's
+    output goes to the jail's log (its supervisor's pipe, `hyjail.logs`), its input is
+    /dev/null: what jail(8) does under exec.consolelog, so that a daemon the command starts
+    holds no file of the host's."""
     import shlex
 
     from hyjail import accounts, cgroups, terminal, weaken
@@ -316,6 +320,8 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         # The fds name pid 1's namespaces only if pid 1 is still the process the record names.
         if process_start_time(record.init_pid) != record.init_start:
             raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
+        if to_log:
+            undo.enter_context(_stdio_to_log(record))
         tty_fds = terminal.tty_fds()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
@@ -375,6 +381,40 @@ def _in_foreground_until(child, channel, tty_fds: Sequence[int], fds: list[int],
               sources={child.pidfd: child.reap}, tick=tick,
               timeout=max(0.01, min(0.1, timeout)))
     return not killed
+
+
+@contextlib.contextmanager
+def _stdio_to_log(record: Record):
+    """This process's 0-2 (which the entering process inherits) as /dev/null and the jail's
+    log pipe, the supervisor's own output (checked to be the live supervisor's, and a pipe),
+    while the entered command runs; then ours again."""
+    import stat
+    if process_start_time(record.supervisor_pid) != record.supervisor_start:
+        raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
+    pipe = os.open(f"/proc/{record.supervisor_pid}/fd/1", os.O_WRONLY | os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    try:
+        if not stat.S_ISFIFO(os.fstat(pipe).st_mode):
+            raise HyjailError(f"jail {record.name} has no log pipe", 1)
+        _flush_stdio()
+        for fd, target in ((null, 0), (pipe, 1), (pipe, 2)):
+            os.dup2(fd, target)
+        yield
+    finally:
+        _flush_stdio()
+        for target, fd in enumerate(saved):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.close(pipe)
+        os.close(null)
+
+
+def _flush_stdio() -> None:
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _enter_pid_namespace(pidns: int, rootless: bool) -> None:
