@@ -146,6 +146,18 @@ def build(suite: str | None, include: tuple[str, ...], mirror: str | None, kind:
     return 0
 
 
+@rootfs.command(name="import")
+@click.argument("archive")
+@click.argument("dest")
+def import_command(archive: str, dest: str) -> int:
+    """A root at DEST (new or empty) from ARCHIVE: a container image (`podman save` or
+    `docker save`, docker-archive or OCI layout; layers applied in order, whiteouts and all)
+    or a plain root tarball. Nothing is ever written outside DEST."""
+    from hyjail.rootfs.image import import_archive
+    click.echo(import_archive(archive, dest))
+    return 0
+
+
 @hyjail.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.option("--fresh", is_flag=True, help="Probe again instead of using this boot's cache.")
