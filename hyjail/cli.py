@@ -218,6 +218,59 @@ def logs_command(follow: bool, which: str) -> int:
     return 0
 
 
+@hyjail.group(name="systemd")
+def systemd_group() -> None:
+    """Jails at boot: hyjail.service (the jails of /etc/jail.conf, jail_list in
+    /etc/default/hyjail) and hyjail@NAME.service (one jail in the foreground)."""
+
+
+@systemd_group.command(name="install")
+@click.option("--unit-dir", default="/etc/systemd/system", show_default=True,
+              help="Where the units go.")
+@click.option("--defaults", default="/etc/default/hyjail", show_default=True,
+              help="The jail_list file (written only if missing).")
+def systemd_install(unit_dir: str, defaults: str) -> int:
+    """Write hyjail.service and hyjail@.service (then: systemctl daemon-reload; systemctl
+    enable --now hyjail, or hyjail@NAME)."""
+    from hyjail import systemd
+    for path in systemd.install(unit_dir, defaults):
+        click.echo(path)
+    return 0
+
+
+_CONF = click.option("-f", "--conf", metavar="FILE", help="The jail.conf (default /etc/jail.conf).")
+_DEFAULTS = click.option("--defaults", default="/etc/default/hyjail", show_default=True,
+                         help="The file whose jail_list names the jails.")
+
+
+@systemd_group.command(name="start")
+@_CONF
+@_DEFAULTS
+def systemd_start(conf: str | None, defaults: str) -> int:
+    """hyjail.service's start: jail -c on jail_list (or every jail of /etc/jail.conf)."""
+    from hyjail import systemd
+    return systemd.start(defaults, conf)
+
+
+@systemd_group.command(name="stop")
+@_CONF
+@_DEFAULTS
+def systemd_stop(conf: str | None, defaults: str) -> int:
+    """hyjail.service's stop: jail -r on the running jails of jail_list (or of jail.conf)."""
+    from hyjail import systemd
+    return systemd.stop(defaults, conf)
+
+
+@systemd_group.command(name="run")
+@_CONF
+@click.argument("name")
+def systemd_run(conf: str | None, name: str) -> int:
+    """hyjail@NAME.service's: jail NAME of /etc/jail.conf in the foreground until it ends;
+    SIGTERM removes it (with its hooks)."""
+    from hyjail import systemd
+    return systemd.run(name, conf)
+
+
 @hyjail.command()
 def gc() -> int:
     """Reclaim what jails whose supervisor died left behind."""
