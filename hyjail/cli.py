@@ -68,6 +68,7 @@ def _with(options):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hyjail", prog_name="hyjail", message="%(prog)s %(version)s")
 def hyjail() -> None:
     """FreeBSD-style jails for Linux."""
 

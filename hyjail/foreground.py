@@ -38,14 +38,18 @@ class Child:
     def __init__(self, enter_pid_namespace: Callable[[], None] | None,
                  child_main: Callable[[], None],
                  through_helper: bool = False, *, hidden: bool = False,
-                 keep_fds: Sequence[int] | None = None, weakened: bool = False):
+                 keep_fds: Sequence[int] | None = None, weakened: bool = False,
+                 stdio: Sequence[int] | None = None):
         """hidden: the child is born non-dumpable (the caller is, around the fork), so that
         from its first instant in the jail's pid namespace no jailed process can open its
         /proc files or ptrace it; and, given keep_fds, it closes every descriptor but 0-2
         and those first thing. It never keeps the host's pid namespace, unless `weakened`
-        (the dumpable-entry weakening, for the battery)."""
+        (the dumpable-entry weakening, for the battery). stdio: the child's 0-2 (the
+        library's stdin, stdout and stderr), in place of the caller's."""
         if hidden:
             child_main = _shedding(keep_fds, child_main)
+        if stdio is not None:
+            child_main = _with_stdio(stdio, child_main)
         with _undumpable(hidden):
             if through_helper:
                 self._waited, self.pid, self.pidfd = _fork_through_helper(enter_pid_namespace,
@@ -93,6 +97,22 @@ def _undumpable(hidden: bool) -> Iterator[None]:
         yield
     finally:
         prctl.set_dumpable(was)
+
+
+def take_stdio(stdio: Sequence[int]) -> None:
+    """In a forked child: stdio's three descriptors become its 0, 1 and 2."""
+    for target, fd in enumerate(stdio):
+        if fd == target:
+            os.set_inheritable(fd, True)
+        else:
+            os.dup2(fd, target)
+
+
+def _with_stdio(stdio: Sequence[int], child_main: Callable[[], None]) -> Callable[[], None]:
+    def main() -> None:
+        take_stdio(stdio)
+        child_main()
+    return main
 
 
 def _shedding(keep_fds: Sequence[int] | None, child_main: Callable[[], None]

@@ -263,7 +263,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             environ: dict[str, str] | None = None, cwd: str | None = None,
             user_environment: bool = False, clean: bool = False,
             timeout: float | None = None, to_log: bool = False,
-            registry: Registry | None = None) -> int:
+            stdio: Sequence[int] | None = None, registry: Registry | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2).
 
     user: as this user of the jail's /etc/passwd (name or uid); host_user: as this user of
@@ -278,7 +278,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     SetupError "...: timed out after N s" raised (exec.timeout). to_log: the command's
     output goes to the jail's log (its supervisor's pipe, `hyjail.logs`), its input is
     /dev/null: what jail(8) does under exec.consolelog, so that a daemon the command starts
-    holds no file of the host's."""
+    holds no file of the host's. stdio: the command's 0-2 (no terminal relay), else ours."""
     import shlex
 
     from hyjail import accounts, cgroups, terminal, weaken
@@ -322,7 +322,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
         if to_log:
             undo.enter_context(_stdio_to_log(record))
-        tty_fds = terminal.tty_fds()
+        tty_fds = terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         rootless = bool(record.params.get("rootless"))
@@ -336,14 +336,15 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
                               lambda: trace_enter.main(record, namespaces, cgroup_paths, argv,
                                                        env, asked, jail_end, tty_fds,
                                                        weakened),
-                              hidden=hidden, keep_fds=keep, weakened=not hidden)
+                              hidden=hidden, keep_fds=keep, weakened=not hidden,
+                              stdio=stdio)
             else:
                 child = Child(lambda: _enter_pid_namespace(namespaces["pid"], rootless),
                               lambda: enter.main(namespaces, record.params, cgroup_paths,
                                                  argv, env, asked, jail_end, tty_fds,
                                                  weakened),
                               through_helper=rootless, hidden=hidden, keep_fds=keep,
-                              weakened=not hidden)
+                              weakened=not hidden, stdio=stdio)
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
         if traced:

@@ -29,12 +29,14 @@ from hyjail.spec import JailSpec
 
 
 def run(spec: JailSpec, registry: Registry | None = None,
-        on_ready: Callable[[Record], None] | None = None) -> int:
+        on_ready: Callable[[Record], None] | None = None,
+        stdio: Sequence[int] | None = None) -> int:
     """Run spec.command in a new jail, in the foreground; return its exit status (SPEC 2).
 
     Raises SetupError (exit 125) when the jail cannot be set up, and a HyjailError with exit
     code 126 or 127 when the command cannot be executed or found inside the jail.
-    `on_ready` is called with the jail's record once it exists and is about to run.
+    `on_ready` is called with the jail's record once it exists and is about to run. stdio:
+    the command's 0-2 (no terminal relay then), else ours.
     """
     registry = registry or Registry()
     plan = choose_plan(spec)
@@ -42,7 +44,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         logs.make_directory()  # there to be masked (or refused) in a jail whose root holds it
     if plan.kind == "trace":
         from hyjail.trace import supervisor as trace_supervisor
-        return trace_supervisor.run(spec, plan, registry, on_ready)
+        return trace_supervisor.run(spec, plan, registry, on_ready, stdio)
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)
@@ -66,7 +68,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
 
-        tty_fds = terminal.tty_fds()
+        tty_fds = terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         host = control.HostPlan(
@@ -82,7 +84,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
             enter_pid_namespace = None
         with jail_end:
             jail = Child(enter_pid_namespace, lambda: _jail_main(spec, jail_end, tty_fds, host),
-                         through_helper=not host_root)
+                         through_helper=not host_root, stdio=stdio)
         undo.callback(jail.kill)
         fds, handed_over = wait_ready(channel)
         for fd in handed_over.values():

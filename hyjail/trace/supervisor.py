@@ -26,7 +26,7 @@ import prctl
 
 from hyjail import cgroups, enforcement, linux, terminal
 from hyjail.errors import EXIT_SETUP, SetupError
-from hyjail.foreground import caught_signals, supervise, wait_ready
+from hyjail.foreground import caught_signals, supervise, take_stdio, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control, init, whom
 from hyjail.ns.dilution import Confinement
@@ -41,7 +41,8 @@ BACKEND = "trace"
 
 
 def run(spec: JailSpec, plan: Plan, registry: Registry,
-        on_ready: Callable[[Record], None] | None = None) -> int:
+        on_ready: Callable[[Record], None] | None = None,
+        stdio: Sequence[int] | None = None) -> int:
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
     confinement = enforcement.confinement(spec, plan)
@@ -59,7 +60,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
 
-        tty_fds = terminal.tty_fds()
+        tty_fds = terminal.tty_fds() if stdio is None else ()
         master = slave = None
         if tty_fds:  # the jail's terminal is a pty of its own, relayed; never the host's
             master, slave = os.openpty()
@@ -70,6 +71,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         pid = os.fork()
         if pid == 0:
             channel.close()
+            if stdio is not None:
+                take_stdio(stdio)
             guarded(jail_end, lambda: _jail_side(spec, confinement, jail_end, unshare,
                                                  cgroup_paths, tty_fds, slave))
         jail_end.close()
