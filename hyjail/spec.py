@@ -210,6 +210,7 @@ class JailSpec:
     user: str | None = None
     group: str | None = None
     cwd: str | None = None
+    read_only: bool = False  # --read-only: the root read-only, fresh tmpfs on /tmp, /run, ...
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -222,7 +223,7 @@ class JailSpec:
                any_hostname: bool = False, osrelease: str = "",
                mounts: tuple = (), inherit_ip: frozenset[int] = frozenset(),
                devfs_ruleset: int = 4, preserve_env: bool = False, user: str | None = None,
-               cwd: str | None = None) -> JailSpec:
+               cwd: str | None = None, read_only: bool = False) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one.
         environ: variables for the command, over a clean environment (the caller's TERM, and
         the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
@@ -263,6 +264,7 @@ class JailSpec:
             devfs_ruleset=devfs_ruleset,  # checked by jail(8)'s parameters (lifecycle)
             user=user_name, group=group,
             cwd=check_inside(cwd, "--chdir") if cwd is not None else None,
+            read_only=read_only,
         )._checked()
 
     def _checked(self) -> JailSpec:

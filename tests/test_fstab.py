@@ -234,3 +234,29 @@ def test_the_trace_backend_refuses_mounts_in_one_line(tmp_path, busybox_root):
     assert done.returncode == 125 and done.stderr.count("\n") == 1, done.stderr
     assert "needs a mount namespace of the jail's" in done.stderr
     assert not new_leaks()
+
+
+@needs("backend:auto", "R1:kernel")
+@needs_root
+def test_read_only_root_keeps_tmp_writable_and_binds_as_asked(tmp_path, busybox_root):
+    root, share = _tree(tmp_path, busybox_root)
+    os.makedirs(os.path.join(root, "run"))
+    done = hyjail("run", "--read-only", "--bind", f"{share}:/mnt/data", "--tmpfs",
+                  "/var/tmp:size=1m", root, "h", "127.0.0.1", "/bin/sh", "-c",
+                  "touch /etc/x || echo etc-ro; touch /tmp/y /run/y && echo tmp-run-rw; "
+                  "echo w > /mnt/data/w && echo bind-rw; grep ' /var/tmp ' /proc/mounts")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["etc-ro", "tmp-run-rw", "bind-rw"], (done.stdout, done.stderr)
+    assert "size=1024k" in lines[3]  # the administrator's own tmpfs, not ours
+    assert not os.path.exists(os.path.join(root, "etc", "x"))
+    assert not os.listdir(os.path.join(root, "tmp")) and (tmp_path / "share" / "w").exists()
+    assert not new_leaks()
+
+
+@needs("backend:trace")
+@needs_root
+def test_the_trace_backend_refuses_a_read_only_root(busybox_root):
+    done = hyjail("run", "--backend", "trace", "--read-only", busybox_root, "h", "127.0.0.1",
+                  "/bin/true")
+    assert done.returncode == 125 and "--read-only: needs a mount namespace" in done.stderr

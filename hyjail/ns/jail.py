@@ -94,7 +94,8 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     weakened = weaken.weakened()
     proc = namespaces.pid or "no-pidns" in weakened
     mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened,
-                                 added=spec.mounts, devfs_ruleset=spec.devfs_ruleset),
+                                 added=spec.mounts, devfs_ruleset=spec.devfs_ruleset,
+                                 read_only=spec.read_only),
                      follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:
         userns.own_mount_namespace()

@@ -153,27 +153,44 @@ class BindHost:
 
 
 @dataclass(frozen=True)
+class ReadOnlyRoot:
+    """The jail's root, and every mount beneath it, read-only (--read-only)."""
+
+
+@dataclass(frozen=True)
 class PivotRoot:
     """Make the staged root the root and unmount the old one."""
 
 
 Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
-             | BindHost | PivotRoot)
+             | BindHost | ReadOnlyRoot | PivotRoot)
+
+# What a read-only root still gets writable, as fresh tmpfs (where the root has them and the
+# administrator's own mounts do not take their place): podman's and nspawn's choice.
+WRITABLE = (("tmp", "mode=1777"), ("run", "mode=755"), ("var/tmp", "mode=1777"))
 
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
 def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
          weakened: frozenset[str] = frozenset(), added: Sequence = (),
-         devfs_ruleset: int = 4) -> list[Operation]:
+         devfs_ruleset: int = 4, read_only: bool = False) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked). With
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
     jail's /proc stays an empty directory. `weakened`: the weakenings asked for. `added`:
     the administrator's mounts (`hyjail.fstab.JailMount`s), made first, in their order, as
     FreeBSD's jail(8) mounts mount.fstab before devfs. `devfs_ruleset`: which of
-    DEVFS_RULESETS the jail's /dev holds."""
+    DEVFS_RULESETS the jail's /dev holds. read_only: the root read-only but for WRITABLE's
+    fresh tmpfs."""
     unmasked = "unmasked-proc" in weakened
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
+    if read_only:
+        given = {mount.target for mount in added}
+        ops.append(ReadOnlyRoot())
+        ops += [Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC, data)
+                for where, data in WRITABLE
+                if where not in given and os.path.isdir(os.path.join(path, where))
+                and not os.path.islink(os.path.join(path, where))]
     ops += [_added(mount) for mount in added]
     # A root without a /proc or /dev directory (FreeBSD's jail of an empty directory, or
     # mount.procfs/mount.devfs off there) gets none: nothing is made in the user's tree.
@@ -392,6 +409,14 @@ class _Setup:
                     os.symlink(value, name, dir_fd=parent)
             case BindHost(source, target, flags, recursive):
                 self._bind_host(source, target, flags, recursive)
+            case ReadOnlyRoot():
+                try:
+                    newmount.restrict(self.root, MS_RDONLY, recursive=True)
+                except OSError as e:
+                    if e.errno != errno.ENOSYS:
+                        raise
+                    raise SetupError("--read-only: needs mount_setattr (Linux 5.12) to make "
+                                     "every mount of the root read-only") from None
             case PivotRoot():
                 if not self.follow:
                     self._check_in_place()
