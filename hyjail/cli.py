@@ -107,6 +107,9 @@ def hyjail() -> None:
 @click.option("--ro-bind", multiple=True, metavar="SRC:DST", help="The same, read-only.")
 @click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
               help="A fresh tmpfs at DST, e.g. /scratch:size=64m,mode=1777.")
+@click.option("--dns", multiple=True, metavar="ADDR",
+              help="A name server for the jail's own /etc/resolv.conf (bound over the "
+                   "root's, which is not changed).")
 @click.option("--read-only", is_flag=True,
               help="The root read-only, with fresh tmpfs on /tmp, /run and /var/tmp (unless "
                    "--bind or --tmpfs puts something there).")

@@ -69,6 +69,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         raise SetupError(f"mount: {spec.mounts[0].describe()}: needs a mount namespace of the "
                          f"jail's (the kernel's R1), which this jail does not get (a chroot "
                          f"would have to mount it on the host)")
+    if spec.dns and not namespaces.mount:
+        raise SetupError("--dns: needs a mount namespace of the jail's to give it its own "
+                         "/etc/resolv.conf (a chroot uses the root's)")
     if spec.read_only and not namespaces.mount:
         raise SetupError("--read-only: needs a mount namespace of the jail's (the kernel's R1); "
                          "a chroot cannot make the root read-only for the jail alone")

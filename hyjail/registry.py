@@ -149,8 +149,13 @@ class Registry:
         """Where a trace jail's supervisor listens for jexec (`hyjail.trace.supervisor`)."""
         return os.path.join(self.jails_dir, f"{jid}.door")
 
+    def resolv_path(self, jid: int) -> str:
+        """The resolv.conf `--dns` gives a jail (`hyjail.net.resolv`), removed with it."""
+        return os.path.join(self.jails_dir, f"{jid}.resolv.conf")
+
     def remove(self, jid: int) -> None:
-        """The jail's record, and its door if a supervisor killed outright left one."""
-        for path in (self._path(jid), self.door_path(jid)):
+        """The jail's record, and its door and resolv.conf if a supervisor killed outright
+        left them."""
+        for path in (self._path(jid), self.door_path(jid), self.resolv_path(jid)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

@@ -9,6 +9,7 @@ network. The CLI, the library and (later) the jail.conf parser all build a JailS
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import re
 import stat
@@ -101,6 +102,16 @@ def check_inside(path: str, option: str) -> str:
     if not path.startswith("/") or "\0" in path:
         raise SetupError(f"{option} {path}: an absolute path inside the jail")
     return path
+
+
+def check_dns(servers: tuple[str, ...]) -> tuple[str, ...]:
+    checked = []
+    for server in servers:
+        try:
+            checked.append(str(ipaddress.ip_address(server)))
+        except ValueError:
+            raise SetupError(f"--dns {server}: not an IP address") from None
+    return tuple(checked)
 
 
 def check_name(name: str) -> str:
@@ -211,6 +222,7 @@ class JailSpec:
     group: str | None = None
     cwd: str | None = None
     read_only: bool = False  # --read-only: the root read-only, fresh tmpfs on /tmp, /run, ...
+    dns: tuple[str, ...] = ()  # --dns: the name servers of the jail's own /etc/resolv.conf
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -223,7 +235,8 @@ class JailSpec:
                any_hostname: bool = False, osrelease: str = "",
                mounts: tuple = (), inherit_ip: frozenset[int] = frozenset(),
                devfs_ruleset: int = 4, preserve_env: bool = False, user: str | None = None,
-               cwd: str | None = None, read_only: bool = False) -> JailSpec:
+               cwd: str | None = None, read_only: bool = False,
+               dns: tuple[str, ...] = ()) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one.
         environ: variables for the command, over a clean environment (the caller's TERM, and
         the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
@@ -265,6 +278,7 @@ class JailSpec:
             user=user_name, group=group,
             cwd=check_inside(cwd, "--chdir") if cwd is not None else None,
             read_only=read_only,
+            dns=check_dns(dns),
         )._checked()
 
     def _checked(self) -> JailSpec:

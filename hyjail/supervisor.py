@@ -64,6 +64,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
             params=params, jid=spec.jid,
             link_name=host_link_name if veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
+        spec = _name_servers(spec, record, registry, namespaces)
         cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
@@ -110,6 +111,27 @@ def run(spec: JailSpec, registry: Registry | None = None,
             relay = foreground.relay_of(fds, tty_fds, undo)
             return tracing.supervise(channel, relay, undo, pending)
         return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
+
+
+def _name_servers(spec: JailSpec, record: Record, registry: Registry, namespaces) -> JailSpec:
+    """--dns: the jail's own resolv.conf, bound over the root's (which must be a file there);
+    without it, a jail with a network of its own is told once which of the root's name
+    servers it cannot reach."""
+    from hyjail.net import resolv
+    if not spec.dns:
+        if namespaces.net:
+            resolv.warn_if_unreachable(record.name, spec.path, spec.veth_host_addresses)
+        return spec
+    target = os.path.join(spec.path, "etc", "resolv.conf")
+    if not os.path.isfile(target) or os.path.islink(target):
+        raise SetupError(f"--dns: {target}: not a file to put the jail's own in place of "
+                         f"(the root is never changed)")
+    from dataclasses import replace
+
+    from hyjail.fstab import JailMount
+    path = resolv.write(registry.resolv_path(record.jid), spec.dns)
+    own = JailMount("bind", "etc/resolv.conf", source=path, read_only=True)
+    return replace(spec, mounts=(*spec.mounts, own))
 
 
 def choose_plan(spec: JailSpec) -> Plan:

@@ -260,3 +260,27 @@ def test_the_trace_backend_refuses_a_read_only_root(busybox_root):
     done = hyjail("run", "--backend", "trace", "--read-only", busybox_root, "h", "127.0.0.1",
                   "/bin/true")
     assert done.returncode == 125 and "--read-only: needs a mount namespace" in done.stderr
+
+
+@needs("backend:auto", "R1:kernel", "R3:kernel")
+@needs_root
+def test_dns_gives_the_jail_its_own_resolv_conf_and_a_far_one_is_told(tmp_path, busybox_root):
+    root, _ = _tree(tmp_path, busybox_root)
+    resolv = os.path.join(root, "etc", "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("# the host's\nnameserver 10.255.0.53\nnameserver 127.0.0.53\n")
+    told = hyjail("run", root, "h", "127.0.0.1", "/bin/true")
+    assert told.returncode == 0
+    assert told.stderr.endswith("its /etc/resolv.conf names 10.255.0.53, 127.0.0.53, which it "
+                                "cannot reach from its own network (--dns ADDR gives it "
+                                "another)\n"), told.stderr
+    own = hyjail("run", "--dns", "169.254.77.1", "--dns", "fd77::53", root, "h", "127.0.0.1",
+                 "/bin/sh", "-c", "cat /etc/resolv.conf; echo x > /etc/resolv.conf")
+    assert own.stdout == "nameserver 169.254.77.1\nnameserver fd77::53\n", own.stderr
+    assert "Read-only file system" in own.stderr and "cannot reach" not in own.stderr
+    with open(resolv) as f:
+        assert f.read().startswith("# the host's")  # the root's own is never changed
+    os.unlink(resolv)
+    missing = hyjail("run", "--dns", "169.254.77.1", root, "h", "127.0.0.1", "/bin/true")
+    assert missing.returncode == 125 and "not a file to put the jail's own" in missing.stderr
+    assert not new_leaks()
