@@ -230,3 +230,19 @@ def test_gc_sweeps_groups_no_live_jail_owns(busybox_root):
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(orphan)
             assert hyjail("stop", "kept").returncode == 0
+
+
+def test_top_refreshes_every_jails_use(busybox_root):
+    """hyjail top: a table per refresh (not on a terminal: no screen clearing), CPU% from
+    the second on."""
+    ip = jail_ip()
+    with running("run", "--name", "busy", busybox_root, "busy", ip, "/bin/sh", "-c",
+                 "echo up; while true; do :; done") as jail:
+        assert jail.stdout.readline() == "up\n"
+        shown = hyjail("top", "-n", "2", "-d", "0.5")
+        assert shown.returncode == 0, shown.stderr
+        tables = shown.stdout.strip("\n").split("\n\n")
+        assert len(tables) == 2 and "\033" not in shown.stdout
+        first, second = ([line for line in t.splitlines() if " busy " in line][0].split()
+                         for t in tables)
+        assert first[3] == "-" and float(second[3]) > 20  # a busy loop: its CPU share
