@@ -11,6 +11,12 @@ OOM kills the supervisor reports.
 
 Pid 1 moves itself in (`join`) before it unshares its cgroup namespace, so that the jail sees
 its own group as the root and every process it ever has is counted.
+
+Under a systemd unit with Delegate=yes (`hyjail@NAME.service` sets HYJAIL_CGROUPS=delegated),
+the `hyjail` group is made under the caller's own group in each hierarchy instead of at the
+top, so that the jail's groups are the unit's: on the unified hierarchy the unit's own
+processes first move to its leaf `supervisor` (a group with children holds no process).
+The record then keeps the paths (`of_jail`), which are not where `jail_paths` looks.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from hyjail.limits import Limits
 
 GROUP = "hyjail"
 CPU_PERIOD_US = 100_000
+DELEGATED = "HYJAIL_CGROUPS"  # =delegated: under the caller's own groups (a unit's)
+LEAF = "supervisor"  # a delegated unit's own processes, on the unified hierarchy
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,32 @@ def jail_paths(jid: int, existing: bool = False) -> list[str]:
     return [p for p in paths if os.path.isdir(p)] if existing else paths
 
 
+def delegated() -> bool:
+    return os.environ.get(DELEGATED) == "delegated"
+
+
+def bases(found: list[Hierarchy]) -> dict[Hierarchy, str]:
+    """Where each hierarchy's `hyjail` group goes: its top, or (delegated) the caller's own
+    group there (/proc/self/cgroup)."""
+    if not delegated():
+        return {h: h.mount for h in found}
+    own: dict[frozenset[str], str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            number, _, rest = line.rstrip("\n").partition(":")
+            names, _, path = rest.partition(":")
+            key = frozenset({"v2"}) if number == "0" else frozenset(
+                n for n in names.split(",") if n and "=" not in n)
+            own[key] = path
+    result = {}
+    for h in found:
+        path = own.get(frozenset({"v2"}) if h.version == 2 else h.controllers, "/")
+        if h.version == 2 and path.endswith("/" + LEAF):
+            path = path[:-len(LEAF) - 1]  # moved to the leaf already: the unit's is its parent
+        result[h] = os.path.join(h.mount, path.lstrip("/"))
+    return result
+
+
 def create(jid: int, limits: Limits) -> list[str]:
     """Create the jail's groups with its limits written, and its accounting groups; returns
     their paths. On failure of a limit's group, removes what it made and raises SetupError."""
@@ -118,19 +152,20 @@ def create(jid: int, limits: Limits) -> list[str]:
     chosen = plan(limits, found)
     made: list[str] = []
     try:
+        where = bases(found)
         for hierarchy, controllers in chosen.items():
-            path = _make_group(hierarchy, controllers, jid)
+            path = _make_group(hierarchy, controllers, jid, where[hierarchy])
             made.append(path)
             for controller in controllers:
                 _write_limit(hierarchy.version, path, controller, limits)
     except OSError as e:
         remove(made)
         raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
-    return made + _accounting(jid, found, chosen)
+    return made + _accounting(jid, found, chosen, where)
 
 
-def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[str]]
-                ) -> list[str]:
+def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[str]],
+                where: dict[Hierarchy, str]) -> list[str]:
     """Counting groups for what no limit put in a group already: the memory controller
     enabled for the jail's v2 group, or a group of the v1 hierarchy that has it. Best effort:
     a host that will not count only shows less."""
@@ -141,10 +176,9 @@ def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[s
             continue
         with contextlib.suppress(OSError):
             if hierarchy.version == 2:
-                for parent in (hierarchy.mount, os.path.join(hierarchy.mount, GROUP)):
-                    _write(os.path.join(parent, "cgroup.subtree_control"), f"+{controller}")
+                _enable(where[hierarchy], [controller])
             elif hierarchy not in chosen:
-                made.append(_make_group(hierarchy, [], jid))
+                made.append(_make_group(hierarchy, [], jid, where[hierarchy]))
                 chosen = {**chosen, hierarchy: []}
     return made
 
@@ -189,16 +223,14 @@ def _field(text: str, key: str) -> int:
     raise KeyError(key)
 
 
-def _make_group(hierarchy: Hierarchy, controllers: list[str], jid: int) -> str:
-    parent = os.path.join(hierarchy.mount, GROUP)
+def _make_group(hierarchy: Hierarchy, controllers: list[str], jid: int, base: str) -> str:
+    parent = os.path.join(base, GROUP)
     path = os.path.join(parent, str(jid))
     for _ in range(10):  # another supervisor may remove an empty parent under us
         with contextlib.suppress(FileExistsError):
             os.mkdir(parent, 0o755)
         if hierarchy.version == 2 and controllers:
-            enable = " ".join(f"+{c}" for c in controllers)
-            _write(os.path.join(hierarchy.mount, "cgroup.subtree_control"), enable)
-            _write(os.path.join(parent, "cgroup.subtree_control"), enable)
+            _enable(base, controllers)
         try:
             os.mkdir(path, 0o755)
             return path
@@ -209,6 +241,33 @@ def _make_group(hierarchy: Hierarchy, controllers: list[str], jid: int) -> str:
             os.mkdir(path, 0o755)
             return path
     raise OSError(errno.EBUSY, "kept disappearing", parent)
+
+
+def _enable(base: str, controllers: list[str]) -> None:
+    """Controllers for base's `hyjail` group and its children (unified hierarchy). A
+    delegated base's own processes first move to its leaf: a group whose subtree has
+    controllers holds none itself."""
+    enable = " ".join(f"+{c}" for c in controllers)
+    try:
+        _write(os.path.join(base, "cgroup.subtree_control"), enable)
+    except OSError as e:
+        if e.errno != errno.EBUSY or not delegated():
+            raise
+        leaf = os.path.join(base, LEAF)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf, 0o755)
+        with open(os.path.join(base, "cgroup.procs")) as f:
+            for pid in f.read().split():
+                with contextlib.suppress(ProcessLookupError):
+                    _write(os.path.join(leaf, "cgroup.procs"), pid)
+        _write(os.path.join(base, "cgroup.subtree_control"), enable)
+    _write(os.path.join(base, GROUP, "cgroup.subtree_control"), enable)
+
+
+def of_jail(record) -> list[str]:
+    """A running jail's groups: where its record says (delegated), else where they go."""
+    kept = record.params.get("cgroups") if isinstance(record.params, dict) else None
+    return list(kept) if isinstance(kept, list) else jail_paths(record.jid, existing=True)
 
 
 def _write_limit(version: int, path: str, controller: str, limits: Limits) -> None:
@@ -298,6 +357,6 @@ def _kill_members(path: str) -> None:
                 os.kill(int(pid), signal.SIGKILL)
 
 
-def remove_jail(jid: int) -> None:
-    """Remove whatever groups jail `jid` has (the reclaim path, which kept no list)."""
-    remove(jail_paths(jid, existing=True))
+def remove_jail(record) -> None:
+    """Remove whatever groups a dead jail has (the reclaim path)."""
+    remove([p for p in of_jail(record) if os.path.isdir(p)])

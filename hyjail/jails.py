@@ -47,7 +47,7 @@ class Jail:
         from hyjail import cgroups
         if self.record.params.get("rootless") if isinstance(self.record.params, dict) else 0:
             return cgroups.Usage()
-        return cgroups.usage(cgroups.jail_paths(self.record.jid, existing=True))
+        return cgroups.usage(cgroups.of_jail(self.record))
 
     def to_dict(self) -> dict:
         """hyjail ls --json: the record, and every jail parameter as jls shows it (the
@@ -326,7 +326,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         rootless = bool(record.params.get("rootless"))
-        cgroup_paths = [] if rootless else cgroups.jail_paths(record.jid, existing=True)
+        cgroup_paths = [] if rootless else cgroups.of_jail(record)
         # What the entering process keeps: its end of the channel and the jail's namespaces
         # (and root) it joins; nothing else of ours (SPEC 1, the entry path).
         keep = (jail_end.fileno(), *(fd for name, fd in namespaces.items() if name != "pid"))

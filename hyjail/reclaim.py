@@ -26,4 +26,4 @@ def reclaim(record: Record) -> None:
         link.reclaim(record.host_link)
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
-        cgroups.remove_jail(record.jid)
+        cgroups.remove_jail(record)

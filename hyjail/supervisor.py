@@ -68,6 +68,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
         cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
+        if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
+            record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
 
         tty_fds = terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()

@@ -7,9 +7,9 @@ when it ends), writing them (`hyjail systemd install`), and the commands they ru
 and `stop` (jail(8)'s -c and -r on the list, dependencies in order), and `run NAME` (create
 the jail, tell systemd it is up, wait for its end; SIGTERM removes it with its hooks).
 
-Each jail keeps its cgroup in hyjail's own tree (SPEC section 3), outside the unit's: the
-supervisor, which stays in the unit's group, kills the jail if it dies, so systemd's view of
-the unit (its main process and the supervisor) is enough to stop or restart it.
+hyjail@NAME's jail has its groups under the unit's (Delegate=yes, HYJAIL_CGROUPS=delegated:
+`hyjail.cgroups`), so that systemd counts and kills it with the unit; hyjail.service's jails
+keep theirs in hyjail's own tree (SPEC section 3), their supervisors in the unit's.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ After=network-online.target local-fs.target
 Type=notify
 NotifyAccess=main
 ExecStart={hyjail} systemd run %i
+Environment=HYJAIL_CGROUPS=delegated
 Delegate=yes
 KillMode=mixed
 Restart=on-failure

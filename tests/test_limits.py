@@ -246,3 +246,48 @@ def test_top_refreshes_every_jails_use(busybox_root):
         first, second = ([line for line in t.splitlines() if " busy " in line][0].split()
                          for t in tables)
         assert first[3] == "-" and float(second[3]) > 20  # a busy loop: its CPU share
+
+
+def test_a_delegated_units_jail_has_its_groups_under_the_units(busybox_root):
+    """HYJAIL_CGROUPS=delegated (hyjail@NAME.service, Delegate=yes): the jail's groups are
+    made under the caller's own, as systemd gives a unit its subtree; jexec joins them and
+    hyjail ls counts them there; they go with the jail. (The test plays systemd: it makes the
+    unit's groups and starts hyjail in them.)"""
+    from hyjail import cgroups
+    unit = f"unit-under-test-{os.getpid()}"
+    # (not cpuset's: a v1 cpuset group takes no task before its cpus and mems are set)
+    made = [os.path.join(h.mount, unit) for h in cgroups.hierarchies()
+            if "cpuset" not in h.controllers]
+    for path in made:
+        os.mkdir(path)
+
+    def into_the_unit() -> None:
+        for path in made:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write("0")
+    ip = jail_ip()
+    try:
+        with running("run", "--name", "unitj", "--memory", "64M", busybox_root, "unitj", ip,
+                     "/bin/sh", "-c", "echo up; sleep 60",
+                     env={**os.environ, "HYJAIL_CGROUPS": "delegated"},
+                     preexec_fn=into_the_unit) as jail:
+            assert jail.stdout.readline() == "up\n"
+            record = jail_record(ip)
+            under = f"/{unit}/hyjail/{record['jid']}"
+            with open(f"/proc/{record['init_pid']}/cgroup") as f:
+                lines = f.read().splitlines()
+            assert any(line.endswith(under) and ("memory" in line or line.startswith("0::"))
+                       for line in lines), lines
+            assert record["params"]["cgroups"] and all(
+                under in path for path in record["params"]["cgroups"])
+            assert hyjail("exec", "unitj", "/bin/true").returncode == 0
+            listed = json.loads(hyjail("ls", "--json").stdout)
+            assert next(j for j in listed if j["name"] == "unitj")["usage"]["memory"] > 0
+        for path in made:
+            assert not os.path.exists(os.path.join(path, "hyjail"))  # gone with the jail
+    finally:
+        for path in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(path, "supervisor"))
+            with contextlib.suppress(OSError):
+                os.rmdir(path)

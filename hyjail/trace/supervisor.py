@@ -59,6 +59,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         cgroup_paths = cgroups.create(record.jid, spec.limits)
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
+        if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
+            record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
 
         tty_fds = terminal.tty_fds() if stdio is None else ()
         master = slave = None
