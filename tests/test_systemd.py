@@ -28,6 +28,7 @@ def test_the_units_verify_and_run_this_hyjail(tmp_path):
     template = (tmp_path / "units/hyjail@.service").read_text()
     assert f"ExecStart={systemd.executable()} systemd run %i" in template
     assert "Type=notify" in template and "Delegate=yes" in template
+    assert "Environment=HYJAIL_CGROUPS=delegated" in template  # its jail's groups: the unit's
     assert "Restart=on-failure" in template
     assert systemd.jail_list(str(tmp_path / "default-hyjail")) == []
     (tmp_path / "default-hyjail").write_text("# mine\njail_list=\"web  db\"\n")
