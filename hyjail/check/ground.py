@@ -2,8 +2,8 @@
 
 Owns: a busybox root with the probes (hjprobe, the planted NSS module), a secret beside it
 that no jail may read (and its file handle, for open_by_handle_at), a stopped host process
-that no jail may wake, and the jails' hostnames. What runs on it is `hyjail.check.runner`'s
-and, for the entry group, `hyjail.check.entry`'s.
+that no jail may wake, the jails' hostnames, and removing the logs its jails leave. What
+runs on it is `hyjail.check.runner`'s and, for the entry group, `hyjail.check.entry`'s.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Ground:
     def __init__(self, undo: contextlib.ExitStack):
         self.top = tempfile.mkdtemp(prefix="hyjail-check-")
         undo.callback(shutil.rmtree, self.top, True)
+        undo.callback(_remove_new_logs, _logs())  # its persistent jails' logs go with it
         from hyjail.rootfs import busybox
         self.root = busybox.build(os.path.join(self.top, "root"))
         self.probes = probes.build()
@@ -67,6 +68,18 @@ class Ground:
             os.kill(self.host_process.pid, signal.SIGSTOP)
             return True
         return False
+
+
+def _logs() -> set[str]:
+    from hyjail.logs import LOG_DIR
+    return set(os.listdir(LOG_DIR)) if os.path.isdir(LOG_DIR) else set()
+
+
+def _remove_new_logs(before: set[str]) -> None:
+    from hyjail.logs import LOG_DIR
+    for name in _logs() - before:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(LOG_DIR, name))
 
 
 def _end(process: subprocess.Popen) -> None:
