@@ -172,37 +172,51 @@ def swapped_root(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -
     shared = _fresh_root(ground, os.path.join(f"swap-{hostname}", "r"), with_probes=False)
     host_dir = os.path.join(ground.top, f"hostdir-{hostname}")
     os.mkdir(host_dir, 0o755)
-    answers: dict[str, str] = {}
     try:
-        with held([*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"],
-                   "/bin/hjprobe", hostname, "64",
-                   f"swap:/r:{host_dir}:{int(attempt.timeout * 1000)}:{SWAPPED}"],
-                  "swapping=ready", "the swapping jail") as (swapper, _):
-
-            def start(n: int) -> subprocess.CompletedProcess:
-                return subprocess.run([*HYJAIL, "run", *ctx["options"], shared,
-                                       f"{hostname}s{n}", shape.address(), "/bin/true"],
-                                      capture_output=True, text=True, timeout=60,
-                                      stdin=subprocess.DEVNULL)
-            starts: list[subprocess.CompletedProcess] = []
-            with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
-                while len(starts) < STARTS and not os.listdir(host_dir):  # one escape will do
-                    starts += pool.map(start, range(len(starts), len(starts) + AT_ONCE))
-            output, _ = finish(swapper, "stop")
-        answers.update(results(output))
-        made = sorted(os.listdir(host_dir))
-        answers["host_dir"] = ",".join(made) or "empty"
-        ran = sum(s.returncode == 0 for s in starts)
-        refused = sum(_refused_in_one_line(s) for s in starts)
-        answers["starts"] = f"{ran} ran, {refused} refused in one line"
-        odd = [s for s in starts if s.returncode != 0 and not _refused_in_one_line(s)]
-        if odd and not made:
-            raise NotRun(f"{len(odd)} of {STARTS} jails neither ran nor were refused in one "
-                         f"line: {(error_lines(odd[0].stderr) or [odd[0].returncode])[-1]}")
+        answers, _ = _starts_while_swapping(
+            ctx, attempt, outer, f"/r:{host_dir}", SWAPPED,
+            lambda n: [shared, f"{hostname}s{n}", shape.address(), "/bin/true"],
+            escaped=lambda starts: bool(os.listdir(host_dir)))  # one escape will do
+        answers["host_dir"] = ",".join(sorted(os.listdir(host_dir))) or "empty"
     finally:
         shutil.rmtree(host_dir, ignore_errors=True)
         shutil.rmtree(outer, ignore_errors=True)
     return answers
+
+
+def _starts_while_swapping(ctx: dict, attempt: Attempt, outer: str, where: str, names: str,
+                           argv: Callable[[int], list[str]],
+                           escaped: Callable[[list[subprocess.CompletedProcess]], bool]
+                           ) -> tuple[dict[str, str], list[subprocess.CompletedProcess]]:
+    """A jail on `outer` runs hjprobe's swap (`where` = DIR:TARGET, `names` = NAMES[:SPIN])
+    while up to STARTS jails (`hyjail run` with argv(n)) start, AT_ONCE at a time, until
+    escaped(starts). Returns the swapper's answers with "starts" counted, and the starts;
+    NotRun if a start neither ran nor was refused in one line, with no escape to show."""
+    hostname = ctx["hostname"]
+    directory, _, target = where.partition(":")
+    with held([*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"],
+               "/bin/hjprobe", hostname, "64",
+               f"swap:{directory}:{target}:{int(attempt.timeout * 1000)}:{names}"],
+              "swapping=ready", "the swapping jail") as (swapper, _):
+
+        def start(n: int) -> subprocess.CompletedProcess:
+            return subprocess.run([*HYJAIL, "run", *ctx["options"], *argv(n)],
+                                  capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        starts: list[subprocess.CompletedProcess] = []
+        with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
+            while len(starts) < STARTS and not escaped(starts):
+                starts += pool.map(start, range(len(starts), len(starts) + AT_ONCE))
+        output, _ = finish(swapper, "stop")
+    answers = results(output)
+    ran = sum(s.returncode == 0 for s in starts)
+    refused = sum(_refused_in_one_line(s) for s in starts)
+    answers["starts"] = f"{ran} ran, {refused} refused in one line"
+    odd = [s for s in starts if s.returncode != 0 and not _refused_in_one_line(s)]
+    if odd and not escaped(starts):
+        raise NotRun(f"{len(odd)} of {len(starts)} jails neither ran nor were refused in one "
+                     f"line: {(error_lines(odd[0].stderr) or [odd[0].returncode])[-1]}")
+    return answers, starts
 
 
 def root_swapped_before_jexec(ground: Ground, argv: list[str], ctx: dict,
@@ -268,35 +282,15 @@ def swapped_bind_source(ground: Ground, argv: list[str], ctx: dict, attempt: Att
     os.mkdir(host_dir, 0o755)
     for where, marker in ((share, "hjshare"), (host_dir, "hjhostdir")):
         open(os.path.join(where, marker), "w").close()
-    answers: dict[str, str] = {}
     try:
-        with held([*HYJAIL, "run", *ctx["options"], outer, hostname, ctx["jail_ip"],
-                   "/bin/hjprobe", hostname, "64",
-                   f"swap:/:{host_dir}:{int(attempt.timeout * 1000)}:share:{SPIN}"],
-                  "swapping=ready", "the swapping jail") as (swapper, _):
-
-            def start(n: int) -> subprocess.CompletedProcess:
-                return subprocess.run([*HYJAIL, "run", *ctx["options"], "--ro-bind",
-                                       f"{share}:/mnt", inner, f"{hostname}b{n}",
-                                       shape.address(), "/bin/ls", "/mnt"],
-                                      capture_output=True, text=True, timeout=60,
-                                      stdin=subprocess.DEVNULL)
-            starts: list[subprocess.CompletedProcess] = []
-            with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
-                while len(starts) < STARTS and not any("hjhostdir" in s.stdout for s in starts):
-                    starts += pool.map(start, range(len(starts), len(starts) + AT_ONCE))
-            output, _ = finish(swapper, "stop")
-        answers.update(results(output))
+        answers, starts = _starts_while_swapping(
+            ctx, attempt, outer, f"/:{host_dir}", f"share:{SPIN}",
+            lambda n: ["--ro-bind", f"{share}:/mnt", inner, f"{hostname}b{n}",
+                       shape.address(), "/bin/ls", "/mnt"],
+            escaped=lambda starts: any("hjhostdir" in s.stdout for s in starts))
         saw = {word for s in starts if s.returncode == 0 for word in s.stdout.split()}
         answers["bound"] = "the host's directory" if "hjhostdir" in saw else \
             "the share" if "hjshare" in saw else "nothing"
-        ran = sum(s.returncode == 0 for s in starts)
-        refused = sum(_refused_in_one_line(s) for s in starts)
-        answers["starts"] = f"{ran} ran, {refused} refused in one line"
-        odd = [s for s in starts if s.returncode != 0 and not _refused_in_one_line(s)]
-        if odd:
-            raise NotRun(f"{len(odd)} of {len(starts)} jails neither ran nor were refused in "
-                         f"one line: {(error_lines(odd[0].stderr) or [odd[0].returncode])[-1]}")
     finally:
         shutil.rmtree(host_dir, ignore_errors=True)
         shutil.rmtree(outer, ignore_errors=True)
