@@ -107,6 +107,11 @@ def hyjail() -> None:
 @click.option("--ro-bind", multiple=True, metavar="SRC:DST", help="The same, read-only.")
 @click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
               help="A fresh tmpfs at DST, e.g. /scratch:size=64m,mode=1777.")
+@click.option("--interface", metavar="IFACE",
+              help="Put the jail's addresses on the LAN of the host's IFACE (a macvlan or ipvlan "
+                   "of the jail's own; without a network namespace, aliases of IFACE), instead "
+                   "of a veth; IP may then carry the LAN's /PREFIX.")
+@click.option("--gateway", metavar="ADDR", help="With --interface: the jail's default route.")
 @click.option("--dns", multiple=True, metavar="ADDR",
               help="A name server for the jail's own /etc/resolv.conf (bound over the "
                    "root's, which is not changed).")

@@ -69,6 +69,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         raise SetupError(f"mount: {spec.mounts[0].describe()}: needs a mount namespace of the "
                          f"jail's (the kernel's R1), which this jail does not get (a chroot "
                          f"would have to mount it on the host)")
+    if spec.lan is not None and "raw_sockets" in spec.allowed:
+        raise SetupError(f"allow.raw_sockets with {spec.lan.describe()}: on the LAN nothing "
+                         f"would check a raw packet's source address")
     if spec.dns and not namespaces.mount:
         raise SetupError("--dns: needs a mount namespace of the jail's to give it its own "
                          "/etc/resolv.conf (a chroot uses the root's)")
@@ -97,7 +100,7 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if "socket_af" in spec.allowed:
             raise SetupError("allow.socket_af: without a network namespace every other family "
                              "would act on the host's own network stack")
-        for address in spec.addresses:
+        for address in spec.addresses if spec.lan is None else ():  # aliases: made local
             if not _is_local(address):
                 raise SetupError(f"R3 (address): {address} is not an address of this host; "
                                  f"without a network namespace the jail shares the host's "

@@ -86,8 +86,10 @@ _ROWS: tuple[Parameter, ...] = (
        default=True, values={"1": "", "0": ""}),
     _p("ip6.saddrsel", "bool", "noop", "As ip4.saddrsel, for IPv6.", "as ip4.saddrsel",
        default=True, values={"1": "", "0": ""}),
-    _p("vnet", "choice", "refused", "A virtual network stack of the jail's own.", NETWORKING,
-       choices=("inherit", "new")),
+    _p("vnet", "choice", "mapped", "A virtual network stack of the jail's own.",
+       "new (or a bare vnet): a network namespace of the jail's own with only its loopback "
+       "and the interfaces vnet.interface gives it; inherit: as without vnet (a veth)",
+       choices=("inherit", "new"), default="inherit", backends=("ns",)),
     _p("host.hostname", "string", "mapped", "The hostname of the jail.",
        "the hostname of the jail's UTS namespace (ns) or the tracer's answer (trace)"),
     _p("host.domainname", "string", "mapped", "The NIS domain name of the jail.",
@@ -201,10 +203,17 @@ _ROWS: tuple[Parameter, ...] = (
        "the jail has one routing table, its own", jail=False, values={"0": ""}),
     _p("stop.timeout", "int", "mapped", "Seconds between SIGTERM and the jail's removal; 0: "
        "no SIGTERM, removed at once.", "the same", jail=False, default=10),
-    _p("interface", "string", "refused", "An interface to put the jail's addresses on.",
-       NETWORKING, jail=False),
-    _p("vnet.interface", "string", "refused", "An interface given to a vnet jail.", NETWORKING,
-       jail=False),
+    _p("interface", "string", "mapped", "An interface to put the jail's addresses on.",
+       "the jail on that interface's LAN (ip4.addr's IFACE|ADDR/MASK alike): a macvlan "
+       "(bridge) or ipvlan (L2) child of it in the jail's own network namespace holding its "
+       "addresses with the LAN's prefix (ns), else the addresses as aliases of it for the "
+       "jail's life, FreeBSD's way (trace, hybrid); never an interface not named", jail=False),
+    _p("vnet.interface", "list", "mapped", "An interface given to a vnet jail.",
+       "moved into the jail's network namespace for its life (the first holding ip4.addr and "
+       "ip6.addr, if given), moved back at its end", jail=False, backends=("ns",)),
+    _p("hyjail.gateway", "string", "mapped", "(hyjail) The default route of a jail on the "
+       "LAN.", "with interface or vnet.interface: a default route through this address, "
+       "inside the jail's network namespace", jail=False, backends=("ns", "hybrid")),
     _p("ip_hostname", "bool", "mapped", "Add the addresses host.hostname resolves to.",
        "jail(8) resolves host.hostname (getaddrinfo) and adds each IPv4 address to "
        "ip4.addr, each IPv6 one to ip6.addr, once, none of a family set to disable (nor "
@@ -334,6 +343,8 @@ def _typed(row: Parameter, given: list[str] | bool) -> object:
     if isinstance(given, bool):
         if row.kind in ("list", "command") and given is False:
             return []  # `noname` clears a list (as jail(8) does for `mount.nodevfs`-style)
+        if row.kind == "choice" and {"new", "inherit"} <= set(row.choices):
+            return "new" if given else "inherit"  # a bare jailsys parameter: `vnet;`
         raise SetupError(f"{name}: needs a value ({name}=...)")
     if row.kind in ("list", "command"):
         return [item for item in given if item != ""] if row.kind == "list" else list(given)

@@ -94,40 +94,54 @@ def _limits(values: Typed) -> Limits:
     return limits.create(*(values.get(name) for name in LIMITS), rlimits=rlimits)
 
 
-def _addresses(values: Typed) -> tuple[list[str], bool]:
-    """The jail's addresses (ip4.addr, ip6.addr: `addr[/mask]`, the mask is the LAN's and
-    not the jail's concern), and whether it keeps a network of its own at all (ip4 and ip6
-    both `disable`: only its loopback)."""
+def _addresses(values: Typed) -> tuple[list[str], bool, str | None]:
+    """The jail's addresses (ip4.addr, ip6.addr: `[iface|]addr[/mask]`; a mask is kept for a
+    jail on the LAN, whose prefix it is, and is no concern of a jail on a veth), whether it
+    keeps a network of its own at all (ip4 and ip6 both `disable`: only its loopback), and
+    the LAN interface the `iface|` forms and `interface` name (one for all)."""
     found = []
+    interface = values.get("interface")
+    named = {str(interface)} if interface else set()
     for family, key in ((4, "ip4.addr"), (6, "ip6.addr")):
         disabled = values.get(f"ip{family}") == "disable"
         if values.get(f"ip{family}") == "inherit" and values.get(key):
             raise SetupError(f"{key} with ip{family}=inherit: the jail has every host "
                              f"address already")
         for item in values.get(key) or []:
-            text = str(item).strip()
-            if "|" in text:
-                raise SetupError(f"{key}={text}: an interface| prefix "
-                                 f"{jailparams.NETWORKING}")
-            address = text.split("/", 1)[0].split(" ", 1)[0]
+            text = str(item).strip().split(" ", 1)[0]
+            iface, bar, text = text.rpartition("|")
+            if bar:
+                named.add(iface)
+            address = text.split("/", 1)[0]
             try:
                 version = ipaddress.ip_address(address).version
             except ValueError:
-                raise SetupError(f"{key}={text}: not an IPv{family} address") from None
+                raise SetupError(f"{key}={item}: not an IPv{family} address") from None
             if version != family:
-                raise SetupError(f"{key}={text}: not an IPv{family} address")
+                raise SetupError(f"{key}={item}: not an IPv{family} address")
             if disabled:
                 raise SetupError(f"{key} with ip{family}=disable: the jail has no IPv{family}")
-            found.append(address)
+            found.append(text)
+    if len(named) > 1:
+        raise SetupError(f"interface: {', '.join(sorted(named))}: a jail is on one LAN")
+    lan = named.pop() if named else None
+    if lan is None and values.get("vnet") != "new":  # a mask is a LAN's, or vnet's, prefix
+        found = [a.split("/", 1)[0] for a in found]
     no_network = values.get("ip4") == "disable" and values.get("ip6") == "disable"
-    return found, no_network
+    return found, no_network, lan
 
 
 def to_spec(values: Typed) -> JailSpec:
     """The jail these parameters describe (held by its pid 1: the command and exec.start
     run by `create`)."""
     path = values.get("path") or "/"  # FreeBSD: a jail without a path has the host's root
-    addresses, no_network = _addresses(values)
+    addresses, no_network, interface = _addresses(values)
+    vnet = values.get("vnet") == "new"
+    if interface and vnet:
+        raise SetupError("interface with vnet: a vnet jail gets its interfaces whole "
+                         "(vnet.interface)")
+    if values.get("vnet.interface") and not vnet:
+        raise SetupError("vnet.interface: needs vnet")
     name = values.get("name")
     jid = values.get("jid")
     if name is not None and str(name).isdigit():  # a numbered block or name=5: the JID
@@ -142,6 +156,8 @@ def to_spec(values: Typed) -> JailSpec:
         domainname=str(values.get("host.domainname") or ""), any_hostname=True,
         osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)),
         inherit_ip=frozenset(v for v in (4, 6) if values.get(f"ip{v}") == "inherit"),
+        interface=interface, gateway=values.get("hyjail.gateway"),
+        vnet_interfaces=tuple(values.get("vnet.interface") or ()) if vnet else None,
         devfs_ruleset=_devfs_ruleset(values))
     return spec
 

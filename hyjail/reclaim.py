@@ -1,8 +1,9 @@
 """Undoing what a jail whose supervisor died left on the host.
 
 Owns: killing a stale jail's pid 1 if it somehow outlived its supervisor (pid and start time
-must both match), deleting its host veth end if its network namespace still holds it, and
-removing its cgroups.
+must both match), deleting its host veth end if its network namespace still holds it,
+removing its addresses from the LAN's interface (a trace jail's aliases), and removing its
+cgroups.
 The registry calls this for every stale record it finds; nothing else needs to.
 """
 
@@ -24,6 +25,10 @@ def reclaim(record: Record) -> None:
     if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
         from hyjail.net import link
         link.reclaim(record.host_link)
+    lan = record.params.get("lan") if isinstance(record.params, dict) else None
+    if isinstance(lan, dict) and lan.get("mode") == "alias" and lan.get("added"):
+        from hyjail.net import link
+        link.reclaim_lan(lan)  # its addresses off the LAN's interface
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
         cgroups.remove_jail(record)

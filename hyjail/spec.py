@@ -104,6 +104,29 @@ def check_inside(path: str, option: str) -> str:
     return path
 
 
+def _on_lan(ip: str, interface: str | None, gateway: str | None,
+            vnet_interfaces: tuple[str, ...] | None, mode: NetMode) -> tuple[str, object]:
+    """(the addresses alone, the LanSpec) for --interface / jail.conf's interface and vnet:
+    their addresses may carry the LAN's /prefix; (ip, None) for a jail on a veth."""
+    if interface is None and vnet_interfaces is None:
+        if gateway is not None:
+            raise SetupError(f"--gateway {gateway}: only for a jail on the LAN (--interface)")
+        return ip, None
+    from hyjail.net import lan
+    if mode is NetMode.NONE:
+        raise SetupError("--net none: a jail on the LAN has a network")
+    if gateway is not None:
+        try:
+            gateway = str(ipaddress.ip_address(gateway))
+        except ValueError:
+            raise SetupError(f"--gateway {gateway}: not an IP address") from None
+    plain, prefixes = lan.split(ip)
+    if vnet_interfaces is not None:
+        names = tuple(lan.check_interface(n, "vnet.interface") for n in vnet_interfaces)
+        return plain, lan.LanSpec(names, prefixes, gateway, vnet=True)
+    return plain, lan.LanSpec((lan.check_interface(interface),), prefixes, gateway)
+
+
 def check_dns(servers: tuple[str, ...]) -> tuple[str, ...]:
     checked = []
     for server in servers:
@@ -223,6 +246,9 @@ class JailSpec:
     cwd: str | None = None
     read_only: bool = False  # --read-only: the root read-only, fresh tmpfs on /tmp, /run, ...
     dns: tuple[str, ...] = ()  # --dns: the name servers of the jail's own /etc/resolv.conf
+    # On the LAN (hyjail.net.lan.LanSpec): its addresses on an interface of the host's, or
+    # interfaces of its own (vnet), instead of a veth.
+    lan: object | None = None
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -236,7 +262,9 @@ class JailSpec:
                mounts: tuple = (), inherit_ip: frozenset[int] = frozenset(),
                devfs_ruleset: int = 4, preserve_env: bool = False, user: str | None = None,
                cwd: str | None = None, read_only: bool = False,
-               dns: tuple[str, ...] = ()) -> JailSpec:
+               dns: tuple[str, ...] = (), interface: str | None = None,
+               gateway: str | None = None,
+               vnet_interfaces: tuple[str, ...] | None = None) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one.
         environ: variables for the command, over a clean environment (the caller's TERM, and
         the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
@@ -248,6 +276,7 @@ class JailSpec:
             mode = NetMode(net)
         except ValueError:
             raise SetupError(f"{net!r}: --net is 'veth' or 'none'") from None
+        ip, lan = _on_lan(ip, interface, gateway, vnet_interfaces, mode)
         addresses = parse_addresses(ip)
         hosts = parse_host_addresses(host_ip) if host_ip else DEFAULT_HOST_ADDRESSES
         clash = set(hosts) & set(addresses)
@@ -279,6 +308,7 @@ class JailSpec:
             cwd=check_inside(cwd, "--chdir") if cwd is not None else None,
             read_only=read_only,
             dns=check_dns(dns),
+            lan=lan,
         )._checked()
 
     def _checked(self) -> JailSpec:
@@ -305,8 +335,9 @@ class JailSpec:
 
     @property
     def veth_addresses(self) -> tuple[Address, ...]:
-        """The addresses the jail's veth carries; empty for a loopback-only jail."""
-        return routed(self.addresses) if self.net is NetMode.VETH else ()
+        """The addresses the jail's veth carries; empty for a loopback-only jail, and one on
+        the LAN."""
+        return routed(self.addresses) if self.net is NetMode.VETH and self.lan is None else ()
 
     @property
     def needs_veth(self) -> bool:

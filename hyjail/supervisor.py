@@ -54,6 +54,9 @@ def run(spec: JailSpec, registry: Registry | None = None,
     veth = spec.needs_veth and namespaces.net
     params = {**spec.record_params(), "confinement": confinement.to_params(),
               "pid_namespace": namespaces.pid}
+    lan = spec.lan.request(spec.addresses, namespaces.net) if spec.lan else None
+    if lan:
+        params["lan"] = lan  # what the network helper will do for this supervisor
     if not host_root:
         params["rootless"] = "1"  # no cgroups to join or reclaim
     with contextlib.ExitStack() as undo:
@@ -99,6 +102,12 @@ def run(spec: JailSpec, registry: Registry | None = None,
             from hyjail.net import link
             undo.enter_context(link.attached(
                 record.host_link, jail.pid, spec.veth_addresses, spec.veth_host_addresses))
+        if lan:
+            from hyjail.net import link
+            made = undo.enter_context(link.on_lan(lan, None if lan["mode"] == "alias"
+                                                  else jail.pid))
+            record = registry.update(record, params={**record.params, "lan": {
+                **lan, "added": made["added"], "kind": made["kind"]}})
         tracing = None
         if plan.traced:  # a hybrid: the supervisor traces pid 1 and with it every descendant
             from hyjail.trace import supervisor as trace_supervisor

@@ -21,7 +21,8 @@ import sys
 
 import pytest
 
-from conftest import fresh_ip, needs, needs_root, new_leaks
+from conftest import fresh_ip, missing, needs, needs_root, new_leaks
+from world import World
 
 BIN = os.path.dirname(sys.executable)
 JAIL, JLS, JEXEC = (os.path.join(BIN, name) for name in ("jail", "jls", "jexec"))
@@ -78,13 +79,25 @@ def test_basic():
     assert not new_leaks()
 
 
-def test_list_vnet_is_refused_until_networking():
-    """N/A: `list` makes an epair (FreeBSD's ifconfig) and gives both ends to a vnet jail as
-    a list (vnet.interface=A,B). vnet belongs to hyjail's networking: refused in one line."""
-    result = run(JAIL, "-c", "name=basejail", "vnet", "persist", "vnet.interface=a0,b0")
-    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("jail: vnet"), result.stderr
-    assert run(JLS, "-j", "basejail").returncode == 1
+@needs("R3:kernel")
+def test_list():
+    """Parameters as lists: both ends of an epair given to a vnet jail (vnet.interface=A,B),
+    seen inside by ifconfig. Adapted: the epair is a veth pair (`ip link`, not FreeBSD's
+    ifconfig), made on the host of a network of the test's own (tests/world.py), never the
+    real host's; each end comes back when the jail is removed."""
+    with World() as world:
+        world.sh(world.host, "ip link add epair0a type veth peer name epair0b")
+        jail = [*world.enter(world.host), JAIL]
+        try:
+            made = world.run(*jail, "-c", "name=basejail", "vnet", "persist",
+                             "vnet.interface=epair0a,epair0b")
+            assert made.returncode == 0, made.stderr
+            for end in ("epair0a", "epair0b"):
+                inside = world.run(*world.enter(world.host), JEXEC, "basejail", "ifconfig", end)
+                assert inside.returncode == 0 and end in inside.stdout, inside.stderr
+        finally:
+            world.run(*jail, "-r", "basejail")
+        assert "epair0a" in world.sh(world.host, "ip -o link").stdout  # back on the host
 
 
 def test_nested():
@@ -174,14 +187,20 @@ def test_jid_name_set(tmp_path):
 
 
 def test_param_consistency(tmp_path):
-    """exec.poststart of a jail without a config (nor a name), exec.prestop of jails known
-    by name, by a JID-like name, and a named JID-jail; JID in exec.poststop. N/A: the
-    vnet.interface step (`ifconfig lo create`, a FreeBSD cloned interface, and vnet, which
-    belongs to hyjail's networking)."""
+    """exec.poststart of a jail without a config (nor a name), the same with vnet and a
+    vnet.interface, exec.prestop of jails known by name, by a JID-like name, and a named
+    JID-jail; JID in exec.poststop. Adapted: the interface (FreeBSD's `ifconfig lo create`)
+    is a veth made on the host of a network of the test's own (tests/world.py)."""
     conf = tmp_path / "jail.conf"
     jid = unused_jid()
     try:
         check(JAIL, "-c", "path=/", "exec.poststart=true", "command=/usr/bin/true")
+        if missing("R3:kernel") is None:
+            with World() as world:
+                world.sh(world.host, "ip link add lo1 type veth peer name lo1p")
+                made = world.run(*world.enter(world.host), JAIL, "-c", "path=/", "vnet=new",
+                                 "vnet.interface=lo1", "command=/usr/bin/true")
+                assert made.returncode == 0, made.stderr
 
         conf.write_text("basejail {path = /; exec.prestop = 'echo STOP'; persist; }\n")
         check(JAIL, "-f", str(conf), "-c", "basejail")

@@ -141,10 +141,13 @@ def test_failing_start_removes_the_jail(busybox_root):
     (["-c", "path=/", "enforce_statfs=0", "persist"], 1,
      "jail: enforce_statfs=0: only 1, 2 (1 and 2: the jail sees only its own mounts (its "
      "mount namespace or chroot); 0 would be the host's)\n"),
-    (["-c", "path=/", "vnet", "persist"], 1, "jail: vnet: needs a value (vnet=...)\n"),
-    (["-c", "path=/", "vnet=new", "persist"], 1,
-     "jail: vnet: belongs to hyjail's networking (jails on the LAN: interface=, vnet); not "
-     "yet\n"),
+    (["-c", "path=/", "vnet.interface=eth9", "persist"], 1,
+     "jail: vnet.interface: needs vnet\n"),
+    (["-c", "path=/", "vnet", "ip4.addr=10.77.9.9", "persist"], 1,
+     "jail: 10.77.9.9: a vnet jail holds its addresses on the interfaces vnet.interface gives "
+     "it, and has none\n"),
+    (["-c", "path=/", "interface=lo", "ip4.addr=10.77.9.9", "persist"], 1,
+     "jail: interface=lo: the loopback is no LAN\n"),
     (["-c", "path=/", "dying", "persist"], 1,
      "jail: dying: read-only (jls shows it; it cannot be set)\n"),
     (["-x"], 1, "jail: illegal option -- x\n" + USAGE),

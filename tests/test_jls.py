@@ -179,7 +179,7 @@ def test_skip_prints_what_jail_c_takes_back():
     words = _settable_round_trip(TWO)
     names = {w.split("=", 1)[0] for w in words}
     assert not names & {"dying", "nodying", "children.cur", "cpuset.id", "parent"}
-    assert "vnet" not in names  # unused: no value
+    assert "vnet=inherit" in words  # FreeBSD's default: the host's network stack
     # What FreeBSD's prints of a jail that did not set them: the defaults, which jail -c
     # takes back as no change (osrelease the host's: no tracer asked for).
     assert {"linux=new", "host.hostuuid=00000000-0000-0000-0000-000000000000",

@@ -1,4 +1,5 @@
-"""A jail's veth, as its supervisor asks the network helper (`hyjail.net.netd`) for it.
+"""A jail's veth, or its place on the LAN, as its supervisor asks the network helper
+(`hyjail.net.netd`) for it.
 
 Owns the supervisor's side: reaching the helper (starting it when none answers, one at a
 time) and making sure it is the helper (`hyjail.net.rendezvous`: the caller's own uid, and the
@@ -44,20 +45,48 @@ def attached(name: str, init_pid: int, addresses: tuple[Address, ...],
         helper.close()  # the helper deletes the link now
 
 
+@contextlib.contextmanager
+def on_lan(lan: dict, init_pid: int | None) -> Iterator[dict]:
+    """Put the jail on the LAN as its record's `lan` says (`hyjail.net.lan`; init_pid: the
+    jail's pid 1, whose network namespace a child or vnet goes into); yields the helper's
+    answer (the kind made, the aliases added). Undone when this context is left (or its
+    process dies)."""
+    helper = _connect()
+    try:
+        fds = []
+        if init_pid is not None:
+            fds.append(os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+        try:
+            answer = _ask(helper, {"lan": lan}, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        yield answer
+    finally:
+        helper.close()  # the helper undoes it now
+
+
+def reclaim_lan(lan: dict) -> None:
+    """Remove the aliases a jail whose supervisor is gone left on the LAN's interface."""
+    with _connect() as helper:
+        _ask(helper, {"reclaim_lan": lan}, [])
+
+
 def reclaim(name: str) -> None:
     """Delete the link a jail whose supervisor is gone left behind."""
     with _connect() as helper:
         _ask(helper, {"reclaim": name}, [])
 
 
-def _ask(helper: socket.socket, request: dict, fds: list[int]) -> None:
+def _ask(helper: socket.socket, request: dict, fds: list[int]) -> dict:
     socket.send_fds(helper, [json.dumps(request).encode()], fds)
     answer = helper.recv(65536)
     if not answer:
-        raise SetupError("the network helper went away while making the jail's veth")
+        raise SetupError("the network helper went away while making the jail's network")
     reply = json.loads(answer)
     if "error" in reply:
         raise SetupError(reply["error"])
+    return reply
 
 
 def _connect() -> socket.socket:

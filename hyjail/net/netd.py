@@ -6,9 +6,11 @@ Owns: serving its rendezvous (`hyjail.net.rendezvous`: a socket in a directory o
 can enter, one helper per uid, code and seccomp state, whose lock it holds for its life, so a
 client can tell it from an impostor), who may ask (root's hyjail supervisors, each for its own
 jail's link only, as the registry's records have it), attaching a jail's veth
-(`hyjail.net.veth`), deleting the link as soon as the supervisor's connection closes (the
-jail's end, or the supervisor's death), reclaiming a stale jail's link, and leaving once idle
-for LINGER seconds (or at SIGTERM), its socket removed.
+(`hyjail.net.veth`) or putting it on the LAN (`hyjail.net.lanlink`: a child of the interface
+its record names, the record's addresses as aliases, or interfaces moved in), undoing that
+as soon as the supervisor's connection closes (the jail's end, or the supervisor's death),
+reclaiming what a stale jail left, and leaving once idle for LINGER seconds (or at SIGTERM),
+its socket removed.
 
     python -m hyjail.net.netd          (started by hyjail.net.link when none answers)
 """
@@ -78,6 +80,8 @@ class Helper:
             pid, uid = rendezvous.peer(connection)
             if uid != 0:
                 raise PermissionError("only root's jails have a veth")
+            if "lan" in request or "reclaim_lan" in request:
+                return self._lan(connection, pid, request, fds)
             name = request.get("attach", request.get("reclaim", ""))
             if not _HOST_LINK.fullmatch(name):  # never any other interface of the host's
                 raise PermissionError(f"{name!r}: not a jail's link (hj<JID>h)")
@@ -104,6 +108,42 @@ class Helper:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _lan(self, connection: socket.socket, pid: int, request: dict, fds: list[int]) -> None:
+        """A jail on the LAN (`hyjail.net.lan`): only as the asking supervisor's own jail's
+        record has it (its mode, interfaces, addresses), undone when its connection closes;
+        or, for a jail whose supervisor is gone, its aliases removed."""
+        from hyjail.net import lanlink
+        if "reclaim_lan" in request:
+            lan = request["reclaim_lan"]
+            if lan.get("mode") == "alias" and not _lan_held(lan):
+                with self.link_lock(lan["interfaces"][0]):
+                    lanlink.remove_aliases(lan["interfaces"][0], lan.get("added", []))
+            connection.send(b'{"ok": true}')
+            return
+        lan = request["lan"]
+        if not _supervises_lan(pid, lan):
+            raise PermissionError("not the asking supervisor's jail on the LAN")
+        mode, interfaces = lan["mode"], list(lan["interfaces"])
+        gateway = lan.get("gateway")
+        if mode in ("child", "vnet") and not fds:
+            raise PermissionError(f"{mode}: no network namespace given")
+        with self.link_lock(interfaces[0]):
+            if mode == "child":
+                kind = lanlink.attach_child(interfaces[0], fds[0], lan["addresses"], gateway)
+                added: list[str] = []
+            elif mode == "vnet":
+                lanlink.move_in(interfaces, fds[0], lan["addresses"], gateway)
+                kind, added = "vnet", []
+            else:
+                added, kind = lanlink.add_aliases(interfaces[0], lan["addresses"]), "alias"
+        connection.send(json.dumps({"ok": True, "kind": kind, "added": added}).encode())
+        _until_closed(connection)  # the jail lives; then what it was given goes
+        with self.link_lock(interfaces[0]):
+            if mode == "vnet":
+                lanlink.move_back(interfaces, fds[0])
+            elif mode == "alias":
+                lanlink.remove_aliases(interfaces[0], added)
 
     def attach(self, name: str, netns_fd: int, request: dict) -> None:
         from hyjail.net import veth
@@ -136,6 +176,24 @@ def _supervises(pid: int, name: str) -> bool:
 
 def _owned(name: str) -> bool:
     return any(r.host_link == name for r in _records())
+
+
+def _supervises_lan(pid: int, lan: dict) -> bool:
+    """Whether pid supervises a live jail whose record names exactly this LAN request."""
+    for record in _records():
+        kept = record.params.get("lan") if isinstance(record.params, dict) else None
+        if record.supervisor_pid == pid and isinstance(kept, dict):
+            return (kept.get("mode"), kept.get("interfaces"), kept.get("addresses")) == (
+                lan.get("mode"), lan.get("interfaces"), lan.get("addresses"))
+    return False
+
+
+def _lan_held(lan: dict) -> bool:
+    """Whether a live jail still has these aliases on this interface."""
+    return any(isinstance(r.params, dict) and isinstance(r.params.get("lan"), dict)
+               and r.params["lan"].get("interfaces") == lan.get("interfaces")
+               and set(r.params["lan"].get("addresses", [])) & set(lan.get("addresses", []))
+               for r in _records())
 
 
 def _leave(signum: int, frame: object) -> None:

@@ -25,7 +25,7 @@ from hyjail.errors import SetupError
 from hyjail.record import STATE_DIR
 
 _SOCKET = "socket"  # the helper's socket, inside its rendezvous directory
-_CODE = ("netd.py", "veth.py", "link.py", "rendezvous.py")
+_CODE = ("netd.py", "veth.py", "link.py", "rendezvous.py", "lanlink.py")
 
 
 def weakened() -> bool:
@@ -35,13 +35,16 @@ def weakened() -> bool:
 
 
 def _key() -> str:
-    """One helper per uid, code and seccomp state: the helper and its clients must agree."""
+    """One helper per uid, code, seccomp state and network namespace: the helper and its
+    clients must agree, and a helper makes links in its own network namespace (a host of a
+    test's own world has its own helper)."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = [os.stat(os.path.join(here, name)) for name in _CODE]
     with open("/proc/self/status") as f:
         filters = next((line.split()[1] for line in f if line.startswith("Seccomp_filters")),
                        "0")
-    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.executable, filters))
+    network = os.stat("/proc/self/ns/net").st_ino
+    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.executable, filters, network))
     return f"{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

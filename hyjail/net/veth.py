@@ -39,7 +39,7 @@ def _add_address(ipr: IPRoute, index: int, addr: Address) -> None:
 
 
 @contextlib.contextmanager
-def _netlink_inside(netns_fd: int) -> Iterator[IPRoute]:
+def netlink_inside(netns_fd: int) -> Iterator[IPRoute]:
     """An rtnetlink socket bound to the jail's network namespace: opened after a setns of this
     thread, which then returns at once to the host's namespace."""
     host_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -113,7 +113,7 @@ def _configure(host: IPRoute, netns_fd: int, name: str, addresses: tuple[Address
                 if e.code == errno.EEXIST:
                     raise SetupError(f"{addr}: the host already has a route to it") from None
                 raise
-        with _netlink_inside(netns_fd) as jail:
+        with netlink_inside(netns_fd) as jail:
             (jail_index,) = jail.link_lookup(ifname=JAIL_LINK_NAME)
             # No kernel-made IPv6 link-local address: the jail's addresses are its own only.
             jail.link("set", index=jail_index, IFLA_AF_SPEC={"attrs": [("AF_INET6", {

@@ -46,13 +46,15 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
     confinement = enforcement.confinement(spec, plan)
+    lan = spec.lan.request(spec.addresses, namespaces.net) if spec.lan else None
     with contextlib.ExitStack() as undo:
         pending = undo.enter_context(caught_signals((signal.SIGCHLD,)))
         record = registry.admit(
             name=spec.name, hostname=spec.hostname, path=spec.path,
             addresses=tuple(str(a) for a in spec.addresses), backend=BACKEND,
             params={**spec.record_params(), "confinement": confinement.to_params(),
-                    "kernel_net": namespaces.net},
+                    "kernel_net": namespaces.net,
+                    **({"lan": lan} if lan else {})},
             jid=spec.jid,
             link_name=host_link_name if (spec.needs_veth and namespaces.net) else lambda jid: None)
         undo.callback(registry.remove, record.jid)
@@ -88,6 +90,11 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             from hyjail.net import link
             undo.enter_context(link.attached(record.host_link, pid, spec.veth_addresses,
                                              spec.veth_host_addresses))
+        if lan:
+            from hyjail.net import link
+            made = undo.enter_context(link.on_lan(lan, None if lan["mode"] == "alias" else pid))
+            tracing.update(params={**tracing.record.params, "lan": {
+                **lan, "added": made["added"], "kind": made["kind"]}})
         record = tracing.update(init_pid=pid, init_start=linux.process_start_time(pid))
         if on_ready:
             on_ready(record)

@@ -1,0 +1,160 @@
+"""Jails on the LAN (issue 17), in a network of the test's own (tests/world.py: namespaces
+that play the host, a LAN machine and a server beyond): FreeBSD's `interface=` as a macvlan
+(or ipvlan) child in the jail's own network namespace (ns) or as aliases of the interface
+(trace, FreeBSD's way), and `vnet` with `vnet.interface` (the interface moved in and back).
+Nothing of the real host's network is touched; every namespace goes with its test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import backends, needs_jails
+from world import LAN_MACHINE, World
+
+pytestmark = needs_jails
+HTTPD = "mkdir -p /tmp/www; echo {text} > /tmp/www/index.html; exec httpd -f -p 80 -h /tmp/www"
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture
+def world():
+    with World() as made:
+        yield made
+
+
+def _served(world: World, address: str, text: str, timeout: float = 20) -> bool:
+    """Whether the LAN machine gets `text` from the jail's web server at address."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if world.fetch(world.lan, f"http://{address}/index.html", 3) == f"{text}\n":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _listed(world: World, name: str) -> dict:
+    return next(j for j in json.loads(world.hyjail("ls", "--json").stdout) if j["name"] == name)
+
+
+@pytest.mark.parametrize("backend", backends("ns", "trace"))
+def test_a_lan_machine_reaches_the_jail_at_its_own_address(world, busybox_root, backend):
+    """ns: a macvlan child in the jail's namespace; trace: an alias of the interface. The
+    server sees the LAN client's own address; the jail's address is gone at its end."""
+    jail = world.popen(world.host, *world.hyjail_argv(
+        "run", "--name", "lanj", "--backend", backend, "--interface", "uplink", busybox_root,
+        "lanj", "10.77.100.5/24", "/bin/sh", "-c",
+        HTTPD.format(text=backend) + " -vv"))
+    try:
+        assert _served(world, "10.77.100.5", backend), jail.stderr.read() if jail.poll() else ""
+        lan = _listed(world, "lanj")["params"]["lan"]
+        assert lan["mode"] == ("child" if backend == "ns" else "alias")
+        assert lan["kind"] in (("macvlan", "ipvlan") if backend == "ns" else ("alias",))
+        on_uplink = world.sh(world.host, "ip -o -4 addr show uplink").stdout
+        assert ("10.77.100.5/24" in on_uplink) == (backend == "trace")  # FreeBSD's alias
+    finally:
+        jail.terminate()
+        _, err = jail.communicate(timeout=30)
+    # the server saw the LAN client's own address (as ::ffff:A.B.C.D on a dual-stack socket)
+    assert re.search(rf"(^|\[::ffff:){re.escape(LAN_MACHINE)}\]?:\d+: url:/index.html", err,
+                     re.M), err
+    assert "10.77.100.5" not in world.sh(world.host, "ip -o addr").stdout
+    assert world.hyjail("ls", "--json").stdout.strip() == "[]"
+
+
+def test_the_lan_prefix_comes_from_the_interface_and_a_gateway_routes(world, busybox_root):
+    shown = world.hyjail("run", "--interface", "uplink", "--gateway", "10.77.100.1",
+                         busybox_root, "lanj", "10.77.100.6", "/bin/sh", "-c",
+                         "ip -o -4 addr show eth0; ip route")
+    assert shown.returncode == 0, shown.stderr
+    assert "10.77.100.6/24" in shown.stdout  # the uplink's own network's prefix
+    assert "default via 10.77.100.1 dev eth0" in shown.stdout
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--interface", "nosuch0"], "interface=nosuch0: no such interface on this host"),
+    (["--interface", "lo"], "interface=lo: the loopback is no LAN"),
+    (["--interface", "uplink", "--allow", "raw_sockets"], "allow.raw_sockets with interface"),
+    (["--gateway", "10.77.100.1"], "--gateway 10.77.100.1: only for a jail on the LAN"),
+])
+def test_refusals_are_one_line_and_leave_nothing(world, busybox_root, args, says):
+    done = world.hyjail("run", *args, busybox_root, "lanj", "10.77.100.7", "/bin/true")
+    assert done.returncode == 125 and done.stderr.count("\n") == 1, done.stderr
+    assert says in done.stderr, done.stderr
+    assert "10.77.100.7" not in world.sh(world.host, "ip -o addr").stdout
+
+
+def test_an_address_of_the_host_is_refused(world, busybox_root):
+    done = world.hyjail("run", "--interface", "uplink", busybox_root, "lanj", "10.77.100.1",
+                        "/bin/true")
+    assert done.returncode == 125 and "an address of this host already" in done.stderr
+
+
+def test_jail_conf_interface_forms_and_vnet(world, busybox_root, tmp_path):
+    """jail.conf as FreeBSD writes it: `interface` with ip4.addr, `uplink|ADDR/MASK`, and a
+    vnet jail given a whole interface (a veth the world makes), moved back at its end."""
+    world.sh(world.host, "ip link add vn0 type veth peer name vn1; ip link set vn1 up")
+    conf = tmp_path / "jail.conf"
+    conf.write_text(f"""
+path = "{busybox_root}";
+persist;
+a {{ interface = uplink; ip4.addr = 10.77.100.8; }}
+b {{ ip4.addr = "uplink|10.77.100.9/255.255.255.0"; }}
+c {{ vnet; vnet.interface = vn0; ip4.addr = 10.77.150.2/24; }}
+""")
+    jail = [*world.enter(world.host), os.path.join(BIN, "jail"), "-f", str(conf)]
+    made = world.run(*jail, "-c")
+    try:
+        assert made.returncode == 0, made.stderr
+        for name, expected in (("a", "10.77.100.8/24"), ("b", "10.77.100.9/24"),
+                               ("c", "10.77.150.2/24")):
+            inside = world.hyjail("exec", name, "/bin/sh", "-c", "ip -o -4 addr").stdout
+            assert expected in inside, (name, inside)
+        assert "vn0" not in world.sh(world.host, "ip -o link").stdout  # the jail's now
+        assert "vn0" in world.hyjail("exec", "c", "/bin/sh", "-c", "ip -o link").stdout
+    finally:
+        removed = world.run(*jail, "-r", "a", "b", "c")
+    assert removed.returncode == 0, removed.stderr
+    links = world.sh(world.host, "ip -o link; ip -o addr").stdout
+    assert "vn0" in links and "10.77.150.2" not in links  # back, without the jail's address
+
+
+@pytest.mark.parametrize("backend", backends("trace"))
+def test_gc_takes_the_aliases_a_killed_supervisor_and_helper_left(world, busybox_root, backend):
+    """FreeBSD's way leaves the host holding the jail's address if nothing takes it away:
+    with the supervisor and the network helper both SIGKILLed, `hyjail gc` does."""
+    started = world.hyjail("run", "--persist", "--name", "aliasj", "--backend", backend,
+                           "--interface", "uplink", busybox_root, "aliasj", "10.77.100.11")
+    assert started.returncode == 0, started.stderr
+    supervisor = _listed(world, "aliasj")["supervisor_pid"]
+    assert "10.77.100.11/24" in world.sh(world.host, "ip -o addr show uplink").stdout
+    for pid in _helpers(world):
+        os.kill(pid, signal.SIGKILL)  # the helper: nobody undoes the alias now
+    os.kill(supervisor, signal.SIGKILL)
+    time.sleep(0.5)
+    assert "10.77.100.11" in world.sh(world.host, "ip -o addr show uplink").stdout
+    assert world.hyjail("gc").returncode == 0
+    assert "10.77.100.11" not in world.sh(world.host, "ip -o addr show uplink").stdout
+    assert world.hyjail("ls", "--json").stdout.strip() == "[]"
+
+
+def _helpers(world: World) -> list[int]:
+    """The network helpers running on the world's host."""
+    pids = subprocess.run(["ip", "netns", "pids", world.host], capture_output=True,
+                          text=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "hyjail-netd":
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
