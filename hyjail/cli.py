@@ -112,6 +112,11 @@ def hyjail() -> None:
                    "of the jail's own; without a network namespace, aliases of IFACE), instead "
                    "of a veth; IP may then carry the LAN's /PREFIX.")
 @click.option("--gateway", metavar="ADDR", help="With --interface: the jail's default route.")
+@click.option("--nat", metavar="IFACE",
+              help="The jail's (IPv4) traffic masqueraded out of the host's IFACE (nftables, "
+                   "forwarding on for its veth and IFACE only).")
+@click.option("--publish", "-p", multiple=True, metavar="[HOSTADDR:]HOSTPORT:JAILPORT[/PROTO]",
+              help="The host's port forwarded to the jail's (podman's -p; DNAT).")
 @click.option("--dns", multiple=True, metavar="ADDR",
               help="A name server for the jail's own /etc/resolv.conf (bound over the "
                    "root's, which is not changed).")

@@ -69,6 +69,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         raise SetupError(f"mount: {spec.mounts[0].describe()}: needs a mount namespace of the "
                          f"jail's (the kernel's R1), which this jail does not get (a chroot "
                          f"would have to mount it on the host)")
+    if (spec.nat or spec.publish) and not (namespaces.net and spec.needs_veth):
+        raise SetupError("--nat, --publish: need the jail's own veth (a network namespace of "
+                         "its own, an address not on the LAN and not loopback)")
     if spec.lan is not None and "raw_sockets" in spec.allowed:
         raise SetupError(f"allow.raw_sockets with {spec.lan.describe()}: on the LAN nothing "
                          f"would check a raw packet's source address")

@@ -7,6 +7,7 @@ Owns: what `hyjail features` prints: the probe (`hyjail.platform`), the rule-to-
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 from hyjail import allow, cgroups
@@ -37,6 +38,7 @@ def host_rows() -> list[Feature]:
     rows = [
         Feature("capabilities", True, f"cap_last_cap {linux.last_cap()}"),
         *_cgroup_rows(),
+        *_network_rows(),
     ]
     for name, (default, what) in allow.PERMISSIONS.items():
         rows.append(Feature(f"allow.{name}", True,
@@ -45,6 +47,35 @@ def host_rows() -> list[Feature]:
         rows.append(Feature(f"allow.mount.{fstype}", True, f"off by default: {what}"))
     for fstype, reason in allow.MOUNT_TYPES_REFUSED.items():
         rows.append(Feature(f"allow.mount.{fstype}", False, reason))
+    return rows
+
+
+# What a jail on the LAN (--interface, vnet) and --nat/--publish use, each tried in a
+# network namespace of its own that is gone at once (nothing of the host's is touched).
+_LINK_KINDS = {
+    "macvlan": ("ip link add t0 type veth peer name t1 && "
+                "ip link add t2 link t0 type macvlan mode bridge",
+                "a jail's own child of --interface's LAN (ns)"),
+    "ipvlan": ("ip link add t0 type veth peer name t1 && "
+               "ip link add t2 link t0 type ipvlan mode l2",
+               "the same where macvlan is missing"),
+    "nftables": ("nft add table inet hyjailprobe", "--nat and --publish"),
+}
+
+
+def _network_rows() -> list[Feature]:
+    import shutil
+    import subprocess
+    rows = []
+    for name, (script, what) in _LINK_KINDS.items():
+        if shutil.which("unshare") is None or os.geteuid() != 0:
+            rows.append(Feature(name, False, f"{what}: not tried (needs root and unshare)"))
+            continue
+        tried = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True,
+                               text=True)
+        why = (tried.stderr.strip().splitlines() or ["failed"])[-1]
+        rows.append(Feature(name, tried.returncode == 0,
+                            what if tried.returncode == 0 else f"{what}: {why}"))
     return rows
 
 

@@ -211,6 +211,13 @@ _ROWS: tuple[Parameter, ...] = (
     _p("vnet.interface", "list", "mapped", "An interface given to a vnet jail.",
        "moved into the jail's network namespace for its life (the first holding ip4.addr and "
        "ip6.addr, if given), moved back at its end", jail=False, backends=("ns",)),
+    _p("hyjail.nat", "string", "mapped", "(hyjail) Masquerade the jail out of this interface, "
+       "as --nat.", "its veth's IPv4 addresses masqueraded out of the host's interface "
+       "(nftables, table inet hyjail); forwarding on for its veth and that interface only",
+       jail=False, backends=("ns",)),
+    _p("hyjail.publish", "list", "mapped", "(hyjail) Ports of the host's forwarded to the "
+       "jail's, as --publish: [HOSTADDR:]HOSTPORT:JAILPORT[/tcp|udp].",
+       "DNAT in the same table, to the jail's IPv4 address", jail=False, backends=("ns",)),
     _p("hyjail.gateway", "string", "mapped", "(hyjail) The default route of a jail on the "
        "LAN.", "with interface or vnet.interface: a default route through this address, "
        "inside the jail's network namespace", jail=False, backends=("ns", "hybrid")),

@@ -157,6 +157,7 @@ def to_spec(values: Typed) -> JailSpec:
         osrelease=str(values.get("osrelease") or ""), mounts=_mounts(values, str(path)),
         inherit_ip=frozenset(v for v in (4, 6) if values.get(f"ip{v}") == "inherit"),
         interface=interface, gateway=values.get("hyjail.gateway"),
+        nat=values.get("hyjail.nat"), publish=tuple(values.get("hyjail.publish") or ()),
         vnet_interfaces=tuple(values.get("vnet.interface") or ()) if vnet else None,
         devfs_ruleset=_devfs_ruleset(values))
     return spec

@@ -25,6 +25,10 @@ def reclaim(record: Record) -> None:
     if record.host_link and os.path.exists(f"/sys/class/net/{record.host_link}"):
         from hyjail.net import link
         link.reclaim(record.host_link)
+    nat = record.params.get("nat") if isinstance(record.params, dict) else None
+    if isinstance(nat, dict):
+        from hyjail.net import link
+        link.reclaim_nat(nat)  # its rules, and forwarding no other jail needs
     lan = record.params.get("lan") if isinstance(record.params, dict) else None
     if isinstance(lan, dict) and lan.get("mode") == "alias" and lan.get("added"):
         from hyjail.net import link

@@ -127,6 +127,20 @@ def _on_lan(ip: str, interface: str | None, gateway: str | None,
     return plain, lan.LanSpec((lan.check_interface(interface),), prefixes, gateway)
 
 
+def _check_uplink(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from hyjail.net.lan import check_interface
+    return check_interface(name, "--nat")
+
+
+def _published(given: tuple[str, ...]) -> tuple:
+    if not given:
+        return ()
+    from hyjail.net import nat
+    return tuple(nat.parse_publish(text) for text in given)
+
+
 def check_dns(servers: tuple[str, ...]) -> tuple[str, ...]:
     checked = []
     for server in servers:
@@ -249,6 +263,9 @@ class JailSpec:
     # On the LAN (hyjail.net.lan.LanSpec): its addresses on an interface of the host's, or
     # interfaces of its own (vnet), instead of a veth.
     lan: object | None = None
+    # Out through the host (--nat UPLINK, masqueraded) and in (--publish: hyjail.net.nat).
+    nat: str | None = None
+    publish: tuple = ()
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],
@@ -264,7 +281,8 @@ class JailSpec:
                cwd: str | None = None, read_only: bool = False,
                dns: tuple[str, ...] = (), interface: str | None = None,
                gateway: str | None = None,
-               vnet_interfaces: tuple[str, ...] | None = None) -> JailSpec:
+               vnet_interfaces: tuple[str, ...] | None = None, nat: str | None = None,
+               publish: tuple[str, ...] = ()) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one.
         environ: variables for the command, over a clean environment (the caller's TERM, and
         the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
@@ -309,6 +327,8 @@ class JailSpec:
             read_only=read_only,
             dns=check_dns(dns),
             lan=lan,
+            nat=_check_uplink(nat),
+            publish=_published(publish),
         )._checked()
 
     def _checked(self) -> JailSpec:

@@ -102,6 +102,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
             from hyjail.net import link
             undo.enter_context(link.attached(
                 record.host_link, jail.pid, spec.veth_addresses, spec.veth_host_addresses))
+            if spec.nat or spec.publish:
+                record = _out_and_in(spec, record, registry, undo)
         if lan:
             from hyjail.net import link
             made = undo.enter_context(link.on_lan(lan, None if lan["mode"] == "alias"
@@ -122,6 +124,22 @@ def run(spec: JailSpec, registry: Registry | None = None,
             relay = foreground.relay_of(fds, tty_fds, undo)
             return tracing.supervise(channel, relay, undo, pending)
         return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
+
+
+def _out_and_in(spec: JailSpec, record: Record, registry: Registry,
+                undo: contextlib.ExitStack) -> Record:
+    """--nat and --publish (`hyjail.net.nat`): kept in the record first (the helper does
+    only what it says), then asked for; undone at the jail's end."""
+    import dataclasses
+
+    from hyjail.net import link
+    wanted = {"jid": record.jid, "veth": record.host_link,
+              "addresses": [str(a) for a in spec.veth_addresses], "uplink": spec.nat,
+              "publish": [dataclasses.asdict(p) for p in spec.publish]}
+    record = registry.update(record, params={**record.params, "nat": wanted})
+    made = undo.enter_context(link.nat_and_ports(wanted))
+    return registry.update(record, params={**record.params, "nat": {
+        **wanted, "forwarded": made["forwarded"]}})
 
 
 def _name_servers(spec: JailSpec, record: Record, registry: Registry, namespaces) -> JailSpec:

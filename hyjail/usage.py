@@ -27,16 +27,37 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
+def network(record) -> str:
+    """How a jail is on the network, from its record: its veth, or its place on the LAN
+    (macvlan/ipvlan child, alias or vnet, on which interface), its NAT and published ports;
+    else `-` (its loopback, or the host's network with its tracer's rules)."""
+    params = record.params if isinstance(record.params, dict) else {}
+    lan, nat = params.get("lan"), params.get("nat")
+    if isinstance(lan, dict):
+        shown = f"{lan.get('kind') or lan.get('mode')}:{','.join(lan.get('interfaces', []))}"
+    else:
+        shown = f"veth:{record.host_link}" if record.host_link else "-"
+    if isinstance(nat, dict):
+        if nat.get("uplink"):
+            shown += f" nat:{nat['uplink']}"
+        for port in nat.get("publish", []):
+            where = f"{port['host_address']}:" if port.get("host_address") else ""
+            shown += f" {where}{port['host_port']}->{port['jail_port']}/{port['protocol']}"
+    return shown
+
+
 def table(jails: Iterable) -> Iterator[str]:
     """hyjail ls: a header, then a line per jail."""
     yield (f"{'JID':>5} {'NAME':<12} {'BACKEND':<7} {'PROCS':>5} {'MEM':>7} {'CPU':>9} "
-           f"{'OOM':>3} {'UPTIME':>9} {'HOSTNAME':<20} {'ADDRESSES':<24} PATH")
+           f"{'OOM':>3} {'UPTIME':>9} {'HOSTNAME':<20} {'ADDRESSES':<24} {'PATH':<20} "
+           f"NETWORK")
     for j in jails:
         r, used = j.record, j.usage()
         yield (f"{r.jid:>5} {r.name:<12} {r.backend:<7} {len(j.processes):>5} "
                f"{_size(used.memory):>7} {_seconds(used.cpu_seconds):>9} "
                f"{'-' if used.oom_kills is None else used.oom_kills:>3} {j.uptime:>8.0f}s "
-               f"{r.hostname:<20} {','.join(r.addresses):<24} {r.path}")
+               f"{r.hostname:<20} {','.join(r.addresses):<24} {r.path:<20} "
+               f"{network(r)}")
 
 
 def watch(iterations: int | None, delay: float, say: Callable[[str], None]) -> None:

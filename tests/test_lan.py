@@ -158,3 +158,36 @@ def _helpers(world: World) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_nat_reaches_beyond_the_host_and_publish_lets_the_lan_in(world, busybox_root):
+    """--nat wan: the jail fetches from a server beyond the host (which sees the host's
+    address); --publish 8080:80: the LAN reaches the jail's server at the host's address
+    (the server sees the LAN client). Forwarding is on only where hyjail needed it, a guard
+    keeps the uplink from forwarding anything else, and all of it goes with the jail."""
+    from world import INTERNET, LAN_HOST, WAN_HOST
+    server = world.popen(world.inet, "busybox", "httpd", "-f", "-vv", "-p", "80", "-h", "/etc")
+    jail = world.popen(world.host, *world.hyjail_argv(
+        "run", "--name", "natj", "--nat", "wan", "--publish", "8080:80", busybox_root, "natj",
+        "10.77.1.40", "/bin/sh", "-c",
+        f"timeout 10 wget -q -O /tmp/got http://{INTERNET}/hostname && echo fetched; "
+        + HTTPD.format(text="published") + " -vv"))
+    try:
+        assert _served(world, f"{LAN_HOST}:8080", "published")
+        assert jail.stdout.readline() == "fetched\n"
+        assert world.sh(world.host, "cat /proc/sys/net/ipv4/conf/wan/forwarding").stdout == "1\n"
+        rules = world.sh(world.host, "nft list table inet hyjail").stdout
+        assert "masquerade" in rules and "dnat ip to 10.77.1.40:80" in rules
+        assert 'iifname "wan" oifname != "hj*" ct state new drop' in rules  # the guard
+    finally:
+        jail.terminate()
+        _, jail_err = jail.communicate(timeout=30)
+        server.terminate()
+        _, server_err = server.communicate(timeout=10)
+    assert f"{WAN_HOST}]:" in server_err  # masqueraded: the server saw the host's address
+    assert re.search(rf"(^|\[::ffff:){re.escape(LAN_MACHINE)}\]?:\d+: url:/index.html",
+                     jail_err, re.M), jail_err
+    assert world.sh(world.host, "nft list tables").stdout == ""  # the table went too
+    for interface in ("wan", "uplink"):
+        assert world.sh(world.host, f"cat /proc/sys/net/ipv4/conf/{interface}/forwarding"
+                        ).stdout == "0\n"

@@ -42,34 +42,66 @@ def attached(name: str, init_pid: int, addresses: tuple[Address, ...],
             os.close(netns)
         yield
     finally:
-        helper.close()  # the helper deletes the link now
+        _let_go(helper)  # the helper deletes the link now
 
 
-@contextlib.contextmanager
-def on_lan(lan: dict, init_pid: int | None) -> Iterator[dict]:
+def on_lan(lan: dict, init_pid: int | None):
     """Put the jail on the LAN as its record's `lan` says (`hyjail.net.lan`; init_pid: the
     jail's pid 1, whose network namespace a child or vnet goes into); yields the helper's
     answer (the kind made, the aliases added). Undone when this context is left (or its
     process dies)."""
+    return _held({"lan": lan}, init_pid)
+
+
+def nat_and_ports(wanted: dict):
+    """The jail's masquerading and published ports as its record's `nat` says
+    (`hyjail.net.nat`); yields the helper's answer (the interfaces whose forwarding it
+    turned on). Undone when this context is left (or its process dies)."""
+    return _held({"nat": wanted}, None)
+
+
+@contextlib.contextmanager
+def _held(request: dict, init_pid: int | None) -> Iterator[dict]:
     helper = _connect()
     try:
         fds = []
         if init_pid is not None:
             fds.append(os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
         try:
-            answer = _ask(helper, {"lan": lan}, fds)
+            answer = _ask(helper, request, fds)
         finally:
             for fd in fds:
                 os.close(fd)
         yield answer
     finally:
-        helper.close()  # the helper undoes it now
+        _let_go(helper)  # the helper undoes it now
+
+
+def _let_go(helper: socket.socket, wait: float = 10.0) -> None:
+    """Tell the helper the jail is done and wait (a while) until it has undone what it
+    made, so that a jail that has ended leaves nothing behind it; had this process died
+    instead, the helper would undo it all the same."""
+    try:
+        helper.shutdown(socket.SHUT_WR)
+        helper.settimeout(wait)
+        while helper.recv(64):
+            pass
+    except OSError:
+        pass
+    finally:
+        helper.close()
 
 
 def reclaim_lan(lan: dict) -> None:
     """Remove the aliases a jail whose supervisor is gone left on the LAN's interface."""
     with _connect() as helper:
         _ask(helper, {"reclaim_lan": lan}, [])
+
+
+def reclaim_nat(wanted: dict) -> None:
+    """Remove the rules (and forwarding) a jail whose supervisor is gone left."""
+    with _connect() as helper:
+        _ask(helper, {"reclaim_nat": wanted}, [])
 
 
 def reclaim(name: str) -> None:

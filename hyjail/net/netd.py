@@ -82,6 +82,8 @@ class Helper:
                 raise PermissionError("only root's jails have a veth")
             if "lan" in request or "reclaim_lan" in request:
                 return self._lan(connection, pid, request, fds)
+            if "nat" in request or "reclaim_nat" in request:
+                return self._nat(connection, pid, request)
             name = request.get("attach", request.get("reclaim", ""))
             if not _HOST_LINK.fullmatch(name):  # never any other interface of the host's
                 raise PermissionError(f"{name!r}: not a jail's link (hj<JID>h)")
@@ -145,6 +147,43 @@ class Helper:
             elif mode == "alias":
                 lanlink.remove_aliases(interfaces[0], added)
 
+    def _nat(self, connection: socket.socket, pid: int, request: dict) -> None:
+        """A jail's way out and in (`hyjail.net.nat`): as the asking supervisor's record
+        says, undone when its connection closes; a dead jail's, for `hyjail gc`."""
+        from hyjail.net import nat
+        if "reclaim_nat" in request:
+            wanted = request["reclaim_nat"]
+            if not any(r.jid == wanted["jid"] for r in _records()):
+                with self.lock:
+                    _undo_nat(wanted)
+            connection.send(b'{"ok": true}')
+            return
+        wanted = request["nat"]
+        if not _supervises_nat(pid, wanted):
+            raise PermissionError("not the asking supervisor's jail's nat or published ports")
+        published = [nat.Published(**p) for p in wanted.get("publish", [])]
+        with self.lock:  # the table and the forwarding settings are shared by every jail
+            turned_on = []
+            try:
+                script = nat.rules(wanted["jid"], wanted["veth"], wanted["addresses"],
+                                   wanted.get("uplink"), published)
+                for interface in _crossed(wanted, published):
+                    if not nat.forwarding(interface):
+                        nat.set_forwarding(interface, True)
+                        turned_on.append(interface)
+                        if interface != wanted["veth"]:
+                            script += nat.guard(interface)
+                    elif _forwarded_by_us(interface):
+                        turned_on.append(interface)  # another jail's doing: ours too now
+                nat.run(script)
+            except BaseException:
+                _undo_nat({**wanted, "forwarded": turned_on})
+                raise
+        connection.send(json.dumps({"ok": True, "forwarded": turned_on}).encode())
+        _until_closed(connection)
+        with self.lock:
+            _undo_nat({**wanted, "forwarded": turned_on})
+
     def attach(self, name: str, netns_fd: int, request: dict) -> None:
         from hyjail.net import veth
         addresses = tuple(ipaddress.ip_address(a) for a in request["addresses"])
@@ -186,6 +225,55 @@ def _supervises_lan(pid: int, lan: dict) -> bool:
             return (kept.get("mode"), kept.get("interfaces"), kept.get("addresses")) == (
                 lan.get("mode"), lan.get("interfaces"), lan.get("addresses"))
     return False
+
+
+def _supervises_nat(pid: int, wanted: dict) -> bool:
+    for record in _records():
+        kept = record.params.get("nat") if isinstance(record.params, dict) else None
+        if record.supervisor_pid == pid and isinstance(kept, dict):
+            same = ("jid", "veth", "addresses", "uplink", "publish")
+            return record.jid == wanted.get("jid") and record.host_link == wanted.get("veth") \
+                and all(kept.get(k) == wanted.get(k) for k in same)
+    return False
+
+
+def _crossed(wanted: dict, published) -> list[str]:
+    """The interfaces the jail's traffic is forwarded in through: its veth, the uplink
+    (replies), and where its published ports are reached (the interface holding the
+    address, or every one with an address)."""
+    from pyroute2 import IPRoute
+    crossed = [wanted["veth"], *([wanted["uplink"]] if wanted.get("uplink") else [])]
+    if published:
+        with IPRoute() as ipr:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            for message in ipr.get_addr():
+                name = names.get(message["index"], "")
+                address = message.get_attr("IFA_ADDRESS")
+                if name == "lo" or _HOST_LINK.fullmatch(name) or name in crossed:
+                    continue
+                if any(p.host_address in (None, address) for p in published):
+                    crossed.append(name)
+    return crossed
+
+
+def _forwarded_by_us(interface: str) -> bool:
+    return any(interface in (r.params.get("nat") or {}).get("forwarded", [])
+               for r in _records() if isinstance(r.params, dict))
+
+
+def _undo_nat(wanted: dict) -> None:
+    """A jail's rules gone; forwarding off, with its guard, where hyjail turned it on and no
+    other live jail needs it."""
+    from hyjail.net import nat
+    nat.remove_jail(wanted["jid"])
+    for interface in wanted.get("forwarded", []):
+        others = [r for r in _records() if r.jid != wanted["jid"] and interface in
+                  ((r.params.get("nat") or {}) if isinstance(r.params, dict) else {})
+                  .get("forwarded", [])]
+        if not others:
+            with contextlib.suppress(OSError):
+                nat.set_forwarding(interface, False)
+            nat.remove(f"hyjail forwarding of {interface}")
 
 
 def _lan_held(lan: dict) -> bool:

@@ -25,7 +25,7 @@ from hyjail.errors import SetupError
 from hyjail.record import STATE_DIR
 
 _SOCKET = "socket"  # the helper's socket, inside its rendezvous directory
-_CODE = ("netd.py", "veth.py", "link.py", "rendezvous.py", "lanlink.py")
+_CODE = ("netd.py", "veth.py", "link.py", "rendezvous.py", "lanlink.py", "nat.py")
 
 
 def weakened() -> bool:
