@@ -191,3 +191,47 @@ def test_nat_reaches_beyond_the_host_and_publish_lets_the_lan_in(world, busybox_
     for interface in ("wan", "uplink"):
         assert world.sh(world.host, f"cat /proc/sys/net/ipv4/conf/{interface}/forwarding"
                         ).stdout == "0\n"
+
+
+def test_gc_takes_the_rules_and_forwarding_a_killed_jail_left(world, busybox_root):
+    started = world.hyjail("run", "--persist", "--name", "natk", "--nat", "wan", "--publish",
+                           "8081:80", busybox_root, "natk", "10.77.1.41")
+    assert started.returncode == 0, started.stderr
+    supervisor = _listed(world, "natk")["supervisor_pid"]
+    for pid in _helpers(world):
+        os.kill(pid, signal.SIGKILL)  # nobody undoes the rules now
+    os.kill(supervisor, signal.SIGKILL)
+    time.sleep(0.5)
+    assert "hyjail" in world.sh(world.host, "nft list tables").stdout
+    assert world.hyjail("gc").returncode == 0
+    assert world.sh(world.host, "nft list tables").stdout == ""
+    for interface in ("wan", "uplink"):
+        assert world.sh(world.host, f"cat /proc/sys/net/ipv4/conf/{interface}/forwarding"
+                        ).stdout == "0\n"
+
+
+@pytest.mark.parametrize("backend", backends("ns", "trace"))
+def test_a_jail_on_the_lan_has_its_address_only(world, probe_root, backend):
+    """It binds no other address, and reaches the host's own services on the host's other
+    addresses no more than a LAN machine could (a macvlan never reaches its parent; the
+    tracer refuses the host's own addresses), while the LAN machine's are in reach."""
+    host_service = world.popen(world.host, "busybox", "httpd", "-f", "-p",
+                               "10.77.100.1:8090", "-h", "/etc")
+    lan_service = world.popen(world.lan, "busybox", "httpd", "-f", "-p", "8090", "-h", "/etc")
+    try:
+        time.sleep(0.3)
+        done = world.hyjail("run", "--backend", backend, "--interface", "uplink", probe_root,
+                            "lanp", "10.77.100.12", "/bin/hjprobe", "lanp", "64",
+                            "bind:10.77.100.99", "bind:10.77.100.12",
+                            "connect:10.77.100.1:8090", f"connect:{LAN_MACHINE}:8090",
+                            timeout=120)
+        assert done.returncode == 0, done.stderr
+        got = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    finally:
+        for server in (host_service, lan_service):
+            server.kill()
+            server.wait()
+    assert got["bind:10.77.100.99"] == "EADDRNOTAVAIL"
+    assert got["bind:10.77.100.12"] == "10.77.100.12"
+    assert got["connect:10.77.100.1:8090"] in ("ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH")
+    assert got[f"connect:{LAN_MACHINE}:8090"] == "10.77.100.12"  # its own address, seen

@@ -152,7 +152,24 @@ def _jail_address(call: Call, ip: str, *, binding: bool) -> str | int:
         return str(own[0]) if own else -errno.EADDRNOTAVAIL
     if binding and addr not in own:
         return -errno.EADDRNOTAVAIL
+    if call.jail.on_lan and _the_hosts_own(addr):
+        return -errno.ECONNREFUSED  # a jail on the LAN reaches the host as the LAN does not
     return ip
+
+
+def _the_hosts_own(addr) -> bool:
+    """Whether addr is an address of the host's (it can be bound here) that no live jail
+    holds: a jail on the LAN as aliases shares the host's stack, where the host's services
+    answer on every address of the host's. Another jail's address stays reachable, as on
+    FreeBSD."""
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(addr), 0))
+        except OSError:
+            return False  # not the host's
+    from hyjail.record import supervised
+    return not any(str(addr) in r.addresses for r in supervised())
 
 
 def _source_for(call: Call, sock: socket.socket, destination: str | None = None) -> int:

@@ -50,6 +50,9 @@ class JailState:
         self.hostname = hostname
         self.addresses = addresses  # ipaddress objects: the jail's own (R3)
         self.inherited = inherited  # IP versions whose every host address is the jail's
+        # On the LAN as aliases of the host's interface (hyjail.net.lan): the host's other
+        # addresses are out of its reach, as they are a LAN machine's.
+        self.on_lan = False
         self.domainname = domainname or "(none)"
         self.osrelease = osrelease or os.uname().release  # FreeBSD's osrelease, else the host's
         self.allowed = allowed

@@ -133,6 +133,7 @@ class Tracing:
                               domainname=spec.domainname, osrelease=spec.osrelease,
                               inherited=spec.inherit_ip)
         self.jail.unix_stand_in = enforcement.unix_stand_in(plan)
+        self.jail.on_lan = spec.lan is not None
         if plan.kind == "hybrid":
             self.jail.init = first
         try:
