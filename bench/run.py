@@ -12,10 +12,14 @@ round that is thrown away) and reports medians and ratios measured in the same r
   scale    N jails with their own addresses started at once (N = 1, 10, 50, 100): the time until
            all run, per jail, and the memory (PSS) of hyjail's own processes per jail;
   network  requests per second from wrk to busybox httpd in a jail at its address, and to the
-           same server on the host's loopback.
+           same server on the host's loopback;
+  lan      requests per second from wrk on a LAN machine to busybox httpd in a jail on the LAN
+           (macvlan, --interface) and to the same server on the host, in a network of the
+           bench's own (tests/world.py: namespaces that play the host and a LAN machine).
 --readme rewrites the README's results between its bench markers, with the machine it ran on.
 Network safety (SPEC section 4): jails use 10.77.209.0/24-10.77.212.0/24 behind their own veths,
-or 127.77.210.0/24; traffic goes only to those jails' own addresses.
+or 127.77.210.0/24; traffic goes only to those jails' own addresses, or stays inside the
+bench's own network namespaces (lan).
 """
 
 from __future__ import annotations
@@ -166,10 +170,7 @@ def scale_scenario(root: str, counts: tuple[int, ...] = SCALE) -> dict:
 def network_scenario(root: str, rounds: int) -> dict:
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
-    www = os.path.join(root, "www")
-    os.makedirs(www, exist_ok=True)
-    with open(os.path.join(www, "index.html"), "w") as f:
-        f.write("hello from a jail\n" * 20)
+    _www(root)
     servers = {
         "hyjail ns": ([*peers.HYJAIL, "run", "--backend", "ns", "--host-ip", peers.HOST_IP, root,
                        "web", peers.JAIL_IP], peers.JAIL_IP),
@@ -196,6 +197,56 @@ def network_scenario(root: str, rounds: int) -> dict:
                     server.wait()
     medians = {name: statistics.median(values) for name, values in rps.items()}
     return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host loopback"], 2)}
+            for name, m in medians.items()}
+
+
+def _www(root: str) -> None:
+    """The page the servers serve: /www/index.html in the root."""
+    www = os.path.join(root, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello from a jail\n" * 20)
+
+
+def lan_scenario(root: str, rounds: int) -> dict:
+    """wrk on the LAN machine of a network of the bench's own, against the jail on the LAN
+    (macvlan) and against the same server on the host itself."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    _www(root)
+    sys.path.insert(0, os.path.join(os.path.dirname(peers.BENCH), "tests"))
+    from world import LAN_HOST, World
+    jail_ip = "10.77.100.50"
+    with World() as world:
+        servers = {
+            "hyjail ns macvlan": ([*world.enter(world.host), *peers.HYJAIL, "run",
+                                   "--interface", "uplink", root, "web", jail_ip], jail_ip),
+            "host": ([*world.enter(world.host), "chroot", root], LAN_HOST),
+        }
+        rps: dict[str, list[float]] = {name: [] for name in servers}
+        for n in range(rounds + 1):
+            for name, (prefix, ip) in servers.items():
+                with subprocess.Popen([*prefix, "/bin/busybox", "httpd", "-f", "-p",
+                                       f"{ip}:8080", "-h", "/www"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) as server:
+                    try:
+                        url = f"http://{ip}:8080/index.html"
+                        deadline = time.monotonic() + 20
+                        while world.fetch(world.lan, url, 2) == "":
+                            if time.monotonic() > deadline or server.poll() is not None:
+                                raise RuntimeError(f"no server answered at {url}")
+                            time.sleep(0.05)
+                        out = subprocess.run([*world.enter(world.lan), "wrk", "-t2", "-c16",
+                                              "-d3s", url], capture_output=True, text=True,
+                                             check=True).stdout
+                        if n:
+                            rps[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)",
+                                                             out).group(1)))
+                    finally:
+                        server.terminate()
+                        server.wait()
+    medians = {name: statistics.median(values) for name, values in rps.items()}
+    return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host"], 2)}
             for name, m in medians.items()}
 
 
@@ -266,13 +317,18 @@ def as_text(results: dict, rounds: int) -> str:
         lines += [f"    {r['jails']:>5} {r['started']:>8} {r['total_s']:>8.2f} "
                   f"{r['per_jail_ms']:>12.1f} {_x(r['x_single']):>9} "
                   f"{r['pss_per_jail_mib']:>13.1f}" for r in results["scale"].values()]
-    if "network" in results:
-        lines += ["", "HTTP requests per second (wrk, 16 connections, busybox httpd):", ""]
-        if "skipped" in results["network"]:
-            lines.append(f"    skipped: {results['network']['skipped']}")
+    for key, title in (("network", "HTTP requests per second (wrk, 16 connections, busybox "
+                                   "httpd):"),
+                       ("lan", "HTTP requests per second from a LAN machine (wrk, 16 "
+                               "connections, busybox httpd; a network of the bench's own):")):
+        if key not in results:
+            continue
+        lines += ["", title, ""]
+        if "skipped" in results[key]:
+            lines.append(f"    skipped: {results[key]['skipped']}")
         else:
-            lines += [f"    {name:<16} {row['requests_per_s']:>9}  {_x(row['x_host'])} host"
-                      for name, row in results["network"].items()]
+            lines += [f"    {name:<18} {row['requests_per_s']:>9}  {_x(row['x_host'])} host"
+                      for name, row in results[key].items()]
     return "\n".join(lines)
 
 
@@ -294,7 +350,7 @@ def write_readme(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scenarios", default="start,inside,scale,network")
+    parser.add_argument("--scenarios", default="start,inside,scale,network,lan")
     parser.add_argument("--scale", default=",".join(map(str, SCALE)),
                         help="How many jails at once, in turn (default %(default)s).")
     parser.add_argument("--json", action="store_true")
@@ -314,6 +370,8 @@ def main() -> None:
             results["scale"] = scale_scenario(root, tuple(int(n) for n in args.scale.split(",")))
         if "network" in wanted:
             results["network"] = network_scenario(root, 3)
+        if "lan" in wanted:
+            results["lan"] = lan_scenario(root, 3)
     text = as_text(results, args.rounds)
     print(json.dumps(results, indent=1) if args.json else text)
     if args.readme:
