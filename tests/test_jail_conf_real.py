@@ -12,8 +12,9 @@ removes it.
 Adapted, each with why: paths (the test's own directories), addresses (10.77.0.0/16: test
 network safety, SPEC section 4), `interface = em0`/`bastille0` lines dropped (this host has
 no such interface, and the jails here sit on their veths; with the line, the refusal is one
-line, tested here; tests/test_lan.py puts jails on a LAN), and the blueprint's `mount -t nullfs -o ro` hooks written as
-Linux's `mount --bind -o ro` (mount_nullfs is FreeBSD's bind mount).
+line, tested here; tests/test_lan.py puts jails on a LAN), and the blueprint's
+`mount -t nullfs -o ro` hooks written as Linux's `mount --bind -o ro` (mount_nullfs is
+FreeBSD's bind mount).
 """
 
 from __future__ import annotations
