@@ -206,8 +206,8 @@ def host_source(source: str, parameter: str) -> str:
                                linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS))
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.EXDEV):
-            raise SetupError(f"{parameter}: {source}: a symbolic link on its path (give the "
-                             f"path it leads to: {os.path.realpath(source)})") from None
+            raise SetupError(f"{parameter}: {source}: a symbolic link on its path"
+                             f"{_leads_to(source)}") from None
         raise SetupError(f"{parameter}: {source}: {e.strerror}") from None
     _refuse_host_state(source, parameter)
     return source
@@ -242,6 +242,14 @@ def _flags(options: list[str], data_keys: tuple[str, ...], parameter: str) -> di
             raise SetupError(f"{parameter}: option {option}: not one hyjail knows (ro, rw, "
                              f"noexec, {known})")
     return flags
+
+
+def _leads_to(source: str) -> str:
+    """A hint: where the symlinked path leads now (nothing, if it changes while we look)."""
+    try:
+        return f" (give the path it leads to: {os.path.realpath(source, strict=True)})"
+    except OSError:
+        return ""
 
 
 def _refuse_host_state(source: str, parameter: str) -> None:
