@@ -235,3 +235,32 @@ def test_a_jail_on_the_lan_has_its_address_only(world, probe_root, backend):
     assert got["bind:10.77.100.12"] == "10.77.100.12"
     assert got["connect:10.77.100.1:8090"] in ("ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH")
     assert got[f"connect:{LAN_MACHINE}:8090"] == "10.77.100.12"  # its own address, seen
+
+
+def test_an_address_held_by_another_jail_is_refused(world, busybox_root):
+    first = world.hyjail("run", "--persist", "--name", "one", "--interface", "uplink",
+                         busybox_root, "one", "10.77.100.20")
+    assert first.returncode == 0, first.stderr
+    try:
+        second = world.hyjail("run", "--backend", "trace", "--interface", "uplink",
+                              busybox_root, "two", "10.77.100.20", "/bin/true")
+        assert second.returncode == 125 and second.stderr.count("\n") == 1, second.stderr
+        assert "10.77.100.20: already held by running jail one" in second.stderr
+    finally:
+        world.hyjail("stop", "one")
+    assert "10.77.100.20" not in world.sh(world.host, "ip -o addr").stdout
+
+
+def test_a_restarted_jail_is_the_same_machine_to_the_lan(world, busybox_root):
+    """Its MAC comes from its address: the LAN's neighbour cache still holds after a
+    restart (a new random MAC would leave the jail unreachable until the entry expires)."""
+    for turn in range(2):
+        jail = world.popen(world.host, *world.hyjail_argv(
+            "run", "--interface", "uplink", busybox_root, "mac", "10.77.100.30", "/bin/sh",
+            "-c", HTTPD.format(text=f"turn{turn}")))
+        try:
+            assert _served(world, "10.77.100.30", f"turn{turn}", timeout=5)
+        finally:
+            jail.terminate()
+            jail.communicate(timeout=30)
+    assert "02:68:0a:4d:64:1e" in world.sh(world.lan, "ip neigh show 10.77.100.30").stdout

@@ -85,17 +85,27 @@ def _configure_inside(netns_fd: int, name: str, addresses: list[Interface],
             jail.route("add", dst=default, gateway=gateway, oif=index)
 
 
+def mac_for(address: Interface) -> str:
+    """A jail's MAC on the LAN, from its address (locally administered, 02:68 then the last
+    four bytes): the same jail again at the same address is the same machine to the LAN,
+    whose neighbour caches would otherwise lose it for as long as their entries live."""
+    tail = address.ip.packed[-4:]
+    return "02:68:" + ":".join(f"{b:02x}" for b in tail)
+
+
 def attach_child(interface: str, netns_fd: int, given: list[str], gateway: str | None
                  ) -> str:
     """The jail's own child of interface, in its namespace; returns the kind made."""
     with IPRoute() as host:
         index = _index(host, interface)
         addresses = resolve(host, index, given)
+        mac = {"address": mac_for(addresses[0])} if addresses else {}
         kind = None
         for candidate, options in CHILD_KINDS:
             try:
                 host.link("add", ifname=JAIL_LINK_NAME, kind=candidate, link=index,
-                          net_ns_fd=netns_fd, **options)
+                          net_ns_fd=netns_fd, **options,
+                          **(mac if candidate == "macvlan" else {}))
             except NetlinkError as e:
                 if e.code == errno.EOPNOTSUPP:
                     continue
