@@ -264,3 +264,14 @@ def test_a_restarted_jail_is_the_same_machine_to_the_lan(world, busybox_root):
             jail.terminate()
             jail.communicate(timeout=30)
     assert "02:68:0a:4d:64:1e" in world.sh(world.lan, "ip neigh show 10.77.100.30").stdout
+
+
+def test_an_ipv6_jail_on_the_lan(world, busybox_root):
+    jail = world.popen(world.host, *world.hyjail_argv(
+        "run", "--interface", "uplink", busybox_root, "six", "fd77:100::5/64", "/bin/sh", "-c",
+        HTTPD.format(text="six")))
+    try:
+        assert _served(world, "[fd77:100::5]", "six")
+    finally:
+        jail.terminate()
+        jail.communicate(timeout=30)
