@@ -275,3 +275,21 @@ def test_an_ipv6_jail_on_the_lan(world, busybox_root):
     finally:
         jail.terminate()
         jail.communicate(timeout=30)
+
+
+def test_a_vnet_interface_comes_back_after_its_supervisor_is_killed(world, busybox_root):
+    world.sh(world.host, "ip link add vk0 type veth peer name vk1")
+    started = world.run(
+        *world.enter(world.host), os.path.join(BIN, "jail"), "-c", "name=vk",
+        f"path={busybox_root}", "vnet", "vnet.interface=vk0", "ip4.addr=10.77.150.3/24",
+        "persist")
+    assert started.returncode == 0, started.stderr
+    assert "vk0" not in world.sh(world.host, "ip -o link").stdout
+    os.kill(_listed(world, "vk")["supervisor_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while "vk0" not in world.sh(world.host, "ip -o link").stdout:
+        assert time.monotonic() < deadline, "vk0 did not come back"
+        time.sleep(0.1)
+    assert world.hyjail("gc").returncode == 0
+    assert "10.77.150.3" not in world.sh(world.host, "ip -o addr").stdout
+    assert world.hyjail("ls", "--json").stdout.strip() == "[]"
