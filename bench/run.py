@@ -182,6 +182,15 @@ def network_scenario(root: str, rounds: int) -> dict:
                                     _nth(peers.TRACE_IP, n)], _nth(peers.TRACE_IP, n)),
         "host loopback": lambda n: (["chroot", root], _nth("127.0.0.2", n)),
     }
+    medians = _wrk_rounds(servers, rounds, lambda ip, server: _wait_for(ip, 8080, server), [])
+    return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host loopback"], 2)}
+            for name, m in medians.items()}
+
+
+def _wrk_rounds(servers: dict, rounds: int, wait, client: list[str]) -> dict[str, float]:
+    """Median requests/s of wrk (run under the `client` prefix) against busybox httpd served
+    by each of `servers`: name -> (n -> (prefix, address)), a fresh address each round so no
+    round's TIME_WAIT sockets slow the next. Round 0 warms up and is not counted."""
     rps: dict[str, list[float]] = {name: [] for name in servers}
     for n in range(rounds + 1):
         for name, made in servers.items():
@@ -190,8 +199,8 @@ def network_scenario(root: str, rounds: int) -> dict:
                                    "-h", "/www"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) as server:
                 try:
-                    _wait_for(ip, 8080, server)
-                    out = subprocess.run(["wrk", "-t2", "-c16", "-d3s",
+                    wait(ip, server)
+                    out = subprocess.run([*client, "wrk", "-t2", "-c16", "-d3s",
                                           f"http://{ip}:8080/index.html"],
                                          capture_output=True, text=True, check=True).stdout
                     if n:
@@ -200,9 +209,7 @@ def network_scenario(root: str, rounds: int) -> dict:
                 finally:
                     server.terminate()
                     server.wait()
-    medians = {name: statistics.median(values) for name, values in rps.items()}
-    return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host loopback"], 2)}
-            for name, m in medians.items()}
+    return {name: statistics.median(values) for name, values in rps.items()}
 
 
 def _nth(address: str, n: int) -> str:
@@ -232,34 +239,21 @@ def lan_scenario(root: str, rounds: int) -> dict:
         # host does on its loopback: a round's closed connections do not slow the next.
         world.sh(world.lan, "sysctl -qw net.ipv4.tcp_tw_reuse=1")
         servers = {
-            "hyjail ns macvlan": ([*world.enter(world.host), *peers.HYJAIL, "run",
-                                   "--interface", "uplink", root, "web", "10.77.100.50"],
-                                  "10.77.100.50"),
-            "host": ([*world.enter(world.host), "chroot", root], LAN_HOST),
+            "hyjail ns macvlan": lambda n: ([*world.enter(world.host), *peers.HYJAIL, "run",
+                                             "--interface", "uplink", root, "web",
+                                             "10.77.100.50"], "10.77.100.50"),
+            "host": lambda n: ([*world.enter(world.host), "chroot", root], LAN_HOST),
         }
-        rps: dict[str, list[float]] = {name: [] for name in servers}
-        for n in range(rounds + 1):
-            for name, (prefix, ip) in servers.items():
-                with subprocess.Popen([*prefix, "/bin/busybox", "httpd", "-f", "-p",
-                                       f"{ip}:8080", "-h", "/www"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL) as server:
-                    try:
-                        url = f"http://{ip}:8080/index.html"
-                        deadline = time.monotonic() + 20
-                        while world.fetch(world.lan, url, 2) == "":
-                            if time.monotonic() > deadline or server.poll() is not None:
-                                raise RuntimeError(f"no server answered at {url}")
-                            time.sleep(0.05)
-                        out = subprocess.run([*world.enter(world.lan), "wrk", "-t2", "-c16",
-                                              "-d3s", url], capture_output=True, text=True,
-                                             check=True).stdout
-                        if n:
-                            rps[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)",
-                                                             out).group(1)))
-                    finally:
-                        server.terminate()
-                        server.wait()
-    medians = {name: statistics.median(values) for name, values in rps.items()}
+
+        def answered(ip: str, server: subprocess.Popen) -> None:
+            url = f"http://{ip}:8080/index.html"
+            deadline = time.monotonic() + 20
+            while world.fetch(world.lan, url, 2) == "":
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"no server answered at {url}")
+                time.sleep(0.05)
+
+        medians = _wrk_rounds(servers, rounds, answered, world.enter(world.lan))
     return {name: {"requests_per_s": round(m), "x_host": round(m / medians["host"], 2)}
             for name, m in medians.items()}
 
