@@ -50,17 +50,31 @@ _VALUE = re.compile(r"[0-9A-Za-z%]+\Z")  # a tmpfs option's value: 64m, 1777, 50
 class JailMount:
     """One file system added to the jail's tree, in its own mount namespace. Always nosuid
     and nodev (a jail gets no device node nor setuid binary from the host this way)."""
-    kind: str  # "bind" (source: a host path, resolved) or "tmpfs"
+    # "bind" (source: a host path, resolved) or "tmpfs"; an OCI container's also "mqueue"
+    # (a POSIX message queue file system of its IPC namespace), "mask" (hidden under
+    # /dev/null or an empty tmpfs) and "readonly" (bound onto itself, read-only).
+    kind: str
     target: str  # relative to the jail's root, normalized, never "" or above it
     source: str = ""
     read_only: bool = False
     recursive: bool = False  # rbind: the mounts beneath the source too
     noexec: bool = False
     data: str = ""  # tmpfs: size=,mode=,... as the kernel takes them
+    # An OCI container's: the mount point is resolved as the jail resolves it (a symlink
+    # of the image's followed inside its root), and made if missing, as runc does; else it
+    # must be there, with no symlink on its way.
+    create: bool = False
 
     def describe(self) -> str:
-        what = self.source if self.kind == "bind" else "tmpfs"
+        what = self.source if self.kind == "bind" else self.kind
         return f"{what} on /{self.target}"
+
+    @property
+    def after_own(self) -> bool:
+        """Made after the jail's own /proc, /dev and /sys: a container's mounts there (its
+        /dev/shm, /dev/mqueue) and its masked and read-only paths."""
+        return self.kind in ("mask", "readonly") or any(
+            self.target == own or self.target.startswith(own + "/") for own in OWN)
 
 
 def from_lines(lines: Iterable[str], root_given: str, root: str, parameter: str = "mount"

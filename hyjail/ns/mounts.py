@@ -108,6 +108,7 @@ class Mount:
     target: str  # relative to the new root
     flags: int = 0
     data: str | None = None
+    create: bool = False  # resolved in the root, made if missing (`fstab.JailMount.create`)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,15 @@ class BindHost:
     target: str
     flags: int = 0
     recursive: bool = False
+    create: bool = False  # resolved in the root, made if missing (`fstab.JailMount.create`)
+
+
+@dataclass(frozen=True)
+class MakePoint:
+    """An OCI container's mount point, made (beneath the root, as the jail resolves it)
+    before a read-only root would refuse it."""
+    target: str
+    directory: bool
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,7 @@ class PivotRoot:
 
 
 Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
-             | BindHost | ReadOnlyRoot | PivotRoot)
+             | BindHost | MakePoint | ReadOnlyRoot | PivotRoot)
 
 # What a read-only root still gets writable, as fresh tmpfs (where the root has them and the
 # administrator's own mounts do not take their place): podman's and nspawn's choice.
@@ -186,12 +196,14 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
     if read_only:
         given = {mount.target for mount in added}
+        ops += [MakePoint(mount.target, mount.kind != "bind" or os.path.isdir(mount.source))
+                for mount in added if mount.create and not mount.after_own]
         ops.append(ReadOnlyRoot())
         ops += [Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC, data)
                 for where, data in WRITABLE
                 if where not in given and os.path.isdir(os.path.join(path, where))
                 and not os.path.islink(os.path.join(path, where))]
-    ops += [_added(mount) for mount in added]
+    ops += [_added(mount) for mount in added if not mount.after_own]
     # A root without a /proc or /dev directory (FreeBSD's jail of an empty directory, or
     # mount.procfs/mount.devfs off there) gets none: nothing is made in the user's tree.
     # A symlink there is still refused by carry_out, not skipped.
@@ -212,6 +224,7 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
             thermal = sorted(os.path.relpath(found, "/sys")
                              for found in glob.glob(os.path.join("/sys", _SYS_THERMAL)))
             ops += [Mask(f"sys/{name}") for name in (*SYS_MASKED, *thermal)]
+    ops += [_added(mount) for mount in added if mount.after_own]
     for inside in host_state_within(path, state_dir, weakened):
         # A jail over the host tree must not see or edit the host's state.
         ops.append(Mount("tmpfs", inside, _NODEV_NOSUID_NOEXEC | MS_RDONLY, "size=4k"))
@@ -224,8 +237,12 @@ def _added(mount) -> Operation:
     flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if mount.read_only else 0) | (
         MS_NOEXEC if mount.noexec else 0)
     if mount.kind == "bind":
-        return BindHost(mount.source, mount.target, flags, mount.recursive)
-    return Mount("tmpfs", mount.target, flags, mount.data or None)
+        return BindHost(mount.source, mount.target, flags, mount.recursive, mount.create)
+    if mount.kind == "mask":
+        return Mask(mount.target)
+    if mount.kind == "readonly":
+        return ReadOnly(mount.target)
+    return Mount(mount.kind, mount.target, flags, mount.data or None, mount.create)
 
 
 def _dev(devices: tuple[str, ...], terminals: bool) -> list[Operation]:
@@ -277,6 +294,8 @@ def _fd_path(fd: int) -> str:
 # Every lookup under the root: never above it, never through a symlink or a magic link.
 _BENEATH = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
 _AT_FDCWD = -100
+# An OCI container's mount points: its image's symlinks followed, clamped to its root.
+_IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
 
 def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
@@ -302,6 +321,7 @@ class _Setup:
         self.path = ""  # the root's host path, for messages only
         self.root = -1
         self.made: dict[str, int] = {}  # root-relative target -> fd of the root of what we made
+        self.in_root: set[str] = set()  # targets resolved as the jail resolves them (`_point`)
 
     def close(self) -> None:
         for fd in (self.root, *self.made.values()):
@@ -346,6 +366,39 @@ class _Setup:
     def open(self, target: str, flags: int = os.O_PATH) -> int:
         return self._open_at(*self._where(target), flags)
 
+    def _point(self, target: str, flags: int, create: bool, directory: bool) -> int:
+        """A mount point. An OCI container's (create) is resolved as the jail resolves it
+        (the image's symlinks followed, clamped to the root) and made if missing, each
+        missing directory by name in its opened parent (runc's way); else it must be there,
+        with no symlink on its way."""
+        if not create or self.follow:
+            return self.open(target, flags)
+        self.in_root.add(target)
+        base, rel = self._where(target)
+        try:
+            return linux.openat2(base, rel, flags, _IN_ROOT)
+        except FileNotFoundError:
+            pass
+        parts = rel.split("/")
+        for depth in range(1, len(parts) + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.close(linux.openat2(base, "/".join(parts[:depth]), os.O_PATH, _IN_ROOT))
+                continue
+            parent = linux.openat2(base, "/".join(parts[:depth - 1]) or ".",
+                                   os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+            try:
+                name = parts[depth - 1]
+                if depth == len(parts) and not directory:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=parent))
+                else:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+            except FileExistsError:
+                pass
+            finally:
+                os.close(parent)
+        return linux.openat2(base, rel, flags, _IN_ROOT)
+
     @contextlib.contextmanager
     def parent(self, target: str):
         """(fd of target's directory, target's last component), for making target there."""
@@ -372,8 +425,8 @@ class _Setup:
                         raise
                 finally:
                     os.close(fd)
-            case Mount(fstype, target, flags, data):
-                self._mount(fstype, target, flags, data)
+            case Mount(fstype, target, flags, data, create):
+                self._mount(fstype, target, flags, data, create)
             case ReadOnly(target) | Mask(target):
                 try:
                     fd = self.open(target)
@@ -407,8 +460,10 @@ class _Setup:
             case Symlink(value, target):
                 with self.parent(target) as (parent, name):
                     os.symlink(value, name, dir_fd=parent)
-            case BindHost(source, target, flags, recursive):
-                self._bind_host(source, target, flags, recursive)
+            case BindHost(source, target, flags, recursive, create):
+                self._bind_host(source, target, flags, recursive, create)
+            case MakePoint(target, directory):
+                os.close(self._point(target, os.O_PATH, True, directory))
             case ReadOnlyRoot():
                 try:
                     newmount.restrict(self.root, MS_RDONLY, recursive=True)
@@ -451,8 +506,9 @@ class _Setup:
             os.close(state)
             os.close(source)
 
-    def _mount(self, fstype: str, target: str, flags: int, data: str | None) -> None:
-        point = self.open(target, os.O_PATH | os.O_DIRECTORY)
+    def _mount(self, fstype: str, target: str, flags: int, data: str | None,
+               create: bool = False) -> None:
+        point = self._point(target, os.O_PATH | os.O_DIRECTORY, create, directory=True)
         try:
             made = newmount.make(fstype, flags, data)
             try:
@@ -467,7 +523,8 @@ class _Setup:
         else:
             self.made[target] = made
 
-    def _bind_host(self, source: str, target: str, flags: int, recursive: bool) -> None:
+    def _bind_host(self, source: str, target: str, flags: int, recursive: bool,
+                   create: bool = False) -> None:
         """A detached copy of the host's source (opened without symlinks: it was resolved
         when the jail was asked for, so one now means a component was swapped since), its
         flags set before it is attached onto the target opened beneath the root."""
@@ -500,7 +557,8 @@ class _Setup:
                 if e.errno != errno.ENOSYS or recursive:
                     raise
                 later = flags
-            point = self.open(target)
+            point = self._point(target, os.O_PATH, create,
+                                directory=stat.S_ISDIR(os.fstat(tree).st_mode))
             try:
                 if stat.S_ISDIR(os.fstat(point).st_mode) != stat.S_ISDIR(os.fstat(tree).st_mode):
                     raise SetupError(f"jail setup: mount {source} on /{target}: a directory "
@@ -508,8 +566,8 @@ class _Setup:
                 newmount.attach(tree, point)
             finally:
                 os.close(point)
-            if later:
-                fresh = self.open(target)  # the old fd still names what lies under the bind
+            if later:  # the old fd still names what lies under the bind
+                fresh = self._point(target, os.O_PATH, create, directory=True)
                 try:
                     linux.mount(None, _fd_path(fresh), None, MS_BIND | MS_REMOUNT | later)
                 finally:
@@ -548,8 +606,10 @@ class _Setup:
                 continue  # inside a filesystem of ours: nothing else can move it
             moved = SetupError(f"jail setup: {os.path.join(self.path, target)}: moved while "
                                f"the jail started: refused")
-            try:
-                found = self._open_at(self.root, target, os.O_PATH)  # a bound file, too
+            try:  # a bound file, too
+                found = (linux.openat2(self.root, target, os.O_PATH, _IN_ROOT)
+                         if target in self.in_root else
+                         self._open_at(self.root, target, os.O_PATH))
             except OSError:  # a symlink or nothing in its place now
                 raise moved from None
             try:
