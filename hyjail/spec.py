@@ -266,6 +266,13 @@ class JailSpec:
     # Out through the host (--nat UPLINK, masqueraded) and in (--publish: hyjail.net.nat).
     nat: str | None = None
     publish: tuple = ()
+    # An OCI container's (`hyjail.oci`): a network namespace its caller prepared (podman's,
+    # CNI's), joined by path instead of a new one (net is then NONE: no veth of hyjail's);
+    # namespaced sysctls set in the jail's namespaces; its process's ids, environment and
+    # capabilities exactly (`hyjail.container.ContainerProcess`, for whom and dilution).
+    netns_path: str | None = None
+    sysctl: tuple[tuple[str, str], ...] = ()
+    container: object | None = None
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],

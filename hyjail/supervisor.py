@@ -11,6 +11,7 @@ jailed process, dies when the supervisor dies (parent-death signal, set before R
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -30,13 +31,16 @@ from hyjail.spec import JailSpec
 
 def run(spec: JailSpec, registry: Registry | None = None,
         on_ready: Callable[[Record], None] | None = None,
-        stdio: Sequence[int] | None = None) -> int:
+        stdio: Sequence[int] | None = None,
+        console: Callable[[int], None] | None = None) -> int:
     """Run spec.command in a new jail, in the foreground; return its exit status (SPEC 2).
 
     Raises SetupError (exit 125) when the jail cannot be set up, and a HyjailError with exit
     code 126 or 127 when the command cannot be executed or found inside the jail.
     `on_ready` is called with the jail's record once it exists and is about to run. stdio:
-    the command's 0-2 (no terminal relay then), else ours.
+    the command's 0-2 (no terminal relay then), else ours. console: the command's 0-2 are a
+    terminal of the jail's own, whose master is handed to console (an OCI runtime's
+    --console-socket) instead of being relayed.
     """
     registry = registry or Registry()
     plan = choose_plan(spec)
@@ -44,12 +48,16 @@ def run(spec: JailSpec, registry: Registry | None = None,
         logs.make_directory()  # there to be masked (or refused) in a jail whose root holds it
     if plan.kind == "trace":
         from hyjail.trace import supervisor as trace_supervisor
+        if console is not None:
+            raise SetupError("process.terminal: not on the trace backend yet")
         return trace_supervisor.run(spec, plan, registry, on_ready, stdio)
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
+    if spec.netns_path is not None:  # the caller's network namespace: joined, none made
+        namespaces = dataclasses.replace(namespaces, net=False)
     confinement = enforcement.confinement(spec, plan)
     veth = spec.needs_veth and namespaces.net
     params = {**spec.record_params(), "confinement": confinement.to_params(),
@@ -74,10 +82,14 @@ def run(spec: JailSpec, registry: Registry | None = None,
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
 
-        tty_fds = terminal.tty_fds() if stdio is None else ()
+        tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
+        netns_fd = _open_netns(spec.netns_path) if spec.netns_path else None
+        if netns_fd is not None:
+            undo.callback(os.close, netns_fd)
         host = control.HostPlan(
+            netns_fd=netns_fd,
             cgroup_paths=tuple(cgroup_paths),
             id_map=spec.id_map(record.jid) if host_root else rootless.JAIL_ID_MAP,
             state_dir=registry.state_dir, namespaces=namespaces, confinement=confinement,
@@ -95,6 +107,12 @@ def run(spec: JailSpec, registry: Registry | None = None,
         fds, handed_over = wait_ready(channel)
         for fd in handed_over.values():
             undo.callback(os.close, fd)
+        if console and fds:
+            try:
+                console(fds[0])
+            finally:
+                os.close(fds[0])
+            fds = []
         if handed_over:  # jexec opens them as /proc/<supervisor>/fd/N
             record = registry.update(record, params={**record.params, "namespace_fds": handed_over})
 
@@ -124,6 +142,23 @@ def run(spec: JailSpec, registry: Registry | None = None,
             relay = foreground.relay_of(fds, tty_fds, undo)
             return tracing.supervise(channel, relay, undo, pending)
         return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
+
+
+def _open_netns(path: str) -> int:
+    """The network namespace at path (a caller's: podman's /run/netns/NAME, CNI's), opened
+    and checked to be one before the jail joins it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise SetupError(f"network namespace {path}: {e.strerror}") from None
+    try:
+        kind = linux.namespace_type(fd)
+    except OSError:
+        kind = None
+    if kind != linux.CLONE_NEWNET:
+        os.close(fd)
+        raise SetupError(f"network namespace {path}: not a network namespace")
+    return fd
 
 
 def _out_and_in(spec: JailSpec, record: Record, registry: Registry,

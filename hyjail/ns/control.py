@@ -39,6 +39,9 @@ class HostPlan:
     # (pid 1 is non-dumpable and was forked, not exec'd, in the host's user namespace, so
     # not even its owner may open /proc/1/ns/* from outside).
     hand_over_namespaces: bool = False
+    # An OCI container's network namespace, prepared by its caller and opened by the
+    # supervisor (checked to be one): pid 1 joins it instead of making one.
+    netns_fd: int | None = None
 
 
 @dataclass(frozen=True)

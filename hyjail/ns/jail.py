@@ -19,7 +19,7 @@ import prctl
 from hyjail import cgroups, linux, weaken
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
-from hyjail.ns import control, init, mounts, userns, whom
+from hyjail.ns import control, init, mounts, sysctl, userns, whom
 from hyjail.spec import JailSpec
 
 # Which namespaces pid 1 makes, and which of them the jail's user namespace owns, follow the
@@ -77,6 +77,9 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     init.block_signals()
     cgroups.join(list(host.cgroup_paths))  # before the cgroup namespace: the group is its root
     namespaces = host.namespaces
+    if host.netns_fd is not None:  # the caller's (podman's): the host's user namespace owns it
+        linux.setns(host.netns_fd, linux.CLONE_NEWNET)
+        os.close(host.netns_fd)
     linux.unshare(namespaces.host_owned_flags(spec.allowed))
     jail_owned = namespaces.jail_owned(spec.allowed)
     if jail_owned:
@@ -89,6 +92,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         socket.sethostname(spec.hostname)
         if spec.domainname:
             linux.setdomainname(spec.domainname)
+    sysctl.apply(spec.sysctl)  # in the jail's own namespaces, through the host's /proc still
     # Without a pid namespace of the jail's, a proc would show the host's processes (unless
     # the jail is weakened on purpose, as a naive one would be).
     weakened = weaken.weakened()
@@ -99,7 +103,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
                      follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:
         userns.own_mount_namespace()
-    if namespaces.net:
+    if namespaces.net or host.netns_fd is not None:
         bring_up_loopback()
     if not namespaces.pid:  # not pid 1: orphans of the jail must still come to us to reap
         prctl.set_child_subreaper(True)
