@@ -71,6 +71,9 @@ class Asked:
     # LOGNAME and a login's PATH, under the variables the caller passes (a clean set).
     clean: bool = False
     cwd: str | None = None  # jexec -d: the working directory inside the jail
+    # An OCI exec's process (`hyjail.container.ContainerProcess`): its ids and groups
+    # exactly, no passwd look-up; the environment is the caller's, as given.
+    process: object | None = None
 
     @property
     def named(self) -> bool:

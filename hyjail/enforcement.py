@@ -152,8 +152,13 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     """How the jail's processes are confined just before exec (`Confinement.apply`), its
     filter compiled here, on the host."""
     namespaces = namespaces_of(plan)
+    container = spec.container  # an OCI container's process (hyjail.container)
     base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
-                       chrooted=not namespaces.mount, weakened=weaken.weakened())
+                       chrooted=not namespaces.mount, weakened=weaken.weakened(),
+                       **({} if container is None else {
+                           "caps": container.caps, "extra_filter": container.extra_filter,
+                           "umask": container.umask,
+                           "oom_score_adj": container.oom_score_adj}))
     if not plan.traced:
         return base.prepare()
     from dataclasses import replace

@@ -263,7 +263,8 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             environ: dict[str, str] | None = None, cwd: str | None = None,
             user_environment: bool = False, clean: bool = False,
             timeout: float | None = None, to_log: bool = False,
-            stdio: Sequence[int] | None = None, registry: Registry | None = None) -> int:
+            stdio: Sequence[int] | None = None, registry: Registry | None = None,
+            process=None, console: Callable[[int], None] | None = None) -> int:
     """Run argv inside a running jail, in the foreground; return its exit status (SPEC 2).
 
     user: as this user of the jail's /etc/passwd (name or uid); host_user: as this user of
@@ -278,7 +279,10 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     SetupError "...: timed out after N s" raised (exec.timeout). to_log: the command's
     output goes to the jail's log (its supervisor's pipe, `hyjail.logs`), its input is
     /dev/null: what jail(8) does under exec.consolelog, so that a daemon the command starts
-    holds no file of the host's. stdio: the command's 0-2 (no terminal relay), else ours."""
+    holds no file of the host's. stdio: the command's 0-2 (no terminal relay), else ours.
+    process: an OCI exec's (`hyjail.container.ContainerProcess`): its ids, groups and
+    capabilities exactly, environ as given. console: the command's 0-2 are a terminal of
+    the jail's, whose master goes to console (an OCI --console-socket), not relayed."""
     import shlex
 
     from hyjail import accounts, cgroups, terminal, weaken
@@ -295,7 +299,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     # still wholly the host's.
     host = accounts.host_user(host_user) if host_user is not None else None
     asked = accounts.Asked(user=user, host=host, login=login, clean=clean,
-                           user_environment=user_environment, cwd=cwd)
+                           user_environment=user_environment, cwd=cwd, process=process)
     registry = registry or Registry()
     record = get(which, registry).record
     traced = record.backend in ("trace", "hybrid")  # the supervisor must trace it first
@@ -322,7 +326,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             raise HyjailError(f"jail {record.name} (JID {record.jid}) is gone", 1)
         if to_log:
             undo.enter_context(_stdio_to_log(record))
-        tty_fds = terminal.tty_fds() if stdio is None else ()
+        tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         rootless = bool(record.params.get("rootless"))
@@ -347,6 +351,12 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
                               weakened=not hidden, stdio=stdio)
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
+        if console and fds:
+            try:
+                console(fds[0])
+            finally:
+                os.close(fds[0])
+            fds = []
         if traced:
             trace_enter.ask_to_be_traced(record, registry.door_path(record.jid), child.pid)
         if timeout is None:

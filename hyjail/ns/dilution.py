@@ -15,6 +15,7 @@ kept, so the jail cannot change its addresses or routes.
 
 from __future__ import annotations
 
+import base64
 import os
 import resource
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ GATED_CAPS = {"set_hostname": "sys_admin", "reserved_ports": "net_bind_service",
 HOST_USERNS_NEVER = ("sys_admin",)
 # A chroot is left by a second chroot: a chrooted jail's root never keeps sys_chroot.
 CHROOT_NEVER = ("sys_chroot",)
+# What an OCI container may keep besides, in the jail's own user namespace only (runc's and
+# podman's defaults ask for them): file capabilities it writes are namespaced to it, the
+# bounding set and securebits only narrow, and a device node needs the host's namespace.
+CONTAINER_CAPS = ("setpcap", "setfcap", "mknod")
 
 
 def kept_caps(allowed: frozenset[str], in_host_userns: bool = False,
@@ -93,10 +98,23 @@ class Confinement:
     refused_arguments: tuple[tuple[str, int, int, int], ...] = ()
     # The battery's deliberate weakenings (`hyjail.weaken`); none, outside its own tests.
     weakened: frozenset[str] = frozenset()
+    # An OCI container's (`hyjail.container.ContainerProcess`): its capability set, within
+    # what the jail's root keeps (None: all of that); its own seccomp profile, loaded after
+    # the jail's filter; its umask and OOM score.
+    caps: tuple[str, ...] | None = None
+    extra_filter: bytes = b""
+    umask: int | None = None
+    oom_score_adj: int | None = None
 
     @property
     def keep(self) -> tuple[str, ...]:
-        return kept_caps(self.allowed, in_host_userns=not self.userns, chrooted=self.chrooted)
+        kept = kept_caps(self.allowed, in_host_userns=not self.userns, chrooted=self.chrooted)
+        if self.caps is None:
+            return kept
+        in_own_userns = ("suser" in self.allowed and self.userns
+                         and not stays_in_host_userns(self.allowed))
+        return tuple(c for c in (*kept, *(CONTAINER_CAPS if in_own_userns else ()))
+                     if c in self.caps)
 
     def to_params(self) -> dict:
         """The confinement as the registry keeps it (without the account), so that jexec
@@ -108,7 +126,10 @@ class Confinement:
                 "refused": [list(r) for r in self.refused],
                 "landlock_scopes": self.landlock_scopes,
                 "refused_arguments": [list(r) for r in self.refused_arguments],
-                "weakened": sorted(self.weakened)}
+                "weakened": sorted(self.weakened),
+                **({"caps": list(self.caps)} if self.caps is not None else {}),
+                **({"extra_filter": base64.b64encode(self.extra_filter).decode()}
+                   if self.extra_filter else {})}
 
     @classmethod
     def from_params(cls, params: dict, account: Account | None = None) -> Confinement:
@@ -124,7 +145,9 @@ class Confinement:
                    refused=tuple((name, err) for name, err in held.get("refused", ())),
                    landlock_scopes=held.get("landlock_scopes", 0),
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
-                   weakened=frozenset(held.get("weakened", ())))
+                   weakened=frozenset(held.get("weakened", ())),
+                   caps=tuple(held["caps"]) if "caps" in held else None,
+                   extra_filter=base64.b64decode(held.get("extra_filter", "")))
 
     def prepare(self) -> Confinement:
         """Compile the filter now, while the host's tree (and libseccomp) is in reach: call
@@ -142,6 +165,11 @@ class Confinement:
     def apply(self) -> None:
         """Confine the calling (single-threaded, about to exec) process. Raises SetupError
         when any part does not hold afterwards: a jail never runs half-diluted."""
+        if self.umask is not None:
+            os.umask(self.umask)
+        if self.oom_score_adj is not None:  # still root of the host's user namespace here
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(self.oom_score_adj))
         if self.userns and not stays_in_host_userns(self.allowed):
             userns.join_jail_userns()
         for name, soft, hard in self.rlimits:
@@ -170,6 +198,8 @@ class Confinement:
             linux.landlock_scope(self.landlock_scopes)
         if "no-filter" not in self.weakened:
             syscall_filter.load(self._program())
+        if self.extra_filter:  # stacked: the kernel takes the stricter answer of the two
+            syscall_filter.load(self.extra_filter)
         _verify(wanted, filtered="no-filter" not in self.weakened)
 
 

@@ -104,6 +104,8 @@ def first_command(spec, confinement: Confinement,
     PATH, under what the spec carries (TERM, --env, --env-file; everything of the caller's
     with --preserve-env). Never through NSS, even in a jail weakened to use it for jexec.
     id_map: the jail's user namespace's map, which the user and its groups must lie in."""
+    if spec.container is not None:
+        return _container_command(spec, confinement, id_map)
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         asked = accounts.Asked(user=spec.user, group=spec.group, cwd=spec.cwd, clean=True)
@@ -120,6 +122,29 @@ def first_command(spec, confinement: Confinement,
         if sum(count for _, _, count in id_map) == 1:
             account = None  # root, where only root is mapped: nothing to switch (no setgroups)
     return argv, env, replace(confinement, account=account)
+
+
+def _container_command(spec, confinement: Confinement,
+                       id_map: Sequence[tuple[int, int, int]]
+                       ) -> tuple[list[str], dict[str, str], Confinement]:
+    """An OCI container's process: its ids, groups and environment exactly as config.json
+    gives them (no passwd look-up: runc's neither), in its directory (resolved as the jail
+    resolves it)."""
+    process = spec.container
+    ids = (process.uid, process.gid, *process.groups)
+    if id_map and not all(any(inside <= i < inside + count for inside, _, count in id_map)
+                          for i in ids):
+        raise SetupError(f"process.user: uid {process.uid}, gid {process.gid} or a group is "
+                         f"not mapped in this jail's user namespace")
+    account = Account(str(process.uid), process.uid, process.gid, process.groups)
+    if id_map and sum(count for _, _, count in id_map) == 1:
+        account = None
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        enter_directory(root, spec.cwd or "/")
+    finally:
+        os.close(root)
+    return list(spec.command), dict(spec.environ), replace(confinement, account=account)
 
 
 def enter_directory(root: int, path: str) -> None:
