@@ -73,8 +73,9 @@ def _v2_controllers(mount: str) -> frozenset[str]:
 # controller -> the option whose limit it enforces
 OPTIONS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
 # Controllers a jail's group gets without a limit, to count what it uses (a v2 group counts
-# CPU time by itself; v1 needs cpuacct's).
-ACCOUNTED = ("memory", "cpuacct")
+# CPU time by itself; v1 needs cpuacct's), and v1's freezer, which pauses it (`hyjail-oci
+# pause`; a v2 group freezes by itself).
+ACCOUNTED = ("memory", "cpuacct", "freezer")
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,11 @@ def test_limits_show_in_the_record_and_groups_go_with_the_jail(busybox_root):
         jid = record["jid"]
         assert record["params"]["limits"] == {"memory": str(64 * 2**20), "pids": "50",
                                               "cpus": "1.5"}
-        # the limits' groups, the unified one, and a v1 cpuacct group that counts CPU time
+        # the limits' groups, the unified one, a v1 cpuacct group that counts CPU time and
+        # a v1 freezer group that pauses it (hyjail-oci pause)
         groups = sorted({group_of(c, jid) for c in ("cpu", "memory", "pids")} |
                         ({os.path.join(V2, "hyjail", str(jid))} if V2 else set()) |
-                        ({group_of("cpuacct", jid)} if "cpuacct" in V1 else set()))
+                        {group_of(c, jid) for c in ("cpuacct", "freezer") if c in V1})
         assert sorted(glob.glob(os.path.join("/sys/fs/cgroup", "**", "hyjail", str(jid)),
                                 recursive=True)) == groups
         for group in groups:  # pid 1 and everything under it
