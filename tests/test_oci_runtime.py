@@ -1,0 +1,375 @@
+"""hyjail-oci driven as an engine drives runc (issue 18): bundles of the test's own, the
+lifecycle create -> start -> state -> kill -> delete, exec, pause, the terminal through a
+console socket, and what config.json asks of the jail (mounts, masked paths, sysctls, a
+seccomp profile, capabilities, a network namespace joined by path), each refusal in one
+line with nothing left behind. Podman and containerd themselves: tests/test_podman.py."""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from hyjail.oci import features
+
+from conftest import needs_jails
+
+pytestmark = needs_jails
+OCI = os.path.join(os.path.dirname(sys.executable), "hyjail-oci")
+CAP_KILL = 5
+PROCESS_KEYS = ("terminal", "consoleSize", "user", "args", "env", "cwd", "capabilities",
+                "rlimits", "noNewPrivileges", "oomScoreAdj", "apparmorProfile")
+LINUX_KEYS = ("namespaces", "sysctl", "seccomp", "resources", "devices", "maskedPaths",
+              "readonlyPaths", "uidMappings", "gidMappings", "cgroupsPath")
+
+
+@pytest.fixture(scope="module")
+def oci_root(tmp_path_factory) -> str:
+    """A busybox root of this module's own: an OCI runtime makes missing mount points."""
+    from hyjail.rootfs import busybox
+    return busybox.build(str(tmp_path_factory.mktemp("oci") / "rootfs"))
+
+
+class Runtime:
+    """hyjail-oci with a --root of the test's own; every container deleted at the end."""
+
+    def __init__(self, tmp_path, rootfs: str):
+        self.state = str(tmp_path / "state")
+        self.tmp = tmp_path
+        self.rootfs = rootfs
+        self.count = 0
+
+    def __call__(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run([OCI, "--root", self.state, *args], text=True, timeout=timeout,
+                              **kwargs)
+
+    def bundle(self, args: list[str], **change) -> str:
+        """A bundle whose config is `hyjail-oci spec`'s, run without a terminal, with `args`
+        and the changes given (a key of `process` or `linux` by its name, else top-level)."""
+        self.count += 1
+        where = self.tmp / f"bundle{self.count}"
+        where.mkdir()
+        config = features.default_config()
+        config["process"].update(terminal=False, args=args)
+        config["root"] = {"path": self.rootfs, "readonly": False}
+        for key, value in change.items():
+            section = ("process" if key in PROCESS_KEYS else "linux" if key in LINUX_KEYS
+                       else None)
+            (config[section] if section else config)[key] = value
+        (where / "config.json").write_text(json.dumps(config))
+        return str(where)
+
+    def create(self, name: str, bundle: str, *extra: str) -> tuple[int, str]:
+        """create with the container's stdio in a file (a pipe would stay open in the
+        supervisor, which keeps the caller's stdio for the container, as runc's init does);
+        (exit status, stderr)."""
+        out = self.tmp / f"{name}.out"
+        with open(out, "w") as stdout, open(self.tmp / f"{name}.err", "w") as stderr:
+            done = subprocess.run([OCI, "--root", self.state, "create", "--bundle", bundle,
+                                   *extra, name], stdout=stdout, stderr=stderr, timeout=60)
+        return done.returncode, (self.tmp / f"{name}.err").read_text()
+
+    def output(self, name: str) -> str:
+        return (self.tmp / f"{name}.out").read_text()
+
+    def state_of(self, name: str) -> dict:
+        done = self("state", name)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def wait_for(self, name: str, status: str, timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        while (current := self.state_of(name))["status"] != status:
+            assert time.monotonic() < deadline, current
+            time.sleep(0.05)
+        return current
+
+    def containers(self) -> list[str]:
+        return os.listdir(self.state) if os.path.isdir(self.state) else []
+
+    def clean(self) -> None:
+        if os.path.isdir(self.state):
+            for name in os.listdir(self.state):
+                self("delete", "--force", name)
+            assert os.listdir(self.state) == []
+
+
+@pytest.fixture
+def oci(tmp_path, oci_root):
+    runtime = Runtime(tmp_path, oci_root)
+    yield runtime
+    runtime.clean()
+
+
+def _jail_names() -> list[str]:
+    from hyjail.registry import Registry
+    return [r.name for r in Registry().live()]
+
+
+def test_run_passes_the_exit_status_and_output(oci):
+    done = oci("run", "--bundle", oci.bundle(["/bin/sh", "-c", "echo hi $(hostname); exit 3"]),
+               "r1")
+    assert (done.returncode, done.stdout) == (3, "hi hyjail\n"), done.stderr
+    assert oci("list", "-q").stdout == ""
+
+
+def test_the_lifecycle_create_start_kill_delete(oci, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    bundle = oci.bundle(["/bin/sh", "-c", "touch /marks/started; echo up; exec sleep 60"],
+                        mounts=[*features.default_config()["mounts"],
+                                {"destination": "/marks", "type": "bind", "source": str(marks),
+                                 "options": ["rbind", "rw"]}])
+    pid_file = tmp_path / "pid"
+    code, err = oci.create("c1", bundle, "--pid-file", str(pid_file))
+    assert code == 0, err
+    state = oci.state_of("c1")
+    assert state["status"] == "created" and state["pid"] == int(pid_file.read_text())
+    assert state["bundle"] == bundle and state["id"] == "c1"
+    assert "c1" in _jail_names()
+    time.sleep(0.3)
+    assert not (marks / "started").exists()  # held before its process, until start
+    assert oci("start", "c1").returncode == 0
+    oci.wait_for("c1", "running")
+    deadline = time.monotonic() + 10
+    while not (marks / "started").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = oci("start", "c1")
+    assert again.returncode == 1 and "running" in again.stderr
+    refused = oci("delete", "c1")
+    assert refused.returncode == 1 and "not stopped" in refused.stderr
+    assert oci("kill", "c1", "TERM").returncode == 0
+    oci.wait_for("c1", "stopped")
+    assert oci("delete", "c1").returncode == 0
+    gone = oci("state", "c1")
+    assert gone.returncode == 1 and gone.stderr == 'container "c1" does not exist\n'
+    assert "c1" not in _jail_names() and oci.output("c1") == "up\n"
+
+
+def test_a_created_container_deleted_by_force_leaves_nothing(oci):
+    code, err = oci.create("c2", oci.bundle(["/bin/true"]))
+    assert code == 0, err
+    assert oci("delete", "--force", "c2").returncode == 0
+    assert "c2" not in _jail_names() and oci.containers() == []
+
+
+def test_kill_takes_signal_names_and_numbers_and_all(oci):
+    code, err = oci.create("k1", oci.bundle(["/bin/sh", "-c", "sleep 60 & sleep 60"]))
+    assert code == 0, err
+    assert oci("start", "k1").returncode == 0
+    assert oci("kill", "k1", "NOSUCH").returncode == 1
+    time.sleep(0.3)
+    ps = json.loads(oci("ps", "--format", "json", "k1").stdout)
+    assert len(ps) >= 3  # pid 1, the shell, its two sleeps
+    assert oci("kill", "--all", "k1", "9").returncode == 0
+    oci.wait_for("k1", "stopped")
+    assert oci("kill", "k1", "KILL").stderr == "container not running\n"
+
+
+def test_exec_with_a_process_file_and_with_arguments(oci, tmp_path):
+    code, err = oci.create("e1", oci.bundle(["/bin/sleep", "60"]))
+    assert code == 0, err
+    assert oci("start", "e1").returncode == 0
+    process = {"args": ["/bin/sh", "-c", "id -u; id -g; id -G; pwd; echo $GREETING; exit 5"],
+               "cwd": "/tmp", "env": ["GREETING=hello", "PATH=/bin"],
+               "user": {"uid": 1000, "gid": 1001, "additionalGids": [1002]}}
+    (tmp_path / "process.json").write_text(json.dumps(process))
+    done = oci("exec", "--process", str(tmp_path / "process.json"), "e1")
+    assert done.returncode == 5, done.stderr
+    assert done.stdout.split("\n")[:5] == ["1000", "1001", "1001 1002", "/tmp", "hello"]
+    done = oci("exec", "--env", "A=b", "--cwd", "/etc", "e1", "/bin/sh", "-c", "echo $A; pwd")
+    assert (done.returncode, done.stdout) == (0, "b\n/etc\n"), done.stderr
+    # detached: --pid-file names the waiter, which ends with the process's status
+    pid_file = tmp_path / "exec.pid"
+    with open(tmp_path / "exec.out", "w") as out:
+        done = subprocess.run([OCI, "--root", oci.state, "exec", "--detach", "--pid-file",
+                               str(pid_file), "e1", "/bin/sh", "-c", "echo detached"],
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    waiter = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{waiter}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "exec.out").read_text() == "detached\n"
+
+
+def test_exec_capabilities_stay_within_the_containers(oci, tmp_path):
+    caps = ["CAP_KILL", "CAP_CHOWN"]
+    code, err = oci.create("e2", oci.bundle(
+        ["/bin/sleep", "60"], capabilities={k: caps for k in ("bounding", "effective",
+                                                               "permitted")}))
+    assert code == 0, err
+    assert oci("start", "e2").returncode == 0
+    done = oci("exec", "--cap", "CAP_DAC_OVERRIDE", "--cap", "CAP_KILL", "e2", "/bin/sh", "-c",
+               "grep CapBnd /proc/self/status")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[1], 16) == 1 << CAP_KILL
+
+
+def test_pause_and_resume(oci, tmp_path):
+    code, err = oci.create("p1", oci.bundle(["/bin/sh", "-c", "while :; do date +%s%N "
+                                            "> /tmp/tick; done"]))
+    assert code == 0, err
+    assert oci("start", "p1").returncode == 0
+    assert oci("pause", "p1").returncode == 0, oci("pause", "p1").stderr
+    assert oci.state_of("p1")["status"] == "paused"
+    first = oci("exec", "p1", "/bin/true")
+    assert first.returncode == 1 and "paused" in first.stderr
+    assert oci("resume", "p1").returncode == 0
+    assert oci.state_of("p1")["status"] == "running"
+    assert oci("resume", "p1").returncode == 1
+    assert oci("delete", "--force", "p1").returncode == 0
+
+
+def test_a_terminal_goes_to_the_console_socket(oci, tmp_path):
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    bundle = oci.bundle(["/bin/sh", "-c", "tty; read line; echo got $line"],
+                        terminal=True, consoleSize={"height": 30, "width": 100})
+    code, err = oci.create("t1", bundle, "--console-socket", path)
+    assert code == 0, err
+    connection, _ = server.accept()
+    fds = array.array("i")
+    _, ancillary, _, _ = connection.recvmsg(64, socket.CMSG_LEN(fds.itemsize))
+    fds.frombytes(ancillary[0][2][:fds.itemsize])
+    master = fds[0]
+    connection.close()
+    server.close()
+    assert oci("start", "t1").returncode == 0
+    os.write(master, b"ping\n")
+    seen = b""
+    deadline = time.monotonic() + 10
+    while b"got ping" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(master, 1024)
+        except OSError:
+            break
+    size = struct.unpack("HHHH", fcntl.ioctl(master, termios.TIOCGWINSZ, bytes(8)))[:2]
+    os.close(master)
+    assert b"/dev/pts/0" in seen and b"got ping" in seen and size == (30, 100), (seen, size)
+    assert oci.create("t2", bundle)[1].strip() == (
+        "process.terminal: needs --console-socket (the terminal's master goes to the caller "
+        "there)")
+
+
+def test_mounts_masks_read_only_paths_and_tmpfs(oci, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("from the host\n")
+    mounts = [*features.default_config()["mounts"],
+              {"destination": "/new/place/data", "type": "bind", "source": str(data),
+               "options": ["rbind", "ro"]},
+              {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+               "options": ["size=1m", "mode=700"]}]
+    script = ("cat /new/place/data/f; touch /new/place/data/g 2>/dev/null || echo ro; "
+              "stat -c %a /scratch; wc -c < /etc/group; ls /home | wc -l; "
+              "touch /root/x 2>/dev/null || echo root-ro; "
+              "touch /proc/sys/x 2>/dev/null || echo sys-ro; mount | grep -c mqueue")
+    done = oci("run", "--bundle", oci.bundle(
+        ["/bin/sh", "-c", script], mounts=mounts, maskedPaths=["/etc/group", "/home"],
+        readonlyPaths=["/root", "/proc/sys"]), "m1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["from", "the", "host", "ro", "700", "0", "0", "root-ro",
+                                   "sys-ro", "1"], done.stdout
+    assert not os.path.exists(os.path.join(oci.rootfs, "new", "place", "data", "g"))
+
+
+def test_namespaced_sysctls_and_a_seccomp_profile(oci):
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                             "errnoRet": 13}]}
+    done = oci("run", "--bundle", oci.bundle(
+        ["/bin/sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range; mkdir /tmp/d"],
+        sysctl={"net.ipv4.ping_group_range": "0 0"}, seccomp=profile), "s1")
+    assert done.stdout.split() == ["0", "0"]
+    assert "Permission denied" in done.stderr and done.returncode == 1
+
+
+def test_a_network_namespace_joined_by_path(oci):
+    name = f"hyjail-oci-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for command in (["link", "add", "oci0", "type", "veth", "peer", "name", "oci1"],
+                        ["addr", "add", "10.77.201.2/24", "dev", "oci0"],
+                        ["link", "set", "oci0", "up"], ["link", "set", "oci1", "up"]):
+            subprocess.run(["ip", "-n", name, *command], check=True)
+        script = ("ip -4 -o addr show oci0 | grep -o '10[.0-9/]*'; "
+                  "httpd -f -p 10.77.201.2:80 & sleep 0.3; kill $! && echo bound")
+        bundle = oci.bundle(["/bin/sh", "-c", script], namespaces=[
+            {"type": kind} for kind in ("pid", "ipc", "uts", "mount")] + [
+            {"type": "network", "path": f"/var/run/netns/{name}"}])
+        done = oci("run", "--bundle", bundle, "n1")
+        assert done.stdout.split() == ["10.77.201.2/24", "bound"], done.stderr
+        host = oci("run", "--bundle", oci.bundle(["/bin/true"], namespaces=[
+            {"type": kind} for kind in ("pid", "ipc", "uts", "mount")] + [
+            {"type": "network", "path": "/proc/self/ns/net"}]), "n2")
+        assert host.returncode == 1
+        assert host.stderr.endswith("the host's own network namespace\n"), host.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"capabilities": {"bounding": ["CAP_SYS_ADMIN"]}},
+     "config.json: process.capabilities.bounding: CAP_SYS_ADMIN: a jail's root never holds it"),
+    ({"namespaces": [{"type": "network"}, {"type": "mount"}, {"type": "uts"},
+                     {"type": "ipc"}]},
+     "config.json: linux.namespaces: no pid namespace would leave the container the host's "
+     "processes"),
+    ({"sysctl": {"kernel.panic": "1"}},
+     "config.json: linux.sysctl.kernel.panic: kernel.panic: acts on the whole host"),
+    ({"mounts": [{"destination": "/x", "type": "proc", "source": "proc"}]},
+     "config.json: mounts[0]: type proc on /x"),
+    ({"devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]},
+     "config.json: linux.devices: /dev/sda"),
+    ({"hooks": {"prestart": [{"path": "/bin/true"}]}},
+     "config.json: hooks.prestart: not supported yet"),
+    ({"resources": {"devices": [{"allow": True, "type": "b", "major": 8, "access": "rwm"}]}},
+     "config.json: linux.resources.devices[0]: allowing b 8:*"),
+])
+def test_what_no_jail_holds_is_refused_in_one_line(oci, change, says):
+    code, err = oci.create("bad", oci.bundle(["/bin/true"], **change))
+    assert code == 1 and err.startswith(says) and err.count("\n") == 1, err
+    assert oci.containers() == [] and "bad" not in _jail_names()
+
+
+def test_ids_bundles_and_usage(oci, tmp_path):
+    bundle = oci.bundle(["/bin/sleep", "60"])
+    assert oci.create("dup", bundle)[0] == 0
+    code, err = oci.create("dup", bundle)
+    assert (code, err) == (1, "container with id exists: dup\n")
+    assert oci("delete", "-f", "dup").returncode == 0
+    assert oci.create("../x", bundle)[0] == 1
+    code, err = oci.create("nobundle", str(tmp_path / "none"))
+    assert code == 1 and "config.json" in err and err.count("\n") == 1, err
+    assert oci("frobnicate").returncode == 1
+    assert oci("create", "--bogus", "x").stderr == "flag provided but not defined: -bogus\n"
+    assert oci("--version").stdout.startswith("hyjail-oci version ")
+    assert json.loads(oci("features").stdout)["linux"]["namespaces"]
+    assert oci("list", "--format", "json").stdout == "[]\n"
+
+
+def test_spec_writes_a_config_that_runs(oci, tmp_path):
+    where = tmp_path / "fromspec"
+    where.mkdir()
+    assert oci("spec", "--bundle", str(where)).returncode == 0
+    config = json.loads((where / "config.json").read_text())
+    config["process"].update(terminal=False, args=["/bin/echo", "ok"])
+    config["root"]["path"] = oci.rootfs
+    (where / "config.json").write_text(json.dumps(config))
+    done = oci("run", "--bundle", str(where), "sp")
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+    assert oci("spec", "--bundle", str(where)).returncode == 1  # never overwritten
