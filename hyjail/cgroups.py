@@ -88,7 +88,8 @@ class Usage:
 
 def _needed(limits: Limits) -> dict[str, str]:
     """controller -> the option that needs it, for the limits that are set."""
-    wanted = {"memory": limits.memory, "pids": limits.pids, "cpu": limits.cpus}
+    cpu = limits.cpus if limits.cpus is not None else limits.cpu_shares
+    wanted = {"memory": limits.memory, "pids": limits.pids, "cpu": cpu}
     return {c: OPTIONS[c] for c, v in wanted.items() if v is not None}
 
 
@@ -283,12 +284,19 @@ def _write_limit(version: int, path: str, controller: str, limits: Limits) -> No
     elif controller == "pids":
         _write(os.path.join(path, "pids.max"), str(limits.pids))
     elif controller == "cpu":
-        quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
-        if version == 2:
-            _write(os.path.join(path, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
-        else:
-            _write(os.path.join(path, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
-            _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+        if limits.cpus is not None:
+            quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
+            if version == 2:
+                _write(os.path.join(path, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
+            else:
+                _write(os.path.join(path, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+                _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+        if limits.cpu_shares is not None:
+            if version == 2:  # the kernel's own mapping of shares onto weights
+                weight = 1 + (limits.cpu_shares - 2) * 9999 // 262142
+                _write(os.path.join(path, "cpu.weight"), str(weight))
+            else:
+                _write(os.path.join(path, "cpu.shares"), str(limits.cpu_shares))
 
 
 def _write(path: str, value: str) -> None:

@@ -33,10 +33,12 @@ class Limits:
     memory: int | None = None  # bytes
     pids: int | None = None
     cpus: float | None = None  # CPUs' worth of time per period
+    cpu_shares: int | None = None  # relative weight, v1's cpu.shares scale (2..262144)
     rlimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard)
 
     def describe(self) -> dict[str, str]:
-        shown = {"memory": self.memory, "pids": self.pids, "cpus": self.cpus}
+        shown = {"memory": self.memory, "pids": self.pids, "cpus": self.cpus,
+                 "cpu_shares": self.cpu_shares}
         out = {k: str(v) for k, v in shown.items() if v is not None}
         out.update({f"rlimit.{n}": f"{_show(s)}:{_show(h)}" for n, s, h in self.rlimits})
         return out

@@ -282,11 +282,12 @@ def _limits(config: OciConfig, process: OciProcess) -> Limits:
         raise SetupError(f"{field}.{resources.other[0]}: not supported")
     if resources.unified:
         raise SetupError(f"{field}.unified: not supported")
-    if resources.cpu_shares is not None or resources.cpus or resources.mems:
-        which = ("cpu.shares" if resources.cpu_shares is not None else "cpu.cpus"
-                 if resources.cpus else "cpu.mems")
+    if resources.cpus or resources.mems:
+        which = "cpu.cpus" if resources.cpus else "cpu.mems"
         raise SetupError(f"{field}.{which}: not supported (hyjail limits CPU time: "
-                         f"cpu.quota and cpu.period)")
+                         f"cpu.quota, cpu.period and cpu.shares)")
+    shares = resources.cpu_shares  # clamped as the kernel does
+    shares = None if shares is None else min(max(shares, 2), 262144)
     for index, rule in enumerate(resources.device_rules):
         if rule.allow and (rule.type, rule.major, rule.minor) not in HELD_DEVICES and (
                 rule.type, rule.major, None) not in HELD_DEVICES:
@@ -304,7 +305,7 @@ def _limits(config: OciConfig, process: OciProcess) -> Limits:
             soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
         rlimits.append((name, soft, hard))
     return Limits(memory=resources.memory_limit, pids=resources.pids_limit, cpus=cpus,
-                  rlimits=tuple(rlimits))
+                  cpu_shares=shares, rlimits=tuple(rlimits))
 
 
 def _number(value: int | None) -> str:

@@ -1,0 +1,218 @@
+"""Real podman running its containers as jails through hyjail-oci (issue 18's done-when):
+run --rm, run -d with exec, logs, stop and rm, a terminal, --network none and podman's own
+network (netavark, its namespace joined by path), --read-only, -v, --memory, --pids-limit,
+--user, --cap-drop and a seccomp profile.
+
+Podman here is the test's own: its storage, run state, network configuration and
+containers.conf in a temporary directory (nothing of the host's podman is read or left), its
+image imported from a busybox root (no registry). A container on podman's network is made
+inside a network namespace of the test's (tests/world.py), where netavark's bridge, rules
+and forwarding go, in 10.77.210.0/24: the real host's network is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import needs_jails
+
+pytestmark = [*needs_jails, pytest.mark.skipif(
+    shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
+OCI = os.path.join(os.path.dirname(sys.executable), "hyjail-oci")
+IMAGE = "localhost/hyjail-busybox:test"
+SUBNET = "10.77.210.0/24"
+
+
+class Podman:
+    def __init__(self, top: str):
+        self.top = top
+        os.makedirs(top)
+        self.conf = os.path.join(top, "containers.conf")
+        # No network but loopback unless a test asks for podman's own (inside a network
+        # namespace of its own: netavark's rules and forwarding go where it runs). Podman's
+        # own defaults otherwise (1048576 open files: more than some hosts allow;
+        # hyjail-oci lowers such a limit to the one it runs with).
+        with open(self.conf, "w") as f:
+            f.write(f"""[containers]
+netns = "none"
+[engine]
+runtime = "hyjail"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{top}/events.log"
+tmp_dir = "{top}/tmp"
+[engine.runtimes]
+hyjail = ["{OCI}"]
+[network]
+network_config_dir = "{top}/networks"
+default_subnet = "{SUBNET}"
+""")
+        self.base = ["podman", "--root", os.path.join(top, "storage"),
+                     "--runroot", os.path.join(top, "run")]
+        self.env = {**os.environ, "CONTAINERS_CONF": self.conf}
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def __call__(self, *args: str, timeout: float = 120, netns: str | None = None,
+                 **kwargs) -> subprocess.CompletedProcess:
+        prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run([*prefix, *self.argv(*args)], text=True, timeout=timeout,
+                              env=self.env, **kwargs)
+
+    def close(self) -> None:
+        self("rm", "--all", "--force", "--time", "0")
+        self("system", "reset", "--force")
+        with open("/proc/self/mounts") as f:
+            for point in reversed([line.split()[1] for line in f]):
+                if point.startswith(self.top):
+                    subprocess.run(["umount", "-l", point], check=False)
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory):
+    from hyjail.rootfs import busybox
+    top = tmp_path_factory.mktemp("podman")
+    root = busybox.build(str(top / "rootfs"))
+    made = Podman(str(top / "p"))
+    try:
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        done = subprocess.run(made.argv("import", "-", IMAGE), stdin=tar.stdout,
+                              capture_output=True, text=True, env=made.env, timeout=120)
+        tar.stdout.close()
+        tar.wait()
+        assert done.returncode == 0, done.stderr
+        yield made
+    finally:
+        made.close()
+
+
+def _run(podman: Podman, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return podman("run", "--rm", *args, **kwargs)
+
+
+def test_run_rm_true_and_exit_status(podman):
+    done = _run(podman, IMAGE, "true")
+    assert done.returncode == 0, done.stderr
+    done = _run(podman, IMAGE, "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (done.returncode, done.stdout, done.stderr) == (7, "out\n", "err\n")
+    missing = _run(podman, IMAGE, "/no/such")
+    assert missing.returncode == 127 and "/no/such" in missing.stderr + missing.stdout
+
+
+def test_detached_exec_logs_stop_rm(podman):
+    done = podman("run", "-d", "--name", "web", IMAGE, "sh", "-c",
+                  "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done")
+    assert done.returncode == 0, done.stderr
+    try:
+        exec_ = podman("exec", "web", "sh", "-c", "echo in $(hostname); id -u")
+        assert exec_.returncode == 0 and exec_.stdout.split()[2] == "0", exec_.stderr
+        as_user = podman("exec", "--user", "1000:1000", "--workdir", "/tmp", "web",
+                         "sh", "-c", "id -u; pwd")
+        assert as_user.stdout.split() == ["1000", "/tmp"], as_user.stderr
+        state = json.loads(podman("inspect", "web").stdout)[0]["State"]
+        assert state["Status"] == "running" and state["Pid"] > 0
+        stop = podman("stop", "--time", "10", "web")
+        assert stop.returncode == 0, stop.stderr
+        assert podman("logs", "web").stdout.split() == ["started", "bye"]
+        state = json.loads(podman("inspect", "web").stdout)[0]["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+    finally:
+        assert podman("rm", "--force", "web").returncode == 0
+    assert podman("ps", "-a", "-q").stdout == ""
+
+
+def test_a_terminal(podman):
+    argv = " ".join(podman.argv("run", "--rm", "-it", IMAGE, "sh", "-c", "tty; echo $TERM"))
+    done = subprocess.run(["script", "-qec", argv, "/dev/null"], capture_output=True,
+                          text=True, timeout=120, env=podman.env)
+    assert done.returncode == 0, done.stdout
+    assert "/dev/pts/0" in done.stdout and "xterm" in done.stdout, done.stdout
+
+
+def test_network_none_has_loopback_only(podman):
+    done = _run(podman, "--network", "none", IMAGE, "sh", "-c", "ls /sys/class/net")
+    assert done.stdout.split() == ["lo"], done.stderr
+
+
+def test_podmans_own_network_in_a_world_of_the_tests(podman):
+    from world import World
+    with World() as world:
+        started = podman("run", "-d", "--name", "net", "--network", "podman", IMAGE, "sh", "-c",
+                         "mkdir /www; echo served > /www/index.html; "
+                         "exec httpd -f -p 80 -h /www", netns=world.host)
+        assert started.returncode == 0, started.stderr
+        try:
+            address = podman("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "net",
+                             netns=world.host).stdout.strip()
+            assert address.startswith("10.77.210."), address
+            deadline = time.monotonic() + 20
+            while world.fetch(world.host, f"http://{address}/index.html", 2) != "served\n":
+                assert time.monotonic() < deadline, podman("logs", "net").stderr
+                time.sleep(0.2)
+        finally:
+            podman("rm", "--force", "--time", "0", "net", netns=world.host)
+
+
+def test_read_only_binds_and_limits(podman, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("host file\n")
+    done = _run(podman, "--read-only", "-v", f"{data}:/data:ro", "-v",
+                f"{tmp_path}:/rw", "--memory", "64m", "--pids-limit", "32", IMAGE, "sh", "-c",
+                "cat /data/f; touch /x 2>/dev/null || echo root-ro; touch /tmp/t && echo tmp; "
+                "touch /data/g 2>/dev/null || echo data-ro; echo w > /rw/w; sleep 0.2")
+    assert done.stdout.split() == ["host", "file", "root-ro", "tmp", "data-ro"], done.stderr
+    assert (tmp_path / "w").read_text() == "w\n"
+
+
+def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):
+    started = podman("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "32",
+                     "--cpu-shares", "512", "--cpus", "0.5", IMAGE, "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        full = json.loads(podman("inspect", "lim").stdout)[0]["Id"]
+        from hyjail import cgroups, jails
+        record = jails.get(full).record
+        values = {}
+        for path in cgroups.of_jail(record):
+            for name in ("memory.limit_in_bytes", "memory.max", "pids.max", "cpu.shares",
+                         "cpu.weight", "cpu.cfs_quota_us", "cpu.max"):
+                with contextlib.suppress(OSError), open(os.path.join(path, name)) as f:
+                    values[name] = f.read().strip()
+        memory = values.get("memory.max", values.get("memory.limit_in_bytes"))
+        shares = values.get("cpu.weight", values.get("cpu.shares"))
+        quota = values.get("cpu.max", values.get("cpu.cfs_quota_us"))
+        assert (memory, values["pids.max"]) == (str(64 << 20), "32"), values
+        assert shares in ("512", "20") and quota in ("50000", "50000 100000"), values
+    finally:
+        podman("rm", "--force", "--time", "0", "lim")
+
+
+def test_user_cap_drop_and_a_seccomp_profile(podman, tmp_path):
+    done = _run(podman, "--user", "1000:1000", IMAGE, "sh", "-c", "id -u; id -g")
+    assert done.stdout.split() == ["1000", "1000"], done.stderr
+    done = _run(podman, "--cap-drop", "all", IMAGE, "sh", "-c",
+                "grep CapBnd /proc/self/status; chown 1 /tmp 2>/dev/null || echo refused")
+    assert done.stdout.split() == ["CapBnd:", "0000000000000000", "refused"], done.stderr
+    profile = tmp_path / "seccomp.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 13}]}))
+    done = _run(podman, "--security-opt", f"seccomp={profile}", IMAGE, "sh", "-c",
+                "mkdir /tmp/d 2>&1; echo $?")
+    assert "Permission denied" in done.stdout and done.stdout.split()[-1] == "1", done.stdout
+    refused = _run(podman, "--cap-add", "sys_admin", IMAGE, "true")
+    assert refused.returncode != 0
+    assert "CAP_SYS_ADMIN: a jail's root never holds it" in refused.stderr
