@@ -49,6 +49,31 @@ def ptrace_for(spec: JailSpec) -> dict[str, str]:
     return needs
 
 
+# A container's permissions that a jail without a namespace of the kind cannot grant safely,
+# with the capability each stands for. Dropped, not refused: the engine's defaults ask for
+# them (podman's CAP_NET_RAW), and fewer privileges hold every rule (gVisor's runsc drops
+# CAP_NET_RAW the same way unless told otherwise).
+CONTAINER_DROPPED = {"raw_sockets": ("net", "net_raw"), "sysvipc": ("ipc", None)}
+
+
+def fit_container(spec: JailSpec, plan: Plan) -> JailSpec:
+    """An OCI container's spec without the permissions this plan's jail cannot grant (see
+    CONTAINER_DROPPED); any other jail's unchanged (refused below instead)."""
+    if spec.container is None:
+        return spec
+    namespaces = namespaces_of(plan)
+    dropped = {name: cap for name, (kind, cap) in CONTAINER_DROPPED.items()
+               if name in spec.allowed and not getattr(namespaces, kind)}
+    if not dropped:
+        return spec
+    from dataclasses import replace
+    container = spec.container
+    if container.caps is not None:
+        container = replace(container, caps=tuple(c for c in container.caps
+                                                  if c not in dropped.values()))
+    return replace(spec, allowed=spec.allowed - frozenset(dropped), container=container)
+
+
 def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     """One line and exit 125 for an option whose provider this jail does not get."""
     namespaces = namespaces_of(plan)
@@ -65,10 +90,6 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if exposed:
             raise SetupError(f"R1 (root): {os.path.join(spec.path, exposed[0])} is hyjail's "
                              f"own state, inside the jail's root, and a chroot cannot hide it")
-    if spec.mounts and not namespaces.mount:
-        raise SetupError(f"mount: {spec.mounts[0].describe()}: needs a mount namespace of the "
-                         f"jail's (the kernel's R1), which this jail does not get (a chroot "
-                         f"would have to mount it on the host)")
     if (spec.nat or spec.publish) and not (namespaces.net and spec.needs_veth):
         raise SetupError("--nat, --publish: need the jail's own veth (a network namespace of "
                          "its own, an address not on the LAN and not loopback)")

@@ -2,8 +2,8 @@
 
 Owns: killing a stale jail's pid 1 if it somehow outlived its supervisor (pid and start time
 must both match), deleting its host veth end if its network namespace still holds it,
-removing its addresses from the LAN's interface (a trace jail's aliases), and removing its
-cgroups.
+removing its addresses from the LAN's interface (a trace jail's aliases), unmounting a chroot
+jail's mounts from the host's tree, and removing its cgroups.
 The registry calls this for every stale record it finds; nothing else needs to.
 """
 
@@ -33,6 +33,10 @@ def reclaim(record: Record) -> None:
     if isinstance(lan, dict) and lan.get("mode") == "alias" and lan.get("added"):
         from hyjail.net import link
         link.reclaim_lan(lan)  # its addresses off the LAN's interface
+    targets = record.params.get("host_mounts") if isinstance(record.params, dict) else None
+    if isinstance(targets, list) and targets:
+        from hyjail.ns import mounts
+        mounts.reclaim_on_host(record.path, [t for t in targets if isinstance(t, str)])
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
         cgroups.remove_jail(record)

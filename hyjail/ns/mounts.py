@@ -22,6 +22,7 @@ import errno
 import glob
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -172,8 +173,15 @@ class PivotRoot:
     """Make the staged root the root and unmount the old one."""
 
 
+@dataclass(frozen=True)
+class OpenRoot:
+    """A chroot jail's root, opened where it lies (no bind, no namespace of its own): its
+    mounts go onto the host's tree beneath it (`carry_out_on_host`)."""
+    path: str
+
+
 Operation = (BindRoot | Detach | Mount | ReadOnly | Mask | MakeDir | BindDevice | Symlink
-             | BindHost | MakePoint | ReadOnlyRoot | PivotRoot)
+             | BindHost | MakePoint | ReadOnlyRoot | PivotRoot | OpenRoot)
 
 # What a read-only root still gets writable, as fresh tmpfs (where the root has them and the
 # administrator's own mounts do not take their place): podman's and nspawn's choice.
@@ -313,6 +321,85 @@ def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
         setup.close()
 
 
+def carry_out_on_host(path: str, added: Sequence) -> list[tuple[str, int]]:
+    """A chroot jail's own mounts (`hyjail.fstab.JailMount`s), made on the host's tree beneath
+    its root `path` by descriptor, as FreeBSD's jail(8) mounts mount.fstab: (target, a
+    descriptor of what was mounted there) for each, in order, for `undo_on_host`. A
+    message-queue file system is left out: without an IPC namespace of its own it would be
+    the host's, and such a jail's POSIX queue calls are refused anyway."""
+    setup = _Setup(False)
+    made: list[tuple[str, int]] = []
+    try:
+        setup.carry_out(OpenRoot(path))
+        for mount in added:
+            if mount.kind == "mqueue":
+                continue
+            op = _added(mount)
+            try:
+                setup.carry_out(op)
+                if op.target in setup.made:  # a bind or a new file system: its own root
+                    made.append((op.target, os.dup(setup.made[op.target])))
+                else:  # a mask or a read-only bind: the mount now on top there, if any
+                    with contextlib.suppress(FileNotFoundError):
+                        made.append((op.target, setup.open(op.target)))
+            except OSError as e:
+                raise SetupError(setup.describe_failure(op, e)) from None
+    except BaseException:
+        undo_on_host(made)
+        raise
+    finally:
+        setup.close()
+    return made
+
+
+def undo_on_host(made: list[tuple[str, int]]) -> None:
+    """Unmount what `carry_out_on_host` made, last first, by descriptor (never a name in the
+    jail's tree, which its root may have changed)."""
+    for _, fd in reversed(made):
+        try:
+            linux.umount2(_fd_path(fd), linux.MNT_DETACH)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: no longer a mount (gone with its parent)
+                print(f"hyjail: unmounting {_fd_path(fd)}: {e.strerror}", file=sys.stderr)
+        finally:
+            os.close(fd)
+
+
+def reclaim_on_host(path: str, targets: list[str]) -> None:
+    """Unmount, last first, what `carry_out_on_host` left at `targets` beneath `path` when
+    its supervisor died: each looked up as the jail resolves it (never above its root) and
+    unmounted only if a mount begins there."""
+    try:
+        root = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
+                             linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return
+    try:
+        for target in reversed(targets):
+            with contextlib.suppress(OSError):
+                fd = linux.openat2(root, target, os.O_PATH, _IN_ROOT)
+                try:
+                    parent = linux.openat2(root, os.path.dirname(target) or ".",
+                                           os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                    try:
+                        if _mount_id(fd) != _mount_id(parent):
+                            linux.umount2(_fd_path(fd), linux.MNT_DETACH)
+                    finally:
+                        os.close(parent)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(root)
+
+
+def _mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOENT, "no mnt_id")
+
+
 class _Setup:
     """One carry_out: the jail's root and the filesystems made so far, each by descriptor."""
 
@@ -416,6 +503,10 @@ class _Setup:
             case BindRoot(path, staging):
                 self.path = path
                 self._bind_root(path, staging)
+            case OpenRoot(path):
+                self.path = path
+                self.root = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
+                                          linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
             case Detach(target):
                 fd = self.open(target, os.O_PATH | os.O_DIRECTORY)
                 try:

@@ -43,6 +43,7 @@ BACKEND = "trace"
 def run(spec: JailSpec, plan: Plan, registry: Registry,
         on_ready: Callable[[Record], None] | None = None,
         stdio: Sequence[int] | None = None) -> int:
+    spec = enforcement.fit_container(spec, plan)
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
     confinement = enforcement.confinement(spec, plan)
@@ -63,6 +64,12 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
+        if spec.mounts:  # on the host, beneath the root (a chroot has no tree of its own)
+            from hyjail.ns import mounts
+            made = mounts.carry_out_on_host(spec.path, spec.mounts)
+            undo.callback(mounts.undo_on_host, made)  # after kill_and_reap: nothing inside
+            record = registry.update(record, params={
+                **record.params, "host_mounts": [target for target, _ in made]})
 
         tty_fds = terminal.tty_fds() if stdio is None else ()
         master = slave = None
