@@ -54,6 +54,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)
+    spec = enforcement.fit_container(spec, plan)
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
     if spec.netns_path is not None:  # the caller's network namespace: joined, none made

@@ -1,7 +1,10 @@
 """Real podman running its containers as jails through hyjail-oci (issue 18's done-when):
 run --rm, run -d with exec, logs, stop and rm, a terminal, --network none and podman's own
 network (netavark, its namespace joined by path), --read-only, -v, --memory, --pids-limit,
---user, --cap-drop and a seccomp profile.
+--user, --cap-drop and a seccomp profile; then the same under a parent that denies every
+namespace (tests/deny_namespaces.py: podman, conmon and hyjail-oci all under it), where
+hyjail-oci makes trace-backend jails: what a chroot cannot give (a terminal, a read-only root,
+a network namespace of podman's) is refused in one line.
 
 Podman here is the test's own: its storage, run state, network configuration and
 containers.conf in a temporary directory (nothing of the host's podman is read or left), its
@@ -15,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
-from conftest import needs_jails
+from conftest import DENY, needs_jails, require_denied
 
 pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
@@ -32,8 +38,9 @@ SUBNET = "10.77.210.0/24"
 
 
 class Podman:
-    def __init__(self, top: str):
+    def __init__(self, top: str, denied: bool = False):
         self.top = top
+        self.denied = denied  # run under tests/deny_namespaces.py: trace-backend jails
         os.makedirs(top)
         self.conf = os.path.join(top, "containers.conf")
         # No network but loopback unless a test asks for podman's own (inside a network
@@ -65,6 +72,8 @@ default_subnet = "{SUBNET}"
     def __call__(self, *args: str, timeout: float = 120, netns: str | None = None,
                  **kwargs) -> subprocess.CompletedProcess:
         prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
+        if self.denied:
+            prefix += [sys.executable, DENY]
         kwargs.setdefault("capture_output", True)
         return subprocess.run([*prefix, *self.argv(*args)], text=True, timeout=timeout,
                               env=self.env, **kwargs)
@@ -79,12 +88,17 @@ default_subnet = "{SUBNET}"
         shutil.rmtree(self.top, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def podman(tmp_path_factory):
+@pytest.fixture(scope="module", params=["ns", "trace"])
+def podman(request):
+    """Podman with hyjail-oci, on this host (ns) and under a parent that denies namespaces."""
     from hyjail.rootfs import busybox
-    top = tmp_path_factory.mktemp("podman")
+    if request.param == "trace":
+        require_denied(kind="trace")
+    # Outside pytest's directory, whose mounts are checked after every test: podman's
+    # storage mount comes and goes with its own cleanup processes, after a test's commands.
+    top = pathlib.Path(tempfile.mkdtemp(prefix="hj-podman-"))
     root = busybox.build(str(top / "rootfs"))
-    made = Podman(str(top / "p"))
+    made = Podman(str(top / "p"), denied=request.param == "trace")
     try:
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         done = subprocess.run(made.argv("import", "-", IMAGE), stdin=tar.stdout,
@@ -95,6 +109,7 @@ def podman(tmp_path_factory):
         yield made
     finally:
         made.close()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def _run(podman: Podman, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -133,20 +148,29 @@ def test_detached_exec_logs_stop_rm(podman):
 
 
 def test_a_terminal(podman):
-    argv = " ".join(podman.argv("run", "--rm", "-it", IMAGE, "sh", "-c", "tty; echo $TERM"))
+    argv = shlex.join([*([sys.executable, DENY] if podman.denied else []),
+                       *podman.argv("run", "--rm", "-it", IMAGE, "sh", "-c",
+                                    "tty; echo term=$TERM")])
     done = subprocess.run(["script", "-qec", argv, "/dev/null"], capture_output=True,
                           text=True, timeout=120, env=podman.env)
+    if podman.denied:
+        assert done.returncode != 0
+        assert "process.terminal: not on the trace backend yet" in done.stdout, done.stdout
+        return
     assert done.returncode == 0, done.stdout
-    assert "/dev/pts/0" in done.stdout and "xterm" in done.stdout, done.stdout
+    assert "/dev/pts/0" in done.stdout and "term=xterm" in done.stdout, done.stdout
 
 
 def test_network_none_has_loopback_only(podman):
     done = _run(podman, "--network", "none", IMAGE, "sh", "-c", "ls /sys/class/net")
-    assert done.stdout.split() == ["lo"], done.stderr
+    # A chroot gets no sysfs of its own, and never the host's.
+    assert done.stdout.split() == ([] if podman.denied else ["lo"]), done.stderr
 
 
 def test_podmans_own_network_in_a_world_of_the_tests(podman):
     from world import World
+    if podman.denied:  # netavark cannot make the container's namespace there
+        pytest.skip("podman's own network needs a network namespace")
     with World() as world:
         started = podman("run", "-d", "--name", "net", "--network", "podman", IMAGE, "sh", "-c",
                          "mkdir /www; echo served > /www/index.html; "
@@ -168,11 +192,22 @@ def test_read_only_binds_and_limits(podman, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("host file\n")
-    done = _run(podman, "--read-only", "-v", f"{data}:/data:ro", "-v",
-                f"{tmp_path}:/rw", "--memory", "64m", "--pids-limit", "32", IMAGE, "sh", "-c",
+    binds = ["-v", f"{data}:/data:ro", "-v", f"{tmp_path}:/rw"]
+    read_only = ["--read-only"]
+    if podman.denied:
+        refused = _run(podman, *read_only, IMAGE, "true")
+        assert "--read-only: needs a mount namespace" in refused.stderr, refused.stderr
+        read_only = []
+    done = _run(podman, *read_only, *binds, "--memory", "64m", "--pids-limit", "32", IMAGE,
+                "sh", "-c",
                 "cat /data/f; touch /x 2>/dev/null || echo root-ro; touch /tmp/t && echo tmp; "
                 "touch /data/g 2>/dev/null || echo data-ro; echo w > /rw/w; sleep 0.2")
-    assert done.stdout.split() == ["host", "file", "root-ro", "tmp", "data-ro"], done.stderr
+    expected = ["host", "file", "root-ro", "tmp", "data-ro"]
+    if podman.denied:
+        expected.remove("root-ro")
+        with open("/proc/self/mounts") as f:  # the binds were on the host's tree, and are gone
+            assert str(data) not in f.read()
+    assert done.stdout.split() == expected, done.stderr
     assert (tmp_path / "w").read_text() == "w\n"
 
 
@@ -204,7 +239,8 @@ def test_user_cap_drop_and_a_seccomp_profile(podman, tmp_path):
     assert done.stdout.split() == ["1000", "1000"], done.stderr
     done = _run(podman, "--cap-drop", "all", IMAGE, "sh", "-c",
                 "grep CapBnd /proc/self/status; chown 1 /tmp 2>/dev/null || echo refused")
-    assert done.stdout.split() == ["CapBnd:", "0000000000000000", "refused"], done.stderr
+    bounding = [] if podman.denied else ["CapBnd:", "0000000000000000"]  # a chroot: no /proc
+    assert done.stdout.split() == [*bounding, "refused"], done.stderr
     profile = tmp_path / "seccomp.json"
     profile.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",

@@ -95,7 +95,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     # Joining the mount namespace made the jail's root ours: "/" is it, by descriptor.
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     if asked.process is not None:  # an OCI exec's: its ids, directory and narrower sets
-        switch_to, confinement = _container_process(asked.process, confinement)
+        switch_to, confinement = container_process(asked.process, confinement)
         enter_directory(root, asked.cwd or "/")
     else:
         entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
@@ -112,7 +112,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                       replace(confinement, account=switch_to))
 
 
-def _container_process(process, confinement: Confinement) -> tuple[Account, Confinement]:
+def container_process(process, confinement: Confinement) -> tuple[Account, Confinement]:
     """An OCI exec's process: whom it runs as, and its confinement: the jail's, with the
     process's capabilities within the container's (never more), its umask and OOM score."""
     caps = confinement.caps

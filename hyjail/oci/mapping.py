@@ -67,7 +67,8 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
     network = _network(config)
     allowed, caps = _capabilities(process)
     from hyjail import allow
-    allowed = frozenset(allow.DEFAULT | allowed)
+    # System V IPC in the container's own IPC namespace (required above), as in runc's.
+    allowed = frozenset(allow.DEFAULT | allowed | {"sysvipc"})
     extra_filter = b""
     if linux_.seccomp is not None:
         from hyjail.oci import seccomp
