@@ -1,5 +1,6 @@
 """The bench's ground: a busybox root with what the workloads need, OCI bundles for crun and
-runc, and each runner's command line (None where this host lacks the tool).
+runc, a podman of the bench's own, and each runner's command line (None where this host lacks
+the tool).
 
 Owns how every peer is invoked so that they do the same work: /bin/true or a workload script
 in the same root, with the same kinds of namespace where the tool makes them.
@@ -7,17 +8,28 @@ in the same root, with the same kinds of namespace where the tool makes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 HYJAIL = [sys.executable, "-m", "hyjail"]
 JAIL_IP = "10.77.210.2"  # the bench's jails, behind their own veth (SPEC section 4)
 HOST_IP = "10.77.209.1"
 TRACE_IP = "127.77.210.2"  # a jail without a network namespace: on the host's loopback
+# The OCI runtimes podman runs in the podman scenario: shown name -> (podman's name, program).
+PODMAN_RUNTIMES = {"hyjail-oci": ("hyjail", os.path.join(os.path.dirname(sys.executable),
+                                                         "hyjail-oci")),
+                   "crun": ("crun", "/usr/bin/crun"), "runc": ("runc", "/usr/sbin/runc")}
+PODMAN_IMAGE = "localhost/hyjail-bench:busybox"
+# Podman asks 1048576 open files and processes for a container by default: more than a host
+# without CAP_SYS_RESOURCE for the bench lets crun and runc set.
+PODMAN_LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
 
 def build_root(top: str) -> str:
@@ -117,3 +129,74 @@ def inside_runners(root: str) -> dict[str, list[str] | None]:
         "hyjail trace, 1 CPU": found("taskset", ["taskset", "-c", "0", *HYJAIL, "run",
                                                  "--backend", "trace", root, "b", TRACE_IP]),
     }
+
+
+@contextlib.contextmanager
+def podman(root: str) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """A podman of the bench's own, with root imported as PODMAN_IMAGE: its command line and
+    environment. Its storage, run state, configuration, events and locks are in a temporary
+    directory, removed afterwards with its containers and mounts: nothing of the host's podman
+    is read or left (as tests/test_podman.py does)."""
+    # Under /tmp and short: podman refuses a --runroot longer than 50 characters.
+    top = tempfile.mkdtemp(prefix="hj-bench-", dir="/tmp")
+    base = ["podman", "--root", os.path.join(top, "storage"),
+            "--runroot", os.path.join(top, "run")]
+    env = {**os.environ, "CONTAINERS_CONF": _podman_conf(top)}
+    try:
+        _podman_import(base, env, root)
+        yield base, env
+    finally:
+        _podman_remove(top, base, env)
+
+
+def podman_runners(base: list[str], limits: list[str]) -> dict[str, list[str]]:
+    """Scenario podman: `podman run --rm IMAGE true` by each runtime, with the same limits."""
+    return {name: [*base, "--runtime", runtime, "run", "--rm", *limits, PODMAN_IMAGE, "true"]
+            for name, (runtime, _) in PODMAN_RUNTIMES.items()}
+
+
+def _podman_conf(top: str) -> str:
+    """containers.conf. netns "none": podman never makes its network in the host's namespace
+    (netavark would add firewall rules and turn on forwarding on the real host). File locks:
+    in the directory, not in the host's shared memory."""
+    conf = os.path.join(top, "containers.conf")
+    runtimes = "\n".join(f'{runtime} = ["{program}"]'
+                         for runtime, program in PODMAN_RUNTIMES.values())
+    with open(conf, "w") as f:
+        f.write(f"""[containers]
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+lock_type = "file"
+events_logger = "file"
+events_logfile_path = "{top}/events.log"
+tmp_dir = "{top}/tmp"
+[engine.runtimes]
+{runtimes}
+[network]
+network_config_dir = "{top}/networks"
+""")
+    return conf
+
+
+def _podman_import(base: list[str], env: dict[str, str], root: str) -> None:
+    """root as PODMAN_IMAGE (no registry)."""
+    tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+    done = subprocess.run([*base, "import", "-", PODMAN_IMAGE], stdin=tar.stdout, env=env,
+                          capture_output=True, text=True, timeout=300)
+    tar.stdout.close()  # tar sees a closed pipe should podman stop reading early
+    tar.wait()
+    if done.returncode:
+        raise RuntimeError(f"podman import: {done.stderr.strip()}")
+
+
+def _podman_remove(top: str, base: list[str], env: dict[str, str]) -> None:
+    for args in (["rm", "--all", "--force", "--time", "0"], ["system", "reset", "--force"]):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([*base, *args], env=env, capture_output=True, timeout=120)
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in reversed(points):
+        if point == top or point.startswith(top + "/"):
+            subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(top, ignore_errors=True)

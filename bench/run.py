@@ -1,6 +1,6 @@
 """hyjail beside its peers, in one run: start latency, the cost inside, scale, and network.
 
-    .venv/bin/python bench/run.py [--rounds N] [--scenarios start,inside,scale,network]
+    .venv/bin/python bench/run.py [--rounds N] [--scenarios start,inside,scale,network,lan,podman]
                                   [--scale 1,10,50,100] [--json] [--readme]    (as root)
 
 Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after a warm-up
@@ -15,11 +15,14 @@ round that is thrown away) and reports medians and ratios measured in the same r
            same server on the host's loopback;
   lan      requests per second from wrk on a LAN machine to busybox httpd in a jail on the LAN
            (macvlan, --interface) and to the same server on the host, in a network of the
-           bench's own (tests/world.py: namespaces that play the host and a LAN machine).
+           bench's own (tests/world.py: namespaces that play the host and a LAN machine);
+  podman   `podman run --rm IMAGE true` with hyjail-oci, crun and runc as its OCI runtime, by a
+           podman of the bench's own (goal: hyjail-oci within 1.5x of crun; where crun cannot
+           run, ratios to runc, and a runtime that fails its warm-up shown with its reason).
 --readme rewrites the README's results between its bench markers, with the machine it ran on.
 Network safety (SPEC section 4): jails use 10.77.209.0/24-10.77.212.0/24 behind their own veths,
 or 127.77.210.0/24; traffic goes only to those jails' own addresses, or stays inside the
-bench's own network namespaces (lan).
+bench's own network namespaces (lan); podman's containers have no network but loopback.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ WORKLOADS = {
 SCALE = (1, 10, 50, 100)
 README = os.path.join(os.path.dirname(peers.BENCH), "README.md")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+GOAL = 1.5  # hyjail-oci's podman run within this of crun's
 
 
 def alternate(runners: dict[str, list[str]], rounds: int, measure) -> dict[str, list[float]]:
@@ -61,9 +65,10 @@ def alternate(runners: dict[str, list[str]], rounds: int, measure) -> dict[str, 
     return results
 
 
-def wall(argv: list[str]) -> float:
+def wall(argv: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
     return time.perf_counter() - start
 
 
@@ -258,6 +263,47 @@ def lan_scenario(root: str, rounds: int) -> dict:
             for name, m in medians.items()}
 
 
+def podman_scenario(root: str, rounds: int) -> dict:
+    """Each runtime's `podman run --rm IMAGE true`, ratios to crun (to runc where crun fails)."""
+    if not shutil.which("podman"):
+        return {"skipped": "podman is not installed (script/bootstrap installs it)"}
+    with peers.podman(root) as (base, env):
+        limits: list[str] = []
+        failed = _failures(peers.podman_runners(base, limits), env)
+        if any("rlimit" in reason.lower() for reason in failed.values()):
+            limits = peers.PODMAN_LIMITS  # for every runtime alike, so the comparison is fair
+            failed = _failures(peers.podman_runners(base, limits), env)
+        runners = {name: argv for name, argv in peers.podman_runners(base, limits).items()
+                   if name not in failed}
+        times = alternate(runners, rounds, lambda argv: wall(argv, env))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    baseline = next((name for name in ("crun", "runc") if name in medians), None)
+    rows = {name: {"unavailable": failed[name]} if name in failed else
+            {"median_ms": round(medians[name] * 1000, 1),
+             "x_baseline": round(medians[name] / medians[baseline], 2) if baseline else None}
+            for name in peers.PODMAN_RUNTIMES}
+    ours = rows["hyjail-oci"].get("x_baseline")
+    return {"baseline": baseline, "limits": " ".join(limits) or None,
+            "goal": f"hyjail-oci within {GOAL}x of crun",
+            "goal_met": ours <= GOAL if baseline == "crun" and ours is not None else None,
+            "runtimes": rows}
+
+
+def _failures(runners: dict[str, list[str]], env: dict[str, str]) -> dict[str, str]:
+    """Each runner once, as a warm-up: for each that failed, the first line of its complaint."""
+    failed = {}
+    for name, argv in runners.items():
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            failed[name] = "no exit within 120 s"
+            continue
+        if done.returncode:
+            failed[name] = (done.stderr.strip().splitlines()
+                            or [f"exit status {done.returncode}"])[0]
+    return failed
+
+
 def _wait_for(ip: str, port: int, server: subprocess.Popen) -> None:
     """Until the server answers. A jail's address is tried only through its own veth
     (SO_BINDTODEVICE, once the registry names it), never by the host's default route."""
@@ -337,7 +383,31 @@ def as_text(results: dict, rounds: int) -> str:
         else:
             lines += [f"    {name:<18} {row['requests_per_s']:>9}  {_x(row['x_host'])} host"
                       for name, row in results[key].items()]
+    if "podman" in results:
+        lines += _podman_text(results["podman"])
     return "\n".join(lines)
+
+
+def _podman_text(podman: dict) -> list[str]:
+    if "skipped" in podman:
+        return ["", "podman run --rm IMAGE true, by OCI runtime:", "",
+                f"    skipped: {podman['skipped']}"]
+    baseline = podman["baseline"]
+    lines = ["", f"podman run --rm IMAGE true, by OCI runtime (ms, and x {baseline or '-'}; "
+             f"goal: {podman['goal']}):", ""]
+    lines += [f"    {name:<12} {row['median_ms']:>8.1f}  {_x(row['x_baseline'])}"
+              if "median_ms" in row else f"    {name:<12} unavailable: {row['unavailable']}"
+              for name, row in podman["runtimes"].items()]
+    lines.append("")
+    if baseline != "crun":
+        lines.append("    crun does not run here: ratios are to runc instead."
+                     if baseline else "    neither crun nor runc runs here: no ratios.")
+    elif podman["goal_met"] is not None:
+        lines.append(f"    goal {'met' if podman['goal_met'] else 'not met'}.")
+    if podman["limits"]:
+        lines += [f"    every runtime with {podman['limits']}: podman's default",
+                  "    limits (1048576) are more than this host lets crun and runc set."]
+    return lines
 
 
 def _x(ratio: float | None) -> str:
@@ -358,7 +428,7 @@ def write_readme(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scenarios", default="start,inside,scale,network,lan")
+    parser.add_argument("--scenarios", default="start,inside,scale,network,lan,podman")
     parser.add_argument("--scale", default=",".join(map(str, SCALE)),
                         help="How many jails at once, in turn (default %(default)s).")
     parser.add_argument("--json", action="store_true")
@@ -380,6 +450,8 @@ def main() -> None:
             results["network"] = network_scenario(root, 3)
         if "lan" in wanted:
             results["lan"] = lan_scenario(root, 3)
+        if "podman" in wanted:
+            results["podman"] = podman_scenario(root, args.rounds)
     text = as_text(results, args.rounds)
     print(json.dumps(results, indent=1) if args.json else text)
     if args.readme:
