@@ -21,6 +21,7 @@ PERMISSIONS: Mapping[str, tuple[bool, str]] = {
     "reserved_ports": (True, "bind ports below 1024 as root"),
     "raw_sockets": (False, "open raw and packet sockets (their source is still the jail's IP)"),
     "sysvipc": (False, "use System V IPC (in the jail's own IPC namespace)"),
+    "mqueue": (False, "use POSIX message queues (in the jail's own IPC namespace)"),
     "mlock": (False, "lock memory, within RLIMIT_MEMLOCK"),
     "chflags": (False, "set immutable and append-only file flags (jailed root then stays in "
                        "the host's user namespace)"),

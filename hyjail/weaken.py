@@ -34,6 +34,8 @@ KINDS = {
     "unjudged-unix": "without Landlock scopes, unix calls that name an address run as made "
                      "(trace)",
     "any-fown": "F_SETOWN may name any process for SIGIO (trace)",
+    "host-mqueue": "a jail without an IPC namespace may use the host's POSIX message queues "
+                   "(trace)",
 }
 _announced = False
 

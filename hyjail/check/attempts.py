@@ -361,6 +361,9 @@ CATALOGUE: tuple[Attempt, ...] = (
     # ---- R5: root inside is diluted -------------------------------------------------------
     *(Attempt("R5", op, (op,), refused(*accepted), abis=ABIS)
       for op, accepted in SUPERUSER.items()),
+    # POSIX message queues belong to the IPC namespace: a chroot's would be the host's.
+    Attempt("R5", "mq_open of a host's POSIX message queue", ("mqueue:{host_mqueue}",),
+            refused("ENOSYS", "ENOENT"), abis=ABIS, host=("host_mqueue",)),
     Attempt("R5", "TIOCSTI into the controlling terminal", ("tty_tiocsti",), refused("EPERM"),
             abis=ABIS, driver="terminal"),
     Attempt("R5", "a setuid-root binary run as nobody", ("suid:/bin/hjsuid",), _still_nobody),

@@ -1712,6 +1712,8 @@ int main(int argc, char **argv)
             cache_write(op, arg);
         else if (IS("family:"))
             family_socket(op, arg);
+        else if (IS("mqueue:")) /* mq_open(NAME, O_RDONLY): a queue the host made */
+            say(op, "%s", result(call(240, 277, P(static_path(arg)), O_RDONLY, 0, 0, 0)));
         else if (IS("masked:"))
             masked(op, arg);
         else if (IS("suid:"))

@@ -114,11 +114,17 @@ class Listeners:
                 for key, kind in (("abstract", socket.SOCK_STREAM),
                                   ("abstract_dgram", socket.SOCK_DGRAM)):
                     self.sockets[key] = _abstract_listener(kind)
+        self.queue = _host_queue() if "host_mqueue" in wanted else None
 
     def ports(self) -> dict[str, int | str]:
-        """Each listener's port, or for an abstract unix one its name (without the NUL)."""
-        return {name: s.getsockname()[1] if s.family != socket.AF_UNIX
-                else s.getsockname()[1:].decode() for name, s in self.sockets.items()}
+        """Each listener's port, or for an abstract unix one its name (without the NUL);
+        the host's message queue's name (without its slash, as mq_open(2) takes it)."""
+        found: dict[str, int | str] = {
+            name: s.getsockname()[1] if s.family != socket.AF_UNIX
+            else s.getsockname()[1:].decode() for name, s in self.sockets.items()}
+        if self.queue:
+            found["host_mqueue"] = self.queue[0]
+        return found
 
     def observed(self) -> dict:
         seen: dict = {"peer_saw": [], "local_reached": False, "abstract_reached": False}
@@ -143,6 +149,27 @@ class Listeners:
     def close(self) -> None:
         for s in self.sockets.values():
             s.close()
+        if self.queue:
+            name, fd = self.queue
+            os.close(fd)
+            _libc().mq_unlink(f"/{name}".encode())
+
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _host_queue() -> tuple[str, int]:
+    """A POSIX message queue of the host's IPC namespace, for a jail to try to open."""
+    import ctypes
+    name = f"hjcheck-{os.getpid()}-{next(_abstract_names)}"
+    libc = _libc()
+    libc.mq_open.restype = ctypes.c_int
+    fd = libc.mq_open(f"/{name}".encode(), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600, None)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"mq_open /{name}")
+    return name, fd
 
 
 _abstract_names = itertools.count()

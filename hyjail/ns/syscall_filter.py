@@ -72,6 +72,11 @@ GATES: dict[str, tuple[int, tuple[str, ...]]] = {
     "sysvipc": (errno.ENOSYS, ("ipc", "shmget", "shmat", "shmdt", "shmctl", "semget", "semop",
                                "semtimedop", "semtimedop_time64", "semctl", "msgget", "msgsnd",
                                "msgrcv", "msgctl")),
+    # POSIX message queues live in the IPC namespace: a jail without its own would open
+    # the host's (FreeBSD 14's allow.mqueue, off by default there too).
+    "mqueue": (errno.ENOSYS, ("mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+                              "mq_timedsend_time64", "mq_timedreceive_time64", "mq_notify",
+                              "mq_getsetattr")),
     "mlock": (errno.EPERM, ("mlock", "mlock2", "mlockall")),
     "mount": (errno.EPERM, ("mount", "umount", "umount2", "mount_setattr", "move_mount",
                             "open_tree", "fsopen", "fsconfig", "fsmount", "fspick")),
