@@ -53,7 +53,8 @@ def ptrace_for(spec: JailSpec) -> dict[str, str]:
 # with the capability each stands for. Dropped, not refused: the engine's defaults ask for
 # them (podman's CAP_NET_RAW), and fewer privileges hold every rule (gVisor's runsc drops
 # CAP_NET_RAW the same way unless told otherwise).
-CONTAINER_DROPPED = {"raw_sockets": ("net", "net_raw"), "sysvipc": ("ipc", None)}
+CONTAINER_DROPPED = {"raw_sockets": ("net", "net_raw"), "sysvipc": ("ipc", None),
+                     "mqueue": ("ipc", None)}
 
 
 def fit_container(spec: JailSpec, plan: Plan) -> JailSpec:
@@ -114,6 +115,20 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     if "sysvipc" in spec.allowed and not namespaces.ipc:
         raise SetupError("allow.sysvipc: without an IPC namespace the jail would share the "
                          "host's System V IPC")
+    for name, _ in spec.sysctl:  # each acts on the namespace of the writer: the jail's own
+        from hyjail.ns import sysctl
+        scope = sysctl.namespace_of(name)
+        held = (namespaces.net or (spec.netns_path is not None and plan.kind != "trace")
+                if scope == "net" else scope is not None and getattr(namespaces, scope))
+        if not held:
+            raise SetupError(f"linux.sysctl: {name}: needs the jail's own {scope} namespace, "
+                             f"which this jail does not get (it would set the host's)")
+    if spec.netns_path is not None and plan.kind == "trace":
+        raise SetupError(f"linux.namespaces: network: {spec.netns_path}: joining a namespace "
+                         f"needs the ns or hybrid backend (a trace jail's is the host's)")
+    if "mqueue" in spec.allowed and not namespaces.ipc:
+        raise SetupError("allow.mqueue: without an IPC namespace the jail would share the "
+                         "host's POSIX message queues")
     if spec.userns_base is not None and not namespaces.user:
         raise SetupError("--userns: needs a user namespace of the jail's (R5's kernel "
                          "provider), which this jail does not get")
@@ -174,7 +189,10 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
     filter compiled here, on the host."""
     namespaces = namespaces_of(plan)
     container = spec.container  # an OCI container's process (hyjail.container)
-    base = Confinement(spec.allowed, spec.limits.rlimits, userns=namespaces.user,
+    allowed = spec.allowed
+    if "host-mqueue" in weaken.weakened() and not namespaces.ipc:
+        allowed = allowed | {"mqueue"}  # the battery's proof that the gate is what holds
+    base = Confinement(allowed, spec.limits.rlimits, userns=namespaces.user,
                        chrooted=not namespaces.mount, weakened=weaken.weakened(),
                        **({} if container is None else {
                            "caps": container.caps, "extra_filter": container.extra_filter,

@@ -21,7 +21,7 @@ import pytest
 
 from hyjail.oci import features
 
-from conftest import needs_jails
+from conftest import DENY, needs_jails, require_denied
 
 pytestmark = needs_jails
 OCI = os.path.join(os.path.dirname(sys.executable), "hyjail-oci")
@@ -373,3 +373,20 @@ def test_spec_writes_a_config_that_runs(oci, tmp_path):
     done = oci("run", "--bundle", str(where), "sp")
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
     assert oci("spec", "--bundle", str(where)).returncode == 1  # never overwritten
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"sysctl": {"net.ipv4.ping_group_range": "0 0"}},
+     "linux.sysctl: net.ipv4.ping_group_range: needs the jail's own net namespace"),
+    ({"sysctl": {"kernel.shmmax": "4096"}},
+     "linux.sysctl: kernel.shmmax: needs the jail's own ipc namespace"),
+])
+def test_a_trace_jail_refuses_what_would_act_on_the_hosts_namespaces(oci, change, says):
+    """Under a parent that denies namespaces the container is a chroot on the host's
+    network and IPC: a sysctl there would set the host's, so it is refused in one line."""
+    require_denied(kind="trace")
+    bundle = oci.bundle(["/bin/true"], **change)
+    done = subprocess.run([sys.executable, DENY, OCI, "--root", oci.state, "run", "--bundle",
+                           bundle, "t"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and says in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and oci.containers() == []

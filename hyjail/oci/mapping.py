@@ -67,8 +67,8 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
     network = _network(config)
     allowed, caps = _capabilities(process)
     from hyjail import allow
-    # System V IPC in the container's own IPC namespace (required above), as in runc's.
-    allowed = frozenset(allow.DEFAULT | allowed | {"sysvipc"})
+    # System V IPC and POSIX queues in the container's own IPC namespace (required above).
+    allowed = frozenset(allow.DEFAULT | allowed | {"sysvipc", "mqueue"})
     extra_filter = b""
     if linux_.seccomp is not None:
         from hyjail.oci import seccomp
