@@ -10,6 +10,7 @@ The registry calls this for every stale record it finds; nothing else needs to.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 
@@ -35,8 +36,47 @@ def reclaim(record: Record) -> None:
         link.reclaim_lan(lan)  # its addresses off the LAN's interface
     targets = record.params.get("host_mounts") if isinstance(record.params, dict) else None
     if isinstance(targets, list) and targets:
-        from hyjail.ns import mounts
-        mounts.reclaim_on_host(record.path, [t for t in targets if isinstance(t, str)])
+        _unmount_on_host(record.path, [t for t in targets if isinstance(t, str)])
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
         cgroups.remove_jail(record)
+
+
+# A chroot jail's mount points, looked up as the jail resolves them: never above its root.
+_IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+_AT_FDCWD = -100
+
+
+def _unmount_on_host(path: str, targets: list[str]) -> None:
+    """Unmount, last first, what `hyjail.ns.mounts.carry_out_on_host` left at `targets`
+    beneath `path` when its supervisor died: each looked up as the jail resolves it (never
+    above its root) and unmounted only if a mount begins there."""
+    try:
+        root = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
+                             linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return
+    try:
+        for target in reversed(targets):
+            with contextlib.suppress(OSError):
+                fd = linux.openat2(root, target, os.O_PATH, _IN_ROOT)
+                try:
+                    parent = linux.openat2(root, os.path.dirname(target) or ".",
+                                           os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                    try:
+                        if _mount_id(fd) != _mount_id(parent):
+                            linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
+                    finally:
+                        os.close(parent)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(root)
+
+
+def _mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOENT, "no mnt_id")

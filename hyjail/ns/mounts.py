@@ -365,41 +365,6 @@ def undo_on_host(made: list[tuple[str, int]]) -> None:
             os.close(fd)
 
 
-def reclaim_on_host(path: str, targets: list[str]) -> None:
-    """Unmount, last first, what `carry_out_on_host` left at `targets` beneath `path` when
-    its supervisor died: each looked up as the jail resolves it (never above its root) and
-    unmounted only if a mount begins there."""
-    try:
-        root = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
-                             linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
-    except OSError:
-        return
-    try:
-        for target in reversed(targets):
-            with contextlib.suppress(OSError):
-                fd = linux.openat2(root, target, os.O_PATH, _IN_ROOT)
-                try:
-                    parent = linux.openat2(root, os.path.dirname(target) or ".",
-                                           os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
-                    try:
-                        if _mount_id(fd) != _mount_id(parent):
-                            linux.umount2(_fd_path(fd), linux.MNT_DETACH)
-                    finally:
-                        os.close(parent)
-                finally:
-                    os.close(fd)
-    finally:
-        os.close(root)
-
-
-def _mount_id(fd: int) -> int:
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    raise OSError(errno.ENOENT, "no mnt_id")
-
-
 class _Setup:
     """One carry_out: the jail's root and the filesystems made so far, each by descriptor."""
 
