@@ -229,7 +229,10 @@ def test_pause_and_resume(oci, tmp_path):
     assert oci("resume", "p1").returncode == 0
     assert oci.state_of("p1")["status"] == "running"
     assert oci("resume", "p1").returncode == 1
-    assert oci("delete", "--force", "p1").returncode == 0
+    assert oci("pause", "p1").returncode == 0
+    started = time.monotonic()
+    assert oci("delete", "--force", "p1").returncode == 0  # thawed to die, not waited out
+    assert time.monotonic() - started < 5 and "p1" not in _jail_names()
 
 
 def test_a_terminal_goes_to_the_console_socket(oci, tmp_path):

@@ -291,10 +291,18 @@ def delete(store: Store, container_id: str, force: bool = False) -> None:
         if record is not None and record.init_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.init_pid, signal.SIGKILL)
+            _thaw(record)  # a frozen process dies only once thawed
         if not _wait_until(lambda: not container.supervisor_alive(), _STOP_WAIT):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(container.supervisor_pid, signal.SIGKILL)
     store.remove(container_id)
+
+
+def _thaw(record) -> None:
+    from hyjail.oci import freezer
+    with contextlib.suppress(HyjailError, OSError):
+        if freezer.frozen(record):
+            freezer.set_frozen(record, False)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
