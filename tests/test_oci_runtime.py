@@ -10,6 +10,7 @@ import array
 import fcntl
 import json
 import os
+import pathlib
 import socket
 import struct
 import subprocess
@@ -338,8 +339,9 @@ def test_a_network_namespace_joined_by_path(oci):
      "config.json: mounts[0]: type proc on /x"),
     ({"devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]},
      "config.json: linux.devices: /dev/sda"),
-    ({"hooks": {"prestart": [{"path": "/bin/true"}]}},
-     "config.json: hooks.prestart: not supported yet"),
+    ({"hooks": {"createContainer": [{"path": "/bin/true"}]}},
+     "config.json: hooks.createContainer: not supported (a host program in the container's "
+     "namespaces"),
     ({"resources": {"devices": [{"allow": True, "type": "b", "major": 8, "access": "rwm"}]}},
      "config.json: linux.resources.devices[0]: allowing b 8:*"),
 ])
@@ -383,6 +385,8 @@ def test_spec_writes_a_config_that_runs(oci, tmp_path):
      "linux.sysctl: net.ipv4.ping_group_range: needs the jail's own net namespace"),
     ({"sysctl": {"kernel.shmmax": "4096"}},
      "linux.sysctl: kernel.shmmax: needs the jail's own ipc namespace"),
+    ({"hooks": {"startContainer": [{"path": "/bin/true"}]}},
+     "hooks.startContainer: needs the ns or hybrid backend"),
 ])
 def test_a_trace_jail_refuses_what_would_act_on_the_hosts_namespaces(oci, change, says):
     """Under a parent that denies namespaces the container is a chroot on the host's
@@ -393,3 +397,70 @@ def test_a_trace_jail_refuses_what_would_act_on_the_hosts_namespaces(oci, change
                            bundle, "t"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and says in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and oci.containers() == []
+
+
+def _hook_script(tmp_path, log) -> str:
+    """A host program that appends its first argument and the state it was given."""
+    script = tmp_path / "hook"
+    script.write_text(f"#!/bin/sh\nprintf '%s ' \"$1\" >> {log}\ncat >> {log}\n"
+                      f"echo >> {log}\n[ \"$2\" = fail ] && echo \"no good\" >&2 && exit 3\n"
+                      f"exit 0\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_hooks_run_where_and_when_the_runtime_spec_says(oci, tmp_path):
+    log = tmp_path / "hooks.log"
+    script = _hook_script(tmp_path, log)
+    mark = f"/tmp/started-{os.getpid()}"
+    given = {kind: [{"path": script, "args": ["hook", kind]}]
+             for kind in ("prestart", "createRuntime", "poststart", "poststop")}
+    given["startContainer"] = [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"cat > {mark}; id -u >> {mark}"], "env": ["PATH=/bin"]}]
+    bundle = oci.bundle(["/bin/sleep", "60"], hooks=given,
+                        capabilities={"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                                      "permitted": ["CAP_KILL"]})
+    code, err = oci.create("h1", bundle)
+    assert code == 0, err
+    seen = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert [kind for kind, _ in seen] == ["prestart", "createRuntime"]
+    states = [json.loads(state) for _, state in seen]
+    assert {s["status"] for s in states} == {"creating"} and states[0]["id"] == "h1"
+    init = states[0]["pid"]
+    assert init > 0 and os.readlink(f"/proc/{init}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    assert oci("start", "h1").returncode == 0
+    inside = pathlib.Path(oci.rootfs, mark.lstrip("/"))
+    try:
+        state, uid = inside.read_text().rsplit("}", 1)
+        assert json.loads(state + "}")["status"] == "created" and uid.split() == ["0"]
+    finally:
+        os.unlink(inside)
+    assert [line.split()[0] for line in log.read_text().splitlines()][2:] == ["poststart"]
+    assert oci("delete", "--force", "h1").returncode == 0
+    last = log.read_text().splitlines()[-1].split(" ", 1)
+    assert last[0] == "poststop" and json.loads(last[1])["status"] == "stopped"
+
+
+def test_a_failing_or_late_hook_fails_its_operation_and_leaves_nothing(oci, tmp_path):
+    log = tmp_path / "hooks.log"
+    script = _hook_script(tmp_path, log)
+    failing = {"createRuntime": [{"path": script, "args": ["hook", "createRuntime", "fail"]}],
+               "poststop": [{"path": script, "args": ["hook", "poststop"]}]}
+    code, err = oci.create("h2", oci.bundle(["/bin/true"], hooks=failing))
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"hooks.createRuntime[0]: {script}: exited 3: no good"), err
+    assert [line.split()[0] for line in log.read_text().splitlines()] == [
+        "createRuntime", "poststop"]
+    assert oci.containers() == [] and "h2" not in _jail_names()
+    late = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}]}
+    code, err = oci.create("h3", oci.bundle(["/bin/true"], hooks=late))
+    assert code == 1 and "hooks.prestart[0]: /bin/sleep: timed out after 1 s" in err, err
+    in_jail = {"startContainer": [{"path": "/bin/false"}]}
+    code, err = oci.create("h4", oci.bundle(["/bin/sleep", "60"], hooks=in_jail))
+    assert code == 0, err
+    started = oci("start", "h4")
+    assert started.returncode == 1, started.stderr
+    assert "hooks.startContainer[0]: /bin/false: exited 1" in started.stderr, started.stderr
+    oci.wait_for("h4", "stopped")
+    assert oci("delete", "h4").returncode == 0
+    assert oci.containers() == [] and "h4" not in _jail_names()

@@ -219,7 +219,7 @@ def _create(store, parsed: Parsed, log) -> int:
 
 def _start(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
-    runtime.start(store, parsed.args[0])
+    runtime.start(store, parsed.args[0], log)
     return 0
 
 
@@ -247,7 +247,7 @@ def _delete(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
     from hyjail.oci.state import NoSuchContainer
     try:
-        runtime.delete(store, parsed.args[0], bool(parsed.flags.get("force")))
+        runtime.delete(store, parsed.args[0], bool(parsed.flags.get("force")), log)
     except NoSuchContainer:
         if not parsed.flags.get("force"):
             raise

@@ -7,7 +7,7 @@ Owns the two documents, read from the tables the mapping itself uses
 
 from __future__ import annotations
 
-from hyjail.oci import mapping
+from hyjail.oci import hooks, mapping
 from hyjail.oci.state import OCI_VERSION
 
 ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
@@ -23,7 +23,7 @@ def document() -> dict:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": list(hooks.HELD),
         "mountOptions": sorted(mapping.IGNORED_OPTIONS | {"ro", "noexec"}
                                | {f"{key}=" for key in mapping.TMPFS_DATA}),
         "linux": {

@@ -325,16 +325,10 @@ def _refuse_unheld(config: OciConfig) -> None:
     if config.linux.devices:
         raise SetupError(f"config.json: linux.devices: {config.linux.devices[0].path}: a "
                          f"jail's /dev holds only its own devices")
-    hooks = config.hooks
-    for kind in ("prestart", "create_runtime", "create_container", "start_container",
-                 "poststart", "poststop"):
-        if getattr(hooks, kind):
-            raise SetupError(f"config.json: hooks.{_camel(kind)}: not supported yet")
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    if config.hooks.create_container:
+        raise SetupError("config.json: hooks.createContainer: not supported (a host program "
+                         "in the container's namespaces before its rules hold); use "
+                         "createRuntime (on the host) or startContainer (in the container)")
 
 
 # ---- mounts -------------------------------------------------------------------------------------

@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from hyjail.errors import HyjailError, SetupError
+from hyjail.oci import hooks
 from hyjail.oci import state as states
 from hyjail.oci.state import Container, Store
 
 _STOP_WAIT = 10.0  # seconds delete --force waits for the jail's teardown
+_ANSWER = 4096  # the supervisor's answer to start: ok, or a failing hook's line
 
 
 # ---- create and start -----------------------------------------------------------------------
@@ -47,13 +49,16 @@ def create(store: Store, container_id: str, bundle: str, pid_file: str | None = 
         raise SetupError("process.terminal: needs --console-socket (the terminal's master "
                          "goes to the caller there)")
     container = Container(id=container_id, bundle=bundle, created=time.time(),
-                          annotations=dict(config.annotations), rootfs=config.root_path)
+                          annotations=dict(config.annotations), rootfs=config.root_path,
+                          hooks=hooks.to_record(config.hooks))
     store.make(container)
     try:
-        pid, start = _fork_supervisor(store, container_id, spec,
+        pid, start = _fork_supervisor(store, container, spec, config.hooks,
                                       console_socket if terminal else None,
                                       config.process.console_size if terminal else None, log)
     except BaseException:
+        hooks.run_logged("poststop", config.hooks.poststop,
+                         states.state_json(container, "stopped"), log)
         store.remove(container_id)
         raise
     container = store.update(container_id, supervisor_pid=pid, supervisor_start=start)
@@ -71,8 +76,8 @@ def write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def _fork_supervisor(store: Store, container_id: str, spec, console_socket: str | None,
-                     console_size: tuple[int, int] | None,
+def _fork_supervisor(store: Store, container: Container, spec, given_hooks,
+                     console_socket: str | None, console_size: tuple[int, int] | None,
                      log: Callable[[str], None] | None) -> tuple[int, int]:
     """Fork the supervisor; (its pid, its start time) once the jail is held before its
     process, or the one line that stopped it."""
@@ -82,8 +87,8 @@ def _fork_supervisor(store: Store, container_id: str, spec, console_socket: str 
     pid = os.fork()
     if pid == 0:
         os.close(ready_read)
-        _supervisor_main(store, container_id, spec, console_socket, console_size, ready_write,
-                         log)
+        _supervisor_main(store, container, spec, given_hooks, console_socket, console_size,
+                         ready_write, log)
     os.close(ready_write)
     with os.fdopen(ready_read) as ready:
         answer = ready.readline().rstrip("\n")
@@ -96,13 +101,14 @@ def _fork_supervisor(store: Store, container_id: str, spec, console_socket: str 
     return pid, process_start_time(pid) or 0
 
 
-def _supervisor_main(store: Store, container_id: str, spec, console_socket: str | None,
-                     console_size: tuple[int, int] | None, ready_write: int,
-                     log: Callable[[str], None] | None) -> None:
+def _supervisor_main(store: Store, container: Container, spec, given_hooks,
+                     console_socket: str | None, console_size: tuple[int, int] | None,
+                     ready_write: int, log: Callable[[str], None] | None) -> None:
     """The supervisor's life: the container's process gets the caller's stdio (conmon's
     pipes), the supervisor itself none of it (its own lines go to the runtime's --log)."""
     from hyjail import foreground, supervisor
 
+    container_id = container.id
     code = 1
     told = []
     stdio: list[int] = []
@@ -116,12 +122,23 @@ def _supervisor_main(store: Store, container_id: str, spec, console_socket: str 
         foreground.close_all_but([ready_write, *stdio])
 
         def ready(record) -> None:
+            state = {**states.state_json(container, "creating"), "pid": record.init_pid}
+            if given_hooks.start_container and record.backend == "trace":
+                raise SetupError("config.json: hooks.startContainer: needs the ns or hybrid "
+                                 "backend (the trace backend's supervisor is busy holding "
+                                 "the process then)")
+            hooks.run_on_host("prestart", given_hooks.prestart, state)
+            hooks.run_on_host("create_runtime", given_hooks.create_runtime, state)
+
+            def before_start() -> None:
+                hooks.run_in_jail(record.jid, given_hooks.start_container,
+                                  {**state, "status": "created"}, spec.container)
             listener = _listen(store.start_socket(container_id))
             os.write(ready_write, b"ready\n")
             told.append(True)
             os.close(ready_write)
             try:
-                _wait_for_start(listener, record.init_pid, store, container_id)
+                _wait_for_start(listener, record.init_pid, store, container_id, before_start)
             finally:
                 listener.close()
                 with contextlib.suppress(FileNotFoundError):
@@ -167,9 +184,10 @@ def _listen(path: str) -> socket.socket:
 
 
 def _wait_for_start(listener: socket.socket, init_pid: int, store: Store,
-                    container_id: str) -> None:
-    """Until `start` asks (marked started, then told so), or the jail's pid 1 ends first
-    (killed while created: SetupError, and the supervisor takes the jail down)."""
+                    container_id: str, before_start: Callable[[], None]) -> None:
+    """Until `start` asks (startContainer hooks run, marked started, then told so), or the
+    jail's pid 1 ends first (killed while created: SetupError, and the supervisor takes the
+    jail down). A failing hook's line goes to `start`, and the jail is taken down."""
     pidfd = os.pidfd_open(init_pid)
     try:
         while True:
@@ -179,6 +197,11 @@ def _wait_for_start(listener: socket.socket, init_pid: int, store: Store,
             connection, _ = listener.accept()
             with connection:
                 if connection.recv(16) == b"start":
+                    try:
+                        before_start()
+                    except HyjailError as e:
+                        connection.send(f"error {e}".encode()[:_ANSWER])
+                        raise
                     store.update(container_id, started=True)
                     connection.send(b"ok")
                     return
@@ -201,21 +224,30 @@ def _send_console(path: str, master: int, size: tuple[int, int] | None) -> None:
             raise SetupError(f"--console-socket {path}: {e.strerror}") from None
 
 
-def start(store: Store, container_id: str) -> None:
+def start(store: Store, container_id: str,
+          log: Callable[[str], None] | None = None) -> None:
     container = store.read(container_id)
     current = states.status(container)
     if current != "created":
         raise HyjailError(f"cannot start a container that is {current}", 1)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as peer:
-            peer.settimeout(30)
+            peer.settimeout(None if container.hooks.get("start_container") else 30)
             peer.connect(store.start_socket(container_id))
             peer.send(b"start")
-            if peer.recv(16) != b"ok":
-                raise OSError("no answer")
+            answer = peer.recv(_ANSWER)
     except OSError:
-        raise HyjailError(f"cannot start container {container_id}: its process has ended",
-                          1) from None
+        answer = b""
+    if answer.startswith(b"error "):
+        raise HyjailError(answer.removeprefix(b"error ").decode(errors="replace"), 1)
+    if answer != b"ok":
+        raise HyjailError(f"cannot start container {container_id}: its process has ended", 1)
+    poststart = hooks.from_record(container.hooks, "poststart")
+    if poststart:
+        record = _record(container_id)
+        state = states.state_json(container, "running")
+        hooks.run_logged("poststart", poststart,
+                         {**state, "pid": record.init_pid if record else 0}, log)
 
 
 # ---- state, kill, delete ----------------------------------------------------------------------
@@ -280,7 +312,8 @@ def pause(store: Store, container_id: str, freeze: bool) -> None:
     freezer.set_frozen(_record(container_id), freeze)
 
 
-def delete(store: Store, container_id: str, force: bool = False) -> None:
+def delete(store: Store, container_id: str, force: bool = False,
+           log: Callable[[str], None] | None = None) -> None:
     container = store.read(container_id)
     current = states.status(container, False)
     if current != "stopped":
@@ -295,6 +328,8 @@ def delete(store: Store, container_id: str, force: bool = False) -> None:
         if not _wait_until(lambda: not container.supervisor_alive(), _STOP_WAIT):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(container.supervisor_pid, signal.SIGKILL)
+    hooks.run_logged("poststop", hooks.from_record(container.hooks, "poststop"),
+                     states.state_json(container, "stopped"), log)
     store.remove(container_id)
 
 
@@ -323,9 +358,9 @@ def run(store: Store, container_id: str, bundle: str, pid_file: str | None = Non
     with the container deleted."""
     container = create(store, container_id, bundle, pid_file, console_socket, log)
     try:
-        start(store, container_id)
+        start(store, container_id, log)
     except BaseException:
-        delete(store, container_id, force=True)
+        delete(store, container_id, force=True, log=log)
         raise
     if detach:
         return 0
@@ -339,7 +374,7 @@ def run(store: Store, container_id: str, bundle: str, pid_file: str | None = Non
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + (
             os.WTERMSIG(status))
     finally:
-        delete(store, container_id, force=True)
+        delete(store, container_id, force=True, log=log)
 
 
 def listing(store: Store) -> list[dict]:

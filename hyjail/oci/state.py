@@ -56,6 +56,7 @@ class Container:
     supervisor_pid: int = 0
     supervisor_start: int = 0
     started: bool = False
+    hooks: dict = field(default_factory=dict)  # what start and delete run (`oci.hooks`)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
