@@ -2,13 +2,14 @@
 kill, delete, run, list, ps (exec is `hyjail.oci.execute`).
 
 Owns the container's life around its jail. `create` reads the bundle (`hyjail.oci.config`),
-maps it onto a jail (`hyjail.oci.mapping`), and forks the jail's supervisor, which outlives
-it: the supervisor sets the jail up to the moment before its process runs (pid 1 waits for
-GO, the runtime spec's "created"), then waits on the container's start socket; `start`
-connects there and the supervisor lets the process run. The supervisor is the process
-`--pid-file` names: its caller's subreaper (conmon, containerd's shim) inherits it when
-`create` exits and reaps it when the container ends, with the container's exit status
-(128+N for a signal, as hyjail's supervisor reports it). Its state: `hyjail.oci.state`.
+maps it onto a jail (`hyjail.oci.mapping`), and forks the container's stand-in, which
+forks the jail's supervisor; both outlive it. The supervisor sets the jail up to the moment
+before its process runs (pid 1 waits for GO, the runtime spec's "created"), then waits on
+the container's start socket; `start` connects there and the supervisor lets the process
+run. The stand-in (`hyjail.oci.standin`) is the process `--pid-file` names, in the jail's
+namespaces: its caller's subreaper (conmon, containerd's shim) inherits it when `create`
+exits and reaps it when the container ends, with the container's exit status (128+N for a
+signal, as hyjail's supervisor reports it). Its state: `hyjail.oci.state`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def create(store: Store, container_id: str, bundle: str, pid_file: str | None = 
                          states.state_json(container, "stopped"), log)
         store.remove(container_id)
         raise
-    container = store.update(container_id, supervisor_pid=pid, supervisor_start=start)
+    container = store.update(container_id, pid=pid, pid_start=start)
     if pid_file:
         write_pid_file(pid_file, pid)
     return container
@@ -79,16 +80,19 @@ def write_pid_file(path: str, pid: int) -> None:
 def _fork_supervisor(store: Store, container: Container, spec, given_hooks,
                      console_socket: str | None, console_size: tuple[int, int] | None,
                      log: Callable[[str], None] | None) -> tuple[int, int]:
-    """Fork the supervisor; (its pid, its start time) once the jail is held before its
-    process, or the one line that stopped it."""
+    """Fork the container's stand-in (`hyjail.oci.standin`), which forks the supervisor;
+    (the stand-in's pid, its start time) once the jail is held before its process, or the
+    one line that stopped it."""
     from hyjail.linux import process_start_time
+    from hyjail.oci import standin
 
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ready_read)
-        _supervisor_main(store, container, spec, given_hooks, console_socket, console_size,
-                         ready_write, log)
+        standin.run(lambda told: _supervisor_main(store, container, spec, given_hooks,
+                                                  console_socket, console_size, told, log),
+                    ready_write)
     os.close(ready_write)
     with os.fdopen(ready_read) as ready:
         answer = ready.readline().rstrip("\n")
@@ -122,6 +126,8 @@ def _supervisor_main(store: Store, container: Container, spec, given_hooks,
         foreground.close_all_but([ready_write, *stdio])
 
         def ready(record) -> None:
+            # The pid of the jail's first process: in the jail's namespaces already (the
+            # stand-in joins them only once these hooks are done).
             state = {**states.state_json(container, "creating"), "pid": record.init_pid}
             if given_hooks.start_container and record.backend == "trace":
                 raise SetupError("config.json: hooks.startContainer: needs the ns or hybrid "
@@ -134,7 +140,7 @@ def _supervisor_main(store: Store, container: Container, spec, given_hooks,
                 hooks.run_in_jail(record.jid, given_hooks.start_container,
                                   {**state, "status": "created"}, spec.container)
             listener = _listen(store.start_socket(container_id))
-            os.write(ready_write, b"ready\n")
+            os.write(ready_write, f"ready {record.init_pid}\n".encode())
             told.append(True)
             os.close(ready_write)
             try:
@@ -325,9 +331,9 @@ def delete(store: Store, container_id: str, force: bool = False,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.init_pid, signal.SIGKILL)
             _thaw(record)  # a frozen process dies only once thawed
-        if not _wait_until(lambda: not container.supervisor_alive(), _STOP_WAIT):
+        if not _wait_until(lambda: not container.alive(), _STOP_WAIT):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(container.supervisor_pid, signal.SIGKILL)
+                os.kill(container.pid, signal.SIGKILL)
     hooks.run_logged("poststop", hooks.from_record(container.hooks, "poststop"),
                      states.state_json(container, "stopped"), log)
     store.remove(container_id)
@@ -367,7 +373,7 @@ def run(store: Store, container_id: str, bundle: str, pid_file: str | None = Non
     try:
         while True:
             try:
-                _, status = os.waitpid(container.supervisor_pid, 0)
+                _, status = os.waitpid(container.pid, 0)
                 break
             except InterruptedError:
                 continue

@@ -3,10 +3,11 @@ state JSON `hyjail-oci state` prints.
 
 Owns: container ids (what may name a directory), the directory `ROOT/ID` (made exclusively,
 root's alone: 0700, so only the runtime's caller reaches the start socket in it), the record
-kept there (`container.json`: bundle, creation time, annotations, the supervisor's pid and
-start time, whether it was started), and the status the runtime spec defines (creating,
-created, running, stopped; paused from the freezer) read from that record and the live
-processes. The jail itself is the registry's (`hyjail.registry`), named by the container id.
+kept there (`container.json`: bundle, creation time, annotations, the stand-in's pid and
+start time, whether it was started, the hooks later operations run), and the status the
+runtime spec defines (creating, created, running, stopped; paused from the freezer) read
+from that record and the live processes. The jail itself is the registry's
+(`hyjail.registry`), named by the container id.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Container:
     created: float
     annotations: dict[str, str] = field(default_factory=dict)
     rootfs: str = ""
-    supervisor_pid: int = 0
-    supervisor_start: int = 0
+    pid: int = 0  # the stand-in's (`hyjail.oci.standin`): the state's and --pid-file's
+    pid_start: int = 0
     started: bool = False
     hooks: dict = field(default_factory=dict)  # what start and delete run (`oci.hooks`)
 
@@ -66,9 +67,9 @@ class Container:
         data = json.loads(text)
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
-    def supervisor_alive(self) -> bool:
-        return bool(self.supervisor_pid) and (
-            process_start_time(self.supervisor_pid) == self.supervisor_start)
+    def alive(self) -> bool:
+        """The stand-in, and so the supervisor and the jail, still there."""
+        return bool(self.pid) and process_start_time(self.pid) == self.pid_start
 
 
 class Store:
@@ -138,11 +139,11 @@ class Store:
 
 
 def status(container: Container, paused: bool = False) -> str:
-    """The runtime spec's status: creating (no supervisor yet), created (held before its
-    process), running, paused, stopped (its supervisor, and so the jail, is gone)."""
-    if not container.supervisor_pid:
+    """The runtime spec's status: creating (no stand-in yet), created (held before its
+    process), running, paused, stopped (its stand-in, and so the jail, is gone)."""
+    if not container.pid:
         return "creating"
-    if not container.supervisor_alive():
+    if not container.alive():
         return "stopped"
     if not container.started:
         return "created"
@@ -152,7 +153,7 @@ def status(container: Container, paused: bool = False) -> str:
 def state_json(container: Container, current: str) -> dict:
     """The state the runtime spec defines (with runc's rootfs, created and owner besides)."""
     state = {"ociVersion": OCI_VERSION, "id": container.id, "status": current,
-             "pid": container.supervisor_pid if current != "stopped" else 0,
+             "pid": container.pid if current != "stopped" else 0,
              "bundle": container.bundle, "rootfs": container.rootfs,
              "created": rfc3339(container.created), "owner": ""}
     if container.annotations:

@@ -1,0 +1,123 @@
+"""The process a container engine knows as the container's: `--pid-file`'s, the state's pid.
+
+Owns the stand-in between an engine and a jail. Engines take a container's pid for two
+things: the process their subreaper (conmon, containerd's shim) reaps for the exit status,
+and the namespaces they join through /proc/PID/ns (a pod's members join its infra
+container's network and IPC; a sandbox's are found this way). runc's answer is the
+container's own first process; a jail's first process is its supervisor's child, which no
+subreaper can reap. So `create` forks this stand-in, which forks the supervisor. Once the
+jail is held before its process, the stand-in joins the jail's network, IPC and UTS
+namespaces (where the jail has its own; never its cgroups, whose end kills their members),
+drops every capability and lets no new privilege in, forwards the signals an engine sends
+to the container's process to the jail's first process, and exits after the supervisor
+with its status (the container's). Its parent is `create`, and when `create` exits the
+engine's subreaper inherits it. If the stand-in is killed, the supervisor and with it the
+jail die too (parent-death signals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from typing import NoReturn
+
+from hyjail import linux
+
+# The namespaces an engine looks for at /proc/PID/ns, each joined if the jail has its own.
+JOINED = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS))
+# What an engine sends to the container's process (podman stop, kill): the jail's first
+# process gets it, as a runc container's own first process would.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+
+
+def run(supervise: Callable[[int], None], ready_write: int) -> NoReturn:
+    """In the stand-in (just forked by `create`): fork the supervisor, which runs
+    `supervise(told)` and writes to `told` "ready PID" (the jail's first process, held before
+    it runs) or "CODE MESSAGE"; pass that on to `create` on `ready_write` ("ready" once the
+    jail's namespaces are joined, so that an engine finds them at once), then stand in for
+    the container until the supervisor ends."""
+    os.setsid()  # no terminal, no job control of the caller's
+    told_read, told_write = os.pipe()
+    supervisor = os.fork()
+    if supervisor == 0:
+        os.close(told_read)
+        os.close(ready_write)
+        import prctl
+        prctl.set_pdeathsig(signal.SIGKILL)  # the stand-in killed: the jail goes too
+        supervise(told_write)
+        os._exit(1)  # supervise does not return
+    os.close(told_write)
+    code = 1
+    try:
+        _quiet()
+        with os.fdopen(told_read) as told:
+            line = told.readline().strip()
+        head, _, rest = line.partition(" ")
+        init = int(rest) if head == "ready" and rest.isdigit() else 0
+        if init:
+            _join_jail(init)
+            line = "ready"
+        _forward_signals_to(init)
+        with contextlib.suppress(OSError):  # create may be gone (killed): nobody to tell
+            os.write(ready_write, f"{line}\n".encode())
+        os.close(ready_write)
+        _drop_privileges()
+        code = _wait(supervisor)
+    finally:
+        os._exit(code)
+
+
+def _quiet() -> None:
+    """None of the engine's descriptors (its pipes stay the container's alone)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _join_jail(init: int) -> None:
+    for name, flag in JOINED:
+        with contextlib.suppress(OSError):  # gone already: the supervisor tells the rest
+            if os.stat(f"/proc/{init}/ns/{name}").st_ino == os.stat(
+                    f"/proc/self/ns/{name}").st_ino:
+                continue  # the jail has none of its own of this kind (a trace jail's)
+            fd = os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, flag)
+            finally:
+                os.close(fd)
+
+
+def _forward_signals_to(init: int) -> None:
+    def forward(signum: int, _frame) -> None:
+        if init:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signum)
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+
+
+def _drop_privileges() -> None:
+    """No capability and no way to gain one: the stand-in only waits and signals its own
+    jail's first process (root's, like itself)."""
+    import prctl
+    prctl.set_no_new_privs(True)
+    for capability in range(64):  # past the kernel's last: refused, and nothing to drop
+        with contextlib.suppress(OSError, ValueError):
+            prctl.capbset_drop(capability)
+    for caps in (prctl.cap_effective, prctl.cap_permitted, prctl.cap_inheritable):
+        caps.limit()
+
+
+def _wait(supervisor: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(supervisor, 0)
+            break
+        except InterruptedError:
+            continue
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + (
+        os.WTERMSIG(status))
