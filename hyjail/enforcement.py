@@ -123,6 +123,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
         if not held:
             raise SetupError(f"linux.sysctl: {name}: needs the jail's own {scope} namespace, "
                              f"which this jail does not get (it would set the host's)")
+    if spec.joined and plan.kind == "trace":
+        raise SetupError(f"linux.namespaces: {spec.joined[0][0]}: {spec.joined[0][1]}: "
+                         f"joining a namespace needs the ns or hybrid backend")
     if spec.netns_path is not None and plan.kind == "trace":
         raise SetupError(f"linux.namespaces: network: {spec.netns_path}: joining a namespace "
                          f"needs the ns or hybrid backend (a trace jail's is the host's)")

@@ -2,14 +2,18 @@
 description both backends' jail sides and the supervisors read (`hyjail.enforcement` derives
 it from the plan).
 
-Owns only the flags: nothing here creates a namespace or reads the plan.
+Owns only the flags, and the check of a pod's namespace an OCI container joins by path
+(`open_joinable`): nothing here creates a namespace or reads the plan.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 from hyjail import linux
+from hyjail.errors import SetupError
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,62 @@ class Namespaces:
         if self.net and "chflags" not in allowed:
             owned += (("net", linux.CLONE_NEWNET),)
         return owned
+
+
+# The namespaces an OCI container may join by path besides the network: a pod's. (A pod's
+# UTS namespace is read for its hostname, not joined: the jail's own UTS namespace is how
+# jexec finds the jail's user namespace, `hyjail.ns.userns.hold_jail_userns`.)
+JOINABLE = {"ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS}
+_KINDS = {"net": linux.CLONE_NEWNET, **JOINABLE}
+
+
+def open_joinable(kind: str, path: str, where: str | None = None) -> int:
+    """A caller's namespace at path (netavark's /run/netns/NAME; a pod's /proc/PID/ns/KIND,
+    a magic link), opened and checked to be one of that kind and not the host's (this
+    process's nor init's: jails would then share the host's network or System V IPC, or
+    learn its hostname)."""
+    where = where or f"linux.namespaces: {kind}: {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"{where}: {e.strerror}") from None
+    try:
+        try:
+            found = linux.namespace_type(fd)
+        except OSError:
+            found = None
+        if found != _KINDS[kind]:
+            raise SetupError(f"{where}: not {'a network' if kind == 'net' else 'an ' + kind} "
+                             f"namespace")
+        inode = os.fstat(fd).st_ino
+        for host in (f"/proc/self/ns/{kind}", f"/proc/1/ns/{kind}"):
+            with contextlib.suppress(OSError):
+                if os.stat(host).st_ino == inode:
+                    raise SetupError(f"{where}: the host's own "
+                                     f"{'network' if kind == 'net' else kind} namespace")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def hostname_in(uts_fd: int) -> str:
+    """The hostname a UTS namespace holds, read by a thread that joins it (a thread's UTS
+    namespace is its own)."""
+    import socket
+    import threading
+    found: list[str] = []
+    errors: list[OSError] = []
+
+    def look() -> None:
+        try:
+            linux.setns(uts_fd, linux.CLONE_NEWUTS)
+            found.append(socket.gethostname())
+        except OSError as e:
+            errors.append(e)
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    if errors:
+        raise SetupError(f"reading a pod's hostname: {errors[0].strerror}")
+    return found[0]

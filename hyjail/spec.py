@@ -271,6 +271,8 @@ class JailSpec:
     # namespaced sysctls set in the jail's namespaces; its process's ids, environment and
     # capabilities exactly (`hyjail.container.ContainerProcess`, for whom and dilution).
     netns_path: str | None = None
+    # A pod's IPC namespace, joined by path: (("ipc", PATH),).
+    joined: tuple[tuple[str, str], ...] = ()
     sysctl: tuple[tuple[str, str], ...] = ()
     container: object | None = None
 

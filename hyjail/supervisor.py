@@ -22,6 +22,7 @@ from hyjail import cgroups, enforcement, foreground, linux, logs, rootless, term
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
+from hyjail.namespaces import JOINABLE, open_joinable
 from hyjail.net import host_link_name
 from hyjail.ns import control
 from hyjail.plan import Plan
@@ -59,6 +60,8 @@ def run(spec: JailSpec, registry: Registry | None = None,
     namespaces = enforcement.namespaces_of(plan)
     if spec.netns_path is not None:  # the caller's network namespace: joined, none made
         namespaces = dataclasses.replace(namespaces, net=False)
+    if spec.joined:  # a pod's IPC namespace: joined, none made
+        namespaces = dataclasses.replace(namespaces, **{kind: False for kind, _ in spec.joined})
     confinement = enforcement.confinement(spec, plan)
     veth = spec.needs_veth and namespaces.net
     params = {**spec.record_params(), "confinement": confinement.to_params(),
@@ -89,8 +92,12 @@ def run(spec: JailSpec, registry: Registry | None = None,
         netns_fd = _open_netns(spec.netns_path) if spec.netns_path else None
         if netns_fd is not None:
             undo.callback(os.close, netns_fd)
+        joined_fds = []
+        for kind, path in spec.joined:
+            joined_fds.append((JOINABLE[kind], open_joinable(kind, path)))
+            undo.callback(os.close, joined_fds[-1][1])
         host = control.HostPlan(
-            netns_fd=netns_fd,
+            netns_fd=netns_fd, joined_fds=tuple(joined_fds),
             cgroup_paths=tuple(cgroup_paths),
             id_map=spec.id_map(record.jid) if host_root else rootless.JAIL_ID_MAP,
             state_dir=registry.state_dir, namespaces=namespaces, confinement=confinement,
@@ -146,20 +153,9 @@ def run(spec: JailSpec, registry: Registry | None = None,
 
 
 def _open_netns(path: str) -> int:
-    """The network namespace at path (a caller's: podman's /run/netns/NAME, CNI's), opened
-    and checked to be one before the jail joins it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        raise SetupError(f"network namespace {path}: {e.strerror}") from None
-    try:
-        kind = linux.namespace_type(fd)
-    except OSError:
-        kind = None
-    if kind != linux.CLONE_NEWNET:
-        os.close(fd)
-        raise SetupError(f"network namespace {path}: not a network namespace")
-    return fd
+    """The network namespace at path (a caller's: podman's /run/netns/NAME, CNI's, a pod's
+    /proc/PID/ns/net), opened and checked again before the jail joins it."""
+    return open_joinable("net", path, f"network namespace {path}")
 
 
 def _out_and_in(spec: JailSpec, record: Record, registry: Registry,

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import pathlib
+import signal
 import socket
 import struct
 import subprocess
@@ -138,6 +139,7 @@ def test_the_lifecycle_create_start_kill_delete(oci, tmp_path):
     assert state["status"] == "created" and state["pid"] == int(pid_file.read_text())
     assert state["bundle"] == bundle and state["id"] == "c1"
     assert "c1" in _jail_names()
+    _check_stand_in(state["pid"], "c1")
     time.sleep(0.3)
     assert not (marks / "started").exists()  # held before its process, until start
     assert oci("start", "c1").returncode == 0
@@ -150,12 +152,26 @@ def test_the_lifecycle_create_start_kill_delete(oci, tmp_path):
     assert again.returncode == 1 and "running" in again.stderr
     refused = oci("delete", "c1")
     assert refused.returncode == 1 and "not stopped" in refused.stderr
-    assert oci("kill", "c1", "TERM").returncode == 0
+    os.kill(state["pid"], signal.SIGTERM)  # an engine's signal to the state's pid
     oci.wait_for("c1", "stopped")
     assert oci("delete", "c1").returncode == 0
     gone = oci("state", "c1")
     assert gone.returncode == 1 and gone.stderr == 'container "c1" does not exist\n'
     assert "c1" not in _jail_names() and oci.output("c1") == "up\n"
+
+
+def _check_stand_in(pid: int, name: str) -> None:
+    """The state's pid: a process of the host's in the jail's network, IPC and UTS
+    namespaces (what an engine joins through /proc/PID/ns), holding no capability."""
+    from hyjail.registry import Registry
+    init = next(r.init_pid for r in Registry().live() if r.name == name)
+    for kind in ("net", "ipc", "uts"):
+        assert os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(f"/proc/{init}/ns/{kind}")
+        assert os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    assert {status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")} == {"0" * 16}
+    assert status["NoNewPrivs"].strip() == "1"
 
 
 def test_a_created_container_deleted_by_force_leaves_nothing(oci):
@@ -464,3 +480,33 @@ def test_a_failing_or_late_hook_fails_its_operation_and_leaves_nothing(oci, tmp_
     oci.wait_for("h4", "stopped")
     assert oci("delete", "h4").returncode == 0
     assert oci.containers() == [] and "h4" not in _jail_names()
+
+
+def test_a_pods_ipc_and_uts_namespaces_are_joined_by_path(oci):
+    """A pod: its infra container's IPC namespace joined by another container, as podman and
+    the CRI plugin ask, and its UTS namespace's hostname given to the jail's own (which
+    anchors the jail's user namespace); never the host's."""
+    code, err = oci.create("infra", oci.bundle(["/bin/sleep", "60"], hostname="pod-host"))
+    assert code == 0, err
+    assert oci("start", "infra").returncode == 0
+    from hyjail.registry import Registry
+    init = next(r.init_pid for r in Registry().live() if r.name == "infra")
+    pod = [{"type": "pid"}, {"type": "mount"}, {"type": "network"},
+           {"type": "ipc", "path": f"/proc/{init}/ns/ipc"},
+           {"type": "uts", "path": f"/proc/{init}/ns/uts"}]
+    links = "readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"
+    joined = oci("run", "--bundle", oci.bundle(["/bin/sh", "-c", f"hostname; {links}"],
+                                               namespaces=pod, hostname="member"), "member")
+    assert joined.returncode == 0, joined.stderr
+    own = oci("exec", "infra", "/bin/sh", "-c", links)
+    name, ipc, uts = joined.stdout.split()
+    assert (name, ipc) == ("pod-host", own.stdout.split()[0]), (joined, own)
+    assert uts != own.stdout.split()[1] and uts != os.readlink("/proc/self/ns/uts")
+    for path, says in ((f"/proc/{os.getpid()}/ns/ipc", "the host's own ipc namespace"),
+                       (f"/proc/{init}/ns/net", "not an ipc namespace")):
+        refused = oci("run", "--bundle", oci.bundle(["/bin/true"], namespaces=[
+            *pod[:3], {"type": "ipc", "path": path}, {"type": "uts"}]), "bad")
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr == f"config.json: linux.namespaces: ipc: {path}: {says}\n"
+    assert "bad" not in _jail_names()
+    assert oci("delete", "--force", "infra").returncode == 0

@@ -34,6 +34,7 @@ pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
 OCI = os.path.join(os.path.dirname(sys.executable), "hyjail-oci")
 IMAGE = "localhost/hyjail-busybox:test"
+INFRA = "localhost/hyjail-busybox:infra"
 SUBNET = "10.77.210.0/24"
 
 
@@ -100,12 +101,14 @@ def podman(request):
     root = busybox.build(str(top / "rootfs"))
     made = Podman(str(top / "p"), denied=request.param == "trace")
     try:
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        done = subprocess.run(made.argv("import", "-", IMAGE), stdin=tar.stdout,
-                              capture_output=True, text=True, env=made.env, timeout=120)
-        tar.stdout.close()
-        tar.wait()
-        assert done.returncode == 0, done.stderr
+        # The image, and a pod's infra image: the same root, sleeping by default.
+        for image, change in ((IMAGE, []), (INFRA, ["--change", 'CMD ["sleep", "1000000"]'])):
+            tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+            done = subprocess.run(made.argv("import", *change, "-", image), stdin=tar.stdout,
+                                  capture_output=True, text=True, env=made.env, timeout=120)
+            tar.stdout.close()
+            tar.wait()
+            assert done.returncode == 0, done.stderr
         yield made
     finally:
         made.close()
@@ -252,3 +255,26 @@ def test_user_cap_drop_and_a_seccomp_profile(podman, tmp_path):
     refused = _run(podman, "--cap-add", "sys_admin", IMAGE, "true")
     assert refused.returncode != 0
     assert "CAP_SYS_ADMIN: a jail's root never holds it" in refused.stderr
+
+
+def test_a_pods_members_share_its_namespaces(podman):
+    """podman's pods: members join the infra container's network and IPC namespaces through
+    its pid (hyjail-oci's stand-in, in the jail's namespaces) and take its hostname. On the
+    trace backend the infra container has no namespace of its own: a member's join would
+    be the host's, and is refused."""
+    assert podman("pod", "create", "--name", "pod1", "--infra-image", INFRA,
+                  "--infra-name", "pod1-infra").returncode == 0
+    try:
+        assert podman("pod", "start", "pod1").returncode == 0
+        links = "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"
+        member = _run(podman, "--pod", "pod1", IMAGE, "sh", "-c", links)
+        if podman.denied:
+            assert member.returncode != 0
+            assert "the host's own network namespace" in member.stderr, member.stderr
+            return
+        assert member.returncode == 0, member.stderr
+        infra = podman("exec", "pod1-infra", "sh", "-c", links)
+        assert member.stdout.split() == infra.stdout.split(), (member.stdout, infra.stdout)
+        assert member.stdout.split()[0] == "pod1"
+    finally:
+        podman("pod", "rm", "--force", "pod1")

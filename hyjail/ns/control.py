@@ -42,6 +42,8 @@ class HostPlan:
     # An OCI container's network namespace, prepared by its caller and opened by the
     # supervisor (checked to be one): pid 1 joins it instead of making one.
     netns_fd: int | None = None
+    # A pod's IPC namespace (CLONE_NEWIPC, fd), checked alike.
+    joined_fds: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     if host.netns_fd is not None:  # the caller's (podman's): the host's user namespace owns it
         linux.setns(host.netns_fd, linux.CLONE_NEWNET)
         os.close(host.netns_fd)
+    for flag, fd in host.joined_fds:  # a pod's, likewise
+        linux.setns(fd, flag)
+        os.close(fd)
     linux.unshare(namespaces.host_owned_flags(spec.allowed))
     jail_owned = namespaces.jail_owned(spec.allowed)
     if jail_owned:

@@ -24,6 +24,7 @@ from hyjail import fstab, linux
 from hyjail.container import ContainerProcess
 from hyjail.errors import SetupError
 from hyjail.limits import RLIMITS, Limits
+from hyjail.namespaces import JOINABLE, hostname_in, open_joinable
 from hyjail.ns import sysctl as sysctls
 from hyjail.ns.dilution import BASE_CAPS, CONTAINER_CAPS, GATED_CAPS
 from hyjail.oci.config import OciConfig, OciMount, OciProcess
@@ -74,6 +75,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         from hyjail.oci import seccomp
         extra_filter = seccomp.compile_profile(linux_.seccomp)
     _refuse_unheld(config)
+    joined = _joined(config)  # checked before a pod's hostname is read
     spec = JailSpec.create(
         config.root_path, _hostname(config, container_id), network["ip"], list(process.args),
         name=container_id, net="none", environ=None, backend=_backend(config),
@@ -91,7 +93,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         settings.append((UNPRIVILEGED_PORTS, "0"))
     from dataclasses import replace
     return replace(
-        spec, environ=process.env, allowed=allowed, netns_path=network["path"],
+        spec, environ=process.env, allowed=allowed, netns_path=network["path"], joined=joined,
         sysctl=tuple(settings),
         container=ContainerProcess(uid=process.uid, gid=process.gid,
                                    groups=process.additional_gids, umask=process.umask,
@@ -99,8 +101,34 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
                                    extra_filter=extra_filter))
 
 
+def _joined(config: OciConfig) -> tuple[tuple[str, str], ...]:
+    """A pod's IPC namespace, checked now (one of its kind, not the host's), to be joined;
+    its UTS namespace, checked alike, gives its hostname to the jail's own (`_hostname`)."""
+    joined = []
+    for ns in config.linux.namespaces:
+        if ns.type in JOINABLE and ns.path is not None:
+            try:
+                os.close(open_joinable(ns.type, ns.path))
+            except SetupError as e:
+                raise SetupError(f"config.json: {e}") from None
+            if ns.type != "uts":
+                joined.append((ns.type, ns.path))
+    return tuple(joined)
+
+
+def _pod_hostname(config: OciConfig) -> str | None:
+    for ns in config.linux.namespaces:
+        if ns.type == "uts" and ns.path is not None:
+            fd = open_joinable("uts", ns.path)
+            try:
+                return hostname_in(fd)
+            finally:
+                os.close(fd)
+    return None
+
+
 def _hostname(config: OciConfig, container_id: str) -> str:
-    name = config.hostname or container_id[:12]
+    name = _pod_hostname(config) or config.hostname or container_id[:12]
     try:
         return check_hostname(name, any_text=True)
     except SetupError as e:
@@ -136,7 +164,7 @@ def _network(config: OciConfig) -> dict:
             raise SetupError(f"config.json: linux.namespaces: no {kind} namespace would leave "
                              f"the container {taken}")
     for ns in config.linux.namespaces:
-        if ns.path is not None and ns.type != "network":
+        if ns.path is not None and ns.type not in ("network", *JOINABLE):
             raise SetupError(f"config.json: linux.namespaces: joining a {ns.type} namespace "
                              f"({ns.path}) is not supported: a jail's own are made for it")
         if ns.type == "time":
