@@ -100,9 +100,6 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     if spec.dns and not namespaces.mount:
         raise SetupError("--dns: needs a mount namespace of the jail's to give it its own "
                          "/etc/resolv.conf (a chroot uses the root's)")
-    if spec.read_only and not namespaces.mount:
-        raise SetupError("--read-only: needs a mount namespace of the jail's (the kernel's R1); "
-                         "a chroot cannot make the root read-only for the jail alone")
     if spec.devfs_ruleset not in (0, 4) and not namespaces.mount:
         raise SetupError(f"devfs_ruleset={spec.devfs_ruleset}: needs a mount namespace of the "
                          f"jail's for a /dev of its own; a chroot has the root's own /dev")

@@ -10,7 +10,6 @@ The registry calls this for every stale record it finds; nothing else needs to.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 
@@ -64,7 +63,7 @@ def _unmount_on_host(path: str, targets: list[str]) -> None:
                     parent = linux.openat2(root, os.path.dirname(target) or ".",
                                            os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
                     try:
-                        if _mount_id(fd) != _mount_id(parent):
+                        if linux.mount_id(fd) != linux.mount_id(parent):
                             linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
                     finally:
                         os.close(parent)
@@ -72,11 +71,3 @@ def _unmount_on_host(path: str, targets: list[str]) -> None:
                     os.close(fd)
     finally:
         os.close(root)
-
-
-def _mount_id(fd: int) -> int:
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    raise OSError(errno.ENOENT, "no mnt_id")

@@ -292,10 +292,21 @@ def test_read_only_root_keeps_tmp_writable_and_binds_as_asked(tmp_path, busybox_
 
 @needs("backend:trace")
 @needs_root
-def test_the_trace_backend_refuses_a_read_only_root(busybox_root):
-    done = hyjail("run", "--backend", "trace", "--read-only", busybox_root, "h", "127.0.0.1",
-                  "/bin/true")
-    assert done.returncode == 125 and "--read-only: needs a mount namespace" in done.stderr
+def test_a_trace_jails_read_only_root_is_a_read_only_copy_on_the_host(tmp_path, busybox_root):
+    """A chroot's read-only root: its tree bound onto itself read-only, on the host, with
+    fresh tmpfs on /tmp and /run; the host's own view below stays writable; all gone after."""
+    root, share = _tree(tmp_path, busybox_root)
+    os.makedirs(os.path.join(root, "run"))
+    done = hyjail("run", "--backend", "trace", "--read-only", "--bind", f"{share}:/mnt/data",
+                  root, "h", "127.0.0.1", "/bin/sh", "-c",
+                  "touch /etc/x 2>/dev/null || echo etc-ro; touch /tmp/y /run/y && "
+                  "echo tmp-run-rw; echo w > /mnt/data/w && echo bind-rw")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["etc-ro", "tmp-run-rw", "bind-rw"], done.stdout
+    assert _mounted_under(root) == [] and not os.listdir(os.path.join(root, "tmp"))
+    assert not os.path.exists(os.path.join(root, "etc", "x"))
+    assert (tmp_path / "share" / "w").exists()
+    assert not new_leaks()
 
 
 @needs("backend:auto", "R1:kernel", "R3:kernel")

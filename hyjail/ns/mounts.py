@@ -321,16 +321,33 @@ def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
         setup.close()
 
 
-def carry_out_on_host(path: str, added: Sequence) -> list[tuple[str, int]]:
+def carry_out_on_host(path: str, added: Sequence, read_only: bool = False
+                      ) -> list[tuple[str, int]]:
     """A chroot jail's own mounts (`hyjail.fstab.JailMount`s), made on the host's tree beneath
     its root `path` by descriptor, as FreeBSD's jail(8) mounts mount.fstab: (target, a
     descriptor of what was mounted there) for each, in order, for `undo_on_host`. A
     message-queue file system is left out: without an IPC namespace of its own it would be
-    the host's, and such a jail's POSIX queue calls are refused anyway."""
+    the host's, and such a jail's POSIX queue calls are refused anyway. read_only: first the
+    root bound onto itself, read-only with every mount beneath it (what the jail's chroot
+    then finds at `path`; the host's own view of the tree below stays writable beneath it),
+    with WRITABLE's fresh tmpfs where the administrator's mounts put nothing."""
     setup = _Setup(False)
     made: list[tuple[str, int]] = []
     try:
         setup.carry_out(OpenRoot(path))
+        if read_only:
+            for mount in added:  # made while they can be (no /dev of its own here, either)
+                if mount.create and mount.kind != "mqueue":
+                    setup.carry_out(MakePoint(mount.target, mount.kind != "bind"
+                                              or os.path.isdir(mount.source)))
+            made.append((".", _read_only_copy(setup, path)))
+            given = {mount.target for mount in added}
+            for where, data in WRITABLE:
+                if where not in given and os.path.isdir(os.path.join(path, where)) and not (
+                        os.path.islink(os.path.join(path, where))):
+                    op = Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC, data)
+                    setup.carry_out(op)
+                    made.append((where, os.dup(setup.made[where])))
         for mount in added:
             if mount.kind == "mqueue":
                 continue
@@ -350,6 +367,29 @@ def carry_out_on_host(path: str, added: Sequence) -> list[tuple[str, int]]:
     finally:
         setup.close()
     return made
+
+
+def _read_only_copy(setup: _Setup, path: str) -> int:
+    """The root and every mount beneath it, cloned, made read-only and stacked on the root
+    itself; the setup's root is then the copy. A descriptor of the copy."""
+    tree = newmount.clone(setup.root, recursive=True)
+    try:
+        newmount.restrict(tree, MS_RDONLY, recursive=True)
+        newmount.attach(tree, setup.root)
+    except OSError as e:
+        os.close(tree)
+        if e.errno == errno.ENOSYS:
+            raise SetupError("--read-only: needs mount_setattr (Linux 5.12) to make every "
+                             "mount of the root read-only") from None
+        raise SetupError(f"jail setup: --read-only on {path}: {e.strerror}") from None
+    os.close(setup.root)
+    setup.root = -1
+    setup.carry_out(OpenRoot(path))  # the name now crosses onto the copy
+    if linux.mount_id(setup.root) != linux.mount_id(tree):
+        os.close(tree)
+        raise SetupError(f"jail setup: {path}: not the read-only copy of the root after "
+                         f"stacking it (changed meanwhile): refused")
+    return tree
 
 
 def undo_on_host(made: list[tuple[str, int]]) -> None:

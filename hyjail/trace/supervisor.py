@@ -64,9 +64,9 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
-        if spec.mounts:  # on the host, beneath the root (a chroot has no tree of its own)
-            from hyjail.ns import mounts
-            made = mounts.carry_out_on_host(spec.path, spec.mounts)
+        if spec.mounts or spec.read_only:  # on the host, beneath the root: a chroot has no
+            from hyjail.ns import mounts  # tree of its own
+            made = mounts.carry_out_on_host(spec.path, spec.mounts, spec.read_only)
             undo.callback(mounts.undo_on_host, made)  # after kill_and_reap: nothing inside
             record = registry.update(record, params={
                 **record.params, "host_mounts": [target for target, _ in made]})
