@@ -227,15 +227,15 @@ _ROWS: tuple[Parameter, ...] = (
        "::1, which the jail's own loopback holds); a name that does not resolve fails the "
        "jail", jail=False, default=False),
     _p("mount", "command", "mapped", "A file system to mount (an fstab(5) line).",
-       "in the jail's own mount namespace, never on the host (nothing to unmount): nullfs "
-       "(or bind, rbind) binds a host directory or file, tmpfs makes one, always nosuid and "
-       "nodev; options ro, noexec, size=, mode=, nr_inodes=; devfs, procfs, fdescfs, "
-       "linsysfs on the jail's own are no-ops; the mount point is a host path within path, "
-       "no symlink on the way (a chroot has no mount namespace to mount in)",
-       jail=False, backends=("ns", "hybrid")),
+       "in the jail's own mount namespace, never on the host (nothing to unmount); a trace "
+       "jail's (a chroot's) on the host beneath its root, as FreeBSD's, unmounted at its "
+       "end: nullfs (or bind, rbind) binds a host directory or file, tmpfs makes one, "
+       "always nosuid and nodev; options ro, noexec, size=, mode=, nr_inodes=; devfs, "
+       "procfs, fdescfs, linsysfs on the jail's own are no-ops; the mount point is a host "
+       "path within path, no symlink on the way, each by descriptor", jail=False),
     _p("mount.fstab", "string", "mapped", "An fstab(5) file of file systems to mount.",
        "each line as mount's, after them; the file is read by the host, never one beneath "
-       "the jail's root", jail=False, backends=("ns", "hybrid")),
+       "the jail's root", jail=False),
     _p("mount.devfs", "bool", "noop", "Mount devfs on the jail's /dev (ruleset 4).",
        "the jail always gets its own /dev with ruleset 4's devices (with mount.nodevfs "
        "too, where the root has a /dev: the least a jail's programs need)", jail=False,
