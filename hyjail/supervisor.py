@@ -49,9 +49,7 @@ def run(spec: JailSpec, registry: Registry | None = None,
         logs.make_directory()  # there to be masked (or refused) in a jail whose root holds it
     if plan.kind == "trace":
         from hyjail.trace import supervisor as trace_supervisor
-        if console is not None:
-            raise SetupError("process.terminal: not on the trace backend yet")
-        return trace_supervisor.run(spec, plan, registry, on_ready, stdio)
+        return trace_supervisor.run(spec, plan, registry, on_ready, stdio, console)
     host_root = rootless.host_root()
     if not host_root:
         rootless.refuse_what_needs_root(spec)

@@ -42,7 +42,8 @@ BACKEND = "trace"
 
 def run(spec: JailSpec, plan: Plan, registry: Registry,
         on_ready: Callable[[Record], None] | None = None,
-        stdio: Sequence[int] | None = None) -> int:
+        stdio: Sequence[int] | None = None,
+        console: Callable[[int], None] | None = None) -> int:
     spec = enforcement.fit_container(spec, plan)
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
@@ -71,11 +72,13 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             record = registry.update(record, params={
                 **record.params, "host_mounts": [target for target, _ in made]})
 
-        tty_fds = terminal.tty_fds() if stdio is None else ()
+        tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
         master = slave = None
-        if tty_fds:  # the jail's terminal is a pty of its own, relayed; never the host's
+        if tty_fds:  # the jail's terminal is a pty of its own, relayed (or its master handed
+            # to `console`, an OCI runtime's --console-socket); never the host's
             master, slave = os.openpty()
-            undo.callback(os.close, master)
+            if not console:
+                undo.callback(os.close, master)
         channel, jail_end = control.pair()
         undo.callback(channel.close)
         unshare = linux.CLONE_NEWNET | linux.CLONE_NEWIPC if namespaces.net else 0
@@ -103,10 +106,15 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             tracing.update(params={**tracing.record.params, "lan": {
                 **lan, "added": made["added"], "kind": made["kind"]}})
         record = tracing.update(init_pid=pid, init_start=linux.process_start_time(pid))
+        if console and master is not None:
+            try:  # before the process runs: the engine reads it from the start
+                console(master)
+            finally:
+                os.close(master)
         if on_ready:
             on_ready(record)
         relay = None
-        if master is not None:
+        if master is not None and not console:
             relay = terminal.Relay(master, tuple(tty_fds))
             if relay.host_in is not None:
                 undo.enter_context(terminal.raw_mode(relay.host_in))
