@@ -141,6 +141,7 @@ def test_the_entry_group_holds_on_every_backend():
     ("follow-symlinks", "ns", "dev, proc, tmp swapped"),  # mounts follow a swapped dev
     ("follow-symlinks", "trace", "root swapped for a symlink before jexec"),  # chroot by name
     ("follow-symlinks", "ns", "a bind's source swapped"),  # the source resolved by name
+    ("follow-symlinks", "trace", "a bind's source swapped"),  # ... on the host's tree
     ("any-netd", "ns", "impersonated network helper"),  # nobody takes the helper's name
     ("unchecked-cache", "ns", "a jail over / writes the cache"),
     ("unchecked-cache", "ns", "allow-all filter planted in the cache"),

@@ -399,10 +399,8 @@ CATALOGUE: tuple[Attempt, ...] = (
                    "root's own swap, the next attempt"),
     Attempt("E", "a jail's root swapped for a symlink before jexec",
             driver="root_swapped_before_jexec", judge=_root_not_followed, timeout=120),
-    Attempt("E", "a bind's source swapped for a symlink",
-            driver="swapped_bind_source", judge=_host_dir_unbound, only=("ns", "hybrid"),
-            timeout=240,
-            unheld="a trace jail has no mount namespace: a bind is refused before it starts"),
+    Attempt("E", "a bind's source swapped for a symlink",  # a trace jail's: on the host
+            driver="swapped_bind_source", judge=_host_dir_unbound, timeout=240),
     Attempt("E", "an impersonated network helper", ("bind:{jail_ip}",), driver="fake_netd",
             judge=_helper_not_impersonated, host=("veth",), timeout=120),
     Attempt("E", "a jail over / writes the cache",

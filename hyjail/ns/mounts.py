@@ -321,8 +321,8 @@ def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
         setup.close()
 
 
-def carry_out_on_host(path: str, added: Sequence, read_only: bool = False
-                      ) -> list[tuple[str, int]]:
+def carry_out_on_host(path: str, added: Sequence, read_only: bool = False,
+                      follow_symlinks: bool = False) -> list[tuple[str, int]]:
     """A chroot jail's own mounts (`hyjail.fstab.JailMount`s), made on the host's tree beneath
     its root `path` by descriptor, as FreeBSD's jail(8) mounts mount.fstab: (target, a
     descriptor of what was mounted there) for each, in order, for `undo_on_host`. A
@@ -330,8 +330,9 @@ def carry_out_on_host(path: str, added: Sequence, read_only: bool = False
     the host's, and such a jail's POSIX queue calls are refused anyway. read_only: first the
     root bound onto itself, read-only with every mount beneath it (what the jail's chroot
     then finds at `path`; the host's own view of the tree below stays writable beneath it),
-    with WRITABLE's fresh tmpfs where the administrator's mounts put nothing."""
-    setup = _Setup(False)
+    with WRITABLE's fresh tmpfs where the administrator's mounts put nothing.
+    follow_symlinks: as `carry_out`'s (the weakening "follow-symlinks" only)."""
+    setup = _Setup(follow_symlinks)
     made: list[tuple[str, int]] = []
     try:
         setup.carry_out(OpenRoot(path))
@@ -347,18 +348,14 @@ def carry_out_on_host(path: str, added: Sequence, read_only: bool = False
                         os.path.islink(os.path.join(path, where))):
                     op = Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC, data)
                     setup.carry_out(op)
-                    made.append((where, os.dup(setup.made[where])))
+                    made += _what_is_mounted(setup, where)
         for mount in added:
             if mount.kind == "mqueue":
                 continue
             op = _added(mount)
             try:
                 setup.carry_out(op)
-                if op.target in setup.made:  # a bind or a new file system: its own root
-                    made.append((op.target, os.dup(setup.made[op.target])))
-                else:  # a mask or a read-only bind: the mount now on top there, if any
-                    with contextlib.suppress(FileNotFoundError):
-                        made.append((op.target, setup.open(op.target)))
+                made += _what_is_mounted(setup, op.target)
             except OSError as e:
                 raise SetupError(setup.describe_failure(op, e)) from None
     except BaseException:
@@ -367,6 +364,17 @@ def carry_out_on_host(path: str, added: Sequence, read_only: bool = False
     finally:
         setup.close()
     return made
+
+
+def _what_is_mounted(setup: _Setup, target: str) -> list[tuple[str, int]]:
+    """(target, a descriptor of the mount just made there): a bind's or a new file system's
+    own root, else (a mask, a read-only bind) what is on top there now, if anything."""
+    if target in setup.made:
+        return [(target, os.dup(setup.made[target]))]
+    try:
+        return [(target, setup.open(target))]
+    except FileNotFoundError:
+        return []
 
 
 def _read_only_copy(setup: _Setup, path: str) -> int:

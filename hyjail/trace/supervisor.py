@@ -67,7 +67,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
         if spec.mounts or spec.read_only:  # on the host, beneath the root: a chroot has no
             from hyjail.ns import mounts  # tree of its own
-            made = mounts.carry_out_on_host(spec.path, spec.mounts, spec.read_only)
+            made = mounts.carry_out_on_host(spec.path, spec.mounts, spec.read_only,
+                                            "follow-symlinks" in confinement.weakened)
             undo.callback(mounts.undo_on_host, made)  # after kill_and_reap: nothing inside
             record = registry.update(record, params={
                 **record.params, "host_mounts": [target for target, _ in made]})
