@@ -272,3 +272,30 @@ def test_a_pods_members_share_its_namespaces(podman):
         assert member.stdout.split()[0] == "pod1"
     finally:
         podman("pod", "rm", "--force", "pod1")
+
+
+def test_the_hosts_network_is_freebsds_ip_inherit(podman):
+    """--network host: no network namespace, every host address the jail's (FreeBSD's
+    ip4=inherit, ip6=inherit), the tracer holding the rest of R3: a server of the test's
+    own on the host's loopback is reached."""
+    import socket
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(30)
+        port = server.getsockname()[1]
+        prefix = [sys.executable, DENY] if podman.denied else []
+        client = subprocess.Popen(
+            [*prefix, *podman.argv("run", "--rm", "--network", "host", IMAGE, "sh", "-c",
+                                   f"echo hello | nc 127.0.0.1 {port}")],
+            env=podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            connection, _ = server.accept()
+            with connection:  # closed: nc ends
+                assert connection.recv(16) == b"hello\n"
+            _, errors = client.communicate(timeout=60)
+            assert client.returncode == 0, errors
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()

@@ -82,7 +82,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         domainname=config.domainname or "", any_hostname=True,
         mounts=tuple(_mounts(config)), read_only=config.root_readonly,
         cwd=process.cwd, limits=_limits(config, process),
-        userns_base=_userns_base(config))
+        userns_base=_userns_base(config), inherit_ip=network.get("inherit", frozenset()))
     settings = [sysctls.check(name, value, f"config.json: linux.sysctl.{name}", True)
                 for name, value in linux_.sysctl]
     if network["path"] and "net_bind_service" in (caps or ()) and UNPRIVILEGED_PORTS not in (
@@ -173,10 +173,9 @@ def _network(config: OciConfig) -> dict:
         raise SetupError("config.json: linux.namespaces: user: only with uidMappings and "
                          "gidMappings of its own (no path)")
     net = namespaces.get("network")
-    if net is None:
-        raise SetupError("config.json: linux.namespaces: no network namespace (the host's "
-                         "network): not supported yet; give the container a network "
-                         "namespace (podman --network none, or its own network)")
+    if net is None:  # the host's network (podman --network host): FreeBSD's ip4=inherit,
+        # ip6=inherit, every host address the jail's, its tracer holding the rest of R3
+        return {"ip": "127.0.0.1", "path": None, "inherit": frozenset({4, 6})}
     if net.path is None:
         return {"ip": "127.0.0.1", "path": None}
     addresses = addresses_in(net.path)
