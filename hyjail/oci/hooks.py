@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from hyjail.errors import SetupError
-from hyjail.oci.config import OciHook, OciHooks
+
+if TYPE_CHECKING:  # config.py's typed forms cost `start` and `delete` an import they need not
+    from hyjail.oci.config import OciHook, OciHooks
 
 # The kinds hyjail-oci runs, as config.json names them (`features` reports them).
 HELD = ("prestart", "createRuntime", "startContainer", "poststart", "poststop")
@@ -48,13 +50,22 @@ def to_record(hooks: OciHooks) -> dict[str, list[dict]]:
             for kind in KEPT if getattr(hooks, kind)}
 
 
-def from_record(kept: dict, kind: str) -> tuple[OciHook, ...]:
-    return tuple(OciHook(path=h["path"], args=tuple(h["args"]), env=tuple(h["env"]),
-                         timeout=h["timeout"]) for h in kept.get(kind, ()))
+class KeptHook:
+    """A hook as the container's record keeps it (an OciHook's fields)."""
+    __slots__ = ("path", "args", "env", "timeout")
+
+    def __init__(self, path: str, args: list, env: list, timeout: int | None):
+        self.path, self.args, self.env, self.timeout = path, tuple(args), tuple(env), timeout
 
 
-def run_on_host(kind: str, hooks: Sequence[OciHook], state: dict) -> None:
+def from_record(kept: dict, kind: str) -> tuple[KeptHook, ...]:
+    return tuple(KeptHook(h["path"], h["args"], h["env"], h["timeout"])
+                 for h in kept.get(kind, ()))
+
+
+def run_on_host(kind: str, hooks: Sequence[OciHook | KeptHook], state: dict) -> None:
     """Each hook in turn, the state on its stdin; SetupError naming the first that fails."""
+    import subprocess
     payload = json.dumps(state).encode()
     for index, hook in enumerate(hooks):
         where = f"{field(kind, index)}: {hook.path}"
@@ -70,7 +81,7 @@ def run_on_host(kind: str, hooks: Sequence[OciHook], state: dict) -> None:
             raise SetupError(f"{where}: exited {_status(done.returncode)}{_said(done.stderr)}")
 
 
-def run_logged(kind: str, hooks: Sequence[OciHook], state: dict,
+def run_logged(kind: str, hooks: Sequence[OciHook | KeptHook], state: dict,
                log: Callable[[str], None] | None) -> None:
     """poststart and poststop: a failure is told, and the operation goes on."""
     try:
@@ -106,7 +117,7 @@ def run_in_jail(jid: int, hooks: Sequence[OciHook], state: dict, process) -> Non
             raise SetupError(f"{where}: exited {_status(code)}")
 
 
-def _environment(hook: OciHook) -> dict[str, str]:
+def _environment(hook: OciHook | KeptHook) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in hook.env if "=" in entry)
 
 
