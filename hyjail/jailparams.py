@@ -228,8 +228,8 @@ _ROWS: tuple[Parameter, ...] = (
        "jail", jail=False, default=False),
     _p("mount", "command", "mapped", "A file system to mount (an fstab(5) line).",
        "in the jail's own mount namespace, never on the host (nothing to unmount); a trace "
-       "jail's (a chroot's) on the host beneath its root, as FreeBSD's, unmounted at its "
-       "end: nullfs (or bind, rbind) binds a host directory or file, tmpfs makes one, "
+       "jail's (a chroot's) on a copy of its root of its own under /run/hyjail/roots, "
+       "detached at its end: nullfs (or bind, rbind) binds a host directory or file, tmpfs makes one, "
        "always nosuid and nodev; options ro, noexec, size=, mode=, nr_inodes=; devfs, "
        "procfs, fdescfs, linsysfs on the jail's own are no-ops; the mount point is a host "
        "path within path, no symlink on the way, each by descriptor", jail=False),

@@ -2,8 +2,9 @@
 
 Owns: killing a stale jail's pid 1 if it somehow outlived its supervisor (pid and start time
 must both match), deleting its host veth end if its network namespace still holds it,
-removing its addresses from the LAN's interface (a trace jail's aliases), unmounting a chroot
-jail's mounts from the host's tree, and removing its cgroups.
+removing its addresses from the LAN's interface (a trace jail's aliases), detaching a trace
+jail's copy of its root (with its mounts) from the registry's directory, and removing its
+cgroups.
 The registry calls this for every stale record it finds; nothing else needs to.
 """
 
@@ -33,41 +34,15 @@ def reclaim(record: Record) -> None:
     if isinstance(lan, dict) and lan.get("mode") == "alias" and lan.get("added"):
         from hyjail.net import link
         link.reclaim_lan(lan)  # its addresses off the LAN's interface
-    targets = record.params.get("host_mounts") if isinstance(record.params, dict) else None
-    if isinstance(targets, list) and targets:
-        _unmount_on_host(record.path, [t for t in targets if isinstance(t, str)])
+    copy = record.params.get("host_root_copy") if isinstance(record.params, dict) else None
+    if isinstance(copy, str) and copy:  # a trace jail's root with its mounts (ns/mounts.py)
+        with contextlib.suppress(OSError):
+            linux.umount2(copy, linux.MNT_DETACH | _UMOUNT_NOFOLLOW)
+        with contextlib.suppress(OSError):
+            os.rmdir(copy)
     if not record.params.get("rootless"):  # a rootless jail has no cgroups of its own
         from hyjail import cgroups
         cgroups.remove_jail(record)
 
 
-# A chroot jail's mount points, looked up as the jail resolves them: never above its root.
-_IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
-_AT_FDCWD = -100
-
-
-def _unmount_on_host(path: str, targets: list[str]) -> None:
-    """Unmount, last first, what `hyjail.ns.mounts.carry_out_on_host` left at `targets`
-    beneath `path` when its supervisor died: each looked up as the jail resolves it (never
-    above its root) and unmounted only if a mount begins there."""
-    try:
-        root = linux.openat2(_AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY,
-                             linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
-    except OSError:
-        return
-    try:
-        for target in reversed(targets):
-            with contextlib.suppress(OSError):
-                fd = linux.openat2(root, target, os.O_PATH, _IN_ROOT)
-                try:
-                    parent = linux.openat2(root, os.path.dirname(target) or ".",
-                                           os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
-                    try:
-                        if linux.mount_id(fd) != linux.mount_id(parent):
-                            linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
-                    finally:
-                        os.close(parent)
-                finally:
-                    os.close(fd)
-    finally:
-        os.close(root)
+_UMOUNT_NOFOLLOW = 0x8  # the registry's own directory: never a symlink followed

@@ -226,6 +226,9 @@ def test_a_source_swapped_for_a_symlink_after_admission_is_refused(tmp_path, bus
     assert not new_leaks()
 
 
+REGISTRY_ROOTS = "/run/hyjail/roots"  # trace jails' copies of their roots (ns/mounts.py)
+
+
 def _mounted_under(path: str) -> list[str]:
     with open("/proc/self/mounts") as f:
         return [line.split()[1] for line in f if line.split()[1].startswith(path + "/")]
@@ -233,39 +236,53 @@ def _mounted_under(path: str) -> list[str]:
 
 @needs("backend:trace")
 @needs_root
-def test_the_trace_backend_mounts_on_the_host_beneath_the_root_until_the_end(tmp_path,
-                                                                              busybox_root):
-    """A chroot has no tree of its own: as FreeBSD's jail(8), its mounts are made on the
-    host beneath its root, and unmounted at its end; jailed root cannot unmount them."""
+def test_a_trace_jails_mounts_are_on_a_copy_of_its_root_of_its_own(tmp_path, busybox_root):
+    """A chroot has no mount namespace: its root is bound at a directory of the registry's,
+    its mounts made beneath that copy (nothing where the root lies, nothing another jail
+    over it sees), and the copy detached at its end; jailed root cannot unmount them."""
     root, share = _tree(tmp_path, busybox_root)
-    done = hyjail("run", "--backend", "trace", "--ro-bind", f"{share}:/mnt/data", "--tmpfs",
-                  "/mnt/scratch", root, "h", "127.0.0.1", "/bin/sh", "-c",
-                  "cat /mnt/data/hello; touch /mnt/data/x 2>/dev/null || echo ro; "
-                  "echo s > /mnt/scratch/s && echo scratch; umount /mnt/data 2>/dev/null || "
-                  "echo kept")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["from", "the", "host", "ro", "scratch", "kept"], done.stdout
-    assert _mounted_under(root) == [] and os.listdir(os.path.join(root, "mnt", "scratch")) == []
+    script = ("cat /mnt/data/hello; touch /mnt/data/x 2>/dev/null || echo ro; "
+              "echo s > /mnt/scratch/s && echo scratch; umount /mnt/data 2>/dev/null || "
+              "echo kept; sleep 1")
+    first = subprocess.Popen([*HYJAIL, "run", "--backend", "trace", "--ro-bind",
+                              f"{share}:/mnt/data", "--tmpfs", "/mnt/scratch", root, "h",
+                              "127.0.0.1", "/bin/sh", "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)  # a second jail over the same root meanwhile, without the mounts
+        other = hyjail("run", "--backend", "trace", root, "h2", "127.0.0.1", "/bin/ls",
+                       "/mnt/data")
+        assert other.returncode == 0 and other.stdout == "", other
+        assert _mounted_under(root) == []
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, err
+    assert out.split() == ["from", "the", "host", "ro", "scratch", "kept"], out
+    assert _mounted_under(REGISTRY_ROOTS) == []
+    assert os.listdir(os.path.join(root, "mnt", "scratch")) == []
     assert not new_leaks()
 
 
 @needs("backend:trace")
 @needs_root
-def test_gc_unmounts_what_a_killed_trace_supervisor_left_on_the_host(tmp_path, busybox_root):
+def test_gc_detaches_what_a_killed_trace_supervisor_left(tmp_path, busybox_root):
     root, share = _tree(tmp_path, busybox_root)
     jail = subprocess.Popen([*HYJAIL, "run", "--backend", "trace", "--bind",
                              f"{share}:/mnt/data", root, "h", "127.0.0.1", "/bin/sleep", "60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while _mounted_under(root) != [os.path.join(root, "mnt", "data")]:
+        while len(_mounted_under(REGISTRY_ROOTS)) < 2:  # the copy, its bind
             assert time.monotonic() < deadline and jail.poll() is None
             time.sleep(0.05)
-        jail.kill()  # the supervisor: nothing undoes its mount now
+        jail.kill()  # the supervisor: nothing undoes its mounts now
         jail.wait()
-        assert _mounted_under(root)
+        assert _mounted_under(REGISTRY_ROOTS)
         assert hyjail("gc").returncode == 0
-        assert _mounted_under(root) == []
+        assert _mounted_under(REGISTRY_ROOTS) == []
     finally:
         jail.kill()
         jail.wait()
@@ -293,8 +310,9 @@ def test_read_only_root_keeps_tmp_writable_and_binds_as_asked(tmp_path, busybox_
 @needs("backend:trace")
 @needs_root
 def test_a_trace_jails_read_only_root_is_a_read_only_copy_on_the_host(tmp_path, busybox_root):
-    """A chroot's read-only root: its tree bound onto itself read-only, on the host, with
-    fresh tmpfs on /tmp and /run; the host's own view below stays writable; all gone after."""
+    """A chroot's read-only root: a read-only copy of its tree (under the registry's
+    directory), with fresh tmpfs on /tmp and /run; the root itself stays writable for the
+    host; all gone after."""
     root, share = _tree(tmp_path, busybox_root)
     os.makedirs(os.path.join(root, "run"))
     done = hyjail("run", "--backend", "trace", "--read-only", "--bind", f"{share}:/mnt/data",

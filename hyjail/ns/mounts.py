@@ -321,19 +321,32 @@ def carry_out(ops: list[Operation], follow_symlinks: bool = False) -> None:
         setup.close()
 
 
-def carry_out_on_host(path: str, added: Sequence, read_only: bool = False,
-                      follow_symlinks: bool = False) -> list[tuple[str, int]]:
-    """A chroot jail's own mounts (`hyjail.fstab.JailMount`s), made on the host's tree beneath
-    its root `path` by descriptor, as FreeBSD's jail(8) mounts mount.fstab: (target, a
-    descriptor of what was mounted there) for each, in order, for `undo_on_host`. A
-    message-queue file system is left out: without an IPC namespace of its own it would be
-    the host's, and such a jail's POSIX queue calls are refused anyway. read_only: first the
-    root bound onto itself, read-only with every mount beneath it (what the jail's chroot
-    then finds at `path`; the host's own view of the tree below stays writable beneath it),
-    with WRITABLE's fresh tmpfs where the administrator's mounts put nothing.
-    follow_symlinks: as `carry_out`'s (the weakening "follow-symlinks" only)."""
+# A chroot jail's own copy of its root (the trace backend's), where its mounts go: under the
+# registry's directory, one per JID (SPEC 3: mounts made on the host side are under it).
+HOST_ROOTS = "roots"
+
+
+def host_root_copy(state_dir: str, jid: int) -> str:
+    return os.path.join(state_dir, HOST_ROOTS, str(jid))
+
+
+def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool = False,
+                      follow_symlinks: bool = False) -> int:
+    """A chroot jail's root with its own mounts (`hyjail.fstab.JailMount`s), made on the
+    host: the root (every mount beneath it too) bound at `staging`, a directory of the
+    registry's made here, and the mounts beneath that copy by descriptor, as the ns
+    backend makes them beneath its staged root; the jail's chroot is the copy. So nothing
+    is mounted where the root lies (other jails over it never see this one's mounts, and
+    nothing stacks there), and `undo_on_host` detaches the copy with everything on it.
+    Returns a descriptor of the copy. A message-queue file system is left out: without an
+    IPC namespace of its own it would be the host's (and such a jail's POSIX queue calls
+    are refused anyway). read_only: the copy read-only, with WRITABLE's fresh tmpfs where
+    the administrator's mounts put nothing. follow_symlinks: as `carry_out`'s (the
+    weakening "follow-symlinks" only)."""
+    os.makedirs(os.path.dirname(staging), 0o700, exist_ok=True)
+    os.mkdir(staging, 0o700)
     setup = _Setup(follow_symlinks)
-    made: list[tuple[str, int]] = []
+    copy = -1
     try:
         setup.carry_out(OpenRoot(path))
         if read_only:
@@ -341,76 +354,66 @@ def carry_out_on_host(path: str, added: Sequence, read_only: bool = False,
                 if mount.create and mount.kind != "mqueue":
                     setup.carry_out(MakePoint(mount.target, mount.kind != "bind"
                                               or os.path.isdir(mount.source)))
-            made.append((".", _read_only_copy(setup, path)))
+        copy = _root_copy(setup, path, staging, read_only)
+        if read_only:
             given = {mount.target for mount in added}
             for where, data in WRITABLE:
                 if where not in given and os.path.isdir(os.path.join(path, where)) and not (
                         os.path.islink(os.path.join(path, where))):
-                    op = Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC, data)
-                    setup.carry_out(op)
-                    made += _what_is_mounted(setup, where)
+                    setup.carry_out(Mount("tmpfs", where, _NODEV_NOSUID_NOEXEC & ~MS_NOEXEC,
+                                          data))
         for mount in added:
             if mount.kind == "mqueue":
                 continue
             op = _added(mount)
             try:
                 setup.carry_out(op)
-                made += _what_is_mounted(setup, op.target)
             except OSError as e:
                 raise SetupError(setup.describe_failure(op, e)) from None
     except BaseException:
-        undo_on_host(made)
+        undo_on_host(staging, copy)
         raise
     finally:
         setup.close()
-    return made
+    return copy
 
 
-def _what_is_mounted(setup: _Setup, target: str) -> list[tuple[str, int]]:
-    """(target, a descriptor of the mount just made there): a bind's or a new file system's
-    own root, else (a mask, a read-only bind) what is on top there now, if anything."""
-    if target in setup.made:
-        return [(target, os.dup(setup.made[target]))]
-    try:
-        return [(target, setup.open(target))]
-    except FileNotFoundError:
-        return []
-
-
-def _read_only_copy(setup: _Setup, path: str) -> int:
-    """The root and every mount beneath it, cloned, made read-only and stacked on the root
-    itself; the setup's root is then the copy. A descriptor of the copy."""
+def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
+    """The root and every mount beneath it, cloned (read-only if asked) and attached at
+    `staging`; the setup's root is then the copy. A descriptor of the copy."""
     tree = newmount.clone(setup.root, recursive=True)
     try:
-        newmount.restrict(tree, MS_RDONLY, recursive=True)
-        newmount.attach(tree, setup.root)
+        if read_only:
+            newmount.restrict(tree, MS_RDONLY, recursive=True)
+        point = os.open(staging, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            newmount.attach(tree, point)
+        finally:
+            os.close(point)
     except OSError as e:
         os.close(tree)
         if e.errno == errno.ENOSYS:
             raise SetupError("--read-only: needs mount_setattr (Linux 5.12) to make every "
                              "mount of the root read-only") from None
-        raise SetupError(f"jail setup: --read-only on {path}: {e.strerror}") from None
+        raise SetupError(f"jail setup: the root {path}: {e.strerror}") from None
     os.close(setup.root)
-    setup.root = -1
-    setup.carry_out(OpenRoot(path))  # the name now crosses onto the copy
-    if linux.mount_id(setup.root) != linux.mount_id(tree):
-        os.close(tree)
-        raise SetupError(f"jail setup: {path}: not the read-only copy of the root after "
-                         f"stacking it (changed meanwhile): refused")
+    setup.root = os.dup(tree)
     return tree
 
 
-def undo_on_host(made: list[tuple[str, int]]) -> None:
-    """Unmount what `carry_out_on_host` made, last first, by descriptor (never a name in the
-    jail's tree, which its root may have changed)."""
-    for _, fd in reversed(made):
+def undo_on_host(staging: str, copy: int) -> None:
+    """Detach the jail's copy of its root with everything mounted on it (by descriptor: its
+    staging directory is the registry's, which no jail reaches), and remove the directory."""
+    if copy >= 0:
         try:
-            linux.umount2(_fd_path(fd), linux.MNT_DETACH)
+            linux.umount2(_fd_path(copy), linux.MNT_DETACH)
         except OSError as e:
-            if e.errno != errno.EINVAL:  # EINVAL: no longer a mount (gone with its parent)
-                print(f"hyjail: unmounting {_fd_path(fd)}: {e.strerror}", file=sys.stderr)
+            if e.errno != errno.EINVAL:  # EINVAL: detached already
+                print(f"hyjail: unmounting {staging}: {e.strerror}", file=sys.stderr)
         finally:
-            os.close(fd)
+            os.close(copy)
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)
 
 
 class _Setup:

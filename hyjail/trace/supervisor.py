@@ -65,13 +65,14 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
-        if spec.mounts or spec.read_only:  # on the host, beneath the root: a chroot has no
-            from hyjail.ns import mounts  # tree of its own
-            made = mounts.carry_out_on_host(spec.path, spec.mounts, spec.read_only,
+        root = spec.path
+        if spec.mounts or spec.read_only:  # on a copy of the root of its own (a chroot has no
+            from hyjail.ns import mounts  # mount namespace), under the registry's directory
+            root = mounts.host_root_copy(registry.state_dir, record.jid)
+            record = registry.update(record, params={**record.params, "host_root_copy": root})
+            copy = mounts.carry_out_on_host(spec.path, root, spec.mounts, spec.read_only,
                                             "follow-symlinks" in confinement.weakened)
-            undo.callback(mounts.undo_on_host, made)  # after kill_and_reap: nothing inside
-            record = registry.update(record, params={
-                **record.params, "host_mounts": [target for target, _ in made]})
+            undo.callback(mounts.undo_on_host, root, copy)  # after kill_and_reap
 
         tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
         master = slave = None
@@ -88,7 +89,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             channel.close()
             if stdio is not None:
                 take_stdio(stdio)
-            guarded(jail_end, lambda: _jail_side(spec, confinement, jail_end, unshare,
+            guarded(jail_end, lambda: _jail_side(spec, root, confinement, jail_end, unshare,
                                                  cgroup_paths, tty_fds, slave))
         jail_end.close()
         if slave is not None:
@@ -224,9 +225,9 @@ def _kill_our_tracees() -> None:
             continue
 
 
-def _jail_side(spec: JailSpec, confinement: Confinement, channel: socket.socket, unshare: int,
-               cgroup_paths: Sequence[str], tty_fds: Sequence[int],
-               tty: int | None) -> NoReturn:
+def _jail_side(spec: JailSpec, root_path: str, confinement: Confinement,
+               channel: socket.socket, unshare: int, cgroup_paths: Sequence[str],
+               tty_fds: Sequence[int], tty: int | None) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # the supervisor dies: so do we (EXITKILL later)
     # Out of the jail's reach from the start (the command's fork inherits it until its exec):
     # non-dumpable, and holding nothing of the supervisor's (the pty master, the registry's
@@ -237,7 +238,7 @@ def _jail_side(spec: JailSpec, confinement: Confinement, channel: socket.socket,
         from hyjail.foreground import close_all_but
         close_all_but((channel.fileno(), *(() if tty is None else (tty,))))
     # The root, resolved once and used by descriptor from here on.
-    root = os.open(spec.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cgroups.join(list(cgroup_paths))
     if unshare:
         linux.unshare(unshare)
