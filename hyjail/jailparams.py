@@ -229,10 +229,11 @@ _ROWS: tuple[Parameter, ...] = (
     _p("mount", "command", "mapped", "A file system to mount (an fstab(5) line).",
        "in the jail's own mount namespace, never on the host (nothing to unmount); a trace "
        "jail's (a chroot's) on a copy of its root of its own under /run/hyjail/roots, "
-       "detached at its end: nullfs (or bind, rbind) binds a host directory or file, tmpfs makes one, "
-       "always nosuid and nodev; options ro, noexec, size=, mode=, nr_inodes=; devfs, "
-       "procfs, fdescfs, linsysfs on the jail's own are no-ops; the mount point is a host "
-       "path within path, no symlink on the way, each by descriptor", jail=False),
+       "detached at its end: nullfs (or bind, rbind) binds a host directory or file, "
+       "tmpfs makes one, always nosuid and nodev; options ro, noexec, size=, mode=, "
+       "nr_inodes=; devfs, procfs, fdescfs, linsysfs on the jail's own are no-ops; the "
+       "mount point is a host path within path, no symlink on the way, each by descriptor",
+       jail=False),
     _p("mount.fstab", "string", "mapped", "An fstab(5) file of file systems to mount.",
        "each line as mount's, after them; the file is read by the host, never one beneath "
        "the jail's root", jail=False),

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hyjail import linux
 from hyjail.errors import SetupError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,23 +93,28 @@ def open_joinable(kind: str, path: str, where: str | None = None) -> int:
     return fd
 
 
-def hostname_in(uts_fd: int) -> str:
-    """The hostname a UTS namespace holds, read by a thread that joins it (a thread's UTS
-    namespace is its own)."""
-    import socket
-    import threading
-    found: list[str] = []
-    errors: list[OSError] = []
+def joined_by_a_thread(fd: int, flag: int, look: Callable[[], T], where: str) -> T:
+    """look(), called by a thread that has joined the namespace fd names (a thread's network
+    and UTS namespaces are its own: the process's stay as they were). SetupError naming
+    `where` if it fails."""
+    found: list = []
+    errors: list[BaseException] = []
 
-    def look() -> None:
+    def joined() -> None:
         try:
-            linux.setns(uts_fd, linux.CLONE_NEWUTS)
-            found.append(socket.gethostname())
-        except OSError as e:
+            linux.setns(fd, flag)
+            found.append(look())
+        except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
-    thread = threading.Thread(target=look)
+    thread = threading.Thread(target=joined)
     thread.start()
     thread.join()
     if errors:
-        raise SetupError(f"reading a pod's hostname: {errors[0].strerror}")
+        raise SetupError(f"{where}: {errors[0]}")
     return found[0]
+
+
+def hostname_in(uts_fd: int) -> str:
+    """The hostname a UTS namespace holds (a pod's)."""
+    return joined_by_a_thread(uts_fd, linux.CLONE_NEWUTS, socket.gethostname,
+                              "reading a pod's hostname")

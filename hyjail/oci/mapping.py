@@ -18,13 +18,12 @@ import os
 import resource
 import socket
 import struct
-import threading
 
 from hyjail import fstab, linux
 from hyjail.container import ContainerProcess
 from hyjail.errors import SetupError
 from hyjail.limits import RLIMITS, Limits
-from hyjail.namespaces import JOINABLE, hostname_in, open_joinable
+from hyjail.namespaces import JOINABLE, hostname_in, joined_by_a_thread, open_joinable
 from hyjail.ns import sysctl as sysctls
 from hyjail.ns.dilution import BASE_CAPS, CONTAINER_CAPS, GATED_CAPS
 from hyjail.oci.config import OciConfig, OciMount, OciProcess
@@ -184,40 +183,13 @@ def _network(config: OciConfig) -> dict:
 
 def addresses_in(path: str) -> list[str]:
     """The addresses a network namespace holds (IPv4, then IPv6; loopback left out), read
-    from a thread that has joined it (a thread's network namespace is its own). Refuses a
-    namespace that is not one, or is this process's own (the host's network, as
-    /proc/PID/ns/net of a process outside any jail would give)."""
+    from a thread that has joined it. Refuses a namespace that is not one, or is the host's
+    (/proc/PID/ns/net of a process outside any jail would give it)."""
+    where = f"config.json: linux.namespaces: network: {path}"
+    fd = open_joinable("net", path, where)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise SetupError(f"config.json: linux.namespaces: network: {path}: {e.strerror}"
-                         ) from None
-    try:
-        try:
-            kind = linux.namespace_type(fd)
-        except OSError:
-            kind = None
-        if kind != linux.CLONE_NEWNET:
-            raise SetupError(f"config.json: linux.namespaces: network: {path}: not a network "
-                             f"namespace")
-        if os.stat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
-            raise SetupError(f"config.json: linux.namespaces: network: {path}: the host's own "
-                             f"network namespace")
-        found: list[str] = []
-        errors: list[BaseException] = []
-
-        def look() -> None:
-            try:
-                linux.setns(fd, linux.CLONE_NEWNET)
-                found.extend(_ipv4_addresses() + _ipv6_addresses())
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-        thread = threading.Thread(target=look)
-        thread.start()
-        thread.join()
-        if errors:
-            raise SetupError(f"config.json: linux.namespaces: network: {path}: {errors[0]}")
-        return found
+        return joined_by_a_thread(fd, linux.CLONE_NEWNET,
+                                  lambda: _ipv4_addresses() + _ipv6_addresses(), where)
     finally:
         os.close(fd)
 
