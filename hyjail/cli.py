@@ -392,18 +392,3 @@ def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _main(hyjail, "hyjail", argv)
-
-
-def jail_main(argv: list[str] | None = None) -> None:
-    from hyjail import jail8  # FreeBSD's getopt command line, no click
-    jail8.main(argv)
-
-
-def jls_main(argv: list[str] | None = None) -> None:
-    from hyjail import jls as jls8  # FreeBSD's getopt command line, no click
-    sys.exit(jls8.main(argv))
-
-
-def jexec_main(argv: list[str] | None = None) -> None:
-    from hyjail import jexec8  # FreeBSD's getopt command line, no click
-    sys.exit(jexec8.main(argv))

@@ -26,7 +26,7 @@ from conftest import (
 
 pytestmark = needs_jails
 
-JEXEC = [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()"]
+JEXEC = [sys.executable, "-c", "from hyjail.commands import jexec_main; jexec_main()"]
 WEAKEN = "HYJAIL_UNSAFE_WEAKEN"
 
 # A glibc NSS module whose constructor records the powers of the process that loads it.

@@ -18,7 +18,7 @@ from hyjail.jail8 import USAGE
 
 from conftest import hyjail, needs, needs_root, new_leaks
 
-JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+JAIL = [sys.executable, "-c", "from hyjail.commands import jail_main; jail_main()"]
 JEXEC = [os.path.join(os.path.dirname(sys.executable), "jexec")]
 JLS = [os.path.join(os.path.dirname(sys.executable), "jls")]
 JEXEC = [os.path.join(os.path.dirname(sys.executable), "jexec")]

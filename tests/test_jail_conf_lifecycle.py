@@ -14,7 +14,7 @@ from hyjail.lifecycle import parse_command_line
 
 from conftest import hyjail, jail_ip, needs, needs_root, new_leaks
 
-JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+JAIL = [sys.executable, "-c", "from hyjail.commands import jail_main; jail_main()"]
 
 
 def jail(*args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from hyjail import depend, jail8
 
 from conftest import jail_ip, needs, needs_root, new_leaks
 
-JAIL = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()"]
+JAIL = [sys.executable, "-c", "from hyjail.commands import jail_main; jail_main()"]
 JLS = [os.path.join(os.path.dirname(sys.executable), "jls")]
 
 

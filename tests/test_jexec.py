@@ -26,7 +26,7 @@ from conftest import (
 
 pytestmark = needs_jails
 
-JEXEC = [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()"]
+JEXEC = [sys.executable, "-c", "from hyjail.commands import jexec_main; jexec_main()"]
 
 
 def jexec(*args: str, **kwargs) -> subprocess.CompletedProcess:

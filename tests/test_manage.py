@@ -82,7 +82,7 @@ def test_stop_terms_then_kills_and_tears_down(busybox_root):
 
 
 def test_jail_r_stops_by_jid_and_all(busybox_root):
-    jail_r = [sys.executable, "-c", "from hyjail.cli import jail_main; jail_main()", "-r"]
+    jail_r = [sys.executable, "-c", "from hyjail.commands import jail_main; jail_main()", "-r"]
     ips = [jail_ip(), jail_ip(), jail_ip()]
     with contextlib.ExitStack() as stack:
         jails = [stack.enter_context(running("run", busybox_root, f"r{i}", ip, "/bin/sh", "-c",

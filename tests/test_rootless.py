@@ -117,7 +117,7 @@ def test_jls_jexec_ps_and_stop_for_the_users_own_jails(user_root):
     assert started.returncode == 0, started.stderr
     try:
         entered = subprocess.run(
-            [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()",
+            [sys.executable, "-c", "from hyjail.commands import jexec_main; jexec_main()",
              "mine", "/bin/sh", "-c", guard("rl") + "id -u; ps -o comm | sort"],
             capture_output=True, text=True, timeout=30, **AS_USER)
         assert entered.returncode == 0, entered.stderr
@@ -125,7 +125,7 @@ def test_jls_jexec_ps_and_stop_for_the_users_own_jails(user_root):
         assert uid == "0"
         assert set(commands) - {"COMMAND", "ps", "sh", "sort"} == {"hyjail-init", "sleep"}
         other = subprocess.run(
-            [sys.executable, "-c", "from hyjail.cli import jexec_main; jexec_main()",
+            [sys.executable, "-c", "from hyjail.commands import jexec_main; jexec_main()",
              "-u", "nobody", "mine", "/bin/true"], capture_output=True, text=True, **AS_USER)
         assert (other.returncode, other.stderr) == (
             1, "jexec: -u nobody: a jail started by a user other than root has only its root "
