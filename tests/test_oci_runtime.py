@@ -510,3 +510,11 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_by_path(oci):
         assert refused.stderr == f"config.json: linux.namespaces: ipc: {path}: {says}\n"
     assert "bad" not in _jail_names()
     assert oci("delete", "--force", "infra").returncode == 0
+
+
+def test_an_unconfined_apparmor_profile_is_no_profile(oci):
+    done = oci("run", "--bundle", oci.bundle(["/bin/true"], apparmorProfile="unconfined"), "aa")
+    assert done.returncode == 0, done.stderr
+    named = oci("run", "--bundle", oci.bundle(["/bin/true"], apparmorProfile="some-profile"),
+                "ab")
+    assert named.returncode == 1 and "config.json: process.apparmorProfile" in named.stderr

@@ -49,8 +49,10 @@ class Podman:
         # own defaults otherwise (1048576 open files: more than some hosts allow;
         # hyjail-oci lowers such a limit to the one it runs with).
         with open(self.conf, "w") as f:
+            # No AppArmor profile named on a host that has AppArmor (hyjail-oci applies none).
             f.write(f"""[containers]
 netns = "none"
+apparmor_profile = "unconfined"
 [engine]
 runtime = "hyjail"
 cgroup_manager = "cgroupfs"

@@ -314,10 +314,12 @@ def _number(value: int | None) -> str:
 
 def _refuse_unheld(config: OciConfig) -> None:
     process = config.process
-    if process.apparmor_profile and not os.path.isdir("/sys/kernel/security/apparmor"):
+    if process.apparmor_profile == "unconfined":
+        pass  # no profile: the jail's own rules are all its confinement
+    elif process.apparmor_profile and not os.path.isdir("/sys/kernel/security/apparmor"):
         raise SetupError(f"config.json: process.apparmorProfile: {process.apparmor_profile}: "
                          f"this host has no AppArmor")
-    if process.apparmor_profile:
+    elif process.apparmor_profile:
         raise SetupError("config.json: process.apparmorProfile: not applied by hyjail yet")
     if process.selinux_label:
         raise SetupError("config.json: process.selinuxLabel: not supported")
