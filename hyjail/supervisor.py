@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
-from hyjail import cgroups, enforcement, foreground, linux, logs, rootless, terminal
+from hyjail import cgroups, enforcement, foreground, linux, logs, phases, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
@@ -43,8 +43,18 @@ def run(spec: JailSpec, registry: Registry | None = None,
     terminal of the jail's own, whose master is handed to console (an OCI runtime's
     --console-socket) instead of being relayed.
     """
-    registry = registry or Registry()
+    phases.mark("called")
+    try:
+        return _run(spec, registry or Registry(), on_ready, stdio, console)
+    finally:
+        phases.mark("torn down")
+        phases.report()
+
+
+def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] | None,
+         stdio: Sequence[int] | None, console: Callable[[int], None] | None) -> int:
     plan = choose_plan(spec)
+    phases.mark("plan chosen")
     if rootless.host_root():
         logs.make_directory()  # there to be masked (or refused) in a jail whose root holds it
     if plan.kind == "trace":
@@ -77,8 +87,10 @@ def run(spec: JailSpec, registry: Registry | None = None,
             params=params, jid=spec.jid,
             link_name=host_link_name if veth else lambda jid: None)
         undo.callback(registry.remove, record.jid)
+        phases.mark("admitted")
         spec = _name_servers(spec, record, registry, namespaces)
         cgroup_paths = cgroups.create(record.jid, spec.limits) if host_root else []
+        phases.mark("cgroups made")
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
@@ -110,7 +122,9 @@ def run(spec: JailSpec, registry: Registry | None = None,
             jail = Child(enter_pid_namespace, lambda: _jail_main(spec, jail_end, tty_fds, host),
                          through_helper=not host_root, stdio=stdio)
         undo.callback(jail.kill)
+        phases.mark("pid 1 forked")
         fds, handed_over = wait_ready(channel)
+        phases.mark("pid 1 ready")
         for fd in handed_over.values():
             undo.callback(os.close, fd)
         if console and fds:
@@ -142,12 +156,17 @@ def run(spec: JailSpec, registry: Registry | None = None,
         started = {"init_pid": jail.pid, "init_start": linux.process_start_time(jail.pid)}
         # A tracing supervisor keeps the record (sethostname inside renames the jail).
         record = tracing.update(**started) if tracing else registry.update(record, **started)
+        phases.mark("network up")
         if on_ready:
             on_ready(record)
+        phases.mark("command started")
         if tracing:
             relay = foreground.relay_of(fds, tty_fds, undo)
-            return tracing.supervise(channel, relay, undo, pending)
-        return run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
+            code = tracing.supervise(channel, relay, undo, pending)
+        else:
+            code = run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
+        phases.mark("command ended")
+        return code
 
 
 def _open_netns(path: str) -> int:

@@ -184,3 +184,19 @@ def test_net_none_gives_loopback_only(busybox_root):
                     "ls /sys/class/net")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["lo"]
+
+
+def test_the_start_path_is_told_phase_by_phase_when_asked(busybox_root):
+    """HYJAIL_TRACE_START=1: each phase of the supervisor's, in order, with its time and the
+    time since exec, on stderr; without it, nothing."""
+    import re
+    traced = hyjail("run", "--net", "none", busybox_root, "p", "127.0.0.1", "/bin/true",
+                    env={**os.environ, "HYJAIL_TRACE_START": "1"})
+    assert traced.returncode == 0, traced.stderr
+    line = re.compile(r"hyjail: phase (.+?) +[0-9.]+ ms  \( *[0-9.]+ ms since exec\)\Z")
+    names = [found[1] for found in map(line.match, traced.stderr.splitlines()) if found]
+    assert names == ["called", "plan chosen", "admitted", "cgroups made", "pid 1 forked",
+                     "pid 1 ready", "network up", "command started", "command ended",
+                     "torn down"], traced.stderr
+    quiet = hyjail("run", "--net", "none", busybox_root, "p", "127.0.0.1", "/bin/true")
+    assert quiet.returncode == 0 and "phase" not in quiet.stderr

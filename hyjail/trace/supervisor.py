@@ -24,7 +24,7 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, enforcement, linux, terminal
+from hyjail import cgroups, enforcement, linux, phases, terminal
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.foreground import caught_signals, supervise, take_stdio, wait_ready
 from hyjail.net import host_link_name
@@ -60,7 +60,9 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             jid=spec.jid,
             link_name=host_link_name if (spec.needs_veth and namespaces.net) else lambda jid: None)
         undo.callback(registry.remove, record.jid)
+        phases.mark("admitted")
         cgroup_paths = cgroups.create(record.jid, spec.limits)
+        phases.mark("cgroups made")
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
         if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
@@ -95,7 +97,9 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
         if slave is not None:
             os.close(slave)
         undo.callback(kill_and_reap, pid)
+        phases.mark("first process forked")
         wait_ready(channel)
+        phases.mark("first process ready")
 
         tracing = Tracing(spec, plan, registry, record, pid, undo, persist=spec.persist)
         if spec.needs_veth and namespaces.net:
@@ -113,14 +117,18 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
                 console(master)
             finally:
                 os.close(master)
+        phases.mark("traced, network up")
         if on_ready:
             on_ready(record)
+        phases.mark("command started")
         relay = None
         if master is not None and not console:
             relay = terminal.Relay(master, tuple(tty_fds))
             if relay.host_in is not None:
                 undo.enter_context(terminal.raw_mode(relay.host_in))
-        return tracing.supervise(channel, relay, undo, pending)
+        code = tracing.supervise(channel, relay, undo, pending)
+        phases.mark("command ended")
+        return code
 
 
 class Tracing:
