@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
+FLOOR = os.path.join(BENCH, "floor.py")  # the least a Python jail does (issue 19)
 HYJAIL = [sys.executable, "-m", "hyjail"]
 JAIL_IP = "10.77.210.2"  # the bench's jails, behind their own veth (SPEC section 4)
 HOST_IP = "10.77.209.1"
@@ -105,6 +106,7 @@ def start_runners(top: str, root: str) -> dict[str, list[str] | None]:
         "crun run": crun,
         "runc run": found("runc", ["runc", "run", "-b", bundle, "hjbench-runc"]),
         "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
+        "python floor": [sys.executable, "-I", "-S", FLOOR, root, "/bin/true"],
     }
 
 

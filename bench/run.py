@@ -5,7 +5,8 @@
 
 Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after a warm-up
 round that is thrown away) and reports medians and ratios measured in the same run:
-  start    start to exit of /bin/true in a busybox root (ratios to crun run);
+  start    start to exit of /bin/true in a busybox root (ratios to crun run), beside the
+           Python floor (bench/floor.py: the least a Python jail does);
   inside   workloads timed inside by a static stopwatch, so start-up is left out (ratios to
            native, the same root by chroot; on one CPU, to native on one CPU): find over a
            tree, a fork loop, a stat loop, and a bind/connect loop the trace backend judges;

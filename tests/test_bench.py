@@ -22,8 +22,8 @@ def test_one_round_of_each_scenario_reports_hyjail_beside_native():
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert {"hyjail ns --net none", "hyjail ns veth", "hyjail trace", "chroot"} <= set(
-        report["start"])
+    assert {"hyjail ns --net none", "hyjail ns veth", "hyjail trace", "chroot",
+            "python floor"} <= set(report["start"])
     assert set(report["inside"]) == {"find", "fork loop", "stat loop", "bind/connect"}
     for workload in report["inside"].values():
         assert workload["native"]["x_native"] == 1.0
