@@ -29,9 +29,9 @@ import prctl
 from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.ns import control, init, userns
-from hyjail.ns.dilution import Account, Confinement
+from hyjail.ns.dilution import Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
-from hyjail.ns.whom import chosen_account, enter_directory, settle
+from hyjail.ns.whom import entering
 from hyjail.registry import Record
 
 # The mount namespace goes last: joining it moves this process's root into the jail, after
@@ -94,12 +94,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     os.chdir("/")
     # Joining the mount namespace made the jail's root ours: "/" is it, by descriptor.
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    if asked.process is not None:  # an OCI exec's: its ids, directory and narrower sets
-        switch_to, confinement = container_process(asked.process, confinement)
-        enter_directory(root, asked.cwd or "/")
-    else:
-        entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
-        argv, env = settle(asked, root, entry, argv, env)
+    argv, env, switch_to, confinement = entering(asked, root, weakened, argv, env, confinement)
     if switch_to and switch_to.uid != 0 and params.get("rootless"):
         raise SetupError(f"-u {asked.user or switch_to.name}: a jail started by a user other "
                          f"than root has only its root mapped")
@@ -110,17 +105,6 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     os.close(root)
     init.exec_command(argv, env, jail_stdio(tty, tty_fds), tty, channel,
                       replace(confinement, account=switch_to))
-
-
-def container_process(process, confinement: Confinement) -> tuple[Account, Confinement]:
-    """An OCI exec's process: whom it runs as, and its confinement: the jail's, with the
-    process's capabilities within the container's (never more), its umask and OOM score."""
-    caps = confinement.caps
-    if process.caps is not None:
-        caps = tuple(c for c in process.caps if caps is None or c in caps)
-    return (Account(str(process.uid), process.uid, process.gid, process.groups),
-            replace(confinement, caps=caps, umask=process.umask,
-                    oom_score_adj=process.oom_score_adj))
 
 
 def _ready_and_wait(channel: socket.socket, tty_fds: Sequence[int], root: int) -> int | None:

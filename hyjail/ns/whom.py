@@ -175,3 +175,29 @@ def enter_home(root: int, home: str) -> None:
         os.fchdir(fd)
     finally:
         os.close(fd)
+
+
+def entering(asked: accounts.Asked, root: int, weakened: frozenset[str], argv: Sequence[str],
+             env: dict[str, str], confinement: Confinement
+             ) -> tuple[Sequence[str], dict[str, str], Account | None, Confinement]:
+    """An entering process's command, environment, account and confinement, settled in the
+    jail's root (`root`, by descriptor): an OCI exec's exactly (its ids, its directory, its
+    capabilities within the container's), else jexec's, from the jail's own files."""
+    if asked.process is not None:
+        switch_to, confinement = container_process(asked.process, confinement)
+        enter_directory(root, asked.cwd or "/")
+        return argv, env, switch_to, confinement
+    entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
+    argv, env = settle(asked, root, entry, argv, env)
+    return argv, env, switch_to, confinement
+
+
+def container_process(process, confinement: Confinement) -> tuple[Account, Confinement]:
+    """An OCI exec's process: whom it runs as, and its confinement: the jail's, with the
+    process's capabilities within the container's (never more), its umask and OOM score."""
+    caps = confinement.caps
+    if process.caps is not None:
+        caps = tuple(c for c in process.caps if caps is None or c in caps)
+    return (Account(str(process.uid), process.uid, process.gid, process.groups),
+            replace(confinement, caps=caps, umask=process.umask,
+                    oom_score_adj=process.oom_score_adj))

@@ -27,9 +27,9 @@ from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.enter import container_process, hide
+from hyjail.ns.enter import hide
 from hyjail.ns.jail import guarded, jail_stdio
-from hyjail.ns.whom import chosen_account, enter_directory, settle
+from hyjail.ns.whom import entering
 from hyjail.registry import Record
 
 KERNEL_NAMESPACES = (("net", linux.CLONE_NEWNET), ("ipc", linux.CLONE_NEWIPC))
@@ -98,12 +98,7 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.fchdir(root)
         os.chroot(".")
     os.chdir("/")
-    if asked.process is not None:  # an OCI exec's: its ids, directory and narrower sets
-        switch_to, confinement = container_process(asked.process, confinement)
-        enter_directory(root, asked.cwd or "/")
-    else:
-        entry, switch_to = chosen_account(asked, root, weakened, shell=not argv)
-        argv, env = settle(asked, root, entry, argv, env)
+    argv, env, switch_to, confinement = entering(asked, root, weakened, argv, env, confinement)
     control.send_ready(channel, [master] if master is not None else [])
     if master is not None:
         os.close(master)
