@@ -352,10 +352,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
         undo.callback(child.kill)
         fds, _ = wait_ready(channel)
         if console and fds:
-            try:
-                console(fds[0])
-            finally:
-                os.close(fds[0])
+            terminal.hand_over(console, fds[0])
             fds = []
         if traced:
             trace_enter.ask_to_be_traced(record, registry.door_path(record.jid), child.pid)

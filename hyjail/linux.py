@@ -9,7 +9,6 @@ with the kernel's errno and the path it was given; nothing here decides policy.
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import os
 
@@ -219,12 +218,3 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
-
-
-def mount_id(fd: int) -> int:
-    """The id of the mount an open file lies on (its /proc/self/fdinfo's mnt_id)."""
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    raise OSError(errno.ENOENT, "no mnt_id in fdinfo")

@@ -128,10 +128,7 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
         for fd in handed_over.values():
             undo.callback(os.close, fd)
         if console and fds:
-            try:
-                console(fds[0])
-            finally:
-                os.close(fds[0])
+            terminal.hand_over(console, fds[0])
             fds = []
         if handed_over:  # jexec opens them as /proc/<supervisor>/fd/N
             record = registry.update(record, params={**record.params, "namespace_fds": handed_over})

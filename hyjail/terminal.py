@@ -86,3 +86,12 @@ class Relay:
         """Copy whatever the jail left in the pty, after its last process is gone."""
         while data := self._read_jail():
             self._write_host(data)
+
+
+def hand_over(console, master: int) -> None:
+    """The jail's pty master to `console` (an OCI runtime's --console-socket, whose caller
+    relays it), closed here afterwards: no relay of ours."""
+    try:
+        console(master)
+    finally:
+        os.close(master)

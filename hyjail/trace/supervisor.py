@@ -112,11 +112,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             tracing.update(params={**tracing.record.params, "lan": {
                 **lan, "added": made["added"], "kind": made["kind"]}})
         record = tracing.update(init_pid=pid, init_start=linux.process_start_time(pid))
-        if console and master is not None:
-            try:  # before the process runs: the engine reads it from the start
-                console(master)
-            finally:
-                os.close(master)
+        if console and master is not None:  # before the process runs: read from the start
+            terminal.hand_over(console, master)
         phases.mark("traced, network up")
         if on_ready:
             on_ready(record)
