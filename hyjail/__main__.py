@@ -1,5 +1,5 @@
 """`python -m hyjail` is the `hyjail` command."""
 
-from hyjail.cli import main
+from hyjail.commands import hyjail_main
 
-main()
+hyjail_main()

@@ -14,55 +14,31 @@ import sys
 
 import click
 
-from hyjail.errors import EXIT_USAGE, HyjailError, one_line
+from hyjail import runline
+from hyjail.errors import EXIT_USAGE, exit_status
 from hyjail.rootfs import KINDS
+from hyjail.runline import Option
 
 _RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
 
 
-def _run(path: str, hostname: str, ip: str, command: tuple[str, ...], *,
-         allow: tuple[str, ...] = (), memory: str | None = None, pids: str | None = None,
-         cpus: str | None = None, rlimit: tuple[str, ...] = (), userns: bool = False,
-         userns_base: int | None = None, bind: tuple[str, ...] = (),
-         ro_bind: tuple[str, ...] = (), tmpfs: tuple[str, ...] = (), env: tuple[str, ...] = (),
-         env_file: tuple[str, ...] = (), **options) -> int:
-    from hyjail import environment, fstab, limits
-    from hyjail.allow import parse_option
-    from hyjail.spec import JailSpec
-    from hyjail.supervisor import run, start_detached
-    if not command and not options.get("persist"):
-        raise click.UsageError("Missing argument 'COMMAND...' (only --persist jails have none).")
-    if userns_base is not None and not userns:
-        raise click.UsageError("--userns-base needs --userns")
-    if userns:
-        options["userns_base"] = -1 if userns_base is None else userns_base
-    spec = JailSpec.create(path, hostname, ip, command,
-                           allow_changes=tuple(parse_option(a) for a in allow),
-                           limits=limits.create(memory, pids, cpus, rlimit),
-                           mounts=fstab.from_options(bind, ro_bind, tmpfs),
-                           environ=environment.from_options(env, env_file), **options)
-    if spec.persist:
-        click.echo(start_detached(spec).jid)
-        return 0
-    return run(spec)
-
-
-_ENVIRONMENT = (
-    click.option("--env", multiple=True, metavar="NAME=VALUE",
-                 help="A variable for the command (the environment is otherwise clean: TERM, "
-                      "and the user's HOME, SHELL, USER, LOGNAME, PATH)."),
-    click.option("--env-file", multiple=True, metavar="FILE",
-                 help="Variables from FILE: NAME=VALUE lines (# comments; a bare NAME takes "
-                      "ours)."),
-    click.option("--preserve-env", is_flag=True,
-                 help="Pass our whole environment to the command (then --env over it)."),
-)
+def _click_option(option: Option):
+    """A click option from a row of `hyjail.runline`'s table."""
+    kind = option.kind
+    extra = ({"is_flag": True} if kind == "flag" else {"multiple": True} if kind == "multiple"
+             else {"type": int} if kind == "int" else {})
+    if option.choices:
+        extra["type"] = click.Choice(list(option.choices))
+    if option.default is not None:
+        extra.update(default=option.default, show_default=True)
+    return click.option(*option.names, option.dest, metavar=option.metavar, help=option.help,
+                        **extra)
 
 
 def _with(options):
     def decorate(function):
         for option in reversed(options):
-            function = option(function)
+            function = _click_option(option)(function)
         return function
     return decorate
 
@@ -74,67 +50,17 @@ def hyjail() -> None:
 
 
 @hyjail.command(context_settings=_RUN_CONTEXT)
-@click.option("--name", help="Jail name (default: its JID).")
-@click.option("--net", type=click.Choice(["veth", "none"]), default="veth", show_default=True,
-              help="veth: the jail's addresses on a veth pair; none: loopback only.")
-@click.option("--host-ip", metavar="ADDR[,ADDR]",
-              help="Address of the veth's host-side end (default 169.254.77.1, fe80::1).")
-@click.option("--persist", is_flag=True,
-              help="Start in the background (print the JID); the jail outlives its command "
-                   "(which may be omitted) until `hyjail stop` or `jail -r`.")
-@click.option("--allow", multiple=True, metavar="NAME[=0|1]",
-              help="A FreeBSD allow.* permission for root inside (noNAME or NAME=0 takes one "
-                   "away): set_hostname and reserved_ports (on by default), raw_sockets, "
-                   "sysvipc, mlock, chflags, mount, socket_af (see `hyjail features`).")
-@click.option("--userns", is_flag=True,
-              help="Map the jail's uids and gids 0-65535 onto an unprivileged host range (one "
-                   "of the jail's own, from 2^30 + JID*65536), so root inside is nobody outside.")
-@click.option("--userns-base", type=int, metavar="UID",
-              help="With --userns: the first host id of the range.")
-@click.option("--backend", type=click.Choice(["auto", "ns", "trace"]), default="auto",
-              show_default=True,
-              help="Which providers enforce the rules: auto (the kernel's first), ns (the "
-                   "kernel's only), trace (ptrace's first; see `hyjail features`).")
-@click.option("--memory", metavar="SIZE", help="Memory limit (cgroup), e.g. 256M.")
-@click.option("--pids", metavar="N", help="Most processes and threads at once (cgroup).")
-@click.option("--cpus", metavar="N", help="CPU time, in CPUs' worth, e.g. 0.5 (cgroup).")
-@click.option("--rlimit", multiple=True, metavar="NAME=SOFT[:HARD]",
-              help="A resource limit for the command, e.g. nofile=1024:4096 (never above the "
-                   "host's hard limit).")
-@click.option("--bind", multiple=True, metavar="SRC:DST",
-              help="Bind the host's SRC (no symlink on its path) at DST in the jail (which "
-                   "must exist there), in the jail's own mount namespace; nosuid, nodev.")
-@click.option("--ro-bind", multiple=True, metavar="SRC:DST", help="The same, read-only.")
-@click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
-              help="A fresh tmpfs at DST, e.g. /scratch:size=64m,mode=1777.")
-@click.option("--interface", metavar="IFACE",
-              help="Put the jail's addresses on the LAN of the host's IFACE (a macvlan or ipvlan "
-                   "of the jail's own; without a network namespace, aliases of IFACE), instead "
-                   "of a veth; IP may then carry the LAN's /PREFIX.")
-@click.option("--gateway", metavar="ADDR", help="With --interface: the jail's default route.")
-@click.option("--nat", metavar="IFACE",
-              help="The jail's (IPv4) traffic masqueraded out of the host's IFACE (nftables, "
-                   "forwarding on for its veth and IFACE only).")
-@click.option("--publish", "-p", multiple=True, metavar="[HOSTADDR:]HOSTPORT:JAILPORT[/PROTO]",
-              help="The host's port forwarded to the jail's (podman's -p; DNAT).")
-@click.option("--dns", multiple=True, metavar="ADDR",
-              help="A name server for the jail's own /etc/resolv.conf (bound over the "
-                   "root's, which is not changed).")
-@click.option("--read-only", is_flag=True,
-              help="The root read-only, with fresh tmpfs on /tmp, /run and /var/tmp (unless "
-                   "--bind or --tmpfs puts something there).")
-@click.option("--user", metavar="USER[:GROUP]",
-              help="Run the command as USER (and GROUP) of the jail's own passwd and group "
-                   "(default: root).")
-@click.option("--chdir", "cwd", metavar="DIR", help="The command's directory inside the jail.")
-@_with(_ENVIRONMENT)
+@_with(runline.OPTIONS)
 @click.argument("path")
 @click.argument("hostname")
 @click.argument("ip")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(path, hostname, ip, command, **options) -> int:
+def run(**values) -> int:
     """Run COMMAND in a new jail rooted at PATH, in the foreground."""
-    return _run(path, hostname, ip, command, **options)
+    problem = runline.usage_error(values)
+    if problem:
+        raise click.UsageError(problem)
+    return runline.start(values)
 
 
 @hyjail.group()
@@ -302,7 +228,7 @@ def gc() -> int:
 @hyjail.command(name="exec", context_settings=_RUN_CONTEXT)
 @click.option("-u", "user", metavar="USER", help="Run as USER of the jail's /etc/passwd.")
 @click.option("-l", "login", is_flag=True, help="A clean login environment, in the user's home.")
-@_with(_ENVIRONMENT)
+@_with(runline.ENVIRONMENT)
 @click.argument("which", metavar="JID|NAME")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_command(user, login, env, env_file, preserve_env, which, command) -> int:
@@ -374,20 +300,17 @@ def ps(which: str | None, as_json: bool) -> int:
 
 
 def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
-    try:
-        status = command.main(args=argv, prog_name=prog, standalone_mode=False)
-    except click.UsageError as e:
-        print(f"{prog}: {e.format_message()}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    except click.ClickException as e:
-        print(f"{prog}: {e.format_message()}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except HyjailError as e:
-        print(f"{prog}: {one_line(str(e))}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(status if isinstance(status, int) else 0)
+
+    def parsed_and_run():
+        try:
+            return command.main(args=argv, prog_name=prog, standalone_mode=False)
+        except click.UsageError as e:
+            print(f"{prog}: {e.format_message()}", file=sys.stderr)
+            return EXIT_USAGE
+        except click.ClickException as e:
+            print(f"{prog}: {e.format_message()}", file=sys.stderr)
+            return e.exit_code
+    sys.exit(exit_status(prog, parsed_and_run))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,28 @@
-"""The FreeBSD drop-ins' entry points: `jail`, `jls` and `jexec` as console scripts.
+"""The console scripts' entry points: `hyjail`, and the FreeBSD drop-ins `jail`, `jls` and
+`jexec`.
 
-Owns only starting each command's own getopt parser (`hyjail.jail8`, `hyjail.jls`,
-`hyjail.jexec8`) with its exit status, without importing `hyjail.cli` and with it click,
-whose import alone is about 30 ms of every call.
+Owns only starting each command's own parser with its exit status: the drop-ins' getopt
+parsers (`hyjail.jail8`, `hyjail.jls`, `hyjail.jexec8`), and for `hyjail run` the table's
+parser (`hyjail.runline`), without importing `hyjail.cli` and with it click, whose import
+alone is about 20 ms of every call. Every other `hyjail` command line, and a `run` line only
+click can read (help, a usage error), goes to `hyjail.cli`.
 """
 
 from __future__ import annotations
 
 import sys
+
+
+def hyjail_main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["run"]:
+        from hyjail import runline
+        from hyjail.errors import exit_status
+        values = runline.parse(args[1:])
+        if values is not None:
+            sys.exit(exit_status("hyjail", lambda: runline.start(values)))
+    from hyjail import cli
+    cli.main(args)
 
 
 def jail_main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,96 @@
+"""`hyjail run`'s shortcut past click (`hyjail.runline`): whatever it reads, it reads exactly
+as click does; what it cannot, it leaves to click; and a jail's start imports no click."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+
+from hyjail import cli, runline
+
+ROOT_LINE = ["/srv/root", "web", "10.77.0.2"]
+
+# Command lines after `run`: each either read by the shortcut (then as click reads it) or
+# left to click (then click reads it or names the error).
+LINES = [
+    [*ROOT_LINE, "/bin/true"],
+    ["--net", "none", *ROOT_LINE, "/bin/sh", "-c", "echo --net veth"],
+    ["--net=none", "--backend=trace", *ROOT_LINE, "true"],
+    ["--name", "w1", "--persist", *ROOT_LINE],
+    ["--allow", "raw_sockets", "--allow", "nomount", "--allow=sysvipc=1", *ROOT_LINE, "id"],
+    ["--userns", "--userns-base", "200000", *ROOT_LINE, "id"],
+    ["--userns", "--userns-base=+7", *ROOT_LINE, "id"],
+    ["-p", "8080:80", "-p8443:443/tcp", "--publish", "53:53/udp", *ROOT_LINE, "httpd"],
+    ["--bind", "/a:/b", "--ro-bind", "/c:/d", "--tmpfs", "/t:size=1m", *ROOT_LINE, "ls"],
+    ["--env", "A=1", "--env-file", "/e", "--preserve-env", *ROOT_LINE, "env"],
+    ["--memory", "64M", "--pids", "10", "--cpus", "0.5", "--rlimit", "nofile=8:9",
+     *ROOT_LINE, "true"],
+    ["--read-only", "--user", "www:www", "--chdir", "/var", "--dns", "10.77.0.1",
+     *ROOT_LINE, "true"],
+    ["--interface", "eth0", "--gateway", "10.77.0.1", "--nat", "eth1", "--host-ip",
+     "10.77.0.1", *ROOT_LINE, "true"],
+    ["--", *ROOT_LINE, "true"],
+    [*ROOT_LINE, "--", "true"],
+    [*ROOT_LINE, "/bin/ls", "--net", "-l"],
+    ["-", "web", "10.77.0.2", "true"],
+    # Left to click: help, errors, and what click might read otherwise.
+    ["--help"], ["-h", *ROOT_LINE, "true"], ["--bogus", *ROOT_LINE, "true"],
+    ["--net", "bad", *ROOT_LINE, "true"], ["--net"], ["--userns-base", "x", *ROOT_LINE, "t"],
+    ["--userns-base", "5", *ROOT_LINE, "true"], [*ROOT_LINE], ["/srv/root", "web"],
+    ["--name", "-x", *ROOT_LINE, "true"], ["--persist=1", *ROOT_LINE], ["--nam", *ROOT_LINE],
+    ["-p", *ROOT_LINE, "true"], ["--net", "--backend", "ns", *ROOT_LINE, "true"],
+]
+
+
+def _click_reads(line: list[str]) -> dict | None:
+    """The keywords click passes to `run` for line, or None where it stops with a message."""
+    try:
+        context = cli.run.make_context("run", list(line))
+    except (click.exceptions.Exit, click.UsageError):
+        return None
+    values = dict(context.params)
+    return None if runline.usage_error(values) else values
+
+
+@pytest.mark.parametrize("line", LINES, ids=" ".join)
+def test_the_shortcut_reads_a_line_as_click_does_or_not_at_all(line):
+    ours = runline.parse(line)
+    if ours is not None:
+        assert ours == _click_reads(line)
+
+
+def test_every_ordinary_line_is_read_by_the_shortcut():
+    ordinary = LINES[:LINES.index(["--help"])]
+    assert [line for line in ordinary if runline.parse(line) is None] == []
+
+
+def test_click_and_the_shortcut_fill_the_same_keywords():
+    assert set(runline.parse([*ROOT_LINE, "true"])) == \
+        {param.name for param in cli.run.params}
+
+
+def test_a_jail_starts_without_importing_click(busybox_root):
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom hyjail.commands import hyjail_main\n"
+         "try:\n    hyjail_main(sys.argv[1:])\nfinally:\n"
+         "    sys.stderr.write('click' in sys.modules and 'CLICK' or 'NO-CLICK')",
+         "run", "--net", "none", busybox_root, "h", "127.0.0.1", "/bin/echo", "up"],
+        capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == "up\n" and loaded.stderr.endswith("NO-CLICK")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (["--bogus"], "No such option '--bogus'"),
+    (["--net", "bad"], "Invalid value for '--net'"),
+    (["--userns-base", "5"], "--userns-base needs --userns"),
+])
+def test_what_the_shortcut_leaves_gets_clicks_message_and_exit_2(busybox_root, line, message):
+    done = subprocess.run([sys.executable, "-m", "hyjail", "run", *line, busybox_root, "h",
+                           "127.0.0.1", "/bin/true"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("hyjail: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1
