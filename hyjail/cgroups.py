@@ -40,6 +40,8 @@ LEAF = "supervisor"  # a delegated unit's own processes, on the unified hierarch
 
 @dataclass(frozen=True)
 class Hierarchy:
+    """One mounted cgroup hierarchy: where, which version, its controllers."""
+
     mount: str
     version: int
     controllers: frozenset[str]
@@ -310,10 +312,18 @@ def _write_if_present(path: str, value: str) -> None:
 
 
 def join(paths: list[str]) -> None:
-    """Move the calling process into each group (run by pid 1, and by jexec's entering
-    process, before they take the jail's cgroup namespace)."""
+    """Move the calling process into each group (run by jexec's entering process, and the
+    trace backend's first, before they take the jail's cgroup namespace)."""
+    place(0, paths)
+
+
+def place(pid: int, paths: list[str]) -> None:
+    """Move process pid (0: the caller) into each group. The first move on a host in a
+    while waits out an RCU grace period (10-20 ms; the kernel's cgroup_threadgroup_rwsem),
+    so the supervisor moves its pid 1, a child it has not reaped (the pid cannot be reused),
+    while pid 1 builds its namespaces and mounts."""
     for path in paths:
-        _write(os.path.join(path, "cgroup.procs"), "0")
+        _write(os.path.join(path, "cgroup.procs"), str(pid))
 
 
 def remove(paths: list[str]) -> None:

@@ -12,15 +12,18 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, linux, weaken
+from hyjail import linux, weaken
 from hyjail.errors import EXIT_SETUP, HyjailError
 from hyjail.net.loopback import bring_up_loopback
 from hyjail.ns import control, init, mounts, sysctl, userns, whom
 from hyjail.spec import JailSpec
+
+TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Which namespaces pid 1 makes, and which of them the jail's user namespace owns, follow the
 # plan (`hyjail.namespaces.Namespaces`). By default the host's user namespace owns the mount,
@@ -75,7 +78,6 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     # (If it died before this line, the GO read below sees end-of-file.)
     prctl.set_pdeathsig(signal.SIGKILL)
     init.block_signals()
-    cgroups.join(list(host.cgroup_paths))  # before the cgroup namespace: the group is its root
     namespaces = host.namespaces
     if host.netns_fd is not None:  # the caller's (podman's): the host's user namespace owns it
         linux.setns(host.netns_fd, linux.CLONE_NEWNET)
@@ -83,7 +85,9 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     for flag, fd in host.joined_fds:  # a pod's, likewise
         linux.setns(fd, flag)
         os.close(fd)
-    linux.unshare(namespaces.host_owned_flags(spec.allowed))
+    # The cgroup namespace comes last, once the supervisor has moved us into the jail's
+    # groups (meanwhile: a move waits out an RCU grace period), whose root it then is.
+    linux.unshare(namespaces.host_owned_flags(spec.allowed) & ~linux.CLONE_NEWCGROUP)
     jail_owned = namespaces.jail_owned(spec.allowed)
     if jail_owned:
         owned = userns.create(host.id_map, jail_owned)
@@ -108,6 +112,10 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         userns.own_mount_namespace()
     if namespaces.net or host.netns_fd is not None:
         bring_up_loopback()
+    if host.cgroup_paths:
+        wait_placed(channel)
+    if namespaces.cgroup:
+        linux.unshare(linux.CLONE_NEWCGROUP)
     if not namespaces.pid:  # not pid 1: orphans of the jail must still come to us to reap
         prctl.set_child_subreaper(True)
     if host.hand_over_namespaces:
@@ -156,6 +164,13 @@ def ready_and_wait(channel: socket.socket, tty_fds: Sequence[int]) -> int | None
     if message != control.GO:
         os._exit(EXIT_SETUP)
     return tty
+
+
+def wait_placed(channel: socket.socket) -> None:
+    """Wait until the supervisor has moved us into the jail's cgroups; exit if it gave up."""
+    message, _ = control.receive(channel)
+    if message != control.PLACED:
+        os._exit(EXIT_SETUP)
 
 
 def jail_stdio(tty: int | None, tty_fds: Sequence[int]) -> list[int]:
