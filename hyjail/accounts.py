@@ -29,6 +29,8 @@ _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
 @dataclass(frozen=True)
 class User:
+    """A line of the jail's passwd."""
+
     name: str
     uid: int
     gid: int
@@ -39,6 +41,8 @@ class User:
 
 @dataclass(frozen=True)
 class Group:
+    """A line of the jail's group file."""
+
     name: str
     gid: int
     members: tuple[str, ...] = ()

@@ -30,6 +30,8 @@ _UNLIMITED = ("unlimited", "infinity")
 
 @dataclass(frozen=True)
 class Limits:
+    """The jail's resource limits: its cgroups' and its command's rlimits."""
+
     memory: int | None = None  # bytes
     pids: int | None = None
     cpus: float | None = None  # CPUs' worth of time per period

@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from hyjail import linux
 from hyjail.errors import SetupError
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
+if TYPE_CHECKING:
+    from typing import TypeVar
+    T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def joined_by_a_thread(fd: int, flag: int, look: Callable[[], T], where: str) ->
             found.append(look())
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
+    import threading
     thread = threading.Thread(target=joined)
     thread.start()
     thread.join()

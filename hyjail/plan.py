@@ -34,6 +34,8 @@ _TRACING = ("seccomp.filter", "seccomp.trace", "ptrace.traceseccomp", "ptrace.sy
 
 @dataclass(frozen=True)
 class Provider:
+    """Who holds one rule (SPEC's R1-R7): the kernel or ptrace, and how."""
+
     rule: str
     kind: str  # "kernel" or "ptrace"
     how: str
@@ -86,6 +88,8 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
 
 @dataclass(frozen=True)
 class Plan:
+    """Each rule's provider for one jail on this host, and the backend that follows."""
+
     backend: str  # what was asked for
     chosen: dict[str, Provider]
     probe: Probe

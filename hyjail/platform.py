@@ -47,6 +47,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 @dataclass(frozen=True)
 class Check:
+    """One probed feature of the host: its name, whether it works, and why."""
+
     name: str
     ok: bool
     detail: str

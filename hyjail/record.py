@@ -22,6 +22,8 @@ JAILS_DIR = os.path.join(STATE_DIR, "jails")
 
 @dataclass(frozen=True)
 class Record:
+    """A live jail as the registry keeps it."""
+
     jid: int
     name: str
     hostname: str

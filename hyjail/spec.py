@@ -229,6 +229,8 @@ def check_userns_base(base: int) -> int:
 
 @dataclass(frozen=True)
 class JailSpec:
+    """One jail, validated: everything the supervisor needs to start it."""
+
     path: str
     hostname: str
     addresses: tuple[Address, ...]

@@ -65,6 +65,8 @@ def cap_mask(names: tuple[str, ...]) -> int:
 
 @dataclass(frozen=True)
 class Account:
+    """A user of the jail's own passwd, resolved: name, uid, gid."""
+
     name: str
     uid: int
     gid: int
@@ -75,6 +77,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Confinement:
+    """What a jailed process may keep: its allow.* set, rlimits and account."""
+
     allowed: frozenset[str]
     rlimits: tuple[tuple[str, int, int], ...] = ()
     account: Account | None = None  # switch to this user (jexec -u); else stay root

@@ -105,6 +105,8 @@ class Detach:
 
 @dataclass(frozen=True)
 class Mount:
+    """Mount a filesystem of fstype at target."""
+
     fstype: str
     target: str  # relative to the new root
     flags: int = 0
@@ -127,6 +129,8 @@ class Mask:
 
 @dataclass(frozen=True)
 class MakeDir:
+    """Make a directory inside a filesystem the plan made."""
+
     target: str  # inside a filesystem this plan made
     mode: int = 0o755
 
@@ -140,6 +144,8 @@ class BindDevice:
 
 @dataclass(frozen=True)
 class Symlink:
+    """Make a symlink inside a filesystem the plan made."""
+
     value: str
     target: str
 
