@@ -17,17 +17,17 @@ import contextlib
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 from hyjail import linux
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 
 MAX_BYTES = 4 << 20  # far beyond any real passwd/group file; a jail cannot make us read more
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel: never an account's id
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
 
-@dataclass(frozen=True)
+@frozen
 class User:
     """A line of the jail's passwd."""
 
@@ -39,7 +39,7 @@ class User:
     shell: str = "/bin/sh"
 
 
-@dataclass(frozen=True)
+@frozen
 class Group:
     """A line of the jail's group file."""
 
@@ -52,14 +52,14 @@ class Group:
 ROOT = User("root", 0, 0, "", "/", "/bin/sh")
 
 
-@dataclass(frozen=True)
+@frozen
 class HostUser:
     """A user of the host's passwd, with its groups as initgroups(3) gives them on the host."""
     user: User
     groups: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Asked:
     """What a caller asks of an entry into a jail (jexec's options; `hyjail.jails.exec_in`'s
     keywords), carried into the entering process, which settles it there: the jail's files

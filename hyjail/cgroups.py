@@ -27,9 +27,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 from hyjail.limits import Limits
 
 GROUP = "hyjail"
@@ -38,7 +38,7 @@ DELEGATED = "HYJAIL_CGROUPS"  # =delegated: under the caller's own groups (a uni
 LEAF = "supervisor"  # a delegated unit's own processes, on the unified hierarchy
 
 
-@dataclass(frozen=True)
+@frozen
 class Hierarchy:
     """One mounted cgroup hierarchy: where, which version, its controllers."""
 
@@ -80,7 +80,7 @@ OPTIONS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus"}
 ACCOUNTED = ("memory", "cpuacct", "freezer")
 
 
-@dataclass(frozen=True)
+@frozen
 class Usage:
     """What a jail's groups counted: None where no group of the host counts it."""
     memory: int | None = None  # bytes in use now

@@ -17,6 +17,7 @@ import socket
 
 from hyjail import linux, weaken
 from hyjail.errors import SetupError
+from hyjail.frozen import replace
 from hyjail.namespaces import Namespaces
 from hyjail.ns.dilution import Confinement
 from hyjail.plan import Plan
@@ -67,7 +68,6 @@ def fit_container(spec: JailSpec, plan: Plan) -> JailSpec:
                if name in spec.allowed and not getattr(namespaces, kind)}
     if not dropped:
         return spec
-    from dataclasses import replace
     container = spec.container
     if container.caps is not None:
         container = replace(container, caps=tuple(c for c in container.caps
@@ -200,7 +200,6 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
                            "oom_score_adj": container.oom_score_adj}))
     if not plan.traced:
         return base.prepare()
-    from dataclasses import replace
 
     from hyjail.trace import handlers
     from hyjail.trace.tracer import tags

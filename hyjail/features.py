@@ -8,9 +8,10 @@ Owns: what `hyjail features` prints: the probe (`hyjail.platform`), the rule-to-
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from hyjail import allow, cgroups
+from hyjail.frozen import asdict
 
 
 @dataclass(frozen=True)

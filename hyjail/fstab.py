@@ -26,9 +26,9 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 
 # The jail's own file systems, which hyjail makes and a user mount must not cover.
 OWN = ("proc", "dev", "sys")
@@ -46,7 +46,7 @@ MAX_FSTAB = 1 << 20
 _VALUE = re.compile(r"[0-9A-Za-z%]+\Z")  # a tmpfs option's value: 64m, 1777, 50%
 
 
-@dataclass(frozen=True)
+@frozen
 class JailMount:
     """One file system added to the jail's tree, in its own mount namespace. Always nosuid
     and nodev (a jail gets no device node nor setuid binary from the host this way)."""

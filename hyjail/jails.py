@@ -9,14 +9,14 @@ jail's pid 1), which is how jail(2)'s "is this process jailed?" is answered on L
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hyjail.errors import HyjailError
+from hyjail.frozen import asdict, replace
 from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
 
@@ -58,7 +58,7 @@ class Jail:
                 "addresses": list(r.addresses), "backend": r.backend, "host_link": r.host_link,
                 "supervisor_pid": r.supervisor_pid, "init_pid": r.init_pid,
                 "processes": len(self.processes), "uptime": round(self.uptime, 3),
-                "usage": dataclasses.asdict(self.usage()),
+                "usage": asdict(self.usage()),
                 "params": r.params, "parameters": jls.params(r)}
 
 

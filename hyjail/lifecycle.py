@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import replace
 
 from hyjail import jailparams, limits
 from hyjail.errors import SetupError
+from hyjail.frozen import replace
 from hyjail.hooks import HookOptions, console, run_host_hooks
 from hyjail.jailparams import HOOKS_CREATE, HOOKS_REMOVE, LIMITS
 from hyjail.limits import Limits

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import resource
-from dataclasses import dataclass
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 
 RLIMITS = {
     "as": resource.RLIMIT_AS, "core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU,
@@ -28,7 +28,7 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _UNLIMITED = ("unlimited", "infinity")
 
 
-@dataclass(frozen=True)
+@frozen
 class Limits:
     """The jail's resource limits: its cgroups' and its command's rlimits."""
 

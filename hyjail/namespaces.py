@@ -12,10 +12,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hyjail import linux
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 
 TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@frozen
 class Namespaces:
     """The namespaces the jail's first process makes (mount: whenever R1 is the kernel's)."""
     mount: bool  # R1: a mount namespace and pivot_root (else a chroot)

@@ -9,9 +9,9 @@ is not built yet counts as missing: a rule is never assumed to hold.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 from hyjail.platform import Probe
 from hyjail.spec import BACKENDS, check_backend
 
@@ -32,7 +32,7 @@ _TRACING = ("seccomp.filter", "seccomp.trace", "ptrace.traceseccomp", "ptrace.sy
             "ptrace.exitkill")
 
 
-@dataclass(frozen=True)
+@frozen
 class Provider:
     """Who holds one rule (SPEC's R1-R7): the kernel or ptrace, and how."""
 
@@ -86,7 +86,7 @@ PROVIDERS: dict[str, tuple[Provider, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     """Each rule's provider for one jail on this host, and the backend that follows."""
 

@@ -25,9 +25,9 @@ import mmap
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hyjail import linux
+from hyjail.frozen import frozen
 
 NAMESPACE_FLAGS = {"mnt": linux.CLONE_NEWNS, "pid": linux.CLONE_NEWPID,
                    "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -45,7 +45,7 @@ _VERSION = "4"  # of the checks: a cached probe from other checks is never reuse
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass(frozen=True)
+@frozen
 class Check:
     """One probed feature of the host: its name, whether it works, and why."""
 

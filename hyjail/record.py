@@ -9,18 +9,17 @@ those can import it without an import cycle.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 
+from hyjail.frozen import asdict, frozen, made_by
 from hyjail.linux import process_start_time
 
 STATE_DIR = "/run/hyjail"  # root's registry (SPEC section 3)
 JAILS_DIR = os.path.join(STATE_DIR, "jails")
 
 
-@dataclass(frozen=True)
+@frozen
 class Record:
     """A live jail as the registry keeps it."""
 
@@ -36,13 +35,13 @@ class Record:
     host_link: str | None = None
     init_pid: int | None = None
     init_start: int | None = None
-    params: dict = field(default_factory=dict)  # FreeBSD parameters and stop hooks (JSON)
+    params: dict = made_by(dict)  # FreeBSD parameters and stop hooks (JSON)
 
     def supervisor_alive(self) -> bool:
         return process_start_time(self.supervisor_pid) == self.supervisor_start
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Record:

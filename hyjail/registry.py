@@ -11,7 +11,6 @@ both, so that the reclaimer and the network helper read records without importin
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import ipaddress
 import os
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 from hyjail import record as records
 from hyjail.errors import SetupError
+from hyjail.frozen import replace
 from hyjail.linux import process_start_time
 from hyjail.reclaim import reclaim as reclaim_stale
 from hyjail.record import STATE_DIR, Record
@@ -141,7 +141,7 @@ class Registry:
             if current is None or (current.supervisor_pid, current.supervisor_start) != (
                     record.supervisor_pid, record.supervisor_start):
                 current = record  # not yet written, or another jail's now
-            updated = dataclasses.replace(current, **changes)
+            updated = replace(current, **changes)
             self._write(updated)
         return updated
 

@@ -13,10 +13,10 @@ import ipaddress
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 from hyjail import allow
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen, hidden
 from hyjail.limits import Limits
 from hyjail.net.addresses import (
     DEFAULT_HOST_ADDRESSES,
@@ -227,7 +227,7 @@ def check_userns_base(base: int) -> int:
     return base
 
 
-@dataclass(frozen=True)
+@frozen
 class JailSpec:
     """One jail, validated: everything the supervisor needs to start it."""
 
@@ -240,7 +240,7 @@ class JailSpec:
     host_addresses: tuple[Address, ...] = DEFAULT_HOST_ADDRESSES
     persist: bool = False  # the jail outlives its command, until it is stopped
     jid: int | None = None  # a requested JID; by default the lowest free one
-    environ: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    environ: tuple[tuple[str, str], ...] = hidden(())
     allowed: frozenset[str] = allow.DEFAULT  # the allow.* permissions root inside has
     limits: Limits = Limits()
     # --userns: map the jail's ids 0-65535 onto host ids from this base (None: identity).

@@ -11,7 +11,6 @@ jailed process, dies when the supervisor dies (parent-death signal, set before R
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from hyjail import cgroups, enforcement, foreground, linux, logs, phases, rootle
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
+from hyjail.frozen import asdict, replace
 from hyjail.namespaces import JOINABLE, open_joinable
 from hyjail.net import host_link_name
 from hyjail.ns import control
@@ -67,9 +67,9 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
     enforcement.refuse_what_the_plan_cannot_hold(spec, plan)
     namespaces = enforcement.namespaces_of(plan)
     if spec.netns_path is not None:  # the caller's network namespace: joined, none made
-        namespaces = dataclasses.replace(namespaces, net=False)
+        namespaces = replace(namespaces, net=False)
     if spec.joined:  # a pod's IPC namespace: joined, none made
-        namespaces = dataclasses.replace(namespaces, **{kind: False for kind, _ in spec.joined})
+        namespaces = replace(namespaces, **{kind: False for kind, _ in spec.joined})
     confinement = enforcement.confinement(spec, plan)
     veth = spec.needs_veth and namespaces.net
     params = {**spec.record_params(), "confinement": confinement.to_params(),
@@ -193,12 +193,10 @@ def _out_and_in(spec: JailSpec, record: Record, registry: Registry,
                 undo: contextlib.ExitStack) -> Record:
     """--nat and --publish (`hyjail.net.nat`): kept in the record first (the helper does
     only what it says), then asked for; undone at the jail's end."""
-    import dataclasses
-
     from hyjail.net import link
     wanted = {"jid": record.jid, "veth": record.host_link,
               "addresses": [str(a) for a in spec.veth_addresses], "uplink": spec.nat,
-              "publish": [dataclasses.asdict(p) for p in spec.publish]}
+              "publish": [asdict(p) for p in spec.publish]}
     record = registry.update(record, params={**record.params, "nat": wanted})
     made = undo.enter_context(link.nat_and_ports(wanted))
     return registry.update(record, params={**record.params, "nat": {
@@ -218,8 +216,6 @@ def _name_servers(spec: JailSpec, record: Record, registry: Registry, namespaces
     if not os.path.isfile(target) or os.path.islink(target):
         raise SetupError(f"--dns: {target}: not a file to put the jail's own in place of "
                          f"(the root is never changed)")
-    from dataclasses import replace
-
     from hyjail.fstab import JailMount
     path = resolv.write(registry.resolv_path(record.jid), spec.dns)
     own = JailMount("bind", "etc/resolv.conf", source=path, read_only=True)

@@ -17,7 +17,8 @@ end-of-file on the supervisor's side means the command is running.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+
+from hyjail.frozen import frozen
 
 TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ PLACED = b"PLACED"
 FAIL = b"FAIL"
 
 
-@dataclass(frozen=True)
+@frozen
 class HostPlan:
     """What the supervisor decided on the host for pid 1 to carry out."""
     cgroup_paths: tuple[str, ...]  # the groups to join (none for a rootless jail)
@@ -50,7 +51,7 @@ class HostPlan:
     joined_fds: tuple[tuple[int, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Failure:
     """pid 1's report that the jail could not start: an exit code and a line."""
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import os
 import resource
-from dataclasses import dataclass
 
 import prctl
 
 from hyjail import linux
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 from hyjail.limits import RLIMITS
 from hyjail.ns import syscall_filter, userns
 
@@ -63,7 +63,7 @@ def cap_mask(names: tuple[str, ...]) -> int:
     return sum(1 << getattr(prctl, f"CAP_{name.upper()}") for name in names)
 
 
-@dataclass(frozen=True)
+@frozen
 class Account:
     """A user of the jail's own passwd, resolved: name, uid, gid."""
 
@@ -75,7 +75,7 @@ class Account:
     groups: tuple[int, ...] | None = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Confinement:
     """What a jailed process may keep: its allow.* set, rlimits and account."""
 

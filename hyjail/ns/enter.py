@@ -21,13 +21,13 @@ import socket
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import NoReturn
 
 import prctl
 
 from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
+from hyjail.frozen import replace
 from hyjail.ns import control, init, userns
 from hyjail.ns.dilution import Confinement
 from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait

@@ -24,10 +24,10 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from hyjail import linux
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 from hyjail.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
 from hyjail.logs import LOG_DIR
 from hyjail.ns import newmount
@@ -89,7 +89,7 @@ DEVFS_RULESETS: dict[int, tuple[tuple[str, ...], bool]] = {
 DEVFS_RULESETS[0] = DEVFS_RULESETS[4]
 
 
-@dataclass(frozen=True)
+@frozen
 class BindRoot:
     """Make every host mount private (nothing propagates back) and bind PATH at `staging`
     (made if missing: an empty directory of the state directory)."""
@@ -97,13 +97,13 @@ class BindRoot:
     staging: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Detach:
     """Lazily unmount whatever the recursive bind brought in at `target` (root-relative)."""
     target: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """Mount a filesystem of fstype at target."""
 
@@ -114,20 +114,20 @@ class Mount:
     create: bool = False  # resolved in the root, made if missing (`fstab.JailMount.create`)
 
 
-@dataclass(frozen=True)
+@frozen
 class ReadOnly:
     """Bind a file or directory onto itself, read-only; skipped if the kernel lacks it."""
     target: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Mask:
     """Hide a file under /dev/null, a directory under an empty read-only tmpfs; skipped if
     the kernel lacks it."""
     target: str
 
 
-@dataclass(frozen=True)
+@frozen
 class MakeDir:
     """Make a directory inside a filesystem the plan made."""
 
@@ -135,14 +135,14 @@ class MakeDir:
     mode: int = 0o755
 
 
-@dataclass(frozen=True)
+@frozen
 class BindDevice:
     """Bind one host device node onto a new file in the jail's /dev."""
     device: str
     target: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Symlink:
     """Make a symlink inside a filesystem the plan made."""
 
@@ -150,7 +150,7 @@ class Symlink:
     target: str
 
 
-@dataclass(frozen=True)
+@frozen
 class BindHost:
     """Bind a host directory or file (the administrator's: jail.conf's mount, mount.fstab)
     onto target, with per-mount flags; recursive: the mounts beneath it too."""
@@ -161,7 +161,7 @@ class BindHost:
     create: bool = False  # resolved in the root, made if missing (`fstab.JailMount.create`)
 
 
-@dataclass(frozen=True)
+@frozen
 class MakePoint:
     """An OCI container's mount point, made (beneath the root, as the jail resolves it)
     before a read-only root would refuse it."""
@@ -169,17 +169,17 @@ class MakePoint:
     directory: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class ReadOnlyRoot:
     """The jail's root, and every mount beneath it, read-only (--read-only)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class PivotRoot:
     """Make the staged root the root and unmount the old one."""
 
 
-@dataclass(frozen=True)
+@frozen
 class OpenRoot:
     """A chroot jail's root, opened where it lies (no bind, no namespace of its own): its
     mounts go onto the host's tree beneath it (`carry_out_on_host`)."""

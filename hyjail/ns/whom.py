@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 
 from hyjail import accounts, linux
 from hyjail.errors import SetupError
+from hyjail.frozen import replace
 from hyjail.ns.dilution import Account, Confinement
 
 LOGIN_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"

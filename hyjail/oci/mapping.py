@@ -90,7 +90,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         # holds no CAP_NET_BIND_SERVICE: the namespace's own low ports opened instead, as
         # Docker does for every container.
         settings.append((UNPRIVILEGED_PORTS, "0"))
-    from dataclasses import replace
+    from hyjail.frozen import replace
     return replace(
         spec, environ=process.env, allowed=allowed, netns_path=network["path"], joined=joined,
         sysctl=tuple(settings),

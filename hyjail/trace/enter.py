@@ -18,13 +18,13 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import NoReturn
 
 import prctl
 
 from hyjail import accounts, cgroups, linux
 from hyjail.errors import EXIT_SETUP, SetupError
+from hyjail.frozen import replace
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
 from hyjail.ns.enter import hide
