@@ -311,17 +311,12 @@ def _write_if_present(path: str, value: str) -> None:
         _write(path, value)
 
 
-def join(paths: list[str]) -> None:
-    """Move the calling process into each group (run by jexec's entering process, and the
-    trace backend's first, before they take the jail's cgroup namespace)."""
-    place(0, paths)
-
-
 def place(pid: int, paths: list[str]) -> None:
-    """Move process pid (0: the caller) into each group. The first move on a host in a
-    while waits out an RCU grace period (10-20 ms; the kernel's cgroup_threadgroup_rwsem),
-    so the supervisor moves its pid 1, a child it has not reaped (the pid cannot be reused),
-    while pid 1 builds its namespaces and mounts."""
+    """Move process pid into each group. The first move on a host in a while waits out an
+    RCU grace period (10-20 ms; the kernel's cgroup_threadgroup_rwsem), so the supervisor
+    moves its pid 1 (and jexec the process it enters), a child it has not reaped (the pid
+    cannot be reused), while that child builds its namespaces and mounts
+    (`foreground.place_in_cgroups`)."""
     for path in paths:
         _write(os.path.join(path, "cgroup.procs"), str(pid))
 

@@ -289,9 +289,10 @@ def ps(which: str | None, as_json: bool) -> int:
     jails = [get(which)] if which is not None else list_jails()
     processes = [p for j in jails for p in j.processes]
     if as_json:
-        import dataclasses
         import json
-        click.echo(json.dumps([dataclasses.asdict(p) for p in processes], indent=2))
+
+        from hyjail.frozen import asdict
+        click.echo(json.dumps([asdict(p) for p in processes], indent=2))
         return 0
     click.echo(f"{'JID':>5} {'PID':>8} {'JPID':>6}  COMMAND")
     for p in processes:

@@ -239,6 +239,25 @@ def caught_signals(extra: tuple[int, ...] = ()) -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
+def place_in_cgroups(pid: int, channel: socket.socket, cgroup_paths: Sequence[str]) -> None:
+    """Our child pid (a jail's first process, or one entering it; unreaped, so the pid is
+    its) into the jail's groups, moved from here while it sets itself up (`cgroups.place`:
+    a move may wait out an RCU grace period). It waits for PLACED before it reports READY
+    (pid 1 also before it makes its cgroup namespace), and exits on anything else. A child
+    that failed first has its own failure reported."""
+    from hyjail import cgroups
+    try:
+        cgroups.place(pid, list(cgroup_paths))
+        control.send_placed(channel)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            channel.shutdown(socket.SHUT_WR)  # no PLACED: the child gives up
+        failure = control.parse_failure(control.receive(channel)[0])
+        if failure:
+            raise SetupError(failure.message, failure.exit_code) from None
+        raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
+
+
 def wait_ready(channel: socket.socket) -> tuple[list[int], dict[str, int]]:
     """The child's READY and the fds it carries, with any namespaces it handed over first;
     a reported failure raises it."""

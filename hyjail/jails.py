@@ -13,10 +13,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from hyjail.errors import HyjailError
-from hyjail.frozen import asdict, replace
+from hyjail.frozen import asdict, frozen, replace
 from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
 
@@ -24,7 +23,7 @@ from hyjail.registry import Record, Registry
 TEARDOWN_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
+@frozen
 class JailedProcess:
     pid: int  # on the host
     jail_pid: int  # inside the jail's pid namespace
@@ -32,7 +31,7 @@ class JailedProcess:
     command: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Jail:
     record: Record
     processes: tuple[JailedProcess, ...]
@@ -287,7 +286,13 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
 
     from hyjail import accounts, cgroups, terminal, weaken
     from hyjail.errors import SetupError
-    from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
+    from hyjail.foreground import (
+        Child,
+        caught_signals,
+        place_in_cgroups,
+        run_in_foreground,
+        wait_ready,
+    )
     from hyjail.ns import control, enter
     from hyjail.ns.dilution import Confinement
 
@@ -350,6 +355,8 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
                               through_helper=rootless, hidden=hidden, keep_fds=keep,
                               weakened=not hidden, stdio=stdio)
         undo.callback(child.kill)
+        if cgroup_paths:
+            place_in_cgroups(child.pid, channel, cgroup_paths)
         fds, _ = wait_ready(channel)
         if console and fds:
             terminal.hand_over(console, fds[0])

@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from hyjail import cgroups, enforcement, foreground, linux, logs, phases, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
-from hyjail.foreground import Child, caught_signals, run_in_foreground, wait_ready
+from hyjail.foreground import (
+    Child,
+    caught_signals,
+    place_in_cgroups,
+    run_in_foreground,
+    wait_ready,
+)
 from hyjail.frozen import asdict, replace
 from hyjail.namespaces import JOINABLE, open_joinable
 from hyjail.net import host_link_name
@@ -124,7 +130,7 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
         undo.callback(jail.kill)
         phases.mark("pid 1 forked")
         if cgroup_paths:
-            _place(jail, channel, cgroup_paths)
+            place_in_cgroups(jail.pid, channel, cgroup_paths)
         fds, handed_over = wait_ready(channel)
         phases.mark("pid 1 ready")
         for fd in handed_over.values():
@@ -166,21 +172,6 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
             code = run_in_foreground(jail, channel, tty_fds, fds, undo, pending)
         phases.mark("command ended")
         return code
-
-
-def _place(jail: Child, channel: socket.socket, cgroup_paths: list[str]) -> None:
-    """pid 1 into the jail's groups, moved from here while it builds its namespaces and
-    mounts (`cgroups.place`); it makes its cgroup namespace only after PLACED."""
-    try:
-        cgroups.place(jail.pid, cgroup_paths)
-        control.send_placed(channel)
-    except OSError as e:
-        jail.kill()
-        message, _ = control.receive(channel)  # pid 1's own failure, if it came first
-        failure = control.parse_failure(message)
-        if failure:
-            raise SetupError(failure.message, failure.exit_code) from None
-        raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
 
 
 def _open_netns(path: str) -> int:

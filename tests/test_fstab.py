@@ -6,6 +6,7 @@ symlink-safe, every refusal one line that leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -123,6 +124,10 @@ def _tree(tmp_path, busybox_root: str) -> tuple[str, str]:
     share (a file in it)."""
     root = str(tmp_path / "root")
     subprocess.run(["cp", "-a", busybox_root, root], check=True)
+    # An empty /tmp: trace jails of other tests write into the shared root's own.
+    shutil.rmtree(os.path.join(root, "tmp"))
+    os.mkdir(os.path.join(root, "tmp"), 0o1777)
+    os.chmod(os.path.join(root, "tmp"), 0o1777)
     for name in ("data", "scratch"):
         os.makedirs(os.path.join(root, "mnt", name))
     open(os.path.join(root, "etc", "motd"), "w").close()

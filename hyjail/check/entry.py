@@ -31,7 +31,17 @@ from typing import TYPE_CHECKING
 
 from hyjail.check import probes
 from hyjail.check.attempts import Attempt
-from hyjail.check.jailrun import HYJAIL, NotRun, error_lines, finish, held, readline, results, run
+from hyjail.check.jailrun import (
+    HYJAIL,
+    NotRun,
+    error_lines,
+    finish,
+    held,
+    readline,
+    results,
+    run,
+    scaled,
+)
 
 if TYPE_CHECKING:
     from hyjail.check.ground import Ground
@@ -52,7 +62,7 @@ def _persistent(name: str, root: str, hostname: str, ip: str,
                 options: list[str]) -> Iterator[None]:
     """A persistent jail (no command: held until stopped), stopped at the end."""
     started = subprocess.run([*HYJAIL, "run", "--persist", "--name", name, *options, root,
-                              hostname, ip], capture_output=True, text=True, timeout=60,
+                              hostname, ip], capture_output=True, text=True, timeout=scaled(60),
                              stdin=subprocess.DEVNULL)
     if started.returncode != 0:
         raise NotRun((error_lines(started.stderr) or [f"exit {started.returncode}"])[-1])
@@ -60,12 +70,12 @@ def _persistent(name: str, root: str, hostname: str, ip: str,
         yield
     finally:
         subprocess.run([*HYJAIL, "stop", "--timeout", "5", name], capture_output=True,
-                       timeout=60)
+                       timeout=scaled(60))
 
 
 def _exec(name: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*HYJAIL, "exec", name, *argv], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=scaled(timeout), stdin=subprocess.DEVNULL)
 
 
 def _refused_in_one_line(done: subprocess.CompletedProcess) -> bool:
@@ -201,7 +211,7 @@ def _starts_while_swapping(ctx: dict, attempt: Attempt, outer: str, where: str, 
 
         def start(n: int) -> subprocess.CompletedProcess:
             return subprocess.run([*HYJAIL, "run", *ctx["options"], *argv(n)],
-                                  capture_output=True, text=True, timeout=60,
+                                  capture_output=True, text=True, timeout=scaled(60),
                                   stdin=subprocess.DEVNULL)
         starts: list[subprocess.CompletedProcess] = []
         with ThreadPoolExecutor(max_workers=AT_ONCE) as pool:
@@ -247,7 +257,7 @@ def root_swapped_before_jexec(ground: Ground, argv: list[str], ctx: dict,
                 done = _exec(name, "/bin/sh", "-c", "echo entered > /hjentered")
                 swapper.stdin.write("done\n")
                 swapper.stdin.flush()
-                swapper.communicate(timeout=30)
+                swapper.communicate(timeout=scaled(30))
             finally:
                 if swapper.poll() is None:
                     swapper.kill()

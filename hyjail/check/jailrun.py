@@ -2,14 +2,17 @@
 
 Owns: the `hyjail` command line the battery runs its jails with, running one to its end (its
 answers, or NotRun when the jail did not run: no verdict, an error row), reading a line with
-a deadline, a probe's jail held while the host acts (ready, then told to finish), and parsing
-hjprobe's "OP=RESULT" lines. The runner and the entry group's drivers
-(`hyjail.check.entry`) share it.
+a deadline, a probe's jail held while the host acts (ready, then told to finish), parsing
+hjprobe's "OP=RESULT" lines, and the battery's pace on a slower host (HYJAIL_CHECK_SLOW: its
+drivers' own waits lengthened as the attempts' timeouts are). The runner and the entry
+group's drivers (`hyjail.check.entry`) share it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import select
 import subprocess
 import sys
@@ -73,7 +76,32 @@ def held(argv: list[str], ready: str, what: str
 
 
 def finish(process: subprocess.Popen, word: str, timeout: float = 60) -> tuple[str, str]:
-    """Tell a held probe to finish (a line on its stdin); its stdout and stderr."""
+    """Tell a held probe to finish (a line on its stdin); its stdout and stderr (within
+    timeout seconds, as paced for this host)."""
     process.stdin.write(f"{word}\n")
     process.stdin.flush()
-    return process.communicate(timeout=timeout)
+    return process.communicate(timeout=scaled(timeout))
+
+
+@functools.cache
+def slowness() -> float:
+    """HYJAIL_CHECK_SLOW: how many times slower than a host of normal speed this one is (a
+    box under software emulation): every attempt's timeout is multiplied by it, and each
+    race's rounds divided by it, so a race takes the time it would take here. The summary
+    says so: fewer rounds are a weaker race."""
+    text = os.environ.get("HYJAIL_CHECK_SLOW", "").strip()
+    if not text:
+        return 1.0
+    try:
+        slow = float(text)
+    except ValueError:
+        slow = 0.0
+    if not 1 <= slow <= 1000:
+        from hyjail.errors import SetupError
+        raise SetupError(f"HYJAIL_CHECK_SLOW={text}: not a factor from 1 to 1000")
+    return slow
+
+
+def scaled(seconds: float) -> float:
+    """A driver's own wait, lengthened on a slower host as every attempt's timeout is."""
+    return seconds * slowness()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from hyjail.check import attempts, entry
 from hyjail.check.attempts import Attempt
 from hyjail.check.ground import Ground
-from hyjail.check.jailrun import HYJAIL
+from hyjail.check.jailrun import HYJAIL, scaled, slowness
 from hyjail.check.jailrun import NotRun as _NotRun
 from hyjail.check.jailrun import readline as _readline
 from hyjail.check.jailrun import results as _results
@@ -193,24 +193,6 @@ def _listener(family: int, address: str, kind: int = socket.SOCK_STREAM) -> sock
     return s
 
 
-def slowness() -> float:
-    """HYJAIL_CHECK_SLOW: how many times slower than a host of normal speed this one is (a
-    box under software emulation): every attempt's timeout is multiplied by it, and each
-    race's rounds divided by it, so a race takes the time it would take here. The summary
-    says so: fewer rounds are a weaker race."""
-    text = os.environ.get("HYJAIL_CHECK_SLOW", "").strip()
-    if not text:
-        return 1.0
-    try:
-        slow = float(text)
-    except ValueError:
-        slow = 0.0
-    if not 1 <= slow <= 1000:
-        from hyjail.errors import SetupError
-        raise SetupError(f"HYJAIL_CHECK_SLOW={text}: not a factor from 1 to 1000")
-    return slow
-
-
 def race_rounds(slow: float) -> dict[str, int]:
     return {"race_rounds": max(200, int(attempts.RACE_ROUNDS / slow)),
             "swap_rounds": max(50, int(attempts.SWAP_ROUNDS / slow))}
@@ -253,6 +235,9 @@ class Battery:
             verdict = self._attempt(attempt, abi, shape)
         except _NotRun as e:
             row.result, row.detail = "error", str(e)
+        except subprocess.TimeoutExpired as e:  # a driver's wait: never held, nor a crash
+            command = " ".join(str(word) for word in e.cmd[-3:]) if e.cmd else "a command"
+            row.result, row.detail = "error", f"no answer in {e.timeout:.0f} s: ... {command}"
         else:
             if verdict:
                 row.result, row.detail = "ESCAPED", verdict
@@ -319,7 +304,7 @@ class Battery:
                 os.rename(inside, moved)
                 jail.stdin.write("go\n")
                 jail.stdin.flush()
-                output, errors = jail.communicate(timeout=30)
+                output, errors = jail.communicate(timeout=scaled(30))
             finally:
                 if jail.poll() is None:
                     jail.kill()
@@ -351,7 +336,7 @@ class Battery:
                     output += chunk
                 elif jail.poll() is not None:
                     break
-            jail.wait(timeout=10)
+            jail.wait(timeout=scaled(10))
         finally:
             os.close(master)
             if slave >= 0:
@@ -376,7 +361,7 @@ class Battery:
             jail.kill()
             jail.wait()
         survivors = _survivors(jailed, 10)
-        subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=60)
+        subprocess.run([*HYJAIL, "gc"], capture_output=True, timeout=scaled(60))
         if survivors:
             return {"escape": f"{len(survivors)} jailed processes outlived their supervisor"}
         return {}
@@ -392,7 +377,7 @@ class Battery:
             jailed = descendants(jail.pid)
             jail.stdin.write("done\n")
             jail.stdin.flush()
-            jail.wait(timeout=30)
+            jail.wait(timeout=scaled(30))
         survivors = _survivors(jailed, 10)
         if survivors:
             return {"escape": f"{len(survivors)} processes outlived the jail's command"}
@@ -409,14 +394,14 @@ class Battery:
                     raise _NotRun(jail.stderr.read().strip() or "the jail did not start")
                 jailed = {pid for pid, _ in descendants(jail.pid)}
                 listed = json.loads(subprocess.run([*HYJAIL, "ls", "--json"], capture_output=True,
-                                                   text=True, timeout=30).stdout)
+                                                   text=True, timeout=scaled(30)).stdout)
                 mine = [j for j in listed if j["hostname"] == argv[name_at]]
                 ps = json.loads(subprocess.run([*HYJAIL, "ps", "--json"], capture_output=True,
-                                               text=True, timeout=30).stdout)
+                                               text=True, timeout=scaled(30)).stdout)
             finally:
                 jail.stdin.write("done\n")
                 jail.stdin.flush()
-                jail.wait(timeout=30)
+                jail.wait(timeout=scaled(30))
         if len(mine) != 1:
             return {"escape": "the jail is missing from hyjail ls"}
         mapped = {p["pid"] for p in ps if p["jid"] == mine[0]["jid"]}
@@ -524,18 +509,19 @@ def other_jail(ground: Ground, shape: Shape) -> Iterator[None]:
     name = f"hjvictim{os.getpid() % 100000}{shape.backend}"
     started = subprocess.run([*HYJAIL, "run", "--persist", "--name", name, *shape.run_options(),
                               ground.root, name, shape.address(), "/bin/sleep", "1000000"],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=scaled(60))
     try:
         if started.returncode == 0:
             listed = json.loads(subprocess.run([*HYJAIL, "ps", "--json", "-j", name],
-                                               capture_output=True, text=True, timeout=30).stdout)
+                                               capture_output=True, text=True,
+                                               timeout=scaled(30)).stdout)
             sleeps = [p["pid"] for p in listed if p["command"].startswith("/bin/sleep")]
             shape.other_pid = sleeps[0] if sleeps else None
         yield
     finally:
         if started.returncode == 0:
             subprocess.run([*HYJAIL, "stop", "--timeout", "5", name], capture_output=True,
-                           timeout=60)
+                           timeout=scaled(60))
 
 
 def run_battery(backend: str, pattern: str | None, jobs: int,

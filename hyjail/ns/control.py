@@ -2,9 +2,10 @@
 
 Owns: what the supervisor hands pid 1 at the fork (HostPlan), and the few messages of the
 start-up handshake and their wire form:
-  supervisor -> jail  PLACED                        pid 1 is in the jail's cgroups (moved
-                                                    by the supervisor while it set up): it
-                                                    may make its cgroup namespace
+  supervisor -> jail  PLACED                        pid 1 (or a process jexec enters) is
+                                                    in the jail's cgroups, moved from the
+                                                    host side while it set up: it may make
+                                                    its cgroup namespace and report READY
   jail -> supervisor  NAMESPACES <names> + fds      (rootless only) pid 1's namespaces,
                                                     which the supervisor keeps for jexec
   jail -> supervisor  READY [+ the pty master fd]   namespaces and mounts are in place
@@ -94,7 +95,12 @@ def send_placed(sock: socket.socket) -> None:
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One message and any fds it carried; (b"", []) at end-of-file."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
+    except ConnectionResetError:
+        # The peer closed with a message of ours unread (PLACED, after it failed): the kernel
+        # reports that once, before what the peer sent us (its FAIL), which follows.
+        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
     return data, fds
 
 

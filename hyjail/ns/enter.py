@@ -21,18 +21,21 @@ import socket
 import stat
 import struct
 from collections.abc import Sequence
-from typing import NoReturn
 
 import prctl
 
-from hyjail import accounts, cgroups, linux
+from hyjail import accounts, linux
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.frozen import replace
 from hyjail.ns import control, init, userns
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait
+from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait, wait_placed
 from hyjail.ns.whom import entering
 from hyjail.registry import Record
+
+TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # The mount namespace goes last: joining it moves this process's root into the jail, after
 # which the host's /proc (and the other fds' meaning) are no longer what they were.
@@ -84,7 +87,6 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
                     weakened: frozenset[str]) -> NoReturn:
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
     hide(weakened)
-    cgroups.join(list(cgroup_paths))  # counted against the jail's limits, like its own
     confinement = Confinement.from_params(params).prepare()  # on the host's tree
     if confinement.userns:
         userns.hold_jail_userns(namespaces["uts"])  # the jail's /proc may not show it
@@ -98,6 +100,8 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     if switch_to and switch_to.uid != 0 and params.get("rootless"):
         raise SetupError(f"-u {asked.user or switch_to.name}: a jail started by a user other "
                          f"than root has only its root mapped")
+    if cgroup_paths:  # counted against the jail's limits, like its own: moved by jexec
+        wait_placed(channel)
     if "follow-symlinks" in weakened:  # the old way: the jail's /dev/ptmx, by name
         tty = ready_and_wait(channel, tty_fds)
     else:

@@ -22,13 +22,13 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import accounts, cgroups, linux
+from hyjail import accounts, linux
 from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.frozen import replace
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
 from hyjail.ns.enter import hide
-from hyjail.ns.jail import guarded, jail_stdio
+from hyjail.ns.jail import guarded, jail_stdio, wait_placed
 from hyjail.ns.whom import entering
 from hyjail.registry import Record
 
@@ -83,7 +83,6 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
     prctl.set_pdeathsig(signal.SIGKILL)  # jexec killed: the entered process goes too
     hide(weakened)
     confinement = Confinement.from_params(record.params).prepare()  # on the host's tree
-    cgroups.join(list(cgroup_paths))
     for name, nstype in KERNEL_NAMESPACES:
         if name in namespaces:
             linux.setns(namespaces[name], nstype)
@@ -99,6 +98,8 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.chroot(".")
     os.chdir("/")
     argv, env, switch_to, confinement = entering(asked, root, weakened, argv, env, confinement)
+    if cgroup_paths:  # in the jail's groups, moved by jexec meanwhile
+        wait_placed(channel)
     control.send_ready(channel, [master] if master is not None else [])
     if master is not None:
         os.close(master)

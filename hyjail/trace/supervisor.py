@@ -26,11 +26,11 @@ import prctl
 
 from hyjail import cgroups, enforcement, linux, phases, terminal
 from hyjail.errors import EXIT_SETUP, SetupError
-from hyjail.foreground import caught_signals, supervise, take_stdio, wait_ready
+from hyjail.foreground import caught_signals, place_in_cgroups, supervise, take_stdio, wait_ready
 from hyjail.net import host_link_name
 from hyjail.ns import control, init, whom
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.jail import guarded, jail_stdio
+from hyjail.ns.jail import guarded, jail_stdio, wait_placed
 from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
@@ -98,6 +98,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             os.close(slave)
         undo.callback(kill_and_reap, pid)
         phases.mark("first process forked")
+        if cgroup_paths:
+            place_in_cgroups(pid, channel, cgroup_paths)
         wait_ready(channel)
         phases.mark("first process ready")
 
@@ -244,7 +246,6 @@ def _jail_side(spec: JailSpec, root_path: str, confinement: Confinement,
         close_all_but((channel.fileno(), *(() if tty is None else (tty,))))
     # The root, resolved once and used by descriptor from here on.
     root = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    cgroups.join(list(cgroup_paths))
     if unshare:
         linux.unshare(unshare)
     os.fchdir(root)
@@ -255,6 +256,8 @@ def _jail_side(spec: JailSpec, root_path: str, confinement: Confinement,
         from hyjail.net.loopback import bring_up_loopback
         bring_up_loopback()
     command = whom.first_command(spec, confinement) if spec.command else None
+    if cgroup_paths:  # in the jail's groups, moved by the supervisor meanwhile
+        wait_placed(channel)
     control.send_ready(channel, [])
     message, _ = control.receive(channel)  # GO comes once the supervisor traces us
     if message != control.GO:
