@@ -9,8 +9,10 @@ in the same root, with the same kinds of namespace where the tool makes them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,17 +72,32 @@ def oci_bundle(top: str, root: str, name: str, argv: list[str]) -> str:
     return bundle
 
 
-def crun_command(bundle: str, container: str) -> list[str] | None:
-    """crun run, as this host lets it run. crun refuses a hybrid cgroup layout whose unified
-    hierarchy has controllers; there it runs with that hierarchy unmounted in a mount
+def crun_line(words: list[str]) -> list[str]:
+    """crun with words, as this host lets it run. crun refuses a hybrid cgroup layout whose
+    unified hierarchy has controllers; there it runs with that hierarchy unmounted in a mount
     namespace of its own (an unshare and a shell: about 3 ms, measured as `unshare -m`)."""
-    if not shutil.which("crun"):
-        return None
-    plain = ["crun", "--cgroup-manager=disabled", "run", "-b", bundle, container]
-    if subprocess.run(plain, capture_output=True).returncode == 0:
+    plain = ["crun", "--cgroup-manager=disabled", *words]
+    if _crun_runs_plain():
         return plain
     return ["unshare", "-m", "sh", "-c", "umount /sys/fs/cgroup/unified 2>/dev/null; exec "
-            + " ".join(plain)]
+            + shlex.join(plain)]
+
+
+@functools.cache
+def _crun_runs_plain() -> bool:
+    """No hybrid layout's unified hierarchy with controllers (which crun refuses) here."""
+    try:
+        with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+            return not f.read().strip()
+    except OSError:
+        return True
+
+
+def crun_command(bundle: str, container: str) -> list[str] | None:
+    """crun run of the bundle (`crun_line`), or None without crun."""
+    if not shutil.which("crun"):
+        return None
+    return crun_line(["run", "-b", bundle, container])
 
 
 def start_runners(top: str, root: str) -> dict[str, list[str] | None]:
@@ -108,6 +125,38 @@ def start_runners(top: str, root: str) -> dict[str, list[str] | None]:
         "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
         "python floor": [sys.executable, "-I", "-S", FLOOR, root, "/bin/true"],
     }
+
+
+@contextlib.contextmanager
+def enter_runners(top: str, root: str) -> Iterator[dict[str, list[str]]]:
+    """Scenario: each way to run /bin/true in a jail or container already running in root
+    (a persistent jail; detached containers running sleep), all stopped and removed after."""
+    jexec = os.path.join(os.path.dirname(sys.executable), "jexec")
+    jid = subprocess.run([*HYJAIL, "run", "--persist", "--backend", "ns", "--net", "none",
+                          root, "benter", "127.0.0.1"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    runtimes = {"crun": lambda *words: crun_line(list(words)),
+                "runc": lambda *words: ["runc", *words]}
+    running = []
+    try:
+        runners = {"hyjail jexec": [jexec, jid, "/bin/true"],
+                   "hyjail exec": [*HYJAIL, "exec", jid, "/bin/true"]}
+        for tool, line in runtimes.items():
+            if not shutil.which(tool):
+                continue
+            bundle = oci_bundle(top, root, f"{tool}-enter", ["/bin/sleep", "1000"])
+            name = f"hjbench-{tool}-enter"
+            # Detached: the container keeps our stdio, so none of it may be a pipe we read.
+            if subprocess.run(line("run", "-d", "-b", bundle, name), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0:
+                running.append((line, name))
+                runners[f"{tool} exec"] = line("exec", name, "/bin/true")
+        yield runners
+    finally:
+        for line, name in running:
+            subprocess.run(line("delete", "-f", name), capture_output=True)
+        subprocess.run([*HYJAIL, "stop", jid], capture_output=True)
 
 
 def inside_runners(root: str) -> dict[str, list[str] | None]:

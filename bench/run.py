@@ -1,12 +1,15 @@
 """hyjail beside its peers, in one run: start latency, the cost inside, scale, and network.
 
-    .venv/bin/python bench/run.py [--rounds N] [--scenarios start,inside,scale,network,lan,podman]
-                                  [--scale 1,10,50,100] [--json] [--readme]    (as root)
+    .venv/bin/python bench/run.py [--rounds N] [--scale 1,10,50,100] [--json] [--readme]
+        [--scenarios start,enter,inside,scale,network,lan,podman]              (as root)
 
 Every scenario runs hyjail and its peers in alternation (A B C A B C ..., after a warm-up
 round that is thrown away) and reports medians and ratios measured in the same run:
   start    start to exit of /bin/true in a busybox root (ratios to crun run), beside the
            Python floor (bench/floor.py: the least a Python jail does);
+  enter    /bin/true in a jail or container already running: jexec (and `hyjail exec`) into
+           a persistent jail, crun exec and runc exec into a detached container (ratios to
+           crun exec);
   inside   workloads timed inside by a static stopwatch, so start-up is left out (ratios to
            native, the same root by chroot; on one CPU, to native on one CPU): find over a
            tree, a fork loop, a stat loop, and a bind/connect loop the trace backend judges;
@@ -87,6 +90,16 @@ def start_scenario(top: str, root: str, rounds: int) -> dict:
     times = alternate(runners, rounds, wall)
     medians = {name: statistics.median(values) for name, values in times.items()}
     crun = medians.get("crun run")
+    return {name: {"median_ms": round(m * 1000, 1),
+                   "x_crun": round(m / crun, 2) if crun else None}
+            for name, m in medians.items()}
+
+
+def enter_scenario(top: str, root: str, rounds: int) -> dict:
+    with peers.enter_runners(top, root) as runners:
+        times = alternate(runners, rounds, wall)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    crun = medians.get("crun exec")
     return {name: {"median_ms": round(m * 1000, 1),
                    "x_crun": round(m / crun, 2) if crun else None}
             for name, m in medians.items()}
@@ -356,6 +369,10 @@ def as_text(results: dict, rounds: int) -> str:
         lines += ["", "Start to exit of /bin/true (ms, and x crun run):", ""]
         lines += [f"    {name:<24} {row['median_ms']:>8.1f}  {_x(row['x_crun'])}"
                   for name, row in results["start"].items()]
+    if "enter" in results:
+        lines += ["", "/bin/true in a running jail or container (ms, and x crun exec):", ""]
+        lines += [f"    {name:<24} {row['median_ms']:>8.1f}  {_x(row['x_crun'])}"
+                  for name, row in results["enter"].items()]
     if "inside" in results:
         workloads = list(results["inside"])
         names = list(results["inside"][workloads[0]])
@@ -429,7 +446,7 @@ def write_readme(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scenarios", default="start,inside,scale,network,lan,podman")
+    parser.add_argument("--scenarios", default="start,enter,inside,scale,network,lan,podman")
     parser.add_argument("--scale", default=",".join(map(str, SCALE)),
                         help="How many jails at once, in turn (default %(default)s).")
     parser.add_argument("--json", action="store_true")
@@ -443,6 +460,8 @@ def main() -> None:
         root = peers.build_root(top)
         if "start" in wanted:
             results["start"] = start_scenario(top, root, args.rounds)
+        if "enter" in wanted:
+            results["enter"] = enter_scenario(top, root, args.rounds)
         if "inside" in wanted:
             results["inside"] = inside_scenario(root, max(3, args.rounds // 2))
         if "scale" in wanted:

@@ -18,12 +18,14 @@ RUN = os.path.join(os.path.dirname(HERE), "bench", "run.py")
 
 def test_one_round_of_each_scenario_reports_hyjail_beside_native():
     result = subprocess.run([sys.executable, RUN, "--rounds", "1", "--scale", "1,3",
-                             "--scenarios", "start,inside,scale", "--json"],
+                             "--scenarios", "start,enter,inside,scale", "--json"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"hyjail ns --net none", "hyjail ns veth", "hyjail trace", "chroot",
             "python floor"} <= set(report["start"])
+    assert {"hyjail jexec", "hyjail exec"} <= set(report["enter"])
+    assert all(row["median_ms"] > 0 for row in report["enter"].values())
     assert set(report["inside"]) == {"find", "fork loop", "stat loop", "bind/connect"}
     for workload in report["inside"].values():
         assert workload["native"]["x_native"] == 1.0
