@@ -16,7 +16,6 @@ import contextlib
 import errno
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -93,7 +92,7 @@ class Log:
         self._fd = self._dir = -1
 
 
-def pump(source: int, log: Log) -> threading.Thread:
+def pump(source: int, log: Log):
     """Copy from the pipe `source` into log until every writer has closed it (a daemon
     thread, so a supervisor never waits on it to exit); write errors drop output, never
     the jail."""
@@ -105,6 +104,7 @@ def pump(source: int, log: Log) -> threading.Thread:
         finally:
             os.close(source)
             log.close()
+    import threading  # a persistent jail's alone: not on every start
     thread = threading.Thread(target=copy, name="hyjail-log", daemon=True)
     thread.start()
     return thread

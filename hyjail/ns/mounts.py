@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import stat
 import sys
@@ -60,7 +59,7 @@ PROC_MASKED = (
 # sysfs parts that runc and podman mask: firmware tables and EFI variables, energy counters
 # (powercap: a side channel on the host's other work), the TPM, SELinux's policy.
 SYS_MASKED = ("firmware", "devices/virtual/powercap", "devices/virtual/tpm", "fs/selinux")
-_SYS_THERMAL = "devices/system/cpu/cpu*/thermal_throttle"  # podman's too, one per CPU
+_CPUS = "devices/system/cpu"  # each cpuN's thermal_throttle: podman masks them too
 
 # Host state that no jail may see or write, masked where it lies inside the jail's root (a
 # jail over `/`): (directory, the weakening that leaves it visible). REGISTRY stands for the
@@ -196,6 +195,17 @@ WRITABLE = (("tmp", "mode=1777"), ("run", "mode=755"), ("var/tmp", "mode=1777"))
 _NODEV_NOSUID_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
+def _thermal_throttles() -> list[str]:
+    """Each CPU's thermal_throttle directory under /sys (relative to it), in order."""
+    try:
+        names = os.listdir(os.path.join("/sys", _CPUS))
+    except OSError:
+        return []
+    return sorted(f"{_CPUS}/{name}/thermal_throttle" for name in names
+                  if name.startswith("cpu") and name[3:].isdigit()
+                  and os.path.isdir(os.path.join("/sys", _CPUS, name, "thermal_throttle")))
+
+
 def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
          weakened: frozenset[str] = frozenset(), added: Sequence = (),
          devfs_ruleset: int = 4, read_only: bool = False) -> list[Operation]:
@@ -235,8 +245,7 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
         if not unmasked:
-            thermal = sorted(os.path.relpath(found, "/sys")
-                             for found in glob.glob(os.path.join("/sys", _SYS_THERMAL)))
+            thermal = _thermal_throttles()
             ops += [Mask(f"sys/{name}") for name in (*SYS_MASKED, *thermal)]
     ops += [_added(mount) for mount in added if mount.after_own]
     for inside in host_state_within(path, state_dir, weakened):
