@@ -119,3 +119,18 @@ def test_the_network_helper_serves_only_a_jails_own_supervisor(busybox_root):
                 reply = json.loads(helper.recv(4096))
             assert "error" in reply and link in reply["error"], reply
         assert os.path.exists(f"/sys/class/net/{link}")  # still the jail's
+
+
+def test_back_to_back_jails_each_get_a_link_of_their_own(busybox_root):
+    """`hyjail run` returns once the network helper holds its link's name for deletion, not
+    after the kernel's deletion (about 30 ms): the next jail, given the same JID and so the
+    same link name, waits for that in the helper, and never has its own link deleted."""
+    ip = fresh_ip()
+    seen = []
+    for _ in range(5):
+        done = hyjail("run", "--host-ip", HOST_IP, busybox_root, "b2b", ip, "/bin/sh", "-c",
+                      "sleep 0.1; cat /proc/net/dev")
+        assert done.returncode == 0, done.stderr
+        links = [line.split(":")[0].strip() for line in done.stdout.splitlines()[2:]]
+        seen.append(sorted(link for link in links if link != "lo"))
+    assert all(len(found) == 1 for found in seen), seen

@@ -42,7 +42,7 @@ def attached(name: str, init_pid: int, addresses: tuple[Address, ...],
             os.close(netns)
         yield
     finally:
-        _let_go(helper)  # the helper deletes the link now
+        _let_go(helper, until_released=True)  # the helper deletes the link now
 
 
 def on_lan(lan: dict, init_pid: int | None):
@@ -77,14 +77,16 @@ def _held(request: dict, init_pid: int | None) -> Iterator[dict]:
         _let_go(helper)  # the helper undoes it now
 
 
-def _let_go(helper: socket.socket, wait: float = 10.0) -> None:
+def _let_go(helper: socket.socket, wait: float = 10.0, until_released: bool = False) -> None:
     """Tell the helper the jail is done and wait (a while) until it has undone what it
     made, so that a jail that has ended leaves nothing behind it; had this process died
-    instead, the helper would undo it all the same."""
+    instead, the helper would undo it all the same. until_released: a veth's, only until
+    the helper holds its name for the deletion (which then goes on without us; a jail given
+    the same JID waits for it in the helper)."""
     try:
         helper.shutdown(socket.SHUT_WR)
         helper.settimeout(wait)
-        while helper.recv(64):
+        while (answer := helper.recv(64)) and not (until_released and answer == netd.RELEASED):
             pass
     except OSError:
         pass

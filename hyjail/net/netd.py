@@ -33,6 +33,7 @@ from hyjail.net import rendezvous
 
 LINGER = 30.0  # seconds without a jail before the helper leaves
 _HOST_LINK = re.compile(r"hj[0-9]+h")  # SPEC section 3: what hyjail.net.host_link_name makes
+RELEASED = b'{"released": true}'  # a jail's link: deleted from here on, its name held
 LOCK_FD = "HYJAIL_NETD_LOCK_FD"  # the rendezvous lock its starter hands it
 STARTING_FD = "HYJAIL_NETD_STARTING_FD"  # "any-netd" only: the old ".starting" name
 
@@ -94,6 +95,11 @@ class Helper:
                 connection.send(b'{"ok": true}')
                 _until_closed(connection)  # the jail lives; then its link goes
                 with self.link_lock(name):
+                    # The name is held until the link is gone (a jail given the JID next
+                    # waits for this lock): the supervisor need not wait out the deletion
+                    # (30 ms of the kernel's), only this.
+                    with contextlib.suppress(OSError):
+                        connection.send(RELEASED)
                     _delete(name)
             elif "reclaim" in request:
                 if _owned(name):
