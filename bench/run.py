@@ -87,19 +87,18 @@ def stopwatched(script: str) -> str:
 
 def start_scenario(top: str, root: str, rounds: int) -> dict:
     runners = {name: argv for name, argv in peers.start_runners(top, root).items() if argv}
-    times = alternate(runners, rounds, wall)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    crun = medians.get("crun run")
-    return {name: {"median_ms": round(m * 1000, 1),
-                   "x_crun": round(m / crun, 2) if crun else None}
-            for name, m in medians.items()}
+    return _to_crun(alternate(runners, rounds, wall), "crun run")
 
 
 def enter_scenario(top: str, root: str, rounds: int) -> dict:
     with peers.enter_runners(top, root) as runners:
-        times = alternate(runners, rounds, wall)
+        return _to_crun(alternate(runners, rounds, wall), "crun exec")
+
+
+def _to_crun(times: dict[str, list[float]], crun_name: str) -> dict:
+    """Each runner's median (ms) and its ratio to crun's (None where crun did not run)."""
     medians = {name: statistics.median(values) for name, values in times.items()}
-    crun = medians.get("crun exec")
+    crun = medians.get(crun_name)
     return {name: {"median_ms": round(m * 1000, 1),
                    "x_crun": round(m / crun, 2) if crun else None}
             for name, m in medians.items()}
