@@ -16,22 +16,22 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hyjail.errors import HyjailError, one_line
+from hyjail.frozen import frozen, made_by
 
 PROG = "hyjail-oci"
 RUNC_COMPATIBLE = "1.1.12"  # the runc release whose command line this one takes
 
 
-@dataclass(frozen=True)
+@frozen
 class Flag:
     names: tuple[str, ...]  # the first is the key
     value: bool = True  # takes a value (else a boolean)
     repeat: bool = False  # may be given more than once (a list)
 
 
-@dataclass(frozen=True)
+@frozen
 class Command:
     flags: tuple[Flag, ...]
     args: tuple[str, ...]  # positional names; a trailing "*" takes the rest
@@ -84,10 +84,10 @@ class UsageError(HyjailError):
         super().__init__(message, 1)
 
 
-@dataclass
+@frozen
 class Parsed:
-    flags: dict[str, object] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)
+    flags: dict[str, object] = made_by(dict)
+    args: list[str] = made_by(list)
 
 
 def parse(argv: list[str], flags: tuple[Flag, ...], stop_at_positional: bool = True) -> Parsed:
@@ -99,11 +99,11 @@ def parse(argv: list[str], flags: tuple[Flag, ...], stop_at_positional: bool = T
     while i < len(argv):
         word = argv[i]
         if word == "--":
-            parsed.args += argv[i + 1:]
+            parsed.args.extend(argv[i + 1:])
             break
         if not word.startswith("-") or word == "-":
             if stop_at_positional:
-                parsed.args += argv[i:]
+                parsed.args.extend(argv[i:])
                 break
             parsed.args.append(word)
             i += 1

@@ -20,9 +20,9 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
 
 from hyjail.errors import HyjailError
+from hyjail.frozen import asdict, frozen, made_by, replace
 from hyjail.linux import process_start_time
 
 DEFAULT_ROOT = "/run/hyjail/oci"  # SPEC 3: hyjail's state is under /run/hyjail
@@ -47,17 +47,17 @@ def check_id(container_id: str) -> str:
     return container_id
 
 
-@dataclass(frozen=True)
+@frozen
 class Container:
     id: str
     bundle: str
     created: float
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = made_by(dict)
     rootfs: str = ""
     pid: int = 0  # the stand-in's (`hyjail.oci.standin`): the state's and --pid-file's
     pid_start: int = 0
     started: bool = False
-    hooks: dict = field(default_factory=dict)  # what start and delete run (`oci.hooks`)
+    hooks: dict = made_by(dict)  # what start and delete run (`oci.hooks`)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -65,7 +65,7 @@ class Container:
     @classmethod
     def from_json(cls, text: str) -> Container:
         data = json.loads(text)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        return cls(**{name: data[name] for name in cls.__frozen_fields__ if name in data})
 
     def alive(self) -> bool:
         """The stand-in, and so the supervisor and the jail, still there."""
