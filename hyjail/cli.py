@@ -301,7 +301,6 @@ def ps(which: str | None, as_json: bool) -> int:
 
 
 def _main(command: click.Command, prog: str, argv: list[str] | None) -> None:
-
     def parsed_and_run():
         try:
             return command.main(args=argv, prog_name=prog, standalone_mode=False)

@@ -131,9 +131,10 @@ def parse(argv: list[str]) -> dict | None:
         if option.choices and value not in option.choices:
             return None
         if option.kind == "int":
-            if not value.strip().lstrip("+-").isdigit():
+            try:
+                value = int(value)  # as click's int type reads it
+            except ValueError:
                 return None
-            value = int(value)
         if option.kind == "multiple":
             values[option.dest] = (*values[option.dest], value)
         else:

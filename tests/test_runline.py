@@ -40,6 +40,7 @@ LINES = [
     ["--help"], ["-h", *ROOT_LINE, "true"], ["--bogus", *ROOT_LINE, "true"],
     ["--net", "bad", *ROOT_LINE, "true"], ["--net"], ["--userns-base", "x", *ROOT_LINE, "t"],
     ["--userns-base", "5", *ROOT_LINE, "true"], [*ROOT_LINE], ["/srv/root", "web"],
+    ["--userns", "--userns-base", "+-5", *ROOT_LINE, "t"],
     ["--name", "-x", *ROOT_LINE, "true"], ["--persist=1", *ROOT_LINE], ["--nam", *ROOT_LINE],
     ["-p", *ROOT_LINE, "true"], ["--net", "--backend", "ns", *ROOT_LINE, "true"],
 ]
