@@ -355,8 +355,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
                               through_helper=rootless, hidden=hidden, keep_fds=keep,
                               weakened=not hidden, stdio=stdio)
         undo.callback(child.kill)
-        if cgroup_paths:
-            place_in_cgroups(child.pid, channel, cgroup_paths)
+        place_in_cgroups(child.pid, channel, cgroup_paths)
         fds, _ = wait_ready(channel)
         if console and fds:
             terminal.hand_over(console, fds[0])

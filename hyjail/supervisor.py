@@ -129,8 +129,7 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
                          through_helper=not host_root, stdio=stdio)
         undo.callback(jail.kill)
         phases.mark("pid 1 forked")
-        if cgroup_paths:
-            place_in_cgroups(jail.pid, channel, cgroup_paths)
+        place_in_cgroups(jail.pid, channel, cgroup_paths)
         fds, handed_over = wait_ready(channel)
         phases.mark("pid 1 ready")
         for fd in handed_over.values():

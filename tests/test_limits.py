@@ -128,6 +128,16 @@ def test_a_jail_without_limits_is_still_counted(busybox_root):
 
 
 @needs("R1:kernel", "R4:kernel", "ns.cgroup")  # its cgroup namespace, seen in its /proc
+def test_a_jails_cgroup_namespace_is_rooted_at_its_own_group(busybox_root):
+    """pid 1 makes its cgroup namespace only once the supervisor has moved it into the
+    jail's groups (PLACED): made before, its root would be the supervisor's group."""
+    result = hyjail("run", "--pids", "50", busybox_root, "rooted", "127.0.0.1", "/bin/cat",
+                    "/proc/self/cgroup")
+    assert result.returncode == 0, result.stderr
+    assert ("pids:/\n" if "pids" in V1 else "0::/\n") in result.stdout
+
+
+@needs("R1:kernel", "R4:kernel", "ns.cgroup")  # its cgroup namespace, seen in its /proc
 def test_jexec_joins_the_jails_groups(busybox_root):
     ip = jail_ip()
     with running("run", "--name", "grouped", "--pids", "50", busybox_root, "grouped", ip,

@@ -47,7 +47,7 @@ def _groups_of(pid: int) -> set[str]:
 
 def test_the_child_goes_on_in_the_groups_only_after_placed(groups):
     def body(channel):
-        wait_placed(channel)
+        wait_placed(channel, groups)
         channel.send(b"in " + " ".join(sorted(_groups_of(os.getpid()))).encode())
         channel.recv(16)
     pid, channel = _child(body)
@@ -61,7 +61,7 @@ def test_the_child_goes_on_in_the_groups_only_after_placed(groups):
 
 
 def test_a_failed_placement_is_named_and_the_child_gives_up(groups):
-    pid, channel = _child(lambda channel: wait_placed(channel))
+    pid, channel = _child(lambda channel: wait_placed(channel, groups))
     try:
         with pytest.raises(SetupError, match=r"cgroup .*/hyjail/9377/gone/cgroup.procs"):
             place_in_cgroups(pid, channel, [*groups, os.path.join(groups[0], "gone")])

@@ -100,8 +100,7 @@ def _enter_and_exec(namespaces: dict[str, int], params: dict, cgroup_paths: Sequ
     if switch_to and switch_to.uid != 0 and params.get("rootless"):
         raise SetupError(f"-u {asked.user or switch_to.name}: a jail started by a user other "
                          f"than root has only its root mapped")
-    if cgroup_paths:  # counted against the jail's limits, like its own: moved by jexec
-        wait_placed(channel)
+    wait_placed(channel, cgroup_paths)  # counted against the jail's limits, like its own
     if "follow-symlinks" in weakened:  # the old way: the jail's /dev/ptmx, by name
         tty = ready_and_wait(channel, tty_fds)
     else:

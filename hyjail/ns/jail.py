@@ -112,8 +112,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
         userns.own_mount_namespace()
     if namespaces.net or host.netns_fd is not None:
         bring_up_loopback()
-    if host.cgroup_paths:
-        wait_placed(channel)
+    wait_placed(channel, host.cgroup_paths)
     if namespaces.cgroup:
         linux.unshare(linux.CLONE_NEWCGROUP)
     if not namespaces.pid:  # not pid 1: orphans of the jail must still come to us to reap
@@ -166,8 +165,12 @@ def ready_and_wait(channel: socket.socket, tty_fds: Sequence[int]) -> int | None
     return tty
 
 
-def wait_placed(channel: socket.socket) -> None:
-    """Wait until the supervisor has moved us into the jail's cgroups; exit if it gave up."""
+def wait_placed(channel: socket.socket, cgroup_paths: Sequence[str]) -> None:
+    """Wait until the host side has moved us into the jail's groups, cgroup_paths (none: no
+    move, nothing to wait for; `foreground.place_in_cgroups` is the other side); exit if it
+    gave up."""
+    if not cgroup_paths:
+        return
     message, _ = control.receive(channel)
     if message != control.PLACED:
         os._exit(EXIT_SETUP)

@@ -98,8 +98,7 @@ def _enter_and_exec(record: Record, namespaces: dict[str, int], cgroup_paths: Se
         os.chroot(".")
     os.chdir("/")
     argv, env, switch_to, confinement = entering(asked, root, weakened, argv, env, confinement)
-    if cgroup_paths:  # in the jail's groups, moved by jexec meanwhile
-        wait_placed(channel)
+    wait_placed(channel, cgroup_paths)
     control.send_ready(channel, [master] if master is not None else [])
     if master is not None:
         os.close(master)

@@ -98,8 +98,7 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             os.close(slave)
         undo.callback(kill_and_reap, pid)
         phases.mark("first process forked")
-        if cgroup_paths:
-            place_in_cgroups(pid, channel, cgroup_paths)
+        place_in_cgroups(pid, channel, cgroup_paths)
         wait_ready(channel)
         phases.mark("first process ready")
 
@@ -256,8 +255,7 @@ def _jail_side(spec: JailSpec, root_path: str, confinement: Confinement,
         from hyjail.net.loopback import bring_up_loopback
         bring_up_loopback()
     command = whom.first_command(spec, confinement) if spec.command else None
-    if cgroup_paths:  # in the jail's groups, moved by the supervisor meanwhile
-        wait_placed(channel)
+    wait_placed(channel, cgroup_paths)
     control.send_ready(channel, [])
     message, _ = control.receive(channel)  # GO comes once the supervisor traces us
     if message != control.GO:
