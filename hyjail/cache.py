@@ -1,34 +1,32 @@
 """The host's caches (the probe's answers, compiled filters): nothing a jail or another user
 could have written is ever used.
 
-Owns reaching a cache directory and its entries, and sealing each entry. A directory is
-reached from `/` one component at a time, never through a symlink, and used by descriptor
-from then on; it and every entry must belong to the caller (root, or a rootless caller's own
-uid) and be writable by nobody else. Each entry carries a tag: an HMAC of its name and content
-under a key kept in the directory's `trusted.` extended attribute, which only a holder of
-CAP_SYS_ADMIN over the host's user namespace can read or write. No jailed process ever holds
-that (the ns backend's root has it only in the jail's own user namespace, and a root kept in
-the host's never keeps it), so a jail that could reach the cache (through a root that contains
-it) can delete entries but never forge one; root without that key keeps no cache. A rootless
-caller cannot use `trusted.`: its entries are tagged with a plain hash, and trusted as far as
-its own private state directory is. An entry that fails any check is treated as absent, so it
-is rebuilt, never used.
+Owns reaching a cache directory and its entries, and sealing each entry. A directory is reached
+from `/` one component at a time, never through a symlink, and used by descriptor from then on;
+it and every entry must belong to the caller (root, or a rootless caller's own uid) and be
+writable by nobody else. Each entry carries a tag: a MAC (keyed BLAKE2b, `hyjail.digest`) of
+its name and content under a key kept in the directory's `trusted.` extended attribute, which
+only a holder of CAP_SYS_ADMIN over the host's user namespace can read or write. No jailed
+process ever holds that (the ns backend's root has it only in the jail's own user namespace,
+and a root kept in the host's never keeps it), so a jail that could reach the cache (through a
+root that contains it) can delete entries but never forge one; root without that key keeps no
+cache. A rootless caller cannot use `trusted.`: its entries are tagged with a plain hash, and
+trusted as far as its own private state directory is. An entry that fails any check is treated
+as absent, so it is rebuilt, never used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import hmac
 import os
 import stat
 
-from hyjail import linux
+from hyjail import digest, linux
 
 _KEY_ATTRIBUTE = "trusted.hyjail.cache-key"
-_MAGIC = b"hyjail-cache-1\n"
-_TAG = 32  # sha256
+_MAGIC = b"hyjail-cache-2\n"  # 2: BLAKE2b tags (1 was HMAC-SHA256: never trusted now)
+_TAG = digest.MAC_SIZE
 _LIMIT = 1 << 20  # no entry is larger; a bigger file is not one of ours
 
 
@@ -67,7 +65,7 @@ class Directory:
             return None
         content = data[header:]
         tag = self._tag(name, content)
-        if tag is None or not hmac.compare_digest(data[len(_MAGIC):header], tag):
+        if tag is None or not digest.same(data[len(_MAGIC):header], tag):
             return None
         return content
 
@@ -94,9 +92,9 @@ class Directory:
         """The entry's seal; None (nothing is kept or trusted) for root without its key."""
         message = name.encode() + b"\0" + content
         if self.owner != 0:
-            return hashlib.sha256(message).digest()
+            return digest.digest(message)
         key = self._sealing_key()
-        return None if key is None else hmac.digest(key, message, "sha256")
+        return None if key is None else digest.mac(key, message)
 
     def _sealing_key(self) -> bytes | None:
         """The directory's key, made on first use; None where `trusted.` is out of reach
@@ -105,14 +103,15 @@ class Directory:
             for _ in range(2):
                 try:
                     key = os.getxattr(self.fd, _KEY_ATTRIBUTE)
-                    if len(key) == 32:
+                    if len(key) == digest.KEY_SIZE:
                         self._key = key
                     break
                 except OSError as e:
                     if e.errno != errno.ENODATA:
                         break
                 try:  # first use: only one maker wins; the others read its key
-                    os.setxattr(self.fd, _KEY_ATTRIBUTE, os.urandom(32), os.XATTR_CREATE)
+                    os.setxattr(self.fd, _KEY_ATTRIBUTE, os.urandom(digest.KEY_SIZE),
+                                os.XATTR_CREATE)
                 except OSError as e:
                     if e.errno != errno.EEXIST:
                         break

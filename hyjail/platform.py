@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import json
 import mmap
 import os
 import signal
 from collections.abc import Callable
 
-from hyjail import linux
+from hyjail import digest, linux
 from hyjail.frozen import frozen
 
 NAMESPACE_FLAGS = {"mnt": linux.CLONE_NEWNS, "pid": linux.CLONE_NEWPID,
@@ -311,7 +310,7 @@ def fingerprint() -> str:
               if line.split(":")[0] in ("Uid", "Gid", "CapEff", "CapBnd", "NoNewPrivs",
                                         "Seccomp")]
     parts.append(_filters_installed_by())
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return digest.hexdigest("\n".join(parts).encode())
 
 
 def _filters_installed_by() -> str:

@@ -51,12 +51,12 @@ def planted(path: str, how: str):
         if how == "raw":  # the format of old, unchecked caches, and any writer's
             with open(path, "wb") as f:
                 f.write(ALLOW_ALL)
-        elif how == "forged-tag":  # the sealed format, without the key
-            import hashlib
+        elif how == "forged-tag":  # the sealed format, tagged as a rootless cache is (no key)
+            from hyjail import digest
             name = os.path.basename(path)
-            tag = hashlib.sha256(name.encode() + b"\0" + ALLOW_ALL).digest()
+            tag = digest.digest(name.encode() + b"\0" + ALLOW_ALL)
             with open(path, "wb") as f:
-                f.write(b"hyjail-cache-1\n" + tag + ALLOW_ALL)
+                f.write(cache._MAGIC + tag + ALLOW_ALL)
         else:  # correctly sealed (the host's key), but group-writable, or behind a symlink
             with cache.open_directory(os.path.dirname(path)) as directory:
                 directory.write(os.path.basename(path), ALLOW_ALL)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import socket
 import stat
 import struct
 import sys
 
+from hyjail import digest
 from hyjail.errors import SetupError
 from hyjail.record import STATE_DIR
 
@@ -45,7 +45,7 @@ def _key() -> str:
                        "0")
     network = os.stat("/proc/self/ns/net").st_ino
     key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.executable, filters, network))
-    return f"{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return f"{os.getuid()}-{digest.hexdigest(key.encode(), 6)}"
 
 
 def _base() -> str:

@@ -30,10 +30,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import hashlib
 import os
 import struct
 from collections.abc import Iterable, Mapping
+
+from hyjail import digest
 
 TYPE_CHECKING = False  # typing's own costs every start 2 ms; only a checker reads these
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def entry_key(allowed: Iterable[str], traced: Mapping[str, int] | None = None,
               sorted((self_args or {}).items()),
               sorted(set(weakened) & set(_COMPILED_WEAKENINGS)),
               sorted(tuple(t) for t in traced_arguments))
-    return hashlib.sha256(repr((inputs, _fingerprint())).encode()).hexdigest()[:32]
+    return digest.hexdigest(repr((inputs, _fingerprint())).encode())
 
 
 def cache_path() -> str:
@@ -236,7 +237,7 @@ def _fingerprint() -> str:
     libseccomp upgrade, with its syscall tables, is in effect after one). Read once, on the
     host's tree."""
     with open(__file__, "rb") as f:
-        source = hashlib.sha256(f.read()).hexdigest()
+        source = digest.hexdigest(f.read())
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()

@@ -41,13 +41,13 @@ import contextlib
 import ctypes
 import errno
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from hyjail import digest
 from hyjail.errors import SetupError, one_line
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ _programs: dict[str, bytes] = {}  # this process's, by key
 def entry_key(profile: Mapping[str, Any]) -> str:
     """The cache key (and file name, with `.bpf`) of a profile's program."""
     canonical = json.dumps(profile, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{canonical}\n{_fingerprint()}".encode()).hexdigest()[:32]
+    return digest.hexdigest(f"{canonical}\n{_fingerprint()}".encode())
 
 
 def cache_path() -> str:
@@ -208,7 +208,7 @@ def _fingerprint() -> str:
     """What a program depends on besides its profile: this module, libseccomp's version (its
     call tables), the machine and the kernel. Read once; no bindings imported."""
     with open(__file__, "rb") as f:
-        source = hashlib.sha256(f.read()).hexdigest()
+        source = digest.hexdigest(f.read())
     try:
         library = ctypes.CDLL("libseccomp.so.2")
         library.seccomp_version.restype = ctypes.POINTER(_Version)
