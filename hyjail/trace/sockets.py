@@ -59,8 +59,11 @@ REFUSED_OPTION_LEVELS = (132, 284)  # their address options (bindx, connectx, su
 
 @dataclass(frozen=True)
 class Deferred:
-    """A result computed off the tracer's thread (a call that may block); the tracee waits."""
+    """A result computed off the tracer's thread (a call that may block); the tracee waits.
+    Work that takes on the caller's identity (the unix stand-in) changes its thread for good,
+    so it gets a thread of its own; the rest run on the tracer's reusable workers."""
     work: Callable[[], int]
+    assumes_identity: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,11 @@ def _decode(raw: bytes) -> tuple | None:
     family = struct.unpack_from("<H", raw)[0]
     if family == socket.AF_INET and len(raw) >= 16:
         port = struct.unpack_from(">H", raw, 2)[0]
-        return (str(ipaddress.IPv4Address(raw[4:8])), port)
+        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
     if family == socket.AF_INET6 and len(raw) >= 24:
         port, flow = struct.unpack_from(">HI", raw, 2)
         scope = struct.unpack_from("<I", raw, 24)[0] if len(raw) >= 28 else 0
-        return (str(ipaddress.IPv6Address(raw[8:24])), port, flow, scope)
+        return (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flow, scope)
     return None
 
 
@@ -133,28 +136,49 @@ def _family(raw: bytes) -> int:
     return struct.unpack_from("<H", raw)[0]
 
 
+_ELSEWHERE = "elsewhere"  # the rules leave the address as named (a LAN jail asks once more)
+_MEMO_LIMIT = 4096  # addresses remembered per jail; a jail naming more starts over
+_LOCALHOST = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
+
+
 def _jail_address(call: Call, ip: str, *, binding: bool) -> str | int:
     """FreeBSD's rules: the unspecified address and 127.0.0.1 (::1) mean the jail's own
     address, for a bind and a destination alike (so the host's localhost services are out of
-    reach); any other address bound must be the jail's."""
-    addr = ipaddress.ip_address(ip)
+    reach); any other address bound must be the jail's. The rules depend only on the jail's
+    own addresses, so each answer is remembered (a server judges the same few addresses on
+    every call); only whether another address is the host's is asked each time."""
+    memo = call.jail.address_memo
+    ruled = memo.get((ip, binding))
+    if ruled is None:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        ruled = memo[ip, binding] = _address_rule(call, ipaddress.ip_address(ip), binding)
+    if ruled is not _ELSEWHERE:
+        return ruled
+    if call.jail.on_lan:  # a jail on the LAN reaches the host as the LAN does not
+        addr = ipaddress.ip_address(ip)
+        if _the_hosts_own(getattr(addr, "ipv4_mapped", None) or addr):
+            return -errno.ECONNREFUSED
+    return ip
+
+
+def _address_rule(call: Call, addr, binding: bool) -> str | int:
+    """_jail_address's answer from the jail's own addresses alone: the address to use,
+    -errno, or _ELSEWHERE."""
     mapped = getattr(addr, "ipv4_mapped", None)
     if mapped is not None:
-        inner = _jail_address(call, str(mapped), binding=binding)
-        return inner if isinstance(inner, int) else f"::ffff:{inner}"
+        inner = _address_rule(call, mapped, binding)
+        return inner if isinstance(inner, int) or inner is _ELSEWHERE else f"::ffff:{inner}"
     if addr.version in call.jail.inherited:  # ip4/ip6=inherit: every host address is its own
-        return ip
+        return str(addr)
     own = [a for a in call.jail.addresses if a.version == addr.version]
     if addr in own:
-        return ip
-    localhost = addr == ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
-    if addr.is_unspecified or localhost:
+        return str(addr)
+    if addr.is_unspecified or addr == _LOCALHOST[addr.version]:
         return str(own[0]) if own else -errno.EADDRNOTAVAIL
-    if binding and addr not in own:
+    if binding:
         return -errno.EADDRNOTAVAIL
-    if call.jail.on_lan and _the_hosts_own(addr):
-        return -errno.ECONNREFUSED  # a jail on the LAN reaches the host as the LAN does not
-    return ip
+    return _ELSEWHERE
 
 
 def _the_hosts_own(addr) -> bool:
@@ -176,7 +200,7 @@ def _source_for(call: Call, sock: socket.socket, destination: str | None = None)
     """Bind an unbound internet socket to the jail's address (port 0), as FreeBSD does before
     a jailed socket talks; 0, or -errno."""
     name = sock.getsockname()
-    if name[1] != 0 or not ipaddress.ip_address(name[0]).is_unspecified:
+    if name[1] != 0 or name[0] not in ("0.0.0.0", "::"):
         return 0  # bound already (only ever through us, to the jail's address)
     if (4 if sock.family == socket.AF_INET else 6) in call.jail.inherited:
         return 0  # the kernel picks among the host's addresses, all the jail's
@@ -312,7 +336,7 @@ def _by_stand_in(sock: socket.socket, work: Callable[[], int]) -> Deferred:
             return work()
         finally:
             sock.close()
-    return Deferred(run)
+    return Deferred(run, assumes_identity=True)
 
 
 def _dissolve(sock: socket.socket) -> int:
@@ -514,7 +538,8 @@ def sendmmsg(call: Call, fd: int, address: int, count: int, flags: int
                               flags)
             if isinstance(sent, int):
                 return sent
-            return Deferred(lambda: _first_sent(call, sent, address + offset))
+            return Deferred(lambda: _first_sent(call, sent, address + offset),
+                            assumes_identity=sent.assumes_identity)
         if not _inet(sock):
             return _as_made(call, sock)
         messages = []

@@ -60,6 +60,8 @@ class JailState:
         # Unix calls that name an address go to the stand-in (`hyjail.trace.unix`): the
         # plan's R3 where no Landlock scope keeps abstract names inside the jail.
         self.unix_stand_in = False
+        # (address, binding) -> what R3's rules made of it (`hyjail.trace.sockets`).
+        self.address_memo: dict[tuple[str, bool], str | int] = {}
         # A hybrid jail's init (its first process, without a pid namespace to make it pid 1):
         # kept from the jail's signals as the kernel keeps a pid namespace's init.
         self.init: int | None = None

@@ -17,6 +17,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from hyjail.trace import handlers, ptrace
 from hyjail.trace.sockets import Deferred, Instead
@@ -44,6 +45,34 @@ _SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
 _SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
 
 
+class _Workers:
+    """Threads that run Deferred work, kept for the next call: starting a thread per call
+    (and waiting for it to start) was most of a judged blocking connect's cost. One more is
+    started whenever none is idle, so a call blocked for long never holds up another. They
+    are daemons: one still blocked when the jail ends must not hold the supervisor's exit."""
+
+    def __init__(self, run: Callable[[int, Deferred], None]):
+        self._run = run
+        self._jobs: queue.SimpleQueue[tuple[int, Deferred]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, tid: int, deferred: Deferred) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # that idle worker's turn: it takes this job or an earlier one
+        self._jobs.put((tid, deferred))
+        if start:
+            threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._run(*self._jobs.get())
+            with self._lock:
+                self._idle += 1
+
+
 class Tracer:
     def __init__(self, jail: JailState, first: int, handled: dict[str, handlers.Handler],
                  persist: bool = False):
@@ -56,6 +85,7 @@ class Tracer:
         # tracee stays stopped until its result comes back through this pipe's wake-up.
         self._finished: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self.wake_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._workers = _Workers(self._work)
         # Polling only helps where the tracee runs on another CPU: on one, it would wait.
         self._spin = SPIN if len(os.sched_getaffinity(0)) > 1 else 0.0
         # A new task's own events may come before its parent's fork or clone event, its exit
@@ -165,9 +195,10 @@ class Tracer:
                 return False
             return True
         if isinstance(result, Deferred):
-            # A thread of its own, a daemon: one still blocked when the jail ends must not
-            # hold the supervisor's exit.
-            threading.Thread(target=self._work, args=(tid, result), daemon=True).start()
+            if result.assumes_identity:  # its thread is changed for good: one of its own
+                threading.Thread(target=self._work, args=(tid, result), daemon=True).start()
+            else:
+                self._workers.submit(tid, result)
             return False
         if result is not handlers.ALLOW:
             self._answer(tid, result)
