@@ -3,6 +3,7 @@ as click does; what it cannot, it leaves to click; and a jail's start imports no
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,12 @@ def test_what_the_shortcut_leaves_gets_clicks_message_and_exit_2(busybox_root, l
     assert done.returncode == 2
     assert done.stderr.startswith("hyjail: ") and message in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["hyjail", "jail", "jls", "jexec", "hyjail-oci"])
+def test_the_installed_commands_are_bins_launchers(name):
+    """pip's own wrapper (from [project.scripts]) imports re on every start."""
+    installed = os.path.join(os.path.dirname(sys.executable), name)
+    ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", name)
+    with open(installed) as a, open(ours) as b:
+        assert a.read().split("\n", 1)[1] == b.read().split("\n", 1)[1]
