@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable
 
+from hyjail import charsets
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen
 
@@ -43,7 +43,7 @@ TMPFS_DATA = {"size": "size", "mode": "mode", "nr_inodes": "nr_inodes", "inodes"
 IGNORED = ("defaults", "rw", "late", "auto", "noatime", "relatime", "atime", "nosuid",
            "nodev", "exec", "bind", "_netdev", "failok")
 MAX_FSTAB = 1 << 20
-_VALUE = re.compile(r"[0-9A-Za-z%]+\Z")  # a tmpfs option's value: 64m, 1777, 50%
+_VALUE_CHARS = charsets.ALNUM | {"%"}  # a tmpfs option's value: 64m, 1777, 50%
 
 
 @frozen
@@ -233,7 +233,7 @@ def _tmpfs(target: str, options: list[str], parameter: str) -> JailMount:
     for option in options:
         key, _, value = option.partition("=")
         if key in TMPFS_DATA:
-            if not _VALUE.match(value):
+            if not charsets.made_of(value, _VALUE_CHARS):
                 raise SetupError(f"{parameter}: tmpfs option {option}: not a size or number")
             data.append(f"{TMPFS_DATA[key]}={value}")
     return JailMount("tmpfs", target, read_only=flags["ro"], noexec=flags["noexec"],

@@ -7,9 +7,9 @@ the host's hard limit: hyjail never raises a limit, it only lowers one.
 
 from __future__ import annotations
 
-import re
 import resource
 
+from hyjail import charsets
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen
 
@@ -23,7 +23,6 @@ RLIMITS = {
     "rttime": resource.RLIMIT_RTTIME, "sigpending": resource.RLIMIT_SIGPENDING,
     "stack": resource.RLIMIT_STACK,
 }
-_SIZE = re.compile(r"^(\d+)([kmgt]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _UNLIMITED = ("unlimited", "infinity")
 
@@ -51,10 +50,13 @@ def _show(value: int) -> str:
 
 
 def parse_memory(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match or int(match[1]) == 0:
+    """Bytes: digits, then a unit (k, m, g, t), an 'i' and a 'b', each optional, in any case."""
+    number = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = number[-1:] if number[-1:] in ("k", "m", "g", "t") else ""
+    number = number[:len(number) - len(unit)]
+    if not charsets.made_of(number, charsets.DIGITS) or int(number) == 0:
         raise SetupError(f"--memory {text}: a size such as 256M, 1G or 1048576 (bytes)")
-    return int(match[1]) * _UNITS[match[2].lower()]
+    return int(number) * _UNITS[unit]
 
 
 def parse_pids(text: str) -> int:

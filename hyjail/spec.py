@@ -11,10 +11,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
-import re
 import stat
 
-from hyjail import allow
+from hyjail import allow, charsets
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen, hidden
 from hyjail.limits import Limits
@@ -28,8 +27,8 @@ from hyjail.net.addresses import (
 )
 
 HOST_NAME_MAX = 64  # bytes, as the kernel's sethostname() allows
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_LABEL_CHARS = charsets.ALNUM | {"-"}  # a host name's label: 1-63 of these, no '-' at an end
+_NAME_CHARS = charsets.ALNUM | {"_", "-"}  # a jail's name: 1-64 of these
 
 # The identity (inside, outside, count): every id but (uid_t)-1, as on the host.
 IDENTITY_MAP = ((0, 0, 2**32 - 1),)
@@ -57,7 +56,7 @@ def check_hostname(hostname: str, any_text: bool = False) -> str:
             raise SetupError(f"host.hostname={hostname!r}: not empty, no control characters")
         return hostname
     labels = hostname.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_label(label) for label in labels):
         raise SetupError(f"{hostname!r}: not a valid host name (letters, digits, '-' and '.')")
     return hostname
 
@@ -151,8 +150,12 @@ def check_dns(servers: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(checked)
 
 
+def _label(label: str) -> bool:
+    return charsets.made_of(label, _LABEL_CHARS, 1, 63) and "-" not in (label[0], label[-1])
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name) or name.isdigit():
+    if not charsets.made_of(name, _NAME_CHARS, 1, 64) or name.isdigit():
         raise SetupError(f"{name!r}: a jail name is letters, digits, '_' and '-', not a number")
     return name
 

@@ -15,7 +15,7 @@ kept, so the jail cannot change its addresses or routes.
 
 from __future__ import annotations
 
-import base64
+import binascii  # base64's own (base64 itself imports re)
 import os
 import resource
 
@@ -132,7 +132,7 @@ class Confinement:
                 "refused_arguments": [list(r) for r in self.refused_arguments],
                 "weakened": sorted(self.weakened),
                 **({"caps": list(self.caps)} if self.caps is not None else {}),
-                **({"extra_filter": base64.b64encode(self.extra_filter).decode()}
+                **({"extra_filter": binascii.b2a_base64(self.extra_filter, newline=False).decode()}
                    if self.extra_filter else {})}
 
     @classmethod
@@ -151,7 +151,7 @@ class Confinement:
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
                    weakened=frozenset(held.get("weakened", ())),
                    caps=tuple(held["caps"]) if "caps" in held else None,
-                   extra_filter=base64.b64decode(held.get("extra_filter", "")))
+                   extra_filter=binascii.a2b_base64(held.get("extra_filter", "")))
 
     def prepare(self) -> Confinement:
         """Compile the filter now, while the host's tree (and libseccomp) is in reach: call

@@ -11,16 +11,16 @@ namespace of the process that writes it.
 from __future__ import annotations
 
 import os
-import re
 
-from hyjail import linux
+from hyjail import charsets, linux
 from hyjail.errors import SetupError
 
 # The namespace each scoped name belongs to (runc's list: Linux's per-namespace sysctls).
 IPC_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
              "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 UTS_NAMES = ("kernel.hostname", "kernel.domainname")
-_NAME = re.compile(r"[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+\Z")
+_TOP_CHARS = charsets.LOWER | charsets.DIGITS | {"_"}  # a name's first part (kernel, net)
+_PART_CHARS = charsets.ALNUM | {"_", "-"}  # each later one; at least one (lo, eth0.1 is two)
 
 
 def namespace_of(name: str) -> str | None:
@@ -34,9 +34,15 @@ def namespace_of(name: str) -> str | None:
     return None
 
 
+def _sysctl_name(name: str) -> bool:
+    top, *parts = name.split(".")
+    return bool(parts) and charsets.made_of(top, _TOP_CHARS) and \
+        all(charsets.made_of(part, _PART_CHARS) for part in parts)
+
+
 def check(name: str, value: str, field: str, has_network: bool) -> tuple[str, str]:
     """(name, value) if the jail may set it, else SetupError naming `field`."""
-    if not _NAME.match(name) or "\0" in value or "\n" in value.rstrip("\n"):
+    if not _sysctl_name(name) or "\0" in value or "\n" in value.rstrip("\n"):
         raise SetupError(f"{field}: {name!r}={value!r}: not a sysctl name and one-line value")
     scope = namespace_of(name)
     if scope is None:
