@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ptrace import PtraceError
 from ptrace.binding.func import ptrace_cont, ptrace_geteventmsg, ptrace_getregs, ptrace_setregs
 
+PTRACE_POKEUSER = 6
 PTRACE_CONT = 7
 PTRACE_SYSCALL = 24
 PTRACE_SEIZE = 0x4206
@@ -44,6 +45,10 @@ AUDIT_ARCH_I386 = 0x40000003
 X32_SYSCALL_BIT = 0x40000000
 
 _SYS_PIDFD_GETFD = 438
+# offsetof(struct user, regs.<register>): x86_64's layout, which a 64-bit tracer sees for
+# every tracee (a 32-bit one, or an int 0x80 call, too).
+_ORIG_RAX, _RAX = 15 * 8, 10 * 8
+_WORD = (1 << 64) - 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
@@ -104,6 +109,14 @@ def seccomp_stop(pid: int) -> SeccompStop:
                        info.seccomp.ret_data)
 
 
+def skip_call(pid: int, result: int) -> None:
+    """Make the stopped call number -1 (the kernel does not run it) and `result` its return
+    value: two words written, where reading and writing the whole register set was two
+    copies of 27."""
+    request(PTRACE_POKEUSER, pid, _ORIG_RAX, _WORD)
+    request(PTRACE_POKEUSER, pid, _RAX, result & _WORD)
+
+
 def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     """A duplicate of a tracee's fd (same open file description), close-on-exec."""
     fd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
@@ -114,4 +127,5 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
 
 
 __all__ = ["PtraceError", "ptrace_cont", "ptrace_geteventmsg", "ptrace_getregs",
-           "ptrace_setregs", "request", "seccomp_stop", "seize", "interrupt", "pidfd_getfd"]
+           "ptrace_setregs", "request", "seccomp_stop", "seize", "interrupt", "pidfd_getfd",
+           "skip_call"]

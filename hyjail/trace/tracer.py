@@ -41,7 +41,6 @@ _WALL = 0x40000000
 _ARGUMENT_REGISTERS = {False: ("rdi", "rsi", "rdx", "r10", "r8", "r9"),  # x86_64, x32
                        True: ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")}  # i386
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
-_SKIP = (1 << 64) - 1  # syscall number -1: the kernel does not run the call
 _SYSCALL_STOP = signal.SIGTRAP | 0x80  # TRACESYSGOOD's mark on a syscall stop
 
 
@@ -268,11 +267,8 @@ class Tracer:
         """Skip the call and make `result` its return value. A task whose call cannot be
         skipped is killed: it must never go on to make the call it was refused."""
         try:
-            regs = ptrace.ptrace_getregs(tid)
-            regs.orig_rax = _SKIP
-            regs.rax = result & _SKIP
-            ptrace.ptrace_setregs(tid, regs)
-        except (OSError, ptrace.PtraceError):
+            ptrace.skip_call(tid, result)
+        except OSError:
             with contextlib.suppress(OSError):  # (or it is gone already)
                 os.kill(tid, signal.SIGKILL)
 
