@@ -27,6 +27,8 @@ import socket
 import struct
 import sys
 
+from hyjail.check.jailrun import scaled
+
 NOBODY = 65534
 MAX_FILTERS = 12
 _PR_SET_SECCOMP = 22
@@ -100,7 +102,7 @@ def listen() -> int:
     connections: list[socket.socket] = []
     listeners = held[:1]
     while True:
-        ready, _, _ = select.select([sys.stdin, *listeners], [], [], 60)
+        ready, _, _ = select.select([sys.stdin, *listeners], [], [], scaled(60))
         if not ready or sys.stdin in ready:
             break  # told to stop (or left waiting)
         connection, _ = listeners[0].accept()

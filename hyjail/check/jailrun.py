@@ -44,7 +44,8 @@ def run(argv: list[str], timeout: float, leaked: list[int]) -> dict[str, str]:
 
 
 def readline(stream, timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
+    """A line of stream's, or "" if none comes within timeout seconds (as paced here)."""
+    ready, _, _ = select.select([stream], [], [], scaled(timeout))
     return stream.readline() if ready else ""
 
 
@@ -78,8 +79,11 @@ def held(argv: list[str], ready: str, what: str
 def finish(process: subprocess.Popen, word: str, timeout: float = 60) -> tuple[str, str]:
     """Tell a held probe to finish (a line on its stdin); its stdout and stderr (within
     timeout seconds, as paced for this host)."""
-    process.stdin.write(f"{word}\n")
-    process.stdin.flush()
+    try:
+        process.stdin.write(f"{word}\n")
+        process.stdin.flush()
+    except BrokenPipeError:
+        pass  # it has ended already (a helper's own wait ran out): what it wrote is still read
     return process.communicate(timeout=scaled(timeout))
 
 

@@ -238,6 +238,11 @@ class Battery:
         except subprocess.TimeoutExpired as e:  # a driver's wait: never held, nor a crash
             command = " ".join(str(word) for word in e.cmd[-3:]) if e.cmd else "a command"
             row.result, row.detail = "error", f"no answer in {e.timeout:.0f} s: ... {command}"
+        except Exception as e:  # the battery's own failure (a helper gone, a pipe closed):
+            # an error row, never held, and never an end to the battery. (Left to propagate,
+            # an EPIPE even ended it silently: click exits 1 without a word on one.)
+            row.result, row.detail = "error", f"the attempt itself failed: " \
+                                              f"{type(e).__name__}: {e}"
         else:
             if verdict:
                 row.result, row.detail = "ESCAPED", verdict
