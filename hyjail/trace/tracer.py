@@ -85,6 +85,7 @@ class Tracer:
         self._finished: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self.wake_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._workers = _Workers(self._work)
+        self._deferred = 0  # calls being run by workers, their tracees held
         # Polling only helps where the tracee runs on another CPU: on one, it would wait.
         self._spin = SPIN if len(os.sched_getaffinity(0)) > 1 else 0.0
         # A new task's own events may come before its parent's fork or clone event, its exit
@@ -124,7 +125,8 @@ class Tracer:
             now = time.perf_counter()
             if quiet_since is None:
                 quiet_since = now
-            elif now - quiet_since > self._spin:
+            elif now - quiet_since > self._spin or self._deferred:
+                # (no polling while a worker runs a call: the poll holds the GIL it needs)
                 return
 
     def handle(self, tid: int, status: int) -> None:
@@ -194,6 +196,7 @@ class Tracer:
                 return False
             return True
         if isinstance(result, Deferred):
+            self._deferred += 1
             if result.assumes_identity:  # its thread is changed for good: one of its own
                 threading.Thread(target=self._work, args=(tid, result), daemon=True).start()
             else:
@@ -244,6 +247,7 @@ class Tracer:
                 pass
         while not self._finished.empty():
             tid, result = self._finished.get()
+            self._deferred -= 1
             self._answer(tid, result)
             self._resume(tid, ptrace.PTRACE_CONT, 0)
 
