@@ -128,6 +128,7 @@ class Tracer:
             elif now - quiet_since > self._spin or self._deferred:
                 # (no polling while a worker runs a call: the poll holds the GIL it needs)
                 return
+            os.sched_yield()  # the poll's CPU to any other work waiting for it
 
     def handle(self, tid: int, status: int) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
