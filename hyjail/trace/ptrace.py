@@ -1,9 +1,10 @@
 """The ptrace requests the trace backend makes, with one read of the kernel's syscall view.
 
-Owns: python-ptrace's bindings where it has them (the register set, CONT, GETEVENTMSG) and
-raw ctypes for what it lacks: PTRACE_SEIZE with the EXITKILL and TRACESECCOMP options,
-PTRACE_INTERRUPT, PTRACE_GET_SYSCALL_INFO (which names the ABI of each call, so an
-`int 0x80` from a 64-bit process is never read with the 64-bit table), and pidfd_getfd.
+Owns: python-ptrace's bindings for the whole register set (a call rewritten), and raw
+ctypes for the rest, where each stop's requests are made: PTRACE_SEIZE with the EXITKILL and
+TRACESECCOMP options, PTRACE_INTERRUPT, PTRACE_GET_SYSCALL_INFO (which names the ABI of each
+call, so an `int 0x80` from a 64-bit process is never read with the 64-bit table), CONT,
+GETEVENTMSG, two registers written to skip a call, and pidfd_getfd.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 from dataclasses import dataclass
 
 from ptrace import PtraceError
-from ptrace.binding.func import ptrace_cont, ptrace_geteventmsg, ptrace_getregs, ptrace_setregs
+from ptrace.binding.func import ptrace_getregs, ptrace_setregs
 
 PTRACE_POKEUSER = 6
 PTRACE_CONT = 7
 PTRACE_SYSCALL = 24
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
@@ -109,6 +111,13 @@ def seccomp_stop(pid: int) -> SeccompStop:
                        info.seccomp.ret_data)
 
 
+def event_message(pid: int) -> int:
+    """PTRACE_GETEVENTMSG: at a fork, vfork or clone stop, the new task's pid."""
+    message = ctypes.c_ulong()
+    request(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
+    return message.value
+
+
 def skip_call(pid: int, result: int) -> None:
     """Make the stopped call number -1 (the kernel does not run it) and `result` its return
     value: two words written, where reading and writing the whole register set was two
@@ -126,6 +135,6 @@ def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     return fd
 
 
-__all__ = ["PtraceError", "ptrace_cont", "ptrace_geteventmsg", "ptrace_getregs",
+__all__ = ["PtraceError", "event_message", "ptrace_getregs",
            "ptrace_setregs", "request", "seccomp_stop", "seize", "interrupt", "pidfd_getfd",
            "skip_call"]

@@ -167,7 +167,7 @@ class Tracer:
         """A fork or clone event: the new task joins the jail, unless its own exit came
         first (then the tid is no longer its: our wait released it)."""
         try:
-            child = ptrace.ptrace_geteventmsg(parent)
+            child = ptrace.event_message(parent)
         except (OSError, ptrace.PtraceError):
             return  # the parent was killed in the stop; the child's own stop adds it
         if child in self._gone_early:
