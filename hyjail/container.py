@@ -12,10 +12,10 @@ applies the stricter answer of the two.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from hyjail.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerProcess:
     uid: int = 0
     gid: int = 0

@@ -8,9 +8,11 @@ methods from source. Here the methods are shared closures, so a class costs micr
 
 A `@frozen` class is what `@dataclass(frozen=True)` makes of the same body, to the extent the
 start path uses it: fields in annotation order (positional or by keyword), defaults,
-`hidden(default)` (left out of repr) and `made_by(factory)` (a fresh default per instance),
+`hidden(default)` (left out of repr) and `made_by(factory)` (a fresh default per instance;
+`kept=True`: a record kept beside the value, out of its repr, equality and hash),
 `__match_args__` for `match`, equality and hashing by fields within one class, a repr, and
-`FrozenInstanceError` on assignment. Nothing else (no inheritance of fields, no ordering).
+`FrozenInstanceError` on assignment. Nothing else (no inheritance of fields, no ordering;
+every field may be given by keyword, so a class `dataclass` made keyword-only reads the same).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ class FrozenInstanceError(AttributeError):
 
 
 class _Field:
-    __slots__ = ("default", "factory", "shown")
+    __slots__ = ("default", "factory", "shown", "compared")
 
-    def __init__(self, default=_MISSING, factory=None, shown: bool = True) -> None:
-        self.default, self.factory, self.shown = default, factory, shown
+    def __init__(self, default=_MISSING, factory=None, shown: bool = True,
+                 compared: bool = True) -> None:
+        self.default, self.factory, self.shown, self.compared = default, factory, shown, compared
 
 
 def hidden(default) -> _Field:
@@ -34,9 +37,11 @@ def hidden(default) -> _Field:
     return _Field(default=default, shown=False)
 
 
-def made_by(factory) -> _Field:
-    """A field whose default is a fresh factory() for each instance (a dict, say)."""
-    return _Field(factory=factory)
+def made_by(factory, *, kept: bool = False) -> _Field:
+    """A field whose default is a fresh factory() for each instance (a dict, say); `kept`: a
+    record beside the value (a parsed file's raw copy), not part of its repr, equality or
+    hash (dataclasses' `repr=False, compare=False`)."""
+    return _Field(factory=factory, shown=not kept, compared=not kept)
 
 
 def frozen(cls: type) -> type:
@@ -44,7 +49,7 @@ def frozen(cls: type) -> type:
     names = tuple(cls.__dict__.get("__annotations__", ()))
     defaults: dict = {}
     factories: dict = {}
-    shown = []
+    shown, compared = [], []
     for name in names:
         value = cls.__dict__.get(name, _MISSING)
         if isinstance(value, _Field):
@@ -58,10 +63,13 @@ def frozen(cls: type) -> type:
                 delattr(cls, name)
             if value.shown:
                 shown.append(name)
+            if value.compared:
+                compared.append(name)
             continue
         if value is not _MISSING:
             defaults[name] = value
         shown.append(name)
+        compared.append(name)
         if name not in defaults and (defaults or factories):
             raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one "
                             f"with a default")
@@ -69,8 +77,8 @@ def frozen(cls: type) -> type:
     cls.__match_args__ = names
     cls.__init__ = _init(cls.__name__, names, defaults, factories)
     cls.__repr__ = _repr(tuple(shown))
-    cls.__eq__ = _eq(names)
-    cls.__hash__ = _hash(names)
+    cls.__eq__ = _eq(tuple(compared))
+    cls.__hash__ = _hash(tuple(compared))
     cls.__setattr__ = _refuse
     cls.__delattr__ = _refuse
     return cls

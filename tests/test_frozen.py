@@ -115,3 +115,34 @@ def test_a_field_without_a_default_cannot_follow_one_with():
 
             a: int = 0
             b: int
+
+
+def test_a_kept_field_is_beside_the_value_not_part_of_it():
+    """made_by(kept=True): dataclasses' field(repr=False, compare=False), as hyjail-oci keeps
+    a config's raw copy beside its parsed form."""
+    @frozen
+    class Parsed:
+        """A value with its source kept."""
+
+        name: str
+        raw: dict = made_by(dict, kept=True)
+
+    one, two = Parsed("a", raw={"x": 1}), Parsed("a", raw={"x": 2})
+    assert one == two and hash(one) == hash(two)  # (a dict field alone is unhashable)
+    assert repr(one) == "test_a_kept_field_is_beside_the_value_not_part_of_it.<locals>." \
+                        "Parsed(name='a')"
+    assert one.raw == {"x": 1} and Parsed("b").raw == {} and Parsed("b").raw is not \
+        Parsed("b").raw
+    assert asdict(one) == {"name": "a", "raw": {"x": 1}}
+
+
+def test_hyjail_oci_imports_no_dataclasses_nor_typing():
+    """Each podman container costs hyjail-oci three calls or more: none pays for them."""
+    import subprocess
+    import sys
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\nimport hyjail.oci.cli, hyjail.oci.runtime, "
+         "hyjail.oci.mapping, hyjail.oci.config, hyjail.oci.seccomp, hyjail.oci.state\n"
+         "print(' '.join(m for m in ('dataclasses', 'typing') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60)
+    assert (loaded.returncode, loaded.stdout) == (0, "\n"), loaded.stderr

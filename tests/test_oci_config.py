@@ -6,7 +6,6 @@ SetupError. Pure: no root, no kernel but tmp_path files."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import resource
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyjail.errors import SetupError
+from hyjail.frozen import FrozenInstanceError
 from hyjail.oci import config as oci
 from hyjail.oci.config import (
     OciCapabilities,
@@ -193,7 +193,7 @@ def test_the_least_config_has_empty_defaults():
 def test_results_are_frozen_and_share_nothing_with_the_input():
     data = config()
     c = oci.parse(data, BUNDLE)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError):
         c.hostname = "x"  # type: ignore[misc]
     data["hostname"] = "changed"
     data["linux"]["seccomp"]["defaultAction"] = "SCMP_ACT_ALLOW"

@@ -23,11 +23,9 @@ import os
 import re
 import resource
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen, made_by
 from hyjail.limits import RLIMITS
 
 MAX_FILE = 4 << 20  # bytes: podman's configs are ~10 KiB with a seccomp profile
@@ -58,12 +56,17 @@ OTHER_MEMORY = ("kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHie
                 "checkBeforeUpdate")
 OTHER_CPU = ("realtimeRuntime", "realtimePeriod", "burst", "idle")
 _CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*\Z")  # cpuset.cpus / cpuset.mems syntax
-_Check = Callable[[Any, str], Any]  # a value and its path -> the value checked, or _Invalid
+TYPE_CHECKING = False  # typing's own import costs every create 2 ms; only a checker reads these
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+    # A value and its path -> the value checked, or _Invalid.
+    _Check = Callable[[Any, str], Any]
 
 
 # ---- the typed result ---------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciCapabilities:
     """Lowercase names without CAP_ ("net_bind_service"), each set without duplicates."""
 
@@ -74,7 +77,7 @@ class OciCapabilities:
     ambient: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen
 class OciProcess:
     args: tuple[str, ...]  # never empty, args[0] never ""
     cwd: str  # absolute, normalized
@@ -96,14 +99,14 @@ class OciProcess:
     user_name: str | None = None  # user.username: Windows-only in the spec, kept for show
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciIdMapping:
     container_id: int
     host_id: int
     size: int  # > 0; both ranges end within 32 bits
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciMount:
     destination: str  # absolute, normalized
     type: str | None = None
@@ -134,13 +137,13 @@ class OciMount:
         return name in self.options
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciNamespace:
     type: str  # one of NAMESPACE_TYPES
     path: str | None = None  # absolute: join this namespace instead of making one
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciDeviceRule:
     """One cgroup device rule (linux.resources.devices[])."""
 
@@ -151,7 +154,7 @@ class OciDeviceRule:
     access: str = "rwm"  # a subset of "rwm", in that order; absent or "" means all
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen
 class OciResources:
     memory_limit: int | None = None  # bytes
     memory_swap: int | None = None  # bytes of memory + swap, as the spec counts it
@@ -169,7 +172,7 @@ class OciResources:
     other: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciDevice:
     """A device node to make in the container (linux.devices[])."""
 
@@ -182,7 +185,7 @@ class OciDevice:
     gid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OciHook:
     path: str  # absolute
     args: tuple[str, ...] = ()
@@ -190,7 +193,7 @@ class OciHook:
     timeout: int | None = None  # seconds, > 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen
 class OciHooks:
     prestart: tuple[OciHook, ...] = ()
     create_runtime: tuple[OciHook, ...] = ()
@@ -200,7 +203,7 @@ class OciHooks:
     poststop: tuple[OciHook, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen
 class OciLinux:
     namespaces: tuple[OciNamespace, ...] = ()
     uid_mappings: tuple[OciIdMapping, ...] = ()
@@ -208,7 +211,7 @@ class OciLinux:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     sysctl: tuple[tuple[str, str], ...] = ()  # in the file's order
-    resources: OciResources = field(default_factory=OciResources)
+    resources: OciResources = made_by(OciResources)
     cgroups_path: str | None = None
     devices: tuple[OciDevice, ...] = ()
     seccomp: dict | None = None  # checked for shape, a deep copy of the file's
@@ -223,7 +226,7 @@ class OciLinux:
         return next((ns for ns in self.namespaces if ns.type == type), None)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@frozen
 class OciConfig:
     oci_version: str
     root_path: str  # the bundle's root.path, resolved against the bundle when relative
@@ -233,9 +236,9 @@ class OciConfig:
     domainname: str | None = None
     mounts: tuple[OciMount, ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()  # sorted by name
-    hooks: OciHooks = field(default_factory=OciHooks)
-    linux: OciLinux = field(default_factory=OciLinux)
-    raw: dict = field(default_factory=dict, compare=False, repr=False)  # a deep copy
+    hooks: OciHooks = made_by(OciHooks)
+    linux: OciLinux = made_by(OciLinux)
+    raw: dict = made_by(dict, kept=True)  # a deep copy
 
     def annotation(self, name: str) -> str | None:
         return next((value for key, value in self.annotations if key == name), None)

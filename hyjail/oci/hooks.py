@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from hyjail.errors import SetupError
 
+TYPE_CHECKING = False  # (typing's import: 2 ms of every hyjail-oci call)
 if TYPE_CHECKING:  # config.py's typed forms cost `start` and `delete` an import they need not
     from hyjail.oci.config import OciHook, OciHooks
 
