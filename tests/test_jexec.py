@@ -137,3 +137,11 @@ def test_jexec_passes_only_standard_fds_and_dies_with_the_jail():
 def _count_sleeps(jail: str) -> int:
     listed = json.loads(hyjail("ps", "-j", jail, "--json").stdout)
     return sum(1 for p in listed if p["command"] == "sleep 100")
+
+
+def test_jexec_finds_a_command_named_without_a_path_on_the_jails_path(busybox_root):
+    with running("run", "--name", "bare", "--net", "none", busybox_root, "barehost",
+                 "127.0.0.1", "/bin/sh", "-c", "echo up; sleep 100") as jail:
+        assert jail.stdout.readline() == "up\n"
+        for line in (jexec("bare", "hostname"), hyjail("exec", "bare", "hostname")):
+            assert (line.returncode, line.stdout) == (0, "barehost\n"), line.stderr

@@ -200,3 +200,13 @@ def test_the_start_path_is_told_phase_by_phase_when_asked(busybox_root):
                      "torn down"], traced.stderr
     quiet = hyjail("run", "--net", "none", busybox_root, "p", "127.0.0.1", "/bin/true")
     assert quiet.returncode == 0 and "phase" not in quiet.stderr
+
+
+def test_a_command_named_without_a_path_is_found_on_the_jails_path(busybox_root):
+    """Found by hyjail itself in the jail's root, where the host's Python library is out of
+    reach: os.execvpe's own `import warnings` failed there once nothing else had imported it.
+    By the installed command: `python -m` (runpy) imports warnings itself."""
+    command = os.path.join(os.path.dirname(sys.executable), "hyjail")
+    result = subprocess.run([command, "run", "--net", "none", busybox_root, "bare", "127.0.0.1",
+                             "hostname"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "bare\n"), result.stderr

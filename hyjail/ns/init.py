@@ -83,13 +83,32 @@ def exec_command(argv: Sequence[str], env: dict[str, str], stdio: Sequence[int],
         os._exit(EXIT_SETUP)
     try:
         # SPEC R7: a process can tell it is jailed (systemd's convention for containers).
-        os.execvpe(argv[0], list(argv), {**env, "container": "hyjail"})
+        exec_searching_path(list(argv), {**env, "container": "hyjail"})
     except FileNotFoundError:
         code, reason = EXIT_NOT_FOUND, "command not found in the jail"
     except OSError as e:
         code, reason = EXIT_CANNOT_EXECUTE, f"cannot execute: {e.strerror}"
     control.send_fail(channel, code, f"{argv[0]}: {reason}")
     os._exit(code)
+
+
+def exec_searching_path(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """os.execvpe, as the jail's PATH finds argv[0], without os.get_exec_path's own `import
+    warnings`: in the jail's root the host's Python library is out of reach, so an import
+    there fails (it worked only while something else had imported warnings first)."""
+    if "/" in argv[0]:
+        os.execve(argv[0], argv, env)
+    saved: OSError | None = None
+    last: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(directory, argv[0]), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:  # the first other failure is the answer, as execvpe's
+            last = e
+            saved = saved or e
+    raise saved or last
 
 
 def exit_code(wait_status: int) -> int:
