@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from hyjail import jailparams
+from hyjail.errors import one_line
 from hyjail.registry import Record
 
 PROG = "jls"
@@ -728,7 +729,7 @@ def _run(argv: list[str], options: Libxo, registry, out: TextIO, warn) -> int:
         opt = e.opt or "?"
         reason = ("option requires an argument" if "requires argument" in e.msg
                   else "illegal option")
-        warn(f"{reason} -- {opt[:1]}")
+        warn(f"{reason} -- {one_line(opt[:1])}")
         return fail(USAGE)
     pflags, jid, jname, check = 0, 0, None, False
     for opt, value in opts:
@@ -756,7 +757,7 @@ def _run(argv: list[str], options: Libxo, registry, out: TextIO, warn) -> int:
         pflags &= ~VERBOSE
         for name in args:
             if name != "all" and _resolve(name) is None:
-                return fail(f"unknown parameter: {name}")
+                return fail(f"unknown parameter: {one_line(name)}")  # argv's, one printable line
         names = expand(args)
     elif pflags & (HEADER | NAMEVAL):
         names = list(ALL_PARAMS)
