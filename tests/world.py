@@ -17,7 +17,10 @@ import subprocess
 import sys
 import time
 
-HYJAIL = [sys.executable, "-m", "hyjail"]
+# The installed command, as users run it: `python -m hyjail` (runpy) imports modules a start
+# does not, which once hid a lazy import that fails in the jail's root.
+_COMMAND = os.path.join(os.path.dirname(sys.executable), "hyjail")
+HYJAIL = [_COMMAND] if os.access(_COMMAND, os.X_OK) else [sys.executable, "-m", "hyjail"]
 LAN, LAN_HOST, LAN_MACHINE = "10.77.100.0/24", "10.77.100.1", "10.77.100.2"
 LAN6_HOST = "fd77:100::1"
 WAN_HOST, INTERNET = "10.77.200.1", "10.77.200.2"

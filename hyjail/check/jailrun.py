@@ -18,7 +18,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-HYJAIL = [sys.executable, "-m", "hyjail"]
+# The installed command, as users run it: `python -m hyjail` (runpy) imports modules a start
+# does not, which once hid a lazy import that fails in the jail's root.
+_COMMAND = os.path.join(os.path.dirname(sys.executable), "hyjail")
+HYJAIL = [_COMMAND] if os.access(_COMMAND, os.X_OK) else [sys.executable, "-m", "hyjail"]
 
 
 class NotRun(Exception):
