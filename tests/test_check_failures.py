@@ -5,6 +5,7 @@ under software emulation, where a helper's unpaced wait ran out."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -35,6 +36,13 @@ def test_a_failing_attempt_is_an_error_row_not_the_end_of_the_battery():
     rows = [battery.run(attempt, attempt.abis[0], shape, {}) for attempt in CATALOGUE[:3]]
     assert [row.result for row in rows] == ["error"] * 3
     assert rows[0].detail == "the attempt itself failed: BrokenPipeError: [Errno 32] Broken pipe"
+
+
+def test_a_drivers_own_timeout_is_an_error_row():
+    shape = types.SimpleNamespace(label="trace", kind="trace")
+    battery = _Failing(subprocess.TimeoutExpired(["hyjail", "exec", "jail", "/bin/sh"], 750))
+    row = battery.run(CATALOGUE[0], CATALOGUE[0].abis[0], shape, {})
+    assert (row.result, row.detail) == ("error", "no answer in 750 s: ... exec jail /bin/sh")
 
 
 def test_finishing_a_helper_that_already_ended_reads_what_it_wrote():
