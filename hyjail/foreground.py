@@ -245,7 +245,7 @@ def place_in_cgroups(pid: int, channel: socket.socket, cgroup_paths: Sequence[st
     a move may wait out an RCU grace period). It waits for PLACED before it reports READY
     (pid 1 also before it makes its cgroup namespace), and exits on anything else. A child
     that failed first has its own failure reported. No groups (a rootless jail's): no
-    move, no PLACED, as `ns.jail.wait_placed` expects."""
+    move, no PLACED, as `ns.handshake.wait_placed` expects."""
     if not cgroup_paths:
         return
     from hyjail import cgroups

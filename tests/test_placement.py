@@ -13,7 +13,7 @@ from hyjail.errors import EXIT_SETUP, SetupError
 from hyjail.foreground import place_in_cgroups, wait_ready
 from hyjail.limits import Limits
 from hyjail.ns import control
-from hyjail.ns.jail import wait_placed
+from hyjail.ns.handshake import wait_placed
 
 JID = 9377  # a group of the test's own, removed at its end
 

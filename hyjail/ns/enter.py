@@ -29,7 +29,7 @@ from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.frozen import replace
 from hyjail.ns import control, init, userns
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.jail import guarded, jail_stdio, ready_and_wait, wait_placed
+from hyjail.ns.handshake import guarded, jail_stdio, ready_and_wait, wait_placed
 from hyjail.ns.whom import entering
 from hyjail.registry import Record
 

@@ -28,7 +28,7 @@ from hyjail.frozen import replace
 from hyjail.ns import control, init
 from hyjail.ns.dilution import Confinement
 from hyjail.ns.enter import hide
-from hyjail.ns.jail import guarded, jail_stdio, wait_placed
+from hyjail.ns.handshake import guarded, jail_stdio, wait_placed
 from hyjail.ns.whom import entering
 from hyjail.registry import Record
 

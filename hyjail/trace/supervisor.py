@@ -30,7 +30,7 @@ from hyjail.foreground import caught_signals, place_in_cgroups, supervise, take_
 from hyjail.net import host_link_name
 from hyjail.ns import control, init, whom
 from hyjail.ns.dilution import Confinement
-from hyjail.ns.jail import guarded, jail_stdio, wait_placed
+from hyjail.ns.handshake import guarded, jail_stdio, wait_placed
 from hyjail.plan import Plan
 from hyjail.registry import Record, Registry
 from hyjail.spec import JailSpec
