@@ -14,13 +14,11 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 
-# The installed command, as users run it: `python -m hyjail` (runpy) imports modules a start
-# does not, which once hid a lazy import that fails in the jail's root.
-_COMMAND = os.path.join(os.path.dirname(sys.executable), "hyjail")
-HYJAIL = [_COMMAND] if os.access(_COMMAND, os.X_OK) else [sys.executable, "-m", "hyjail"]
+from hyjail.commands import hyjail_command
+
+HYJAIL = hyjail_command()  # the installed command, as users run it
 LAN, LAN_HOST, LAN_MACHINE = "10.77.100.0/24", "10.77.100.1", "10.77.100.2"
 LAN6_HOST = "fd77:100::1"
 WAN_HOST, INTERNET = "10.77.200.1", "10.77.200.2"

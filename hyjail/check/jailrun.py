@@ -15,13 +15,11 @@ import functools
 import os
 import select
 import subprocess
-import sys
 from collections.abc import Iterator
 
-# The installed command, as users run it: `python -m hyjail` (runpy) imports modules a start
-# does not, which once hid a lazy import that fails in the jail's root.
-_COMMAND = os.path.join(os.path.dirname(sys.executable), "hyjail")
-HYJAIL = [_COMMAND] if os.access(_COMMAND, os.X_OK) else [sys.executable, "-m", "hyjail"]
+from hyjail.commands import hyjail_command
+
+HYJAIL = hyjail_command()  # the installed command, as users run it
 
 
 class NotRun(Exception):
