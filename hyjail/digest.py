@@ -27,8 +27,9 @@ def hexdigest(data: bytes, size: int = 16) -> str:
     return blake2b(data, digest_size=size).hexdigest()
 
 
-def digest(data: bytes, size: int = MAC_SIZE) -> bytes:
-    return blake2b(data, digest_size=size).digest()
+def digest(data: bytes) -> bytes:
+    """data's unkeyed tag, MAC_SIZE bytes (a rootless cache's, which has no key to use)."""
+    return blake2b(data, digest_size=MAC_SIZE).digest()
 
 
 def mac(key: bytes, data: bytes) -> bytes:
