@@ -19,11 +19,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from hyjail.commands import hyjail_command
+from hyjail.check.jailrun import HYJAIL  # the installed command, as users run it
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 FLOOR = os.path.join(BENCH, "floor.py")  # the least a Python jail does (issue 19)
-HYJAIL = hyjail_command()  # the installed command, as a user runs it
 JAIL_IP = "10.77.210.2"  # the bench's jails, behind their own veth (SPEC section 4)
 HOST_IP = "10.77.209.1"
 TRACE_IP = "127.77.210.2"  # a jail without a network namespace: on the host's loopback

@@ -13,16 +13,6 @@ from __future__ import annotations
 import sys
 
 
-def hyjail_command() -> list[str]:
-    """How to run `hyjail` as users do: the launcher installed beside this interpreter (bin/'s),
-    else `python -m hyjail` (a tree used without installing). For the battery, the tests and
-    the bench: runpy imports modules a start does not, which once hid a lazy import that fails
-    in a jail's root."""
-    import os
-    command = os.path.join(os.path.dirname(sys.executable), "hyjail")
-    return [command] if os.access(command, os.X_OK) else [sys.executable, "-m", "hyjail"]
-
-
 def hyjail_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["run"]:

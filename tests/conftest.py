@@ -41,13 +41,12 @@ import pytest
 
 from hyjail import plan as plans
 from hyjail import platform
-from hyjail.commands import hyjail_command
+from hyjail.check.jailrun import HYJAIL  # the installed command, as users run it
 from hyjail.errors import SetupError
 from hyjail.linux import descendants, process_start_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(HERE, "probe.py")
-HYJAIL = hyjail_command()  # the installed command, as users run it
 STATE_DIR = "/run/hyjail/jails"
 HOST_IP = "10.77.0.1"  # host end of every test jail's veth (each veth is its own link)
 HOST_IP6 = "fd77::1"

@@ -16,9 +16,8 @@ import signal
 import subprocess
 import time
 
-from hyjail.commands import hyjail_command
+from hyjail.check.jailrun import HYJAIL  # the installed command, as users run it
 
-HYJAIL = hyjail_command()  # the installed command, as users run it
 LAN, LAN_HOST, LAN_MACHINE = "10.77.100.0/24", "10.77.100.1", "10.77.100.2"
 LAN6_HOST = "fd77:100::1"
 WAN_HOST, INTERNET = "10.77.200.1", "10.77.200.2"

@@ -15,11 +15,20 @@ import functools
 import os
 import select
 import subprocess
+import sys
 from collections.abc import Iterator
 
-from hyjail.commands import hyjail_command
 
-HYJAIL = hyjail_command()  # the installed command, as users run it
+def _installed_hyjail() -> list[str]:
+    """How to run `hyjail` as users do: the launcher installed beside this interpreter (bin/'s),
+    else `python -m hyjail` (a tree used without installing). The battery's jails, the tests'
+    and the bench's all start so: runpy imports modules a start does not, which once hid a
+    lazy import that fails in a jail's root."""
+    command = os.path.join(os.path.dirname(sys.executable), "hyjail")
+    return [command] if os.access(command, os.X_OK) else [sys.executable, "-m", "hyjail"]
+
+
+HYJAIL = _installed_hyjail()
 
 
 class NotRun(Exception):
