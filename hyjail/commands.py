@@ -5,17 +5,21 @@ Owns only starting each command's own parser with its exit status: the drop-ins'
 parsers (`hyjail.jail8`, `hyjail.jls`, `hyjail.jexec8`), and for `hyjail run` the table's
 parser (`hyjail.runline`), without importing `hyjail.cli` and with it click, whose import
 alone is about 20 ms of every call. Every other `hyjail` command line, and a `run` line only
-click can read (help, a usage error), goes to `hyjail.cli`.
+click can read (help, a usage error), goes to `hyjail.cli`. The commands that move a process
+into a jail's cgroups start `hyjail.warmup` first, before their imports.
 """
 
 from __future__ import annotations
 
 import sys
 
+from hyjail import warmup
+
 
 def hyjail_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["run"]:
+        warmup.start()
         from hyjail import runline
         from hyjail.errors import exit_status
         values = runline.parse(args[1:])
@@ -26,6 +30,8 @@ def hyjail_main(argv: list[str] | None = None) -> None:
 
 
 def jail_main(argv: list[str] | None = None) -> None:
+    if not {"-r", "-R"} & set(sys.argv[1:] if argv is None else argv):  # not only removals
+        warmup.start()
     from hyjail import jail8
     jail8.main(argv)
 
@@ -36,5 +42,6 @@ def jls_main(argv: list[str] | None = None) -> None:
 
 
 def jexec_main(argv: list[str] | None = None) -> None:
+    warmup.start()
     from hyjail import jexec8
     sys.exit(jexec8.main(argv))

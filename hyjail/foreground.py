@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import prctl
 
-from hyjail import linux, terminal
+from hyjail import linux, terminal, warmup
 from hyjail.errors import EXIT_SETUP, HyjailError, SetupError
 from hyjail.ns import control, init
 
@@ -242,15 +242,19 @@ def caught_signals(extra: tuple[int, ...] = ()) -> Iterator[list[int]]:
 def place_in_cgroups(pid: int, channel: socket.socket, cgroup_paths: Sequence[str]) -> None:
     """Our child pid (a jail's first process, or one entering it; unreaped, so the pid is
     its) into the jail's groups, moved from here while it sets itself up (`cgroups.place`:
-    a move may wait out an RCU grace period). It waits for PLACED before it reports READY
-    (pid 1 also before it makes its cgroup namespace), and exits on anything else. A child
-    that failed first has its own failure reported. No groups (a rootless jail's): no
-    move, no PLACED, as `ns.handshake.wait_placed` expects."""
+    a move may wait out an RCU grace period; `warmup`, ended here, keeps it short). It waits
+    for PLACED before it reports READY (pid 1 also before it makes its cgroup namespace), and
+    exits on anything else. A child that failed first has its own failure reported. No
+    groups (a rootless jail's): no move, no PLACED, as `ns.handshake.wait_placed` expects."""
     if not cgroup_paths:
+        warmup.stop()
         return
     from hyjail import cgroups
     try:
-        cgroups.place(pid, list(cgroup_paths))
+        try:
+            cgroups.place(pid, list(cgroup_paths))
+        finally:
+            warmup.stop()  # the move it kept warm is done (or failed)
         control.send_placed(channel)
     except OSError as e:
         with contextlib.suppress(OSError):
