@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import mmap
 import os
 import signal
 from collections.abc import Callable
 
-from hyjail import digest, linux
+from hyjail import digest, jsontext, linux
 from hyjail.frozen import frozen
 
 NAMESPACE_FLAGS = {"mnt": linux.CLONE_NEWNS, "pid": linux.CLONE_NEWPID,
@@ -259,7 +258,7 @@ def _in_child(check: Callable[[], object]) -> object:
             answer = (False, e.strerror or str(e))
         except Exception as e:  # a probe never takes the caller down
             answer = (False, f"{type(e).__name__}: {e}")
-        os.write(write_end, json.dumps(answer).encode())
+        os.write(write_end, jsontext.dumps(answer).encode())
         os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as f:
@@ -269,7 +268,7 @@ def _in_child(check: Callable[[], object]) -> object:
         code = os.waitstatus_to_exitcode(status)
         why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
         return (False, f"the check died ({why})")
-    return json.loads(data)
+    return jsontext.loads(data)
 
 
 def run() -> Probe:
@@ -416,7 +415,7 @@ def _load_unchecked() -> dict:
 
 def _parsed(data: bytes) -> dict:
     try:
-        cached = json.loads(data)
+        cached = jsontext.loads(data)
     except ValueError:
         return {}
     return cached if isinstance(cached, dict) else {}
@@ -427,4 +426,4 @@ def _store(cached: dict) -> None:
     directory = cache.open_directory(cache_dir())
     if directory is not None:  # else: probe again next time
         with directory:
-            directory.write(_CACHE_NAME, json.dumps(cached).encode())
+            directory.write(_CACHE_NAME, jsontext.dumps(cached).encode())

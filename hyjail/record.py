@@ -3,15 +3,15 @@
 Owns: the Record type (its JSON form and whether its supervisor lives) and reading every
 record of a jails directory without the lock. The registry (`hyjail.registry`) writes and
 reclaims records; the stale-jail reclaimer (`hyjail.reclaim`) and the network helper
-(`hyjail.net.netd`) only read them. It imports nothing of hyjail's but `linux`, so that each of
-those can import it without an import cycle.
+(`hyjail.net.netd`) only read them. It imports nothing of hyjail's but leaf modules (`linux`,
+`frozen`, `jsontext`), so that each of those can import it without an import cycle.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
+from hyjail import jsontext
 from hyjail.frozen import asdict, frozen, made_by
 from hyjail.linux import process_start_time
 
@@ -41,11 +41,11 @@ class Record:
         return process_start_time(self.supervisor_pid) == self.supervisor_start
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return jsontext.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Record:
-        data = json.loads(text)
+        data = jsontext.loads(text)
         data["addresses"] = tuple(data["addresses"])
         return cls(**data)
 
