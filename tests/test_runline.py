@@ -111,3 +111,13 @@ def test_the_installed_commands_are_bins_launchers(name):
     ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", name)
     with open(installed) as a, open(ours) as b:
         assert a.read().split("\n", 1)[1] == b.read().split("\n", 1)[1]
+
+
+def test_a_starts_imports_leave_the_collector_running_and_their_objects_frozen():
+    """A supervisor may run for days: the collector it pauses for its imports runs again."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import gc\nfrom hyjail import commands\n"
+         "commands._import_uncollected('hyjail.supervisor')\n"
+         "print(gc.isenabled(), gc.get_freeze_count() > 1000)"],
+        capture_output=True, text=True, check=True).stdout
+    assert found == "True True\n"
