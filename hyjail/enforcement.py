@@ -103,6 +103,9 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     if spec.devfs_ruleset not in (0, 4) and not namespaces.mount:
         raise SetupError(f"devfs_ruleset={spec.devfs_ruleset}: needs a mount namespace of the "
                          f"jail's for a /dev of its own; a chroot has the root's own /dev")
+    if spec.devices and not namespaces.mount:
+        raise SetupError(f"--device /{spec.devices[0].path}: needs a mount namespace of the "
+                         f"jail's for a /dev of its own; a chroot has the root's own /dev")
     if spec.domainname and not namespaces.uts:
         raise SetupError("host.domainname: needs a UTS namespace of the jail's, which this "
                          "jail does not get (the trace backend answers uname's hostname only)")

@@ -54,6 +54,9 @@ OPTIONS = (
                 "of the jail's own, from 2^30 + JID*65536), so root inside is nobody outside."),
     Option(("--userns-base",), "userns_base", "int", metavar="UID",
            help="With --userns: the first host id of the range."),
+    Option(("--device",), "devices", "multiple", metavar="PATH",
+           help="A device node of the host's (character or block: /dev/fuse, /dev/net/tun) "
+                "at the same path in the jail's /dev, bound, as podman's --device."),
     Option(("--backend",), "backend", "value", choices=("auto", "ns", "trace"), default="auto",
            help="Which providers enforce the rules: auto (the kernel's first), ns (the "
                 "kernel's only), trace (ptrace's first; see `hyjail features`)."),

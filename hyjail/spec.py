@@ -14,6 +14,7 @@ import os
 import stat
 
 from hyjail import allow, charsets
+from hyjail.devices import check as check_device
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen, hidden
 from hyjail.limits import Limits
@@ -258,6 +259,7 @@ class JailSpec:
     # addresses, and still confines the rest of R3: abstract unix names, raw sockets).
     inherit_ip: frozenset[int] = frozenset()
     devfs_ruleset: int = 4  # FreeBSD's: which device nodes its /dev holds (ns/mounts.py)
+    devices: tuple = ()  # --device: the host's device nodes it holds besides (hyjail.devices)
     # Whom the command runs as (a user and group of the jail's own files; root by default)
     # and where (a directory inside the jail; its root by default): hyjail.ns.whom.
     user: str | None = None
@@ -296,12 +298,12 @@ class JailSpec:
                dns: tuple[str, ...] = (), interface: str | None = None,
                gateway: str | None = None,
                vnet_interfaces: tuple[str, ...] | None = None, nat: str | None = None,
-               publish: tuple[str, ...] = ()) -> JailSpec:
+               publish: tuple[str, ...] = (), devices: tuple[str, ...] = ()) -> JailSpec:
         """Build a spec from user-facing values, raising SetupError naming any bad one.
         environ: variables for the command, over a clean environment (the caller's TERM, and
         the user's HOME, SHELL, USER, LOGNAME and PATH, set inside), or over everything of the
         caller's with preserve_env. user: USER[:GROUP] of the jail's; cwd: a directory
-        inside."""
+        inside. devices: host device nodes (/dev/fuse) the jail's /dev holds besides."""
         if not command and not persist:
             raise SetupError("no command given (only a persistent jail may have none)")
         try:
@@ -336,6 +338,7 @@ class JailSpec:
             mounts=tuple(mounts),
             inherit_ip=frozenset(inherit_ip),
             devfs_ruleset=devfs_ruleset,  # checked by jail(8)'s parameters (lifecycle)
+            devices=tuple(dict.fromkeys(check_device(path) for path in devices)),
             user=user_name, group=group,
             cwd=check_inside(cwd, "--chdir") if cwd is not None else None,
             read_only=read_only,

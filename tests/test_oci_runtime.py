@@ -353,8 +353,12 @@ def test_a_network_namespace_joined_by_path(oci):
      "config.json: linux.sysctl.kernel.panic: kernel.panic: acts on the whole host"),
     ({"mounts": [{"destination": "/x", "type": "proc", "source": "proc"}]},
      "config.json: mounts[0]: type proc on /x"),
-    ({"devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]},
-     "config.json: linux.devices: /dev/sda"),
+    ({"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]},
+     "config.json: linux.devices[0]: /dev/null: the jail's own /dev/null is c 1:3"),
+    ({"devices": [{"path": "/dev/hyjail-none", "type": "c", "major": 4095, "minor": 4095}]},
+     "config.json: linux.devices[0]: /dev/hyjail-none: this host has no device c 4095:4095"),
+    ({"devices": [{"path": "/dev/null", "type": "p"}]},
+     "config.json: linux.devices[0]: /dev/null: a FIFO: not supported"),
     ({"hooks": {"createContainer": [{"path": "/bin/true"}]}},
      "config.json: hooks.createContainer: not supported (a host program in the container's "
      "namespaces"),
@@ -365,6 +369,23 @@ def test_what_no_jail_holds_is_refused_in_one_line(oci, change, says):
     code, err = oci.create("bad", oci.bundle(["/bin/true"], **change))
     assert code == 1 and err.startswith(says) and err.count("\n") == 1, err
     assert oci.containers() == [] and "bad" not in _jail_names()
+
+
+def test_linux_devices_are_the_hosts_nodes_and_the_rules_may_allow_them(oci):
+    rdev = os.stat("/dev/null").st_rdev  # any host has it; a jail's /dev too, so: also full
+    full = os.stat("/dev/full").st_rdev
+    wanted = [{"path": "/dev/null", "type": "c", "major": os.major(rdev), "minor": os.minor(rdev)},
+              {"path": "/dev/hj/full", "type": "c", "major": os.major(full),
+               "minor": os.minor(full), "fileMode": 0o666, "uid": 0, "gid": 0}]
+    rules = [{"allow": False, "access": "rwm"},
+             {"allow": True, "type": "c", "major": os.major(full), "minor": os.minor(full),
+              "access": "rwm"}]
+    done = oci("run", "--bundle", oci.bundle(
+        ["/bin/sh", "-c", "ls -l /dev/hj/full | awk '{print $1, $5, $6}'; "
+                          "head -c 3 /dev/hj/full | wc -c"],
+        devices=wanted, resources={"devices": rules}), "dev")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["crw-rw-rw-", f"{os.major(full)},", str(os.minor(full)), "3"]
 
 
 def test_ids_bundles_and_usage(oci, tmp_path):

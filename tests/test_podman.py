@@ -210,6 +210,16 @@ def test_read_only_binds_and_limits(podman, tmp_path):
     assert (tmp_path / "w").read_text() == "w\n"
 
 
+def test_a_device_of_the_hosts_at_a_path_of_the_containers(podman):
+    done = _run(podman, "--device", "/dev/full:/dev/xfull", IMAGE, "sh", "-c",
+                "head -c 2 /dev/xfull | wc -c; ls /dev/full /dev/xfull")
+    if podman.denied:  # a chroot's /dev is the root's own: refused, never ignored
+        assert done.returncode != 0
+        assert "/dev/xfull: needs a mount namespace of the jail's" in done.stderr, done.stderr
+    else:
+        assert done.stdout.split() == ["2", "/dev/full", "/dev/xfull"], done.stderr
+
+
 def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):
     started = podman("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "32",
                      "--cpu-shares", "512", "--cpus", "0.5", IMAGE, "sleep", "60")

@@ -84,6 +84,7 @@ def _setup_and_run(spec: JailSpec, channel: socket.socket, tty_fds: Sequence[int
     proc = namespaces.pid or "no-pidns" in weakened
     mounts.carry_out(mounts.plan(spec.path, host.state_dir, proc=proc, weakened=weakened,
                                  added=spec.mounts, devfs_ruleset=spec.devfs_ruleset,
+                                 devices=spec.devices,
                                  read_only=spec.read_only),
                      follow_symlinks="follow-symlinks" in weakened)
     if "mount" in spec.allowed:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from hyjail import linux
+from hyjail.devices import DEVICES, same_node
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen
 from hyjail.linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
@@ -71,7 +72,6 @@ HOST_STATE = (
     (LOG_DIR, None),  # persistent jails' logs, which their supervisors append to
 )
 
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 FD_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 # FreeBSD's default devfs rulesets (/etc/defaults/devfs.rules) in Linux's names: the device
@@ -136,9 +136,11 @@ class MakeDir:
 
 @frozen
 class BindDevice:
-    """Bind one host device node onto a new file in the jail's /dev."""
+    """Bind one host device node onto a new file in the jail's /dev. `added`: an
+    administrator's (`hyjail.devices.Device`), whose bound node must be the one checked."""
     device: str
     target: str
+    added: object | None = None
 
 
 @frozen
@@ -208,14 +210,15 @@ def _thermal_throttles() -> list[str]:
 
 def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
          weakened: frozenset[str] = frozenset(), added: Sequence = (),
-         devfs_ruleset: int = 4, read_only: bool = False) -> list[Operation]:
+         devfs_ruleset: int = 4, read_only: bool = False,
+         devices: Sequence = ()) -> list[Operation]:
     """The mount operations for a jail rooted at `path` (already resolved and checked). With
     proc False (no pid namespace of the jail's: a proc would show the host's processes) the
     jail's /proc stays an empty directory. `weakened`: the weakenings asked for. `added`:
     the administrator's mounts (`hyjail.fstab.JailMount`s), made first, in their order, as
     FreeBSD's jail(8) mounts mount.fstab before devfs. `devfs_ruleset`: which of
-    DEVFS_RULESETS the jail's /dev holds. read_only: the root read-only but for WRITABLE's
-    fresh tmpfs."""
+    DEVFS_RULESETS the jail's /dev holds, and `devices` (`hyjail.devices.Device`s) the
+    administrator's besides. read_only: the root read-only but for WRITABLE's fresh tmpfs."""
     unmasked = "unmasked-proc" in weakened
     ops: list[Operation] = [BindRoot(path, os.path.join(state_dir, STAGING_NAME))]
     if read_only:
@@ -240,7 +243,9 @@ def plan(path: str, state_dir: str = STATE_DIR, proc: bool = True,
                 *(Mask(f"proc/{name}")
                   for name in (PROC_MASKED_BEFORE if unmasked else PROC_MASKED))]
     if has["dev"]:
-        ops += _dev(*DEVFS_RULESETS[devfs_ruleset])
+        ops += _dev(*DEVFS_RULESETS[devfs_ruleset], devices)
+    elif devices:
+        raise SetupError(f"--device /{devices[0].path}: the jail's root has no /dev")
     if os.path.lexists(os.path.join(path, "sys")):  # a symlink there is refused, not skipped
         # A fresh sysfs shows the jail's own network devices; read-only, like runc's.
         ops += [Detach("sys"), Mount("sysfs", "sys", _NODEV_NOSUID_NOEXEC | MS_RDONLY)]
@@ -268,15 +273,28 @@ def _added(mount) -> Operation:
     return Mount(mount.kind, mount.target, flags, mount.data or None, mount.create)
 
 
-def _dev(devices: tuple[str, ...], terminals: bool) -> list[Operation]:
+def _dev(devices: tuple[str, ...], terminals: bool, added: Sequence = ()) -> list[Operation]:
     """A minimal /dev of the jail's own with a devfs ruleset's devices (4, devfsrules_jail,
     by default), its own devpts if the ruleset has terminals, and shared memory; nothing at
-    all for ruleset 1 (devfsrules_hide_all)."""
+    all for ruleset 1 (devfsrules_hide_all). Then the administrator's `added` devices, with
+    the directories their paths need (dev/net for dev/net/tun)."""
     ops: list[Operation] = [
         Detach("dev"),
         Mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=256"),
         *(BindDevice(f"/dev/{name}", f"dev/{name}") for name in devices),
     ]
+    made = {f"dev/{name}" for name in devices}
+    for device in added:
+        if device.path in made:
+            continue  # the ruleset's own, or asked for twice
+        parts = device.path.split("/")
+        for depth in range(2, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                ops.append(MakeDir(directory))
+                made.add(directory)
+        ops.append(BindDevice(device.host, device.path, device))
+        made.add(device.path)
     if terminals:
         ops += [MakeDir("dev/pts"),
                 Mount("devpts", "dev/pts", MS_NOSUID | MS_NOEXEC,
@@ -566,7 +584,7 @@ class _Setup:
                         os.fchmod(made, mode)  # umask must not narrow it
                     finally:
                         os.close(made)
-            case BindDevice(device, target):
+            case BindDevice(device, target, added):
                 with self.parent(target) as (parent, name):
                     os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
                                      | os.O_CLOEXEC, 0o666, dir_fd=parent))
@@ -575,6 +593,10 @@ class _Setup:
                     for flags in (MS_BIND, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC):
                         fd = self._open_at(parent, name, os.O_PATH)
                         try:
+                            if (flags != MS_BIND and added is not None
+                                    and not same_node(os.fstat(fd), added)):
+                                raise SetupError(f"--device /{added.path}: {device} is no "
+                                                 f"longer {added.describe()}")
                             linux.mount(device if flags == MS_BIND else None, _fd_path(fd), None,
                                         flags)
                         finally:

@@ -19,8 +19,9 @@ import resource
 import socket
 import struct
 
-from hyjail import fstab, linux
+from hyjail import devices, fstab, linux
 from hyjail.container import ContainerProcess
+from hyjail.devices import Device
 from hyjail.errors import SetupError
 from hyjail.limits import RLIMITS, Limits
 from hyjail.namespaces import JOINABLE, hostname_in, joined_by_a_thread, open_joinable
@@ -50,7 +51,7 @@ IGNORED_OPTIONS = frozenset({
     "nodiratime", "diratime", "sync", "async", "nocopyup", "copyup", "z", "Z", "U",
     "idmap", "tmpcopyup", "notmpcopyup"})
 TMPFS_DATA = ("size", "mode", "nr_inodes", "nr_blocks", "uid", "gid")
-# Devices a jail's /dev holds (`hyjail.ns.mounts.DEVICES`, its terminals): rules allowing
+# Devices a jail's /dev holds (`hyjail.devices.DEVICES`, its terminals): rules allowing
 # them change nothing.
 HELD_DEVICES = {("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0),
                 ("c", 5, 1), ("c", 5, 2), ("c", 136, None)}
@@ -74,13 +75,14 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         from hyjail.oci import seccomp
         extra_filter = seccomp.compile_profile(linux_.seccomp)
     _refuse_unheld(config)
+    added = _devices(config)
     joined = _joined(config)  # checked before a pod's hostname is read
     spec = JailSpec.create(
         config.root_path, _hostname(config, container_id), network["ip"], list(process.args),
         name=container_id, net="none", environ=None, backend=_backend(config),
         domainname=config.domainname or "", any_hostname=True,
         mounts=tuple(_mounts(config)), read_only=config.root_readonly,
-        cwd=process.cwd, limits=_limits(config, process),
+        cwd=process.cwd, limits=_limits(config, process, added),
         userns_base=_userns_base(config), inherit_ip=network.get("inherit", frozenset()))
     settings = [sysctls.check(name, value, f"config.json: linux.sysctl.{name}", True)
                 for name, value in linux_.sysctl]
@@ -93,7 +95,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
     from hyjail.frozen import replace
     return replace(
         spec, environ=process.env, allowed=allowed, netns_path=network["path"], joined=joined,
-        sysctl=tuple(settings),
+        sysctl=tuple(settings), devices=added,
         container=ContainerProcess(uid=process.uid, gid=process.gid,
                                    groups=process.additional_gids, umask=process.umask,
                                    oom_score_adj=process.oom_score_adj, caps=caps,
@@ -273,9 +275,25 @@ def _capabilities(process: OciProcess) -> tuple[frozenset[str], tuple[str, ...] 
     return gates, tuple(sorted(set(given.bounding)))
 
 
-def _limits(config: OciConfig, process: OciProcess) -> Limits:
+def _devices(config: OciConfig) -> tuple[Device, ...]:
+    """linux.devices: each the host's node at the same path, of the type and number asked
+    (bound, not made: its mode and owner are the host node's, as runc's in a user namespace;
+    found by its number where the host's node of that path is another)."""
+    found: dict[Device, None] = {}
+    for index, asked in enumerate(config.linux.devices):
+        where = f"config.json: linux.devices[{index}]: {asked.path}"
+        if asked.type == "p":
+            raise SetupError(f"{where}: a FIFO: not supported (a device node of the host's is)")
+        found[devices.by_number(asked.path, asked.type == "b",
+                                os.makedev(asked.major or 0, asked.minor or 0),
+                                f"config.json: linux.devices[{index}]:")] = None
+    return tuple(found)
+
+
+def _limits(config: OciConfig, process: OciProcess, added: tuple[Device, ...]) -> Limits:
     """linux.resources as hyjail's limits (cgroups), and the rlimits, each lowered to the
-    hard limit the runtime runs with (hyjail never raises one; podman asks 1048576 files)."""
+    hard limit the runtime runs with (hyjail never raises one; podman asks 1048576 files).
+    Device rules may allow what the jail's /dev holds: its own, and the `added` devices."""
     resources = config.linux.resources
     field = "config.json: linux.resources"
     if resources.other:
@@ -288,9 +306,11 @@ def _limits(config: OciConfig, process: OciProcess) -> Limits:
                          f"cpu.quota, cpu.period and cpu.shares)")
     shares = resources.cpu_shares  # clamped as the kernel does
     shares = None if shares is None else min(max(shares, 2), 262144)
+    held = HELD_DEVICES | {("b" if d.block else "c", os.major(d.rdev), os.minor(d.rdev))
+                           for d in added}
     for index, rule in enumerate(resources.device_rules):
-        if rule.allow and (rule.type, rule.major, rule.minor) not in HELD_DEVICES and (
-                rule.type, rule.major, None) not in HELD_DEVICES:
+        if rule.allow and (rule.type, rule.major, rule.minor) not in held and (
+                rule.type, rule.major, None) not in held:
             raise SetupError(f"{field}.devices[{index}]: allowing {rule.type} "
                              f"{_number(rule.major)}:{_number(rule.minor)}: a jail's /dev "
                              f"holds only its own devices")
@@ -323,9 +343,6 @@ def _refuse_unheld(config: OciConfig) -> None:
         raise SetupError("config.json: process.apparmorProfile: not applied by hyjail yet")
     if process.selinux_label:
         raise SetupError("config.json: process.selinuxLabel: not supported")
-    if config.linux.devices:
-        raise SetupError(f"config.json: linux.devices: {config.linux.devices[0].path}: a "
-                         f"jail's /dev holds only its own devices")
     if config.hooks.create_container:
         raise SetupError("config.json: hooks.createContainer: not supported (a host program "
                          "in the container's namespaces before its rules hold); use "
