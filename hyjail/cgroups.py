@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from hyjail.errors import SetupError
 from hyjail.frozen import frozen
@@ -132,44 +133,124 @@ def bases(found: list[Hierarchy]) -> dict[Hierarchy, str]:
     group there (/proc/self/cgroup)."""
     if not delegated():
         return {h: h.mount for h in found}
-    own: dict[frozenset[str], str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            number, _, rest = line.rstrip("\n").partition(":")
-            names, _, path = rest.partition(":")
-            key = frozenset({"v2"}) if number == "0" else frozenset(
-                n for n in names.split(",") if n and "=" not in n)
-            own[key] = path
     result = {}
-    for h in found:
-        path = own.get(frozenset({"v2"}) if h.version == 2 else h.controllers, "/")
+    for h, path in _own_groups(found).items():
         if h.version == 2 and path.endswith("/" + LEAF):
             path = path[:-len(LEAF) - 1]  # moved to the leaf already: the unit's is its parent
         result[h] = os.path.join(h.mount, path.lstrip("/"))
     return result
 
 
-def create(jid: int, limits: Limits) -> list[str]:
+def _own_groups(found: list[Hierarchy], pid: int | str = "self") -> dict[Hierarchy, str]:
+    """Our own group (or process pid's) in each hierarchy, as /proc/PID/cgroup names it ("/"
+    where it names none)."""
+    own: dict[frozenset[str], str] = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            number, _, rest = line.rstrip("\n").partition(":")
+            names, _, path = rest.partition(":")
+            key = frozenset({"v2"}) if number == "0" else frozenset(
+                n for n in names.split(",") if n and "=" not in n)
+            own[key] = path
+    return {h: own.get(frozenset({"v2"}) if h.version == 2 else h.controllers, "/")
+            for h in found}
+
+
+def create(jid: int, limits: Limits, at: str | None = None) -> list[str]:
     """Create the jail's groups with its limits written, and its accounting groups; returns
-    their paths. On failure of a limit's group, removes what it made and raises SetupError."""
+    their paths. On failure of a limit's group, removes what it made and raises SetupError.
+    `at`: the caller's place for them instead of `hyjail/<JID>` (an OCI config's cgroupsPath,
+    the cgroupfs driver's form): from each hierarchy's root if absolute, else from our own
+    group there; the parents are made as needed (their controllers enabled on the unified
+    hierarchy) and left at teardown, and a group there already must hold no process."""
     found = hierarchies()
     chosen = plan(limits, found)
     made: list[str] = []
     try:
-        where = bases(found)
+        where = bases(found) if at is None else _places(found, at)
         for hierarchy, controllers in chosen.items():
-            path = _make_group(hierarchy, controllers, jid, where[hierarchy])
+            path = (_make_group(hierarchy, controllers, jid, where[hierarchy]) if at is None
+                    else _make_group_at(hierarchy, controllers, where[hierarchy], at))
             made.append(path)
             for controller in controllers:
                 _write_limit(hierarchy.version, path, controller, limits)
     except OSError as e:
         remove(made)
         raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
-    return made + _accounting(jid, found, chosen, where)
+    except SetupError:
+        remove(made)
+        raise
+    made += _accounting(jid, found, chosen, where, at)
+    if at is not None:  # as runc's: a group in every hierarchy, where an engine reads them
+        for hierarchy in found:
+            if hierarchy.version == 1 and hierarchy.controllers and where[hierarchy] not in made:
+                with contextlib.suppress(OSError):
+                    made.append(_make_group_at(hierarchy, [], where[hierarchy], at))
+    return made
+
+
+def _places(found: list[Hierarchy], at: str) -> dict[Hierarchy, str]:
+    """Where the group `at` is in each hierarchy (`create`)."""
+    if at.startswith("/"):
+        return {h: os.path.join(h.mount, at.lstrip("/")) for h in found}
+    return {h: os.path.join(h.mount, own.lstrip("/"), at)
+            for h, own in _own_groups(found).items()}
+
+
+def _make_group_at(hierarchy: Hierarchy, controllers: list[str], path: str, at: str) -> str:
+    """The group at path, its missing parents made and, on the unified hierarchy, the
+    controllers enabled in each of them down from the top (`create`'s `at`)."""
+    relative = os.path.relpath(path, hierarchy.mount).split("/")
+    parent = hierarchy.mount
+    for part in relative:
+        if hierarchy.version == 2 and controllers:
+            _write(os.path.join(parent, "cgroup.subtree_control"),
+                   " ".join(f"+{c}" for c in controllers))
+        parent = os.path.join(parent, part)
+        if parent != path:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parent, 0o755)
+                _inherit_cpuset(hierarchy, parent)
+    try:
+        os.mkdir(path, 0o755)
+        _inherit_cpuset(hierarchy, path)
+    except FileExistsError:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            if f.read().strip():
+                raise SetupError(f"cgroupsPath {at}: {path} holds processes already") from None
+    return path
+
+
+def _inherit_cpuset(hierarchy: Hierarchy, path: str) -> None:
+    """A new v1 cpuset group starts with no CPU and no memory node (no process could join
+    it): its parent's, as runc gives it."""
+    if hierarchy.version == 1 and "cpuset" in hierarchy.controllers:
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            with open(os.path.join(os.path.dirname(path), name)) as f:
+                _write(os.path.join(path, name), f.read().strip())
+
+
+def take_in(pid: int, paths: list[str]) -> Callable[[], None]:
+    """Move host process pid into a jail's groups (an OCI container's stand-in: engines read
+    a container's groups from its pid, `hyjail.oci.standin`); returns what moves it back to
+    its own groups, to be called before the jail's are emptied (which would kill it)."""
+    found = hierarchies()
+    own = _own_groups(found, pid)
+    back = []
+    for path in paths:
+        hierarchy = next(h for h in found if path.startswith(h.mount + "/"))
+        back.append(os.path.join(hierarchy.mount, own[hierarchy].lstrip("/")))
+        _write(os.path.join(path, "cgroup.procs"), str(pid))
+
+    def give_back() -> None:
+        for original in back:
+            with contextlib.suppress(OSError):  # it ended, or its group did
+                _write(os.path.join(original, "cgroup.procs"), str(pid))
+    return give_back
 
 
 def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[str]],
-                where: dict[Hierarchy, str]) -> list[str]:
+                where: dict[Hierarchy, str], at: str | None = None) -> list[str]:
     """Counting groups for what no limit put in a group already: the memory controller
     enabled for the jail's v2 group, or a group of the v1 hierarchy that has it. Best effort:
     a host that will not count only shows less."""
@@ -179,10 +260,13 @@ def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[s
         if hierarchy is None or controller in chosen.get(hierarchy, []):
             continue
         with contextlib.suppress(OSError):
-            if hierarchy.version == 2:
+            if hierarchy.version == 2 and at is None:
                 _enable(where[hierarchy], [controller])
+            elif hierarchy.version == 2:
+                _make_group_at(hierarchy, [controller], where[hierarchy], at)
             elif hierarchy not in chosen:
-                made.append(_make_group(hierarchy, [], jid, where[hierarchy]))
+                made.append(_make_group(hierarchy, [], jid, where[hierarchy]) if at is None
+                            else _make_group_at(hierarchy, [], where[hierarchy], at))
                 chosen = {**chosen, hierarchy: []}
     return made
 
@@ -322,16 +406,18 @@ def place(pid: int, paths: list[str]) -> None:
 
 
 def remove(paths: list[str]) -> None:
-    """Kill anything left in the groups, remove them, and the `hyjail` parents once empty. A
-    group still busy after the wait is left for `hyjail gc` (`sweep`), with one line saying so."""
+    """Kill anything left in the groups, remove them, and the `hyjail` parents once empty
+    (never a parent of a caller's cgroupsPath: the caller's). A group still busy after the
+    wait is left for `hyjail gc` (`sweep`), with one line saying so."""
     for path in paths:
         try:
             _remove_group(path)
         except OSError as e:
             sys.stderr.write(f"hyjail: cgroup {path}: {e.strerror}; left for `hyjail gc`\n")
             continue
-        with contextlib.suppress(OSError):  # busy: other jails' groups are in it
-            os.rmdir(os.path.dirname(path))
+        if os.path.basename(os.path.dirname(path)) == GROUP:
+            with contextlib.suppress(OSError):  # busy: other jails' groups are in it
+                os.rmdir(os.path.dirname(path))
 
 
 def sweep(live_jids: set[int]) -> None:

@@ -282,6 +282,11 @@ class JailSpec:
     joined: tuple[tuple[str, str], ...] = ()
     sysctl: tuple[tuple[str, str], ...] = ()
     container: object | None = None
+    # Where its cgroups go instead of hyjail/<JID> (an OCI config's cgroupsPath: hyjail.cgroups),
+    # and a host process counted in them for as long as the jail has them (the pid of an OCI
+    # container's stand-in, from which engines read the container's groups).
+    cgroup_path: str | None = None
+    companion: int | None = None
 
     @classmethod
     def create(cls, path: str, hostname: str, ip: str, command: list[str] | tuple[str, ...],

@@ -7,6 +7,7 @@ line with nothing left behind. Podman and containerd themselves: tests/test_podm
 from __future__ import annotations
 
 import array
+import contextlib
 import fcntl
 import json
 import os
@@ -386,6 +387,57 @@ def test_linux_devices_are_the_hosts_nodes_and_the_rules_may_allow_them(oci):
         devices=wanted, resources={"devices": rules}), "dev")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["crw-rw-rw-", f"{os.major(full)},", str(os.minor(full)), "3"]
+
+
+def _groups_at(relative: str) -> list[str]:
+    """The groups at `relative` in every hierarchy of this host."""
+    from hyjail import cgroups
+    return [path for h in cgroups.hierarchies()
+            if os.path.isdir(path := os.path.join(h.mount, relative))]
+
+
+def test_cgroups_path_places_the_jails_groups_and_leaves_the_parent(oci):
+    parent, leaf = "hj-oci-parent", "hj-oci-parent/ctr"
+    try:
+        bundle = oci.bundle(["/bin/sleep", "60"], cgroupsPath=f"/{leaf}",
+                            resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20}})
+        code, err = oci.create("cg", bundle)
+        assert code == 0, err
+        groups = _groups_at(leaf)
+        assert groups, "no group at the cgroupsPath"
+        held = [path for path in groups if pathlib.Path(path, "cgroup.procs").read_text()]
+        assert held == groups  # the jail's first process is in each
+        limits = {name: pathlib.Path(path, name).read_text().strip() for path in groups
+                  for name in ("memory.max", "memory.limit_in_bytes", "pids.max")
+                  if os.path.exists(os.path.join(path, name))}
+        assert str(64 << 20) in limits.values() and limits.get("pids.max") == "20", limits
+        assert not _groups_at(f"hyjail/{leaf}")
+        assert oci("delete", "--force", "cg").returncode == 0
+        assert _groups_at(leaf) == [] and _groups_at(parent)  # the parent is the caller's
+    finally:
+        for path in _groups_at(leaf) + _groups_at(parent):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+@pytest.mark.parametrize("path", ["/", "/a/../b", "/hyjail/7"])
+def test_a_cgroups_path_that_is_no_place_of_its_own_is_refused(oci, path):
+    code, err = oci.create("cgbad", oci.bundle(["/bin/true"], cgroupsPath=path))
+    assert code == 1 and err.startswith(f"config.json: linux.cgroupsPath: {path}: "), err
+    assert oci.containers() == []
+
+
+def test_a_group_in_use_at_the_cgroups_path_is_refused(oci):
+    first = oci.bundle(["/bin/sleep", "60"], cgroupsPath="/hj-oci-busy")
+    try:
+        assert oci.create("one", first)[0] == 0
+        code, err = oci.create("two", oci.bundle(["/bin/true"], cgroupsPath="/hj-oci-busy"))
+        assert code == 1 and "holds processes already" in err, err
+        assert oci("delete", "--force", "one").returncode == 0
+    finally:
+        for path in _groups_at("hj-oci-busy"):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
 
 def test_ids_bundles_and_usage(oci, tmp_path):

@@ -16,6 +16,7 @@ and forwarding go, in 10.77.210.0/24: the real host's network is never touched.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import pathlib
@@ -28,7 +29,7 @@ import time
 
 import pytest
 
-from conftest import DENY, needs_jails, require_denied
+from conftest import DENY, needs_jails, remove_cgroup_trees, require_denied
 
 pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
@@ -65,6 +66,10 @@ hyjail = ["{OCI}"]
 network_config_dir = "{top}/networks"
 default_subnet = "{SUBNET}"
 """)
+        # Podman's cgroupfs manager makes /libpod_parent (its containers' and conmon's groups
+        # under it); made for the tests, it goes with them.
+        self.made_parent = not (glob.glob("/sys/fs/cgroup/libpod_parent")
+                                or glob.glob("/sys/fs/cgroup/*/libpod_parent"))
         self.base = ["podman", "--root", os.path.join(top, "storage"),
                      "--runroot", os.path.join(top, "run")]
         self.env = {**os.environ, "CONTAINERS_CONF": self.conf}
@@ -89,6 +94,8 @@ default_subnet = "{SUBNET}"
                 if point.startswith(self.top):
                     subprocess.run(["umount", "-l", point], check=False)
         shutil.rmtree(self.top, ignore_errors=True)
+        if self.made_parent:
+            remove_cgroup_trees("libpod_parent")
 
 
 @pytest.fixture(scope="module", params=["ns", "trace"])
@@ -218,6 +225,35 @@ def test_a_device_of_the_hosts_at_a_path_of_the_containers(podman):
         assert "/dev/xfull: needs a mount namespace of the jail's" in done.stderr, done.stderr
     else:
         assert done.stdout.split() == ["2", "/dev/full", "/dev/xfull"], done.stderr
+
+
+def test_stats_read_the_containers_own_groups_under_its_cgroup_parent(podman):
+    """podman reads a container's groups from its pid (the stand-in's): they are the jail's,
+    at the cgroupsPath podman chose (under --cgroup-parent), and gone with the container."""
+    from hyjail import cgroups
+    started = podman("run", "-d", "--name", "st", "--cgroup-parent", "/hj-podman-parent",
+                     "--memory", "64m", IMAGE, "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    ident = started.stdout.strip()
+    groups = [os.path.join(h.mount, "hj-podman-parent", f"libpod-{ident}")
+              for h in cgroups.hierarchies() if h.controllers]
+    try:
+        stats = podman("stats", "--no-stream", "--format", "{{.MemUsage}} {{.PIDs}}", "st")
+        assert stats.returncode == 0, stats.stderr
+        usage, _, pids = stats.stdout.strip().rpartition(" ")
+        # The jail's memory (a few MB at most: busybox sleep, pid 1, the stand-in), its limit;
+        # conmon's group would hold far more (conmon, the stand-in's python, the supervisor).
+        amount, unit = usage.split(" / ")[0][:-2], usage.split(" / ")[0][-2:]
+        assert unit in ("kB", "MB") and (unit == "kB" or float(amount) < 16), usage
+        # sleep and the stand-in, and an ns jail's pid 1 (a trace jail's first is sleep)
+        assert usage.endswith("/ 67.11MB") and pids == ("2" if podman.denied else "3"), \
+            stats.stdout
+        assert any(os.path.isdir(path) for path in groups)
+    finally:
+        assert podman("rm", "--force", "--time", "0", "st").returncode == 0
+        left = [path for path in groups if os.path.isdir(path)]
+        remove_cgroup_trees("hj-podman-parent")  # with podman's conmon group in it
+    assert left == []
 
 
 def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):

@@ -19,7 +19,7 @@ import resource
 import socket
 import struct
 
-from hyjail import devices, fstab, linux
+from hyjail import cgroups, devices, fstab, linux
 from hyjail.container import ContainerProcess
 from hyjail.devices import Device
 from hyjail.errors import SetupError
@@ -95,7 +95,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
     from hyjail.frozen import replace
     return replace(
         spec, environ=process.env, allowed=allowed, netns_path=network["path"], joined=joined,
-        sysctl=tuple(settings), devices=added,
+        sysctl=tuple(settings), devices=added, cgroup_path=_cgroup_path(config),
         container=ContainerProcess(uid=process.uid, gid=process.gid,
                                    groups=process.additional_gids, umask=process.umask,
                                    oom_score_adj=process.oom_score_adj, caps=caps,
@@ -273,6 +273,23 @@ def _capabilities(process: OciProcess) -> tuple[frozenset[str], tuple[str, ...] 
                          f"capabilities in a jail")
     gates = frozenset(gate for name in given.bounding if (gate := GRANTABLE_CAPS[name]))
     return gates, tuple(sorted(set(given.bounding)))
+
+
+def _cgroup_path(config: OciConfig) -> str | None:
+    """linux.cgroupsPath in the cgroupfs driver's form (`/PARENT/NAME`, or relative to the
+    runtime's own group): where the jail's groups go. The systemd driver's form
+    (`SLICE:PREFIX:NAME`) is not honoured yet: the jail's groups are hyjail's own then."""
+    path = config.linux.cgroups_path
+    if path is None or (":" in path and not path.startswith("/")):
+        return None
+    parts = [part for part in path.split("/") if part]
+    if not parts or "\0" in path or any(part in (".", "..") for part in parts):
+        raise SetupError(f"config.json: linux.cgroupsPath: {path}: a group's path, without "
+                         f"'.' or '..'")
+    if path.startswith("/") and parts[0] == cgroups.GROUP:
+        raise SetupError(f"config.json: linux.cgroupsPath: {path}: /{cgroups.GROUP} holds "
+                         f"hyjail's own jails' groups")
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
 def _devices(config: OciConfig) -> tuple[Device, ...]:

@@ -111,6 +111,7 @@ def _supervisor_main(store: Store, container: Container, spec, given_hooks,
     """The supervisor's life: the container's process gets the caller's stdio (conmon's
     pipes), the supervisor itself none of it (its own lines go to the runtime's --log)."""
     from hyjail import foreground, supervisor
+    from hyjail.frozen import replace
 
     container_id = container.id
     code = 1
@@ -152,8 +153,10 @@ def _supervisor_main(store: Store, container: Container, spec, given_hooks,
 
         console = (lambda master: _send_console(console_socket, master, console_size)
                    ) if console_socket else None
-        code = supervisor.run(spec, on_ready=ready, stdio=None if console else stdio,
-                              console=console)
+        # The stand-in, our parent, is counted in the jail's groups: engines read them
+        # from the container's pid (podman stats), and runc's is in its container's.
+        code = supervisor.run(replace(spec, companion=os.getppid()), on_ready=ready,
+                              stdio=None if console else stdio, console=console)
     except HyjailError as e:
         code = e.exit_code
         _report(str(e), told, ready_write, code, stdio, log)

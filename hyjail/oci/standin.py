@@ -7,12 +7,13 @@ container's network and IPC; a sandbox's are found this way). runc's answer is t
 container's own first process; a jail's first process is its supervisor's child, which no
 subreaper can reap. So `create` forks this stand-in, which forks the supervisor. Once the
 jail is held before its process, the stand-in joins the jail's network, IPC and UTS
-namespaces (where the jail has its own; never its cgroups, whose end kills their members),
-drops every capability and lets no new privilege in, forwards the signals an engine sends
-to the container's process to the jail's first process, and exits after the supervisor
-with its status (the container's). Its parent is `create`, and when `create` exits the
-engine's subreaper inherits it. If the stand-in is killed, the supervisor and with it the
-jail die too (parent-death signals).
+namespaces (where the jail has its own), and is in the jail's cgroups (the supervisor takes
+it in, and out again before it empties them: engines read a container's groups from its
+pid, `podman stats`), drops every capability and lets no new privilege in, forwards the
+signals an engine sends to the container's process to the jail's first process, and exits
+after the supervisor with its status (the container's). Its parent is `create`, and when
+`create` exits the engine's subreaper inherits it. If the stand-in is killed, the supervisor
+and with it the jail die too (parent-death signals).
 """
 
 from __future__ import annotations

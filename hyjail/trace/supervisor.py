@@ -61,11 +61,14 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             link_name=host_link_name if (spec.needs_veth and namespaces.net) else lambda jid: None)
         undo.callback(registry.remove, record.jid)
         phases.mark("admitted")
-        cgroup_paths = cgroups.create(record.jid, spec.limits)
+        cgroup_paths = cgroups.create(record.jid, spec.limits, spec.cgroup_path)
         phases.mark("cgroups made")
         undo.callback(cgroups.remove, cgroup_paths)
         undo.callback(cgroups.report_oom, cgroup_paths, record.name)
-        if cgroup_paths and cgroups.delegated():  # not where jexec and gc would look
+        if cgroup_paths and spec.companion:  # out again before the groups are emptied
+            undo.callback(cgroups.take_in(spec.companion, cgroup_paths))
+        if cgroup_paths and (cgroups.delegated() or spec.cgroup_path):
+            # Not where jexec and gc would look: the record says where.
             record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
         root = spec.path
         if spec.mounts or spec.read_only:  # on a copy of the root of its own (a chroot has no
