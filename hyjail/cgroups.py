@@ -17,6 +17,11 @@ the `hyjail` group is made under the caller's own group in each hierarchy instea
 top, so that the jail's groups are the unit's: on the unified hierarchy the unit's own
 processes first move to its leaf `supervisor` (a group with children holds no process).
 The record then keeps the paths (`of_jail`), which are not where `jail_paths` looks.
+
+An OCI container's groups go where its config's cgroupsPath says (`create`'s `at`: podman's
+--cgroup-parent, containerd's namespace), in every hierarchy as runc's, their record keeping
+the paths likewise; its stand-in is counted in them (`take_in`), since engines read a
+container's groups from its pid.
 """
 
 from __future__ import annotations
