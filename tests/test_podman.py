@@ -40,9 +40,14 @@ SUBNET = "10.77.210.0/24"
 
 
 class Podman:
-    def __init__(self, top: str, denied: bool = False):
+    def __init__(self, top: str, shape: str = "ns"):
         self.top = top
-        self.denied = denied  # run under tests/deny_namespaces.py: trace-backend jails
+        # ns: on this host; hybrid: under tests/deny_namespaces.py --only user (the kernel's
+        # rules but R2 and R5, ptrace's); trace: under it whole (a chroot, ptrace's rules).
+        self.shape = shape
+        self.denied = shape == "trace"
+        self.prefix = {"ns": [], "hybrid": [sys.executable, DENY, "--only", "user"],
+                       "trace": [sys.executable, DENY]}[shape]
         os.makedirs(top)
         self.conf = os.path.join(top, "containers.conf")
         # No network but loopback unless a test asks for podman's own (inside a network
@@ -80,8 +85,7 @@ default_subnet = "{SUBNET}"
     def __call__(self, *args: str, timeout: float = 120, netns: str | None = None,
                  **kwargs) -> subprocess.CompletedProcess:
         prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
-        if self.denied:
-            prefix += [sys.executable, DENY]
+        prefix += self.prefix
         kwargs.setdefault("capture_output", True)
         return subprocess.run([*prefix, *self.argv(*args)], text=True, timeout=timeout,
                               env=self.env, **kwargs)
@@ -98,17 +102,20 @@ default_subnet = "{SUBNET}"
             remove_cgroup_trees("libpod_parent")
 
 
-@pytest.fixture(scope="module", params=["ns", "trace"])
+@pytest.fixture(scope="module", params=["ns", "hybrid", "trace"])
 def podman(request):
-    """Podman with hyjail-oci, on this host (ns) and under a parent that denies namespaces."""
+    """Podman with hyjail-oci, on this host (ns), under a parent that denies user namespaces
+    (hybrid) and under one that denies them all (trace)."""
     from hyjail.rootfs import busybox
     if request.param == "trace":
         require_denied(kind="trace")
+    if request.param == "hybrid":
+        require_denied("user", kind="hybrid")
     # Outside pytest's directory, whose mounts are checked after every test: podman's
     # storage mount comes and goes with its own cleanup processes, after a test's commands.
     top = pathlib.Path(tempfile.mkdtemp(prefix="hj-podman-"))
     root = busybox.build(str(top / "rootfs"))
-    made = Podman(str(top / "p"), denied=request.param == "trace")
+    made = Podman(str(top / "p"), request.param)
     try:
         # The image, and a pod's infra image: the same root, sleeping by default.
         for image, change in ((IMAGE, []), (INFRA, ["--change", 'CMD ["sleep", "1000000"]'])):
@@ -162,7 +169,7 @@ def test_detached_exec_logs_stop_rm(podman):
 def test_a_terminal(podman):
     """-it: the container's stdio is a terminal of its own (the jail's devpts; a trace
     jail's, which has no /dev/pts, a pty the supervisor made), its master sent to conmon."""
-    argv = shlex.join([*([sys.executable, DENY] if podman.denied else []),
+    argv = shlex.join([*podman.prefix,
                        *podman.argv("run", "--rm", "-it", IMAGE, "sh", "-c",
                                     "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; tty; "
                                     "echo term=$TERM")])
@@ -332,7 +339,7 @@ def test_the_hosts_network_is_freebsds_ip_inherit(podman):
         server.listen()
         server.settimeout(30)
         port = server.getsockname()[1]
-        prefix = [sys.executable, DENY] if podman.denied else []
+        prefix = podman.prefix
         client = subprocess.Popen(
             [*prefix, *podman.argv("run", "--rm", "--network", "host", IMAGE, "sh", "-c",
                                    f"echo hello | nc 127.0.0.1 {port}")],
