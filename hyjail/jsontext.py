@@ -24,15 +24,24 @@ class _Options:
     parse_constant = float  # NaN, Infinity, -Infinity: what json.loads makes of them
 
 
+class _NumbersOnly(_Options):
+    """The same, refusing NaN and the infinities, which JSON itself does not have."""
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not a JSON number")
+
+
 def _not_serializable(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _accelerated() -> tuple | None:
-    """The scanner and the two encoders (unsorted, sorted), or None without `_json`'s."""
+    """The two scanners (constants read, refused) and the two encoders (unsorted, sorted),
+    or None without `_json`'s."""
     try:
         import _json
-        scan = _json.make_scanner(_Options())
+        scans = (_json.make_scanner(_Options()), _json.make_scanner(_NumbersOnly()))
         encoders = tuple(
             # check_circular (a fresh markers dict per call, below), default, ASCII strings,
             # no indent, json's separators, sort_keys, skipkeys off, NaN allowed.
@@ -41,7 +50,7 @@ def _accelerated() -> tuple | None:
                 sort, False, True))
             for sort in (False, True))
         encoders[0]({})  # signatures differ across versions: find out now, not at a dump
-        return scan, *encoders
+        return *scans, *encoders
     except (ImportError, AttributeError, TypeError):
         return None
 
@@ -54,19 +63,21 @@ def dumps(value: object, sort_keys: bool = False) -> str:
     if _FAST is None:
         import json
         return json.dumps(value, sort_keys=sort_keys)
-    return "".join(_FAST[2 if sort_keys else 1]({})(value, 0))
+    return "".join(_FAST[3 if sort_keys else 2]({})(value, 0))
 
 
-def loads(text: str | bytes) -> object:
-    """json.loads(text)."""
+def loads(text: str | bytes, constants: bool = True) -> object:
+    """json.loads(text); constants False: NaN, Infinity and -Infinity refused (ValueError)."""
     if _FAST is None:
         import json
-        return json.loads(text)
+        if constants:
+            return json.loads(text)
+        return json.loads(text, parse_constant=_NumbersOnly.parse_constant)
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")  # what json.loads reads of a record or a cache
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
-        value, end = _FAST[0](text, start)
+        value, end = _FAST[0 if constants else 1](text, start)
     except StopIteration as e:
         raise ValueError(f"Expecting value: char {e.value}") from None
     if text[end:].strip(_WHITESPACE):

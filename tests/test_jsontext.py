@@ -44,6 +44,13 @@ def test_nan_and_the_infinities_read_as_json_reads_them():
     assert repr(jsontext.loads("[NaN, Infinity, -Infinity]")) == "[nan, inf, -inf]"
 
 
+def test_constants_refused_when_asked_as_json_refuses_them_with_parse_constant():
+    assert jsontext.loads('{"a": [1.5, 2]}', constants=False) == {"a": [1.5, 2]}
+    for text in ("NaN", "[1, Infinity]", '{"a": -Infinity}'):
+        with pytest.raises(ValueError, match="is not a JSON number"):
+            jsontext.loads(text, constants=False)
+
+
 def test_what_json_cannot_write_it_cannot_either():
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         jsontext.dumps({"a": {1}})

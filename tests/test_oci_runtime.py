@@ -440,6 +440,29 @@ def test_a_group_in_use_at_the_cgroups_path_is_refused(oci):
                 os.rmdir(path)
 
 
+# What every create, start, list and delete does without: each was milliseconds of every
+# `podman run`, which calls hyjail-oci three times or more.
+OFF_THE_CREATE_PATH = ("json", "re", "shutil", "typing", "dataclasses", "click", "_hashlib")
+
+
+def test_create_start_and_delete_import_none_of_the_costly_modules(oci):
+    bundle = oci.bundle(["/bin/true"], seccomp={"defaultAction": "SCMP_ACT_ALLOW"})
+    script = ("import sys\nfrom hyjail.oci.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+              f"found = [m for m in {OFF_THE_CREATE_PATH!r} if m in sys.modules]\n"
+              "sys.stderr.write(' '.join(found) or 'NONE')\nsys.exit(code)")
+    for args in (["create", "--bundle", bundle, "lean"], ["start", "lean"],
+                 ["list", "--format", "json"], ["delete", "--force", "lean"]):
+        # Files, not pipes: the container keeps create's stdio (`Runtime.create`).
+        err = oci.tmp / f"lean-{args[0]}.err"
+        with open(err, "w") as errors:
+            done = subprocess.run([sys.executable, "-c", script, "--root", oci.state, *args],
+                                  stdout=subprocess.DEVNULL, stderr=errors, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        said = err.read_text()
+        assert done.returncode == 0 and said.endswith("NONE"), (args, said)
+
+
 def test_ids_bundles_and_usage(oci, tmp_path):
     bundle = oci.bundle(["/bin/sleep", "60"])
     assert oci.create("dup", bundle)[0] == 0

@@ -11,12 +11,12 @@ of `hyjail.oci.runtime` or `hyjail.oci.execute`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Callable
 
+from hyjail import jsontext
 from hyjail.errors import HyjailError, one_line
 from hyjail.frozen import frozen, made_by
 
@@ -143,7 +143,7 @@ class Logger:
         if not self.path:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (json.dumps({"level": level, "msg": message, "time": now}) if self.json
+        line = (jsontext.dumps({"level": level, "msg": message, "time": now}) if self.json
                 else f'time="{now}" level={level} msg="{message}"')
         try:
             with open(self.path, "a") as f:
@@ -231,6 +231,8 @@ def _run(store, parsed: Parsed, log) -> int:
 
 
 def _state(store, parsed: Parsed, log) -> int:
+    import json  # for its indent (runc's state is indented): only here, never on create's path
+
     from hyjail.oci import runtime
     sys.stdout.write(json.dumps(runtime.current_state(store, parsed.args[0]), indent=2) + "\n")
     return 0
@@ -263,7 +265,7 @@ def _list(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
     found = runtime.listing(store)
     if parsed.flags.get("format") == "json":
-        sys.stdout.write(json.dumps(found) + "\n")
+        sys.stdout.write(jsontext.dumps(found) + "\n")
     else:
         sys.stdout.write(runtime.format_list(found, bool(parsed.flags.get("quiet"))))
     return 0
@@ -273,7 +275,7 @@ def _ps(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
     pids = runtime.processes(store, parsed.args[0])
     if parsed.flags.get("format") == "json":
-        sys.stdout.write(json.dumps(pids) + "\n")
+        sys.stdout.write(jsontext.dumps(pids) + "\n")
         return 0
     import subprocess
     if not pids:
@@ -295,6 +297,8 @@ def _resume(store, parsed: Parsed, log) -> int:
 
 
 def _features(store, parsed: Parsed, log) -> int:
+    import json  # for its indent
+
     from hyjail.oci import features
     sys.stdout.write(json.dumps(features.document(), indent=2) + "\n")
     return 0
@@ -307,6 +311,7 @@ def _spec(store, parsed: Parsed, log) -> int:
     if os.path.lexists(path):
         raise HyjailError(f"File {path} exists. Remove it first", 1)
     with open(path, "w") as f:
+        import json  # for its indent
         json.dump(features.default_config(bool(parsed.flags.get("rootless"))), f, indent=2)
         f.write("\n")
     return 0

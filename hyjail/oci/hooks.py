@@ -22,10 +22,10 @@ The hooks later operations run are kept in the container's record (`to_record`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 
+from hyjail import jsontext
 from hyjail.errors import SetupError
 
 TYPE_CHECKING = False  # (typing's import: 2 ms of every hyjail-oci call)
@@ -65,8 +65,10 @@ def from_record(kept: dict, kind: str) -> tuple[KeptHook, ...]:
 
 def run_on_host(kind: str, hooks: Sequence[OciHook | KeptHook], state: dict) -> None:
     """Each hook in turn, the state on its stdin; SetupError naming the first that fails."""
+    if not hooks:
+        return  # and no subprocess (with re, locale, threading) imported for none
     import subprocess
-    payload = json.dumps(state).encode()
+    payload = jsontext.dumps(state).encode()
     for index, hook in enumerate(hooks):
         where = f"{field(kind, index)}: {hook.path}"
         try:
@@ -95,7 +97,7 @@ def run_in_jail(jid: int, hooks: Sequence[OciHook], state: dict, process) -> Non
     """startContainer: each hook inside the jail, as the container's process (`process`,
     a ContainerProcess) runs; SetupError naming the first that fails."""
     from hyjail import jails
-    payload = json.dumps(state).encode()
+    payload = jsontext.dumps(state).encode()
     for index, hook in enumerate(hooks):
         where = f"{field('start_container', index)}: {hook.path}"
         argv = [hook.path, *hook.args[1:]]

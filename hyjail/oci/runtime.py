@@ -15,7 +15,6 @@ signal, as hyjail's supervisor reports it). Its state: `hyjail.oci.state`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -23,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from hyjail import jsontext
 from hyjail.errors import HyjailError, SetupError
 from hyjail.oci import hooks
 from hyjail.oci import state as states
@@ -413,4 +413,4 @@ def processes(store: Store, container_id: str) -> list[int]:
 
 
 def dumps(value) -> str:
-    return json.dumps(value) + "\n"
+    return jsontext.dumps(value) + "\n"

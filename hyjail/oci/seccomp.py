@@ -41,11 +41,10 @@ import contextlib
 import ctypes
 import errno
 import functools
-import json
 import os
 from collections.abc import Mapping
 
-from hyjail import digest
+from hyjail import digest, jsontext
 from hyjail.errors import SetupError, one_line
 from hyjail.frozen import frozen
 
@@ -175,7 +174,7 @@ _programs: dict[str, bytes] = {}  # this process's, by key
 
 def entry_key(profile: Mapping[str, Any]) -> str:
     """The cache key (and file name, with `.bpf`) of a profile's program."""
-    canonical = json.dumps(profile, sort_keys=True, separators=(",", ":"))
+    canonical = jsontext.dumps(profile, sort_keys=True)
     return digest.hexdigest(f"{canonical}\n{_fingerprint()}".encode())
 
 
@@ -326,7 +325,10 @@ def _known(value: Any, table: Mapping[str, Any]) -> bool:
 
 
 def _shown(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=repr)[:200]
+    if isinstance(value, str):
+        return value
+    import json  # a refusal's wording only: off the path of a profile that compiles
+    return json.dumps(value, default=repr)[:200]
 
 
 def _fail(where: str, *parts: str) -> NoReturn:
