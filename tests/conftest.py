@@ -215,6 +215,13 @@ def fresh_loopback_ip() -> str:
     return f"127.77.{1 + n // 250}.{2 + n % 250}"
 
 
+def python_prints(code: str) -> str:
+    """What a fresh interpreter of the venv prints running code (what a start imports, how
+    it leaves the collector, ...)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
 def hyjail(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*HYJAIL, *args], capture_output=True, text=True, timeout=timeout,
                           **kwargs)

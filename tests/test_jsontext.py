@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyjail import jsontext
+
+from conftest import python_prints
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
            | st.text())
@@ -61,9 +61,7 @@ def test_what_json_cannot_write_it_cannot_either():
 
 
 def test_it_imports_neither_json_nor_re():
-    found = subprocess.run(
-        [sys.executable, "-c", "import sys; from hyjail import jsontext; "
-         "jsontext.loads(jsontext.dumps({'a': [1, 2.5, None, 'x']}, sort_keys=True)); "
-         "print(sorted(m for m in ('json', 're') if m in sys.modules))"],
-        capture_output=True, text=True, check=True).stdout
-    assert found == "[]\n"
+    assert python_prints(
+        "import sys; from hyjail import jsontext; "
+        "jsontext.loads(jsontext.dumps({'a': [1, 2.5, None, 'x']}, sort_keys=True)); "
+        "print(sorted(m for m in ('json', 're') if m in sys.modules))") == "[]\n"

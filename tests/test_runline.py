@@ -12,6 +12,8 @@ import pytest
 
 from hyjail import cli, runline
 
+from conftest import python_prints
+
 ROOT_LINE = ["/srv/root", "web", "10.77.0.2"]
 
 # Command lines after `run`: each either read by the shortcut (then as click reads it) or
@@ -115,9 +117,6 @@ def test_the_installed_commands_are_bins_launchers(name):
 
 def test_a_starts_imports_leave_the_collector_running_and_their_objects_frozen():
     """A supervisor may run for days: the collector it pauses for its imports runs again."""
-    found = subprocess.run(
-        [sys.executable, "-c", "import gc\nfrom hyjail import commands\n"
-         "commands._import_uncollected('hyjail.supervisor')\n"
-         "print(gc.isenabled(), gc.get_freeze_count() > 1000)"],
-        capture_output=True, text=True, check=True).stdout
-    assert found == "True True\n"
+    assert python_prints("import gc\nfrom hyjail import commands\n"
+                         "commands._import_uncollected('hyjail.supervisor')\n"
+                         "print(gc.isenabled(), gc.get_freeze_count() > 1000)") == "True True\n"
