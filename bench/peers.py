@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from hyjail import cgroups
 from hyjail.check.jailrun import HYJAIL  # the installed command, as users run it
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -191,6 +192,9 @@ def podman(root: str) -> Iterator[tuple[list[str], dict[str, str]]]:
     is read or left (as tests/test_podman.py does)."""
     # Under /tmp and short: podman refuses a --runroot longer than 50 characters.
     top = tempfile.mkdtemp(prefix="hj-bench-", dir="/tmp")
+    # Its cgroupfs manager makes /libpod_parent (conmon's group and the containers'): made
+    # for the bench, it goes with it.
+    made_parent = not cgroups.groups_at("libpod_parent")
     base = ["podman", "--root", os.path.join(top, "storage"),
             "--runroot", os.path.join(top, "run")]
     env = {**os.environ, "CONTAINERS_CONF": _podman_conf(top)}
@@ -199,6 +203,8 @@ def podman(root: str) -> Iterator[tuple[list[str], dict[str, str]]]:
         yield base, env
     finally:
         _podman_remove(top, base, env)
+        if made_parent:
+            cgroups.remove_empty_groups("libpod_parent")
 
 
 def podman_runners(base: list[str], limits: list[str]) -> dict[str, list[str]]:

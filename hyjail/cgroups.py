@@ -425,6 +425,24 @@ def remove(paths: list[str]) -> None:
                 os.rmdir(os.path.dirname(path))
 
 
+def groups_at(relative: str) -> list[str]:
+    """The groups at `relative` (from each hierarchy's root) in the hierarchies that have
+    one."""
+    return [path for hierarchy in hierarchies()
+            if os.path.isdir(path := os.path.join(hierarchy.mount, relative))]
+
+
+def remove_empty_groups(relative: str) -> None:
+    """The empty groups at `relative` (from each hierarchy's root) and beneath it removed, in
+    every hierarchy; a group with a process stays. For what a container engine made around
+    its containers' groups (podman's --cgroup-parent, its conmon group, containerd's
+    namespace) when a test or the bench made the engine's world itself."""
+    for hierarchy in hierarchies():
+        for directory, _, _ in os.walk(os.path.join(hierarchy.mount, relative), topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+
 def sweep(live_jids: set[int]) -> None:
     """Remove every jail group whose JID no live jail holds (what a busy teardown left)."""
     for hierarchy in hierarchies():

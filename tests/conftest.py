@@ -399,17 +399,6 @@ def new_leaks() -> dict[str, list]:
     return leaks
 
 
-def remove_cgroup_trees(relative: str) -> None:
-    """The empty groups at `relative` and beneath it, in every hierarchy, removed: what an
-    engine made for a test's containers beside the jails' own (podman's --cgroup-parent and
-    its conmon group, containerd's namespace)."""
-    from hyjail import cgroups
-    for hierarchy in cgroups.hierarchies():
-        for directory, _, _ in os.walk(os.path.join(hierarchy.mount, relative), topdown=False):
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-
-
 def _clean_up_leaks(leaks: dict[str, list]) -> None:
     for pid in leaks.get("jailed processes", []):
         with contextlib.suppress(OSError):

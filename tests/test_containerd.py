@@ -22,7 +22,9 @@ import time
 
 import pytest
 
-from conftest import needs_jails, remove_cgroup_trees
+from hyjail import cgroups
+
+from conftest import needs_jails
 
 pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("containerd") is None or shutil.which("ctr") is None
@@ -91,7 +93,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 if point.startswith(self.top):
                     subprocess.run(["umount", "-l", point], check=False)
         shutil.rmtree(os.path.join("/run/containerd/runc", NAMESPACE), ignore_errors=True)
-        remove_cgroup_trees(NAMESPACE)  # its containers' cgroupsPath: /NAMESPACE/ID
+        cgroups.remove_empty_groups(NAMESPACE)  # its containers' cgroupsPath: /NAMESPACE/ID
         if not self.host_had_run_dir:  # the shims' sockets and fifos, made for us alone
             shutil.rmtree("/run/containerd", ignore_errors=True)
 

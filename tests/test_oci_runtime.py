@@ -7,7 +7,6 @@ line with nothing left behind. Podman and containerd themselves: tests/test_podm
 from __future__ import annotations
 
 import array
-import contextlib
 import fcntl
 import json
 import os
@@ -22,6 +21,7 @@ import time
 
 import pytest
 
+from hyjail import cgroups
 from hyjail.oci import features
 
 from conftest import DENY, needs_jails, require_denied
@@ -389,13 +389,6 @@ def test_linux_devices_are_the_hosts_nodes_and_the_rules_may_allow_them(oci):
     assert done.stdout.split() == ["crw-rw-rw-", f"{os.major(full)},", str(os.minor(full)), "3"]
 
 
-def _groups_at(relative: str) -> list[str]:
-    """The groups at `relative` in every hierarchy of this host."""
-    from hyjail import cgroups
-    return [path for h in cgroups.hierarchies()
-            if os.path.isdir(path := os.path.join(h.mount, relative))]
-
-
 def test_cgroups_path_places_the_jails_groups_and_leaves_the_parent(oci):
     parent, leaf = "hj-oci-parent", "hj-oci-parent/ctr"
     try:
@@ -403,7 +396,7 @@ def test_cgroups_path_places_the_jails_groups_and_leaves_the_parent(oci):
                             resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20}})
         code, err = oci.create("cg", bundle)
         assert code == 0, err
-        groups = _groups_at(leaf)
+        groups = cgroups.groups_at(leaf)
         assert groups, "no group at the cgroupsPath"
         held = [path for path in groups if pathlib.Path(path, "cgroup.procs").read_text()]
         assert held == groups  # the jail's first process is in each
@@ -411,13 +404,12 @@ def test_cgroups_path_places_the_jails_groups_and_leaves_the_parent(oci):
                   for name in ("memory.max", "memory.limit_in_bytes", "pids.max")
                   if os.path.exists(os.path.join(path, name))}
         assert str(64 << 20) in limits.values() and limits.get("pids.max") == "20", limits
-        assert not _groups_at(f"hyjail/{leaf}")
+        assert not cgroups.groups_at(f"hyjail/{leaf}")
         assert oci("delete", "--force", "cg").returncode == 0
-        assert _groups_at(leaf) == [] and _groups_at(parent)  # the parent is the caller's
+        # The leaf is gone, the parent (the caller's) stays.
+        assert cgroups.groups_at(leaf) == [] and cgroups.groups_at(parent)
     finally:
-        for path in _groups_at(leaf) + _groups_at(parent):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        cgroups.remove_empty_groups(parent)
 
 
 @pytest.mark.parametrize("path", ["/", "/a/../b", "/hyjail/7"])
@@ -435,9 +427,7 @@ def test_a_group_in_use_at_the_cgroups_path_is_refused(oci):
         assert code == 1 and "holds processes already" in err, err
         assert oci("delete", "--force", "one").returncode == 0
     finally:
-        for path in _groups_at("hj-oci-busy"):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        cgroups.remove_empty_groups("hj-oci-busy")
 
 
 # What every create, start, list and delete does without: each was milliseconds of every

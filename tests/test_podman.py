@@ -16,7 +16,6 @@ and forwarding go, in 10.77.210.0/24: the real host's network is never touched.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import pathlib
@@ -29,7 +28,9 @@ import time
 
 import pytest
 
-from conftest import DENY, needs_jails, remove_cgroup_trees, require_denied
+from hyjail import cgroups
+
+from conftest import DENY, needs_jails, require_denied
 
 pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
@@ -73,8 +74,7 @@ default_subnet = "{SUBNET}"
 """)
         # Podman's cgroupfs manager makes /libpod_parent (its containers' and conmon's groups
         # under it); made for the tests, it goes with them.
-        self.made_parent = not (glob.glob("/sys/fs/cgroup/libpod_parent")
-                                or glob.glob("/sys/fs/cgroup/*/libpod_parent"))
+        self.made_parent = not cgroups.groups_at("libpod_parent")
         self.base = ["podman", "--root", os.path.join(top, "storage"),
                      "--runroot", os.path.join(top, "run")]
         self.env = {**os.environ, "CONTAINERS_CONF": self.conf}
@@ -99,7 +99,7 @@ default_subnet = "{SUBNET}"
                     subprocess.run(["umount", "-l", point], check=False)
         shutil.rmtree(self.top, ignore_errors=True)
         if self.made_parent:
-            remove_cgroup_trees("libpod_parent")
+            cgroups.remove_empty_groups("libpod_parent")
 
 
 @pytest.fixture(scope="module", params=["ns", "hybrid", "trace"])
@@ -237,7 +237,6 @@ def test_a_device_of_the_hosts_at_a_path_of_the_containers(podman):
 def test_stats_read_the_containers_own_groups_under_its_cgroup_parent(podman):
     """podman reads a container's groups from its pid (the stand-in's): they are the jail's,
     at the cgroupsPath podman chose (under --cgroup-parent), and gone with the container."""
-    from hyjail import cgroups
     started = podman("run", "-d", "--name", "st", "--cgroup-parent", "/hj-podman-parent",
                      "--memory", "64m", IMAGE, "sleep", "60")
     assert started.returncode == 0, started.stderr
@@ -259,7 +258,7 @@ def test_stats_read_the_containers_own_groups_under_its_cgroup_parent(podman):
     finally:
         assert podman("rm", "--force", "--time", "0", "st").returncode == 0
         left = [path for path in groups if os.path.isdir(path)]
-        remove_cgroup_trees("hj-podman-parent")  # with podman's conmon group in it
+        cgroups.remove_empty_groups("hj-podman-parent")  # with podman's conmon group in it
     assert left == []
 
 
