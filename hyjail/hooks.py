@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from hyjail.errors import SetupError
+from hyjail.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class HookOptions:
     """How a jail's commands run, kept in its record for `jail -r`."""
     timeout: float | None = None  # exec.timeout
@@ -52,7 +51,7 @@ class HookOptions:
         return keywords
 
     def to_record(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__
+        return {name: getattr(self, name) for name in self.__frozen_fields__
                 if name != "verbose"}
 
     def tell(self, name: str, command: str, inside: bool = False) -> None:
@@ -64,7 +63,7 @@ class HookOptions:
 
     @classmethod
     def from_record(cls, kept: dict) -> HookOptions:
-        return cls(**{k: v for k, v in kept.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in kept.items() if k in cls.__frozen_fields__})
 
 
 @contextlib.contextmanager
@@ -98,7 +97,11 @@ def console(log: str | None, root: str) -> Iterator[None]:
 
 
 def run_host_hooks(commands: list[str], which: str, jid: int | str, name: str, path: str,
-                   options: HookOptions = HookOptions()) -> None:
+                   options: HookOptions | None = None) -> None:
+    if not commands:
+        return  # and no subprocess (with re, locale, threading) imported for none
+    options = options or HookOptions()
+    import subprocess
     env = {**os.environ, "JID": str(jid), "JNAME": name, "JPATH": path}
     for command in commands:
         options.tell(name or str(jid), command)

@@ -18,12 +18,11 @@ No click: jail(8) is on the hot path of a start, and getopt is what FreeBSD's us
 
 from __future__ import annotations
 
-import getopt
 import ipaddress
 import os
-import shlex
 import sys
 
+from hyjail import getopt3
 from hyjail.errors import HyjailError, one_line
 
 USAGE = """\
@@ -57,10 +56,9 @@ class Request:
 
 def parse(argv: list[str]) -> tuple[Request, list[str]]:
     try:
-        options, args = getopt.getopt(argv, OPTIONS)
-    except getopt.GetoptError as e:  # worded as FreeBSD's getopt(3) words it
-        wording = "option requires an argument" if "requires" in e.msg else "illegal option"
-        raise Usage(f"jail: {wording} -- {e.opt}") from None
+        options, args = getopt3.parse(argv, OPTIONS)
+    except getopt3.OptionError as e:
+        raise Usage(f"jail: {e}") from None
     request = Request()
     for flag, value in options:
         match flag:
@@ -320,6 +318,8 @@ def _warn(message: str) -> None:
 
 def _write_jid_file(path: str, record) -> None:
     """-J: the parameters the jail was started with, as `jail -c` takes them."""
+    import shlex  # it imports re: only for -J, never on every start
+
     from hyjail import jls
     words = jls.settable_words(record)
     try:

@@ -282,8 +282,6 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
     process: an OCI exec's (`hyjail.container.ContainerProcess`): its ids, groups and
     capabilities exactly, environ as given. console: the command's 0-2 are a terminal of
     the jail's, whose master goes to console (an OCI --console-socket), not relayed."""
-    import shlex
-
     from hyjail import accounts, cgroups, terminal, weaken
     from hyjail.errors import SetupError
     from hyjail.foreground import (
@@ -366,6 +364,7 @@ def exec_in(which: str | int, argv: Sequence[str], *, user: str | None = None,
             return run_in_foreground(child, channel, tty_fds, fds, undo, pending)
         if _in_foreground_until(child, channel, tty_fds, fds, undo, pending, timeout):
             return child.status
+        import shlex  # it imports re: only for this line, never on every jexec
         command = shlex.join(argv) if argv else "the user's shell"
         raise SetupError(f"jail {record.name}: {command}: timed out after {timeout:g} s")
 

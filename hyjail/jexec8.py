@@ -13,9 +13,9 @@ No click: jexec is on the hot path of every entry, and getopt is what FreeBSD's 
 
 from __future__ import annotations
 
-import getopt
 import sys
 
+from hyjail import getopt3
 from hyjail.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, HyjailError, one_line
 
 PROG = "jexec"
@@ -49,11 +49,9 @@ class Request:
 
 def parse(argv: list[str]) -> Request:
     try:
-        options, args = getopt.getopt(argv, OPTIONS)
-    except getopt.GetoptError as e:  # worded as FreeBSD's getopt(3) words it
-        wording = "option requires an argument" if "requires" in e.msg else "illegal option"
-        # A long option ("--x") is, to getopt(3), the option character '-'.
-        raise Usage(f"{PROG}: {wording} -- {'-' if len(e.opt) > 1 else e.opt}") from None
+        options, args = getopt3.parse(argv, OPTIONS)
+    except getopt3.OptionError as e:
+        raise Usage(f"{PROG}: {e}") from None
     request = Request()
     uflag = Uflag = False
     for flag, value in options:

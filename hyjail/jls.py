@@ -14,16 +14,17 @@ instances) the way libxo 1.6 renders them.
 
 from __future__ import annotations
 
-import getopt
 import ipaddress
-import re
 import sys
-from dataclasses import dataclass
-from typing import TextIO
 
-from hyjail import jailparams
+from hyjail import getopt3, jailparams
 from hyjail.errors import one_line
+from hyjail.frozen import frozen
 from hyjail.registry import Record
+
+TYPE_CHECKING = False  # typing's own import costs every jls 2 ms; only a checker reads it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 PROG = "jls"
 OPTIONS = "acdj:hNnqsv"
@@ -45,7 +46,7 @@ _OWN = ("jid", "name", "path", "host.hostname", "ip4.addr", "ip6.addr", "persist
 DEFAULT, HEADER, NAMEVAL, QUOTED, SKIP, VERBOSE, JAIL_NAME = (1 << i for i in range(7))
 
 
-@dataclass(frozen=True)
+@frozen
 class Style:
     nameval: bool = False  # -n
     quoted: bool = False  # -q
@@ -179,12 +180,15 @@ class LibxoError(Exception):
     """--libxo given something libxo refuses (message as libxo words it)."""
 
 
-@dataclass
 class Libxo:
-    style: str = "text"
-    pretty: bool = False
-    underscores: bool = False
-    indent: int = 2
+    """--libxo's options. (A plain class: jls is on the hot path, dataclasses is not.)"""
+
+    __slots__ = ("style", "pretty", "underscores", "indent")
+
+    def __init__(self, style: str = "text", pretty: bool = False, underscores: bool = False,
+                 indent: int = 2) -> None:
+        self.style, self.pretty, self.underscores, self.indent = (style, pretty, underscores,
+                                                                   indent)
 
 
 def libxo_options(text: str, xo: Libxo, warn: list[str]) -> None:
@@ -201,7 +205,7 @@ def libxo_options(text: str, xo: Libxo, warn: list[str]) -> None:
             elif c == "u":
                 xo.underscores = True
             elif c == "i":
-                digits = re.match(r"\d*", letters[i + 1:]).group()
+                digits = _leading_digits(letters[i + 1:])
                 if digits:
                     xo.indent = int(digits)
                     i += len(digits)
@@ -225,7 +229,7 @@ def libxo_options(text: str, xo: Libxo, warn: list[str]) -> None:
             xo.underscores = xo.underscores or name == "underscores"
         elif name == "indent":
             if eq:
-                xo.indent = int(re.match(r"\d*", value).group() or 0)
+                xo.indent = int(_leading_digits(value) or 0)
         else:
             warn.append(f"unknown libxo option value: '{name}'")
             failed = True
@@ -676,13 +680,23 @@ def _write(stream: TextIO, text: str) -> None:
     buffer.flush()
 
 
+def _leading_digits(text: str) -> str:
+    """The ASCII digits text starts with (what libxo's and strtoul(3)'s loops read)."""
+    end = 0
+    while end < len(text) and text[end] in "0123456789":
+        end += 1
+    return text[:end]
+
+
 def _jail_key(text: str) -> int:
     """jls.c's -j: strtoul(3) of the argument; 0 (or trailing junk) means a name."""
-    match = re.fullmatch(r"\s*([+-]?)(\d+)", text)
-    if match is None:
+    body = text.lstrip(" \t\n\v\f\r")  # isspace(3)'s, in the C locale
+    sign = body[:1] if body[:1] in ("+", "-") else ""
+    digits = _leading_digits(body[len(sign):])
+    if not digits or len(sign) + len(digits) != len(body):
         return 0
-    number = int(match.group(2)) % (1 << 64)
-    number = -((1 << 64) - number) if match.group(1) == "-" and number else number
+    number = int(digits) % (1 << 64)
+    number = -((1 << 64) - number) if sign == "-" and number else number
     number = (number + (1 << 31)) % (1 << 32) - (1 << 31)  # as jls.c's int
     return 0 if number == 0 else number
 
@@ -724,12 +738,9 @@ def _run(argv: list[str], options: Libxo, registry, out: TextIO, warn) -> int:
         return 1
 
     try:
-        opts, args = getopt.getopt(argv, OPTIONS)
-    except getopt.GetoptError as e:
-        opt = e.opt or "?"
-        reason = ("option requires an argument" if "requires argument" in e.msg
-                  else "illegal option")
-        warn(f"{reason} -- {one_line(opt[:1])}")
+        opts, args = getopt3.parse(argv, OPTIONS)
+    except getopt3.OptionError as e:
+        warn(f"{e.reason} -- {one_line(e.character)}")
         return fail(USAGE)
     pflags, jid, jname, check = 0, 0, None, False
     for opt, value in opts:

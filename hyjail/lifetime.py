@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 
 from hyjail.jails import has_processes
 from hyjail.linux import process_start_time
 from hyjail.registry import Record, Registry
+
+TYPE_CHECKING = False  # only a checker reads it: threading is the supervisor's alone
+if TYPE_CHECKING:
+    import threading
 
 ARMED = "processes"  # the record's params["lifetime"] once the watch may end the jail
 POLL_SECONDS = 0.1
@@ -32,6 +35,7 @@ def arm(record: Record, registry: Registry) -> Record:
 
 def watch(jid: int, registry: Registry) -> threading.Thread:
     """Start the watch of jail jid in this (its supervisor's) process, as a daemon thread."""
+    import threading  # the supervisor's alone: not on `jail -c`'s path
     thread = threading.Thread(target=_watch, args=(jid, registry), name=f"lifetime-{jid}",
                               daemon=True)
     thread.start()

@@ -115,6 +115,34 @@ def test_the_installed_commands_are_bins_launchers(name):
         assert a.read().split("\n", 1)[1] == b.read().split("\n", 1)[1]
 
 
+# What the drop-ins' starts do without besides (their parsers are getopt(3)'s, without
+# getopt's gettext, re and locale; their hooks import subprocess only when there are some).
+OFF_THE_DROP_INS = (*OFF_THE_START_PATH, "typing", "subprocess", "getopt", "shlex")
+
+
+def _drop_in(main: str, *argv: str) -> subprocess.CompletedProcess:
+    script = (f"import sys\nfrom hyjail.commands import {main}\n"
+              f"try:\n    {main}(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+              f"found = [m for m in {OFF_THE_DROP_INS!r} if m in sys.modules]\n"
+              "sys.stderr.write(' '.join(found) or 'NONE')\nsys.exit(code)")
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_jail_jexec_and_jls_start_without_the_costly_modules(busybox_root):
+    name = "hjlean"
+    made = _drop_in("jail_main", "-c", f"name={name}", f"path={busybox_root}",
+                    f"host.hostname={name}", "ip4.addr=127.0.0.1", "persist")
+    try:
+        assert made.returncode == 0 and made.stderr.endswith("NONE"), made.stderr
+        for main, argv in (("jexec_main", (name, "/bin/true")), ("jls_main", ())):
+            done = _drop_in(main, *argv)
+            assert done.returncode == 0 and done.stderr.endswith("NONE"), (main, done.stderr)
+    finally:
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "jail"), "-r", name],
+                       capture_output=True, timeout=60)
+
+
 def test_a_starts_imports_leave_the_collector_running_and_their_objects_frozen():
     """A supervisor may run for days: the collector it pauses for its imports runs again."""
     assert python_prints("import gc\nfrom hyjail import commands\n"
