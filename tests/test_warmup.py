@@ -3,6 +3,7 @@ caller's, ends when told or when its caller is gone, and never outlives a comman
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,6 +62,19 @@ def _state_and_parent(pid: int) -> tuple[str, int]:
     return state, int(parent)
 
 
+def _held(pid: int) -> dict[int, str]:
+    """What pid holds open, by descriptor."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed as we looked
+            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return found
+
+
+def _besides_stdin(held: dict[int, str]) -> list[str]:
+    return [what for fd, what in sorted(held.items()) if fd != 0]
+
+
 def _gone(pid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -89,10 +103,14 @@ def caller():
 def test_it_holds_only_its_pipe_and_its_own_cgroup_file_and_ends_when_told(caller):
     [pid] = _warmups(caller)
     assert _state_and_parent(pid)[1] != caller.pid  # no child of a supervisor's waitpid(-1)
-    held = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    # Once it has run at all: it closes what the fork gave it, then opens its cgroup file.
+    deadline = time.monotonic() + 10
+    held = _held(pid)
+    while _besides_stdin(held) != [warmup._own_procs_file()] and time.monotonic() < deadline:
+        time.sleep(0.01)
+        held = _held(pid)
     assert held.pop(0).startswith("pipe:")  # the caller's stdin, stdout: none of them
-    [procs] = held.values()
-    assert procs == warmup._own_procs_file()
+    assert list(held.values()) == [warmup._own_procs_file()]
     with open(f"/proc/{pid}/cgroup") as f, open(f"/proc/{caller.pid}/cgroup") as g:
         assert f.read() == g.read()  # it moves itself where it already is: nowhere
     caller.stdin.write("stop\n")
