@@ -10,8 +10,9 @@ already in, a move that changes nothing, every 2 ms, until the command has place
 (`stop`, from `foreground.place_in_cgroups`) or for a second at most. By the time the real move
 comes, the lock is warm.
 
-Best effort and nothing more: not root, or no cgroup file we can write (a read-only cgroupfs in
-a container), and nothing runs; a warm-up that lapses costs the start the wait it always had.
+Best effort and nothing more: not root, a systemd unit's delegated groups, or no cgroup file we
+can write (a read-only cgroupfs in a container), and nothing runs; a warm-up that lapses costs
+the start the wait it always had.
 The process is a grandchild, left to init: no supervisor's `waitpid(-1)` ever sees it, and it
 holds nothing of the caller's (no stdio, no terminal) but its pipe and its own cgroup file.
 """
@@ -25,12 +26,16 @@ PERIOD = 0.002   # seconds between moves: well inside a grace period (5 ms or mo
 LIMIT = 500      # moves at most (a second): a start that takes longer pays the wait again
 
 _stop_fd: int | None = None
+_DELEGATED = "HYJAIL_CGROUPS"  # `hyjail.cgroups.DELEGATED` (not imported: this runs first)
 
 
 def start() -> None:
     """Start warming, for a command about to start or enter a jail as root."""
     global _stop_fd
-    if _stop_fd is not None or os.geteuid() != 0:
+    # Not under a unit's delegated groups: there `cgroups` moves the unit's processes to
+    # its leaf before it enables controllers, and a warm-up moving itself back into the
+    # unit's own group would make that fail (a group with children holds no process).
+    if _stop_fd is not None or os.geteuid() != 0 or os.environ.get(_DELEGATED) == "delegated":
         return
     procs = _own_procs_file()
     if procs is None:

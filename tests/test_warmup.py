@@ -143,6 +143,17 @@ def test_it_ends_with_a_caller_that_never_stopped_it(caller):
     assert _gone(pid, within=0.5)
 
 
+def test_under_a_units_delegated_groups_it_starts_nothing():
+    """cgroups moves a delegated unit's processes to its leaf: one moving itself back would
+    make enabling the controllers fail."""
+    from hyjail import cgroups
+    code = "from hyjail import warmup; warmup.start(); print(warmup._stop_fd)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, cgroups.DELEGATED: "delegated"}).stdout
+    assert out == "None\n"
+    assert warmup._DELEGATED == cgroups.DELEGATED
+
+
 def test_a_caller_that_is_not_root_starts_nothing():
     code = ("import os; os.setresuid(65534, 65534, 65534) if os.geteuid() == 0 else None; "
             "from hyjail import warmup; warmup.start(); print(warmup._stop_fd)")
