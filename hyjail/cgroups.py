@@ -220,9 +220,14 @@ def _make_group_at(hierarchy: Hierarchy, controllers: list[str], path: str, at: 
         os.mkdir(path, 0o755)
         _inherit_cpuset(hierarchy, path)
     except FileExistsError:
+        # Only an empty leaf is taken: the jail's end kills every process beneath its group
+        # (cgroup.kill takes the whole subtree), so a group with processes or groups of its
+        # own (/system.slice) would take the host's with it.
         with open(os.path.join(path, "cgroup.procs")) as f:
-            if f.read().strip():
-                raise SetupError(f"cgroupsPath {at}: {path} holds processes already") from None
+            busy = f.read().strip()
+        if busy or any(entry.is_dir() for entry in os.scandir(path)):
+            raise SetupError(f"cgroupsPath {at}: {path} holds processes or groups already; "
+                             f"a container's group is a new one, or an empty one") from None
     return path
 
 

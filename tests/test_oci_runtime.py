@@ -424,10 +424,22 @@ def test_a_group_in_use_at_the_cgroups_path_is_refused(oci):
     try:
         assert oci.create("one", first)[0] == 0
         code, err = oci.create("two", oci.bundle(["/bin/true"], cgroupsPath="/hj-oci-busy"))
-        assert code == 1 and "holds processes already" in err, err
+        assert code == 1 and "holds processes or groups already" in err, err
+        # A parent of groups (as /system.slice is): its end would kill all beneath it.
+        code, err = oci.create("three", oci.bundle(["/bin/true"], cgroupsPath="/"))
+        assert code == 1, err
+        assert oci("state", "one").returncode == 0  # untouched
         assert oci("delete", "--force", "one").returncode == 0
+        for path in cgroups.groups_at(""):
+            os.mkdir(os.path.join(path, "hj-oci-parent-of"))
+            os.mkdir(os.path.join(path, "hj-oci-parent-of", "child"))
+        code, err = oci.create("four", oci.bundle(["/bin/true"],
+                                                  cgroupsPath="/hj-oci-parent-of"))
+        assert code == 1 and "holds processes or groups already" in err, err
+        assert cgroups.groups_at("hj-oci-parent-of/child")
     finally:
         cgroups.remove_empty_groups("hj-oci-busy")
+        cgroups.remove_empty_groups("hj-oci-parent-of")
 
 
 # What every create, start, list and delete does without: each was milliseconds of every
