@@ -1,7 +1,8 @@
 """The battery's own failures: a helper that ended early, a pipe closed under a driver. Each
 is an error row (never held), and the battery goes on; before, an EPIPE from a driver ended
 `hyjail check` with exit 1 and not a word (click's handling of a broken pipe), as it did
-under software emulation, where a helper's unpaced wait ran out."""
+under software emulation, where a helper's unpaced wait ran out. And a false escape: an
+attempt that found its own jail's task by the host process's number."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from hyjail.check.attempts import CATALOGUE
 from hyjail.check.jailrun import NotRun, finish, held
 from hyjail.check.runner import Battery
+
+from conftest import hyjail, needs
 
 
 class _Failing(Battery):
@@ -60,3 +63,17 @@ def test_a_held_helper_that_never_says_ready_is_not_run():
     with pytest.raises(NotRun, match="the helper did not start: oops"), \
             held(silent, "ready", "the helper"):
         pass
+
+
+@needs("backend:ns")
+def test_a_storm_whose_own_task_has_the_victims_number_is_no_escape(probe_root):
+    """On a freshly booted host (bullseye's box) the host process the clone storm looks for
+    had pid 403, and in the jail's own pid namespace the storm's tasks came to have that
+    number: kill(403, 0) found one of them, and the battery said ESCAPED on the ns backend.
+    Pid 8 here is certainly one of the storm's; the same storm at a pid nobody in the jail
+    has still finds nothing."""
+    for target in ("8", "4000000"):
+        done = hyjail("run", "--backend", "ns", "--net", "none", probe_root, "storm",
+                      "127.0.0.1", "/bin/hjprobe", "storm", "64", f"storm:{target}:40")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"storm:{target}:40=ok\n", done.stdout
