@@ -167,31 +167,39 @@ def create(jid: int, limits: Limits, at: str | None = None) -> list[str]:
     `at`: the caller's place for them instead of `hyjail/<JID>` (an OCI config's cgroupsPath,
     the cgroupfs driver's form): from each hierarchy's root if absolute, else from our own
     group there; the parents are made as needed (their controllers enabled on the unified
-    hierarchy) and left at teardown, and a group there already must hold no process."""
+    hierarchy) and left at teardown, and a group there already must be an empty leaf (else
+    SetupError, and nothing of the jail's is left in any hierarchy)."""
     found = hierarchies()
     chosen = plan(limits, found)
     made: list[str] = []
     try:
         where = bases(found) if at is None else _places(found, at)
         for hierarchy, controllers in chosen.items():
-            path = (_make_group(hierarchy, controllers, jid, where[hierarchy]) if at is None
-                    else _make_group_at(hierarchy, controllers, where[hierarchy], at))
+            path = _make(hierarchy, controllers, jid, where[hierarchy], at)
             made.append(path)
             for controller in controllers:
                 _write_limit(hierarchy.version, path, controller, limits)
+        made += _accounting(jid, found, chosen, where, at)
+        if at is not None:  # as runc's: a group in every hierarchy, where an engine reads them
+            for hierarchy in found:
+                if hierarchy.version == 1 and hierarchy.controllers and \
+                        where[hierarchy] not in made:
+                    with contextlib.suppress(OSError):
+                        made.append(_make_group_at(hierarchy, [], where[hierarchy], at))
     except OSError as e:
         remove(made)
         raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
-    except SetupError:
+    except SetupError:  # a group at `at` that holds processes: nothing of ours is left
         remove(made)
         raise
-    made += _accounting(jid, found, chosen, where, at)
-    if at is not None:  # as runc's: a group in every hierarchy, where an engine reads them
-        for hierarchy in found:
-            if hierarchy.version == 1 and hierarchy.controllers and where[hierarchy] not in made:
-                with contextlib.suppress(OSError):
-                    made.append(_make_group_at(hierarchy, [], where[hierarchy], at))
     return made
+
+
+def _make(hierarchy: Hierarchy, controllers: list[str], jid: int, where: str,
+          at: str | None) -> str:
+    """The jail's group in hierarchy: hyjail/<JID> under `where`, or the caller's `at`."""
+    return (_make_group(hierarchy, controllers, jid, where) if at is None
+            else _make_group_at(hierarchy, controllers, where, at))
 
 
 def _places(found: list[Hierarchy], at: str) -> dict[Hierarchy, str]:
@@ -246,16 +254,18 @@ def take_in(pid: int, paths: list[str]) -> Callable[[], None]:
     its own groups, to be called before the jail's are emptied (which would kill it)."""
     found = hierarchies()
     own = _own_groups(found, pid)
-    back = []
-    for path in paths:
-        hierarchy = next(h for h in found if path.startswith(h.mount + "/"))
-        back.append(os.path.join(hierarchy.mount, own[hierarchy].lstrip("/")))
-        _write(os.path.join(path, "cgroup.procs"), str(pid))
+    back = [os.path.join(h.mount, own[h].lstrip("/")) for path in paths
+            for h in found if path.startswith(h.mount + "/")]
 
     def give_back() -> None:
         for original in back:
             with contextlib.suppress(OSError):  # it ended, or its group did
                 _write(os.path.join(original, "cgroup.procs"), str(pid))
+    try:
+        place(pid, paths)
+    except OSError as e:  # never half in: what moved goes back, and the jail does not start
+        give_back()
+        raise SetupError(f"cgroup {e.filename or ''}: {e.strerror}") from None
     return give_back
 
 
@@ -275,8 +285,7 @@ def _accounting(jid: int, found: list[Hierarchy], chosen: dict[Hierarchy, list[s
             elif hierarchy.version == 2:
                 _make_group_at(hierarchy, [controller], where[hierarchy], at)
             elif hierarchy not in chosen:
-                made.append(_make_group(hierarchy, [], jid, where[hierarchy]) if at is None
-                            else _make_group_at(hierarchy, [], where[hierarchy], at))
+                made.append(_make(hierarchy, [], jid, where[hierarchy], at))
                 chosen = {**chosen, hierarchy: []}
     return made
 

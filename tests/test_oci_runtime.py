@@ -465,6 +465,23 @@ def test_create_start_and_delete_import_none_of_the_costly_modules(oci):
         assert done.returncode == 0 and said.endswith("NONE"), (args, said)
 
 
+def test_a_busy_group_in_one_hierarchy_leaves_no_group_in_the_others(oci):
+    """The group at a cgroupsPath is made in every hierarchy, the limits' first and the
+    others' (devices, blkio, ...) last: one of those refused must take the first ones too."""
+    extra = next((h for h in cgroups.hierarchies()
+                  if h.version == 1 and h.controllers & {"devices", "blkio"}), None)
+    if extra is None:
+        pytest.skip("no v1 devices or blkio hierarchy here (the groups made last)")
+    os.makedirs(os.path.join(extra.mount, "hj-oci-half", "child"))
+    try:
+        code, err = oci.create("half", oci.bundle(["/bin/true"], cgroupsPath="/hj-oci-half",
+                                                  resources={"pids": {"limit": 20}}))
+        assert code == 1 and "holds processes or groups already" in err, err
+        assert cgroups.groups_at("hj-oci-half") == [os.path.join(extra.mount, "hj-oci-half")]
+    finally:
+        cgroups.remove_empty_groups("hj-oci-half")
+
+
 def test_ids_bundles_and_usage(oci, tmp_path):
     bundle = oci.bundle(["/bin/sleep", "60"])
     assert oci.create("dup", bundle)[0] == 0
