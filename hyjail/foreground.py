@@ -4,7 +4,8 @@
 Owns: forking a child into a pid namespace (a new one for pid 1, the jail's for jexec) with
 the host's restored for later forks, or through a helper for a rootless caller, which cannot
 come back out; the READY/GO handshake on the supervisor's side, the terminal relay,
-forwarding signals, and the exit status (SPEC section 2).
+forwarding signals, and the exit status (SPEC section 2); the jail's cgroups as both
+supervisors make them and move a child in.
 """
 
 from __future__ import annotations
@@ -237,6 +238,24 @@ def caught_signals(extra: tuple[int, ...] = ()) -> Iterator[list[int]]:
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def make_jail_groups(spec, record, registry, undo: contextlib.ExitStack) -> tuple[list[str],
+                                                                                  object]:
+    """The jail's cgroups (`cgroups.create`, where spec.cgroup_path says if it does), and on
+    undo their end: emptied and removed, OOM kills reported, and spec.companion (an OCI
+    container's stand-in) counted in them until just before. Where jexec and gc would not
+    look (a delegated unit's groups, a cgroupsPath) the record says where. Returns the paths
+    and the record. (Both supervisors', the ns and the trace backend's.)"""
+    from hyjail import cgroups
+    paths = cgroups.create(record.jid, spec.limits, spec.cgroup_path)
+    undo.callback(cgroups.remove, paths)
+    undo.callback(cgroups.report_oom, paths, record.name)
+    if paths and spec.companion:  # out again before the groups are emptied
+        undo.callback(cgroups.take_in(spec.companion, paths))
+    if paths and (cgroups.delegated() or spec.cgroup_path):
+        record = registry.update(record, params={**record.params, "cgroups": paths})
+    return paths, record
 
 
 def place_in_cgroups(pid: int, channel: socket.socket, cgroup_paths: Sequence[str]) -> None:

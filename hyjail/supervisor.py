@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from hyjail import cgroups, enforcement, foreground, linux, logs, phases, rootless, terminal
+from hyjail import enforcement, foreground, linux, logs, phases, rootless, terminal
 from hyjail import plan as plans
 from hyjail.errors import HyjailError, SetupError
 from hyjail.foreground import (
@@ -94,16 +94,10 @@ def _run(spec: JailSpec, registry: Registry, on_ready: Callable[[Record], None] 
         undo.callback(registry.remove, record.jid)
         phases.mark("admitted")
         spec = _name_servers(spec, record, registry, namespaces)
-        cgroup_paths = cgroups.create(record.jid, spec.limits, spec.cgroup_path) if host_root \
-            else []
+        cgroup_paths: list[str] = []
+        if host_root:  # a user's jail has none (rootless)
+            cgroup_paths, record = foreground.make_jail_groups(spec, record, registry, undo)
         phases.mark("cgroups made")
-        undo.callback(cgroups.remove, cgroup_paths)
-        undo.callback(cgroups.report_oom, cgroup_paths, record.name)
-        if cgroup_paths and spec.companion:  # out again before the groups are emptied
-            undo.callback(cgroups.take_in(spec.companion, cgroup_paths))
-        if cgroup_paths and (cgroups.delegated() or spec.cgroup_path):
-            # Not where jexec and gc would look: the record says where.
-            record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
 
         tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
         channel, jail_end = control.pair()

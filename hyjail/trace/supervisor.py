@@ -24,9 +24,16 @@ from typing import NoReturn
 
 import prctl
 
-from hyjail import cgroups, enforcement, linux, phases, terminal
+from hyjail import enforcement, linux, phases, terminal
 from hyjail.errors import EXIT_SETUP, SetupError
-from hyjail.foreground import caught_signals, place_in_cgroups, supervise, take_stdio, wait_ready
+from hyjail.foreground import (
+    caught_signals,
+    make_jail_groups,
+    place_in_cgroups,
+    supervise,
+    take_stdio,
+    wait_ready,
+)
 from hyjail.net import host_link_name
 from hyjail.ns import control, init, whom
 from hyjail.ns.dilution import Confinement
@@ -61,15 +68,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             link_name=host_link_name if (spec.needs_veth and namespaces.net) else lambda jid: None)
         undo.callback(registry.remove, record.jid)
         phases.mark("admitted")
-        cgroup_paths = cgroups.create(record.jid, spec.limits, spec.cgroup_path)
+        cgroup_paths, record = make_jail_groups(spec, record, registry, undo)
         phases.mark("cgroups made")
-        undo.callback(cgroups.remove, cgroup_paths)
-        undo.callback(cgroups.report_oom, cgroup_paths, record.name)
-        if cgroup_paths and spec.companion:  # out again before the groups are emptied
-            undo.callback(cgroups.take_in(spec.companion, cgroup_paths))
-        if cgroup_paths and (cgroups.delegated() or spec.cgroup_path):
-            # Not where jexec and gc would look: the record says where.
-            record = registry.update(record, params={**record.params, "cgroups": cgroup_paths})
         root = spec.path
         if spec.mounts or spec.read_only:  # on a copy of the root of its own (a chroot has no
             from hyjail.ns import mounts  # mount namespace), under the registry's directory
