@@ -161,6 +161,15 @@ def _own_groups(found: list[Hierarchy], pid: int | str = "self") -> dict[Hierarc
             for h in found}
 
 
+def own_procs_file() -> str | None:
+    """The cgroup.procs of our own group in the unified hierarchy (None without one)."""
+    found = [h for h in hierarchies() if h.version == 2]
+    if not found:
+        return None
+    own = _own_groups(found)[found[0]]
+    return os.path.join(found[0].mount, own.lstrip("/"), "cgroup.procs")
+
+
 def create(jid: int, limits: Limits, at: str | None = None) -> list[str]:
     """Create the jail's groups with its limits written, and its accounting groups; returns
     their paths. On failure of a limit's group, removes what it made and raises SetupError.

@@ -26,19 +26,21 @@ PERIOD = 0.002   # seconds between moves: well inside a grace period (5 ms or mo
 LIMIT = 500      # moves at most (a second): a start that takes longer pays the wait again
 
 _stop_fd: int | None = None
-_DELEGATED = "HYJAIL_CGROUPS"  # `hyjail.cgroups.DELEGATED` (not imported: this runs first)
 
 
 def start() -> None:
     """Start warming, for a command about to start or enter a jail as root."""
     global _stop_fd
+    if _stop_fd is not None or os.geteuid() != 0:
+        return
+    from hyjail import cgroups  # here, not at the top: jls imports this module too
     # Not under a unit's delegated groups: there `cgroups` moves the unit's processes to
     # its leaf before it enables controllers, and a warm-up moving itself back into the
     # unit's own group would make that fail (a group with children holds no process).
-    if _stop_fd is not None or os.geteuid() != 0 or os.environ.get(_DELEGATED) == "delegated":
+    if cgroups.delegated():
         return
-    procs = _own_procs_file()
-    if procs is None:
+    procs = cgroups.own_procs_file()
+    if procs is None or not os.path.exists(procs):
         return
     read_end, write_end = os.pipe()
     middle = os.fork()
@@ -71,24 +73,6 @@ def stop() -> None:
         os.write(_stop_fd, b".")
     os.close(_stop_fd)
     _stop_fd = None
-
-
-def _own_procs_file() -> str | None:
-    """The cgroup.procs of our own group in the unified hierarchy, where it is mounted in
-    either layout (cgroup v2 alone at /sys/fs/cgroup, or hybrid's /sys/fs/cgroup/unified)."""
-    try:
-        with open("/proc/self/cgroup", "rb") as f:
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    group = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if group is None or "\n" in group:
-        return None
-    for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        procs = f"{mount}{group.rstrip('/')}/cgroup.procs"
-        if os.path.exists(procs) and os.path.exists(f"{mount}/cgroup.controllers"):
-            return procs
-    return None
 
 
 def _keep_warm(procs: str, stop_fd: int) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hyjail import warmup
+from hyjail import cgroups
 
 CALLER = """
 import os, sys
@@ -34,7 +34,7 @@ if line == "stop":
     sys.stdin.readline()
 """
 
-needs_warmup = pytest.mark.skipif(os.geteuid() != 0 or warmup._own_procs_file() is None,
+needs_warmup = pytest.mark.skipif(os.geteuid() != 0 or cgroups.own_procs_file() is None,
                                   reason="the warm-up needs root and a writable cgroup v2 "
                                          "hierarchy (none here)")
 
@@ -106,11 +106,11 @@ def test_it_holds_only_its_pipe_and_its_own_cgroup_file_and_ends_when_told(calle
     # Once it has run at all: it closes what the fork gave it, then opens its cgroup file.
     deadline = time.monotonic() + 10
     held = _held(pid)
-    while _besides_stdin(held) != [warmup._own_procs_file()] and time.monotonic() < deadline:
+    while _besides_stdin(held) != [cgroups.own_procs_file()] and time.monotonic() < deadline:
         time.sleep(0.01)
         held = _held(pid)
     assert held.pop(0).startswith("pipe:")  # the caller's stdin, stdout: none of them
-    assert list(held.values()) == [warmup._own_procs_file()]
+    assert list(held.values()) == [cgroups.own_procs_file()]
     with open(f"/proc/{pid}/cgroup") as f, open(f"/proc/{caller.pid}/cgroup") as g:
         assert f.read() == g.read()  # it moves itself where it already is: nowhere
     caller.stdin.write("stop\n")
@@ -146,12 +146,10 @@ def test_it_ends_with_a_caller_that_never_stopped_it(caller):
 def test_under_a_units_delegated_groups_it_starts_nothing():
     """cgroups moves a delegated unit's processes to its leaf: one moving itself back would
     make enabling the controllers fail."""
-    from hyjail import cgroups
     code = "from hyjail import warmup; warmup.start(); print(warmup._stop_fd)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, cgroups.DELEGATED: "delegated"}).stdout
     assert out == "None\n"
-    assert warmup._DELEGATED == cgroups.DELEGATED
 
 
 def test_a_caller_that_is_not_root_starts_nothing():
