@@ -15,7 +15,7 @@ import os
 import stat
 
 from hyjail.errors import SetupError
-from hyjail.frozen import frozen
+from hyjail.frozen import frozen, replace
 
 # The host's device nodes a jail's /dev holds (each devfs ruleset a part of them:
 # `hyjail.ns.mounts.DEVFS_RULESETS`); an added device of one of these names must be the same.
@@ -59,17 +59,16 @@ def by_number(path: str, block: bool, rdev: int, option: str) -> Device:
     from the host's node at that path when it is that device, else from any node of the
     host's /dev with that number; SetupError if the host has none."""
     _check_path(path, option)
-    wanted = f"{'b' if block else 'c'} {os.major(rdev)}:{os.minor(rdev)}"
+    wanted = Device(path=path[1:], host="", block=block, rdev=rdev)
     by_udev = f"/dev/{'block' if block else 'char'}/{os.major(rdev)}:{os.minor(rdev)}"
     for host in (path, by_udev, *_nodes("/dev")):
         try:
             st = os.stat(host)
         except OSError:
             continue
-        found = Device(path=path[1:], host=os.path.realpath(host), block=block, rdev=rdev)
-        if same_node(st, found):
-            return _not_over_own(found, option)
-    raise SetupError(f"{option} {path}: this host has no device {wanted}")
+        if same_node(st, wanted):
+            return _not_over_own(replace(wanted, host=os.path.realpath(host)), option)
+    raise SetupError(f"{option} {path}: this host has no device {wanted.describe()}")
 
 
 def _check_path(path: str, option: str) -> None:

@@ -682,10 +682,7 @@ def _write(stream: TextIO, text: str) -> None:
 
 def _leading_digits(text: str) -> str:
     """The ASCII digits text starts with (what libxo's and strtoul(3)'s loops read)."""
-    end = 0
-    while end < len(text) and text[end] in "0123456789":
-        end += 1
-    return text[:end]
+    return text[:len(text) - len(text.lstrip("0123456789"))]
 
 
 def _jail_key(text: str) -> int:

@@ -593,6 +593,8 @@ class _Setup:
                     for flags in (MS_BIND, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC):
                         fd = self._open_at(parent, name, os.O_PATH)
                         try:
+                            # Reopened after the bind: an administrator's device must be the
+                            # node that was checked (the host's name may lead elsewhere now).
                             if (flags != MS_BIND and added is not None
                                     and not same_node(os.fstat(fd), added)):
                                 raise SetupError(f"--device /{added.path}: {device} is no "
