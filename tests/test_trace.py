@@ -245,7 +245,7 @@ def test_what_trace_cannot_hold_is_refused(busybox_root, options, path, message)
 def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process):
     ip = fresh_loopback_ip()
     with running("run", "--backend", "trace", "--name", "entered", probe_root, "tj", ip,
-                 "/bin/sh", "-c", "echo up; sleep 60") as jail:
+                 "/bin/sh", "-c", "echo up; sleep 600") as jail:
         assert jail.stdout.readline() == "up\n"
         result = hyjail("exec", "entered", "/bin/hjprobe", "tj", "int80", "nodename",
                         f"kill:{host_process}", "mount", "bind:0.0.0.0", "unshare_user")
@@ -254,14 +254,18 @@ def test_jexec_enters_a_trace_jail_under_all_its_rules(probe_root, host_process)
             "unshare_user=EPERM"]), result.stderr
         as_nobody = hyjail("exec", "-u", "nobody", "entered", "/bin/sh", "-c", "id -u; exit 9")
         assert (as_nobody.returncode, as_nobody.stdout) == (9, "65534\n")
-        lingering = subprocess.Popen([*HYJAIL, "exec", "entered", "/bin/sleep", "60"])
+        # (in before the jail ends: a jexec that came after would find no jail)
+        lingering = subprocess.Popen([*HYJAIL, "exec", "entered", "/bin/sh", "-c",
+                                      "echo in; exec sleep 600"], stdout=subprocess.PIPE,
+                                     text=True)
         try:
-            time.sleep(0.5)
+            assert lingering.stdout.readline() == "in\n"
             jail.terminate()  # the jail ends: so does what was let into it
             assert lingering.wait(timeout=20) == 137
         finally:
             lingering.kill()
             lingering.wait()
+            lingering.stdout.close()
 
 
 @trace
@@ -313,7 +317,10 @@ def test_a_persistent_trace_jail_stops_after_many_jexecs(busybox_root):
                 killed.stdout.close()
             else:  # still running when the jail is stopped
                 lingering.append(subprocess.Popen(
-                    [*argv, f"{forks}; echo up; sleep 60 & sleep 60"], stdout=subprocess.PIPE,
+                    # (sleeps no slow host outlasts: the 36 jexecs took over a minute
+                    # under emulation, and a first lingering one then exited 0 by itself)
+                    [*argv, f"{forks}; echo up; sleep 3600 & sleep 3600"],
+                    stdout=subprocess.PIPE,
                     text=True))
                 assert lingering[-1].stdout.readline() == "up\n"
         stopped = hyjail("stop", "--timeout", "10", "busy")
