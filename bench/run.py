@@ -48,10 +48,11 @@ import peers
 
 WORKLOADS = {
     "find": "find /data | wc -l",
-    "fork loop": "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done",
+    "fork loop": "i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i+1)); done",
     "stat loop": "ls -lR /data",
-    "bind/connect": "/bin/netloop 1500",
+    "bind/connect": "/bin/netloop {calls}",
 }
+SIZES = {"forks": 400, "calls": 1500}  # the loops' lengths; --quick: a tenth
 SCALE = (1, 10, 50, 100)
 README = os.path.join(os.path.dirname(peers.BENCH), "README.md")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -104,11 +105,12 @@ def _to_crun(times: dict[str, list[float]], crun_name: str) -> dict:
             for name, m in medians.items()}
 
 
-def inside_scenario(root: str, rounds: int) -> dict:
+def inside_scenario(root: str, rounds: int, divide: int = 1) -> dict:
     runners = {name: argv for name, argv in peers.inside_runners(root).items() if argv}
+    sizes = {name: size // divide for name, size in SIZES.items()}
     table = {}
     for workload, script in WORKLOADS.items():
-        argvs = {name: [*argv, "/bin/sh", "-c", stopwatched(script)]
+        argvs = {name: [*argv, "/bin/sh", "-c", stopwatched(script.format(**sizes))]
                  for name, argv in runners.items()}
         times = alternate(argvs, rounds, inside)
         medians = {name: statistics.median(values) for name, values in times.items()}
@@ -450,6 +452,8 @@ def main() -> None:
                         help="How many jails at once, in turn (default %(default)s).")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--readme", action="store_true", help="Rewrite README's results.")
+    parser.add_argument("--quick", action="store_true",
+                        help="A smoke test's run: the inside loops a tenth as long, one round.")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (jails, chroot and the OCI runtimes need it)")
@@ -462,7 +466,8 @@ def main() -> None:
         if "enter" in wanted:
             results["enter"] = enter_scenario(top, root, args.rounds)
         if "inside" in wanted:
-            results["inside"] = inside_scenario(root, max(3, args.rounds // 2))
+            results["inside"] = (inside_scenario(root, 1, divide=10) if args.quick else
+                                 inside_scenario(root, max(3, args.rounds // 2)))
         if "scale" in wanted:
             results["scale"] = scale_scenario(root, tuple(int(n) for n in args.scale.split(",")))
         if "network" in wanted:

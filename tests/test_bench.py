@@ -18,7 +18,7 @@ RUN = os.path.join(os.path.dirname(HERE), "bench", "run.py")
 
 def test_one_round_of_each_scenario_reports_hyjail_beside_native():
     result = subprocess.run([sys.executable, RUN, "--rounds", "1", "--scale", "1,3",
-                             "--scenarios", "start,enter,inside,scale", "--json"],
+                             "--scenarios", "start,enter,inside,scale", "--json", "--quick"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
