@@ -72,14 +72,16 @@ class Runtime:
         (where / "config.json").write_text(json.dumps(config))
         return str(where)
 
-    def create(self, name: str, bundle: str, *extra: str) -> tuple[int, str]:
+    def create(self, name: str, bundle: str, *extra: str,
+               flags: tuple[str, ...] = ()) -> tuple[int, str]:
         """create with the container's stdio in a file (a pipe would stay open in the
         supervisor, which keeps the caller's stdio for the container, as runc's init does);
-        (exit status, stderr)."""
+        (exit status, stderr). flags: global ones, before the command."""
         out = self.tmp / f"{name}.out"
         with open(out, "w") as stdout, open(self.tmp / f"{name}.err", "w") as stderr:
-            done = subprocess.run([OCI, "--root", self.state, "create", "--bundle", bundle,
-                                   *extra, name], stdout=stdout, stderr=stderr, timeout=60)
+            done = subprocess.run([OCI, "--root", self.state, *flags, "create", "--bundle",
+                                   bundle, *extra, name], stdout=stdout, stderr=stderr,
+                                  timeout=60)
         return done.returncode, (self.tmp / f"{name}.err").read_text()
 
     def output(self, name: str) -> str:
@@ -440,6 +442,96 @@ def test_a_group_in_use_at_the_cgroups_path_is_refused(oci):
     finally:
         cgroups.remove_empty_groups("hj-oci-busy")
         cgroups.remove_empty_groups("hj-oci-parent-of")
+
+
+@pytest.mark.parametrize("path,asked,made", [
+    ("machine.slice:libpod:c1", False, ("machine.slice", "libpod-c1.scope")),
+    (":cri-containerd:c1", True, ("system.slice", "cri-containerd-c1.scope")),
+    ("-:x:c1", False, ("-.slice", "x-c1.scope")),
+    ("user-1000.slice::c1", False, ("user-1000.slice", "c1.scope")),
+    ("", True, ("system.slice", "hyjail-ID.scope")),
+    ("", False, None),
+    ("/a/b", False, None),
+    ("/a/b", True, "the systemd driver (--systemd-cgroup) takes SLICE:PREFIX:NAME"),
+    ("a.slice:p:x.slice", True, "a slice as the container's unit is not supported"),
+    ("machine.slice:p:", False, "SLICE:PREFIX:NAME without a NAME"),
+    ("machine:p:x", False, "machine: not a systemd slice's name"),
+    ("machine.slice:p:x y", False, "p-x y.scope: not a systemd scope's name"),
+])
+def test_the_systemd_drivers_cgroups_path_names_a_scope_in_a_slice(path, asked, made):
+    """runc's rules for SLICE:PREFIX:NAME (`hyjail.oci.scope`)."""
+    from hyjail.errors import SetupError
+    from hyjail.oci import scope
+    if isinstance(made, str):
+        with pytest.raises(SetupError) as refused:
+            scope.parse(path, "ID", asked)
+        said = str(refused.value)
+        assert said.startswith(f"config.json: linux.cgroupsPath: {path}: ") and made in said
+        return
+    found = scope.parse(path, "ID", asked)
+    assert (found and (found.slice, found.unit)) == made
+
+
+SYSTEMD_INIT = os.path.isdir("/run/systemd/system")
+UNIFIED_ONLY = all(h.version == 2 for h in cgroups.hierarchies())
+
+
+def test_the_systemd_driver_is_refused_where_it_cannot_make_a_scope(oci):
+    if SYSTEMD_INIT and UNIFIED_ONLY:
+        pytest.skip("systemd makes scopes here: the next test makes one")
+    why = ("needs the unified cgroup hierarchy only (this host has v1 hierarchies; podman: "
+           "--cgroup-manager cgroupfs)" if SYSTEMD_INIT else
+           "needs systemd as the host's init (podman: --cgroup-manager cgroupfs)")
+    for flags in (("--systemd-cgroup",), ()):
+        code, err = oci.create("sd1", oci.bundle(["/bin/true"],
+                                                 cgroupsPath="machine.slice:libpod:sd1"),
+                               flags=flags)
+        assert (code, err) == (1, "config.json: linux.cgroupsPath: machine.slice: "
+                                  f"libpod-sd1.scope: the systemd driver {why}\n")
+    assert oci.containers() == [] and "sd1" not in _jail_names()
+
+
+def _systemctl_show(unit: str, prop: str) -> str:
+    return subprocess.run(["systemctl", "show", "-P", prop, unit], capture_output=True,
+                          text=True, timeout=60).stdout.strip()
+
+
+@pytest.mark.skipif(not (SYSTEMD_INIT and UNIFIED_ONLY),
+                    reason="needs systemd as init and the unified cgroup hierarchy only")
+def test_the_systemd_driver_puts_the_container_in_a_scope_of_its_own(oci):
+    """podman's and containerd's `--systemd-cgroup`: a transient scope in the slice asked,
+    the container's groups delegated in it (the state's pid counted there, its limits
+    written there), gone with the container."""
+    name = f"sd{os.getpid()}"
+    unit = f"hyjail-test-{name}.scope"
+    bundle = oci.bundle(["/bin/sh", "-c", "echo up; exec sleep 60"],
+                        cgroupsPath=f"system.slice:hyjail-test:{name}",
+                        resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20}})
+    try:
+        code, err = oci.create(name, bundle, flags=("--systemd-cgroup",))
+        assert code == 0, err
+        assert _systemctl_show(unit, "ActiveState") == "active"
+        assert _systemctl_show(unit, "Delegate") == "yes"
+        group = _systemctl_show(unit, "ControlGroup")
+        assert group == f"/system.slice/{unit}"
+        with open(f"/proc/{oci.state_of(name)['pid']}/cgroup") as f:
+            assert f.read() == f"0::{group}/container\n"
+        limits = pathlib.Path("/sys/fs/cgroup", group.lstrip("/"), "container")
+        assert (limits / "memory.max").read_text() == f"{64 << 20}\n"
+        assert (limits / "pids.max").read_text() == "20\n"
+        assert oci("start", name).returncode == 0
+        deadline = time.monotonic() + 20
+        while oci.output(name) != "up\n":
+            assert time.monotonic() < deadline, oci.output(name)
+            time.sleep(0.05)
+    finally:
+        done = oci("delete", "--force", name)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 20  # systemd stops an empty scope and removes its group
+    while _systemctl_show(unit, "LoadState") != "not-found" or os.path.exists(
+            f"/sys/fs/cgroup/system.slice/{unit}"):
+        assert time.monotonic() < deadline, _systemctl_show(unit, "ActiveState")
+        time.sleep(0.1)
 
 
 # What every create, start, list and delete does without: each was milliseconds of every

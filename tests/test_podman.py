@@ -262,6 +262,35 @@ def test_stats_read_the_containers_own_groups_under_its_cgroup_parent(podman):
     assert left == []
 
 
+SYSTEMD_UNIFIED = os.path.isdir("/run/systemd/system") and all(
+    h.version == 2 for h in cgroups.hierarchies())
+
+
+@pytest.mark.skipif(not SYSTEMD_UNIFIED,
+                    reason="needs systemd as init and the unified cgroup hierarchy only")
+def test_the_systemd_cgroup_manager_puts_the_container_in_a_scope_of_its_own(podman):
+    """podman's default on a systemd host: `--systemd-cgroup` and machine.slice:libpod:ID;
+    the container in its scope, stats read there, the scope gone with the container."""
+    manager = ("--cgroup-manager", "systemd")
+    started = podman(*manager, "run", "-d", "--name", "sd", "--memory", "64m", IMAGE,
+                     "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    unit = f"libpod-{started.stdout.strip()}.scope"
+    try:
+        shown = subprocess.run(["systemctl", "show", "-P", "ControlGroup", unit],
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+        assert shown == f"/machine.slice/{unit}"
+        stats = podman(*manager, "stats", "--no-stream", "--format", "{{.MemUsage}}", "sd")
+        assert stats.returncode == 0 and stats.stdout.strip().endswith("/ 67.11MB"), \
+            stats.stdout + stats.stderr
+    finally:
+        assert podman(*manager, "rm", "--force", "--time", "0", "sd").returncode == 0
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/sys/fs/cgroup/machine.slice/{unit}"):
+        assert time.monotonic() < deadline, f"{unit} is still there"
+        time.sleep(0.1)
+
+
 def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):
     started = podman("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "32",
                      "--cpu-shares", "512", "--cpus", "0.5", IMAGE, "sleep", "60")

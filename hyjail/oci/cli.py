@@ -173,6 +173,8 @@ def run(argv: list[str]) -> int:
             raise UsageError(f"No help topic for '{name}'")
         parsed = parse(rest, command.flags)
         _check_arguments(name, command, parsed.args)
+        if top.flags.get("systemd-cgroup"):  # a global flag that create and run read
+            parsed.flags["systemd-cgroup"] = True
         from hyjail.oci.state import DEFAULT_ROOT, Store
         store = Store(str(top.flags.get("root") or DEFAULT_ROOT))
         return ACTIONS[name](store, parsed, log) or 0
@@ -213,7 +215,8 @@ def usage() -> str:
 def _create(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
     runtime.create(store, parsed.args[0], str(parsed.flags.get("bundle") or "."),
-                   parsed.flags.get("pid-file"), parsed.flags.get("console-socket"), log)
+                   parsed.flags.get("pid-file"), parsed.flags.get("console-socket"), log,
+                   systemd_cgroup=bool(parsed.flags.get("systemd-cgroup")))
     return 0
 
 
@@ -227,7 +230,8 @@ def _run(store, parsed: Parsed, log) -> int:
     from hyjail.oci import runtime
     return runtime.run(store, parsed.args[0], str(parsed.flags.get("bundle") or "."),
                        parsed.flags.get("pid-file"), parsed.flags.get("console-socket"),
-                       bool(parsed.flags.get("detach")), log)
+                       bool(parsed.flags.get("detach")), log,
+                       systemd_cgroup=bool(parsed.flags.get("systemd-cgroup")))
 
 
 def _state(store, parsed: Parsed, log) -> int:

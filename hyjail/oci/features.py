@@ -29,7 +29,7 @@ def document() -> dict:
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": {"enabled": True, "actions": list(ACTIONS), "operators": list(OPERATORS),
                         "archs": list(ARCHES)},
             "apparmor": {"enabled": False},

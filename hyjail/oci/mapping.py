@@ -278,7 +278,7 @@ def _capabilities(process: OciProcess) -> tuple[frozenset[str], tuple[str, ...] 
 def _cgroup_path(config: OciConfig) -> str | None:
     """linux.cgroupsPath in the cgroupfs driver's form (`/PARENT/NAME`, or relative to the
     runtime's own group): where the jail's groups go. The systemd driver's form
-    (`SLICE:PREFIX:NAME`) is not honoured yet: the jail's groups are hyjail's own then."""
+    (`SLICE:PREFIX:NAME`) is `hyjail.oci.scope`'s: None here."""
     path = config.linux.cgroups_path
     if path is None or (":" in path and not path.startswith("/")):
         return None

@@ -35,16 +35,21 @@ _ANSWER = 4096  # the supervisor's answer to start: ok, or a failing hook's line
 # ---- create and start -----------------------------------------------------------------------
 
 def create(store: Store, container_id: str, bundle: str, pid_file: str | None = None,
-           console_socket: str | None = None, log: Callable[[str], None] | None = None
-           ) -> Container:
-    """Set the container up, held before its process; returns once it is "created"."""
+           console_socket: str | None = None, log: Callable[[str], None] | None = None,
+           systemd_cgroup: bool = False) -> Container:
+    """Set the container up, held before its process; returns once it is "created".
+    systemd_cgroup: the systemd driver's cgroupsPath (`hyjail.oci.scope`) was asked for."""
     from hyjail.oci import config as configs
-    from hyjail.oci import mapping
+    from hyjail.oci import mapping, scope
 
     states.check_id(container_id)
     bundle = os.path.abspath(bundle)
     config = configs.load_bundle(bundle)
     spec = mapping.jail_spec(config, container_id)
+    unit = scope.parse(config.linux.cgroups_path, container_id, systemd_cgroup)
+    if unit is not None:
+        from hyjail import cgroups
+        scope.check_host(unit, all(h.version == 2 for h in cgroups.hierarchies()))
     terminal = bool(config.process and config.process.terminal)
     if terminal and console_socket is None:
         raise SetupError("process.terminal: needs --console-socket (the terminal's master "
@@ -54,7 +59,7 @@ def create(store: Store, container_id: str, bundle: str, pid_file: str | None = 
                           hooks=hooks.to_record(config.hooks))
     store.make(container)
     try:
-        pid, start = _fork_supervisor(store, container, spec, config.hooks,
+        pid, start = _fork_supervisor(store, container, spec, unit, config.hooks,
                                       console_socket if terminal else None,
                                       config.process.console_size if terminal else None, log)
     except BaseException:
@@ -77,12 +82,12 @@ def write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def _fork_supervisor(store: Store, container: Container, spec, given_hooks,
+def _fork_supervisor(store: Store, container: Container, spec, unit, given_hooks,
                      console_socket: str | None, console_size: tuple[int, int] | None,
                      log: Callable[[str], None] | None) -> tuple[int, int]:
     """Fork the container's stand-in (`hyjail.oci.standin`), which forks the supervisor;
     (the stand-in's pid, its start time) once the jail is held before its process, or the
-    one line that stopped it."""
+    one line that stopped it. unit: the container's systemd scope, or None."""
     from hyjail.linux import process_start_time
     from hyjail.oci import standin
 
@@ -90,7 +95,7 @@ def _fork_supervisor(store: Store, container: Container, spec, given_hooks,
     pid = os.fork()
     if pid == 0:
         os.close(ready_read)
-        standin.run(lambda told: _supervisor_main(store, container, spec, given_hooks,
+        standin.run(lambda told: _supervisor_main(store, container, spec, unit, given_hooks,
                                                   console_socket, console_size, told, log),
                     ready_write)
     os.close(ready_write)
@@ -105,7 +110,7 @@ def _fork_supervisor(store: Store, container: Container, spec, given_hooks,
     return pid, process_start_time(pid) or 0
 
 
-def _supervisor_main(store: Store, container: Container, spec, given_hooks,
+def _supervisor_main(store: Store, container: Container, spec, unit, given_hooks,
                      console_socket: str | None, console_size: tuple[int, int] | None,
                      ready_write: int, log: Callable[[str], None] | None) -> None:
     """The supervisor's life: the container's process gets the caller's stdio (conmon's
@@ -155,7 +160,13 @@ def _supervisor_main(store: Store, container: Container, spec, given_hooks,
                    ) if console_socket else None
         # The stand-in, our parent, is counted in the jail's groups: engines read them
         # from the container's pid (podman stats), and runc's is in its container's.
-        code = supervisor.run(replace(spec, companion=os.getppid()), on_ready=ready,
+        spec = replace(spec, companion=os.getppid())
+        if unit is not None:  # the systemd driver: the jail's groups in the scope it makes
+            from hyjail import cgroups
+            from hyjail.oci import scope
+            unified = next(h.mount for h in cgroups.hierarchies() if h.version == 2)
+            spec = replace(spec, cgroup_path=scope.start(unit, spec.companion, unified))
+        code = supervisor.run(spec, on_ready=ready,
                               stdio=None if console else stdio, console=console)
     except HyjailError as e:
         code = e.exit_code
@@ -362,10 +373,11 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 def run(store: Store, container_id: str, bundle: str, pid_file: str | None = None,
         console_socket: str | None = None, detach: bool = False,
-        log: Callable[[str], None] | None = None) -> int:
+        log: Callable[[str], None] | None = None, systemd_cgroup: bool = False) -> int:
     """create, start, and (unless detached) wait for the container's end: its exit status,
     with the container deleted."""
-    container = create(store, container_id, bundle, pid_file, console_socket, log)
+    container = create(store, container_id, bundle, pid_file, console_socket, log,
+                       systemd_cgroup)
     try:
         start(store, container_id, log)
     except BaseException:
