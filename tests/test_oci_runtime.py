@@ -498,14 +498,15 @@ def _systemctl_show(unit: str, prop: str) -> str:
 
 @pytest.mark.skipif(not (SYSTEMD_INIT and UNIFIED_ONLY),
                     reason="needs systemd as init and the unified cgroup hierarchy only")
-def test_the_systemd_driver_puts_the_container_in_a_scope_of_its_own(oci):
-    """podman's and containerd's `--systemd-cgroup`: a transient scope in the slice asked,
-    the container's groups delegated in it (the state's pid counted there, its limits
-    written there), gone with the container."""
+@pytest.mark.parametrize("slice_,parent", [("system.slice", "/system.slice"), ("-", "")])
+def test_the_systemd_driver_puts_the_container_in_a_scope_of_its_own(oci, slice_, parent):
+    """podman's and containerd's `--systemd-cgroup`: a transient scope in the slice asked
+    (`-`: the root slice), the container's groups delegated in it (the state's pid counted
+    there, its limits written there), gone with the container."""
     name = f"sd{os.getpid()}"
     unit = f"hyjail-test-{name}.scope"
     bundle = oci.bundle(["/bin/sh", "-c", "echo up; exec sleep 60"],
-                        cgroupsPath=f"system.slice:hyjail-test:{name}",
+                        cgroupsPath=f"{slice_}:hyjail-test:{name}",
                         resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20}})
     try:
         code, err = oci.create(name, bundle, flags=("--systemd-cgroup",))
@@ -513,7 +514,7 @@ def test_the_systemd_driver_puts_the_container_in_a_scope_of_its_own(oci):
         assert _systemctl_show(unit, "ActiveState") == "active"
         assert _systemctl_show(unit, "Delegate") == "yes"
         group = _systemctl_show(unit, "ControlGroup")
-        assert group == f"/system.slice/{unit}"
+        assert group == f"{parent}/{unit}"
         with open(f"/proc/{oci.state_of(name)['pid']}/cgroup") as f:
             assert f.read() == f"0::{group}/container\n"
         limits = pathlib.Path("/sys/fs/cgroup", group.lstrip("/"), "container")
@@ -529,7 +530,7 @@ def test_the_systemd_driver_puts_the_container_in_a_scope_of_its_own(oci):
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 20  # systemd stops an empty scope and removes its group
     while _systemctl_show(unit, "LoadState") != "not-found" or os.path.exists(
-            f"/sys/fs/cgroup/system.slice/{unit}"):
+            f"/sys/fs/cgroup{parent}/{unit}"):
         assert time.monotonic() < deadline, _systemctl_show(unit, "ActiveState")
         time.sleep(0.1)
 

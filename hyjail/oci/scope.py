@@ -91,8 +91,9 @@ def start(scope: Scope, pid: int, unified_mount: str) -> str:
                   ("Slice", "s", scope.slice), ("CollectMode", "s", "inactive-or-failed"),
                   ("Description", "s", f"hyjail container {scope.unit}")]
     # The system bus, as runc and podman use it (busctl's call on systemd's private socket
-    # failed: "Invalid request descriptor").
-    argv = [_busctl(), "call", "--system", "--quiet", "org.freedesktop.systemd1",
+    # failed: "Invalid request descriptor"); the call after "--", so that no name (the root
+    # slice's `-.slice`, say) is ever taken for an option.
+    argv = [_busctl(), "--system", "--quiet", "--", "call", "org.freedesktop.systemd1",
             "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
             "StartTransientUnit", "ssa(sv)a(sa(sv))", scope.unit, "fail",
             str(len(properties)), *(word for p in properties for word in p), "0"]
