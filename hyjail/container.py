@@ -1,6 +1,6 @@
 """What an OCI container's process asks of a jail beyond a FreeBSD jail's command: exact ids
-and environment, a capability set of its own, a umask, an OOM score, and a seccomp profile
-of its own stacked on the jail's filter.
+and environment, a capability set of its own, a umask, an OOM score, a seccomp profile of
+its own stacked on the jail's filter, and an AppArmor profile.
 
 Owns only the typed form, which `hyjail.oci` builds from a config.json (after refusing what
 no backend holds) and the jail side reads: `hyjail.ns.whom` (ids, environment, directory)
@@ -27,3 +27,6 @@ class ContainerProcess:
     caps: tuple[str, ...] | None = None
     # The container's own seccomp profile, compiled (`hyjail.oci.seccomp`); b"": none.
     extra_filter: bytes = b""
+    # An AppArmor profile, loaded on the host, for the process from its exec on
+    # (`hyjail.apparmor`); None: none (an exec's: the container's), "unconfined": none.
+    apparmor: str | None = None

@@ -106,6 +106,11 @@ def refuse_what_the_plan_cannot_hold(spec: JailSpec, plan: Plan) -> None:
     if spec.devices and not namespaces.mount:
         raise SetupError(f"--device /{spec.devices[0].path}: needs a mount namespace of the "
                          f"jail's for a /dev of its own; a chroot has the root's own /dev")
+    profile = spec.container.apparmor if spec.container is not None else None
+    if profile and profile != "unconfined" and not namespaces.mount:
+        raise SetupError(f"config.json: process.apparmorProfile: {profile}: needs a mount "
+                         f"namespace of the jail's (the profile is asked for through its own "
+                         f"/proc; a chroot has none)")
     if spec.domainname and not namespaces.uts:
         raise SetupError("host.domainname: needs a UTS namespace of the jail's, which this "
                          "jail does not get (the trace backend answers uname's hostname only)")
@@ -200,7 +205,8 @@ def confinement(spec: JailSpec, plan: Plan) -> Confinement:
                        **({} if container is None else {
                            "caps": container.caps, "extra_filter": container.extra_filter,
                            "umask": container.umask,
-                           "oom_score_adj": container.oom_score_adj}))
+                           "oom_score_adj": container.oom_score_adj,
+                           "apparmor": container.apparmor}))
     if not plan.traced:
         return base.prepare()
 

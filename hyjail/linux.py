@@ -1,9 +1,10 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11 does not expose.
 
-Owns: unshare, setns, mount, umount2, pivot_root, openat2 and their flag constants, the owning user
-namespace of a namespace, clearing ambient capabilities, and reading a process's start time
-(to tell a live process from a reused pid). Each wrapper raises OSError
-with the kernel's errno and the path it was given; nothing here decides policy.
+Owns: unshare, setns, mount, umount2, pivot_root, openat2 and their flag constants, the file
+system type of an fd (fstatfs), the owning user namespace of a namespace, clearing ambient
+capabilities, and reading a process's start time (to tell a live process from a reused pid).
+Each wrapper raises OSError with the kernel's errno and the path it was given; nothing here
+decides policy.
 """
 
 from __future__ import annotations
@@ -218,3 +219,13 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
+
+
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def filesystem_type(fd: int) -> int:
+    """fstatfs(2)'s f_type of the file system fd is on (PROC_SUPER_MAGIC, ...)."""
+    buffer = ctypes.create_string_buffer(256)  # struct statfs, f_type its first long
+    _check(_libc.fstatfs(fd, buffer), "fstatfs")
+    return ctypes.c_long.from_buffer(buffer).value

@@ -31,6 +31,7 @@ import ipaddress
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -478,3 +479,35 @@ def no_jail_logs_left():
     for name in set(os.listdir(LOG_DIR)) - before if os.path.isdir(LOG_DIR) else ():
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(LOG_DIR, name))
+
+
+APPARMOR_PARSER = shutil.which("apparmor_parser")
+# Everything but writing /tmp/denied*: what the test shows the profile holds.
+TEST_PROFILE = """profile {name} flags=(attach_disconnected,mediate_deleted) {{
+  file,
+  capability,
+  network,
+  signal,
+  unix,
+  ptrace,
+  deny /tmp/denied* w,
+}}
+"""
+
+
+@pytest.fixture
+def apparmor_profile(tmp_path):
+    """A profile of the test's own, loaded, and unloaded after it."""
+    from hyjail import apparmor
+    if not (apparmor.enabled() and APPARMOR_PARSER):
+        pytest.skip("needs AppArmor enforced and apparmor_parser (the apparmor package)")
+    name = f"hyjail-test-{os.getpid()}"
+    source = tmp_path / "profile"
+    source.write_text(TEST_PROFILE.format(name=name))
+    loaded = subprocess.run([APPARMOR_PARSER, "-r", str(source)], capture_output=True,
+                            text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    try:
+        yield name
+    finally:
+        subprocess.run([APPARMOR_PARSER, "-R", str(source)], capture_output=True, timeout=120)

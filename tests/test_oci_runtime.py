@@ -721,8 +721,47 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_by_path(oci):
 
 
 def test_an_unconfined_apparmor_profile_is_no_profile(oci):
+    from hyjail import apparmor
     done = oci("run", "--bundle", oci.bundle(["/bin/true"], apparmorProfile="unconfined"), "aa")
     assert done.returncode == 0, done.stderr
     named = oci("run", "--bundle", oci.bundle(["/bin/true"], apparmorProfile="some-profile"),
                 "ab")
-    assert named.returncode == 1 and "config.json: process.apparmorProfile" in named.stderr
+    why = ("no such profile is loaded (apparmor_parser -r FILE loads one)"
+           if apparmor.enabled() else "this host has no AppArmor")
+    assert (named.returncode, named.stderr) == (
+        1, f"config.json: process.apparmorProfile: some-profile: {why}\n")
+    assert oci.containers() == []
+
+
+def test_an_apparmor_profile_confines_the_container_and_what_is_executed_in_it(
+        oci, apparmor_profile):
+    """runc's process.apparmorProfile: the container's process under the profile from its
+    exec on (the profile's denial holds), as is an exec's (or the profile it names)."""
+    shown = ("cat /proc/self/attr/current; touch /tmp/allowed && echo wrote; "
+             "touch /tmp/denied 2>/dev/null || echo refused; ")
+    bundle = oci.bundle(["/bin/sh", "-c", shown + "exec sleep 60"],
+                        apparmorProfile=apparmor_profile)
+    code, err = oci.create("aa", bundle)
+    assert code == 0, err
+    assert oci("start", "aa").returncode == 0
+    deadline = time.monotonic() + 20
+    while "refused" not in oci.output("aa"):
+        assert time.monotonic() < deadline, oci.output("aa")
+        time.sleep(0.05)
+    assert oci.output("aa") == f"{apparmor_profile} (enforce)\nwrote\nrefused\n"
+    entered = oci("exec", "aa", "/bin/sh", "-c", shown)
+    assert entered.stdout == f"{apparmor_profile} (enforce)\nwrote\nrefused\n", entered.stderr
+    free = oci("exec", "--apparmor", "unconfined", "aa", "/bin/sh", "-c", shown)
+    assert free.stdout == "unconfined\nwrote\n", free.stderr
+    missing = oci("exec", "--apparmor", "no-such-profile", "aa", "/bin/true")
+    assert (missing.returncode, missing.stderr) == (
+        1, "exec: process.apparmorProfile: no-such-profile: no such profile is loaded "
+           "(apparmor_parser -r FILE loads one)\n")
+    assert oci("delete", "--force", "aa").returncode == 0
+    # The trace backend has no /proc of the jail's to ask through: refused, nothing left.
+    code, err = oci.create("ab", oci.bundle(["/bin/true"], apparmorProfile=apparmor_profile,
+                                            annotations={"hyjail.backend": "trace"}))
+    assert (code, err) == (1, f"config.json: process.apparmorProfile: {apparmor_profile}: "
+                              f"needs a mount namespace of the jail's (the profile is asked "
+                              f"for through its own /proc; a chroot has none)\n")
+    assert oci.containers() == []

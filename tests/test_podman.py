@@ -291,6 +291,16 @@ def test_the_systemd_cgroup_manager_puts_the_container_in_a_scope_of_its_own(pod
         time.sleep(0.1)
 
 
+def test_an_apparmor_profile_named_to_podman_confines_the_container(podman,
+                                                                    apparmor_profile):
+    if podman.denied:
+        pytest.skip("the trace backend refuses an AppArmor profile (test_oci_runtime)")
+    done = podman("run", "--rm", "--security-opt", f"apparmor={apparmor_profile}", IMAGE,
+                  "sh", "-c", "cat /proc/self/attr/current; touch /tmp/denied || echo refused")
+    assert (done.returncode, done.stdout) == (0, f"{apparmor_profile} (enforce)\nrefused\n"), \
+        done.stderr
+
+
 def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):
     started = podman("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "32",
                      "--cpu-shares", "512", "--cpus", "0.5", IMAGE, "sleep", "60")

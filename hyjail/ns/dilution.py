@@ -109,6 +109,7 @@ class Confinement:
     extra_filter: bytes = b""
     umask: int | None = None
     oom_score_adj: int | None = None
+    apparmor: str | None = None  # its AppArmor profile (None or "unconfined": none)
 
     @property
     def keep(self) -> tuple[str, ...]:
@@ -132,6 +133,7 @@ class Confinement:
                 "refused_arguments": [list(r) for r in self.refused_arguments],
                 "weakened": sorted(self.weakened),
                 **({"caps": list(self.caps)} if self.caps is not None else {}),
+                **({"apparmor": self.apparmor} if self.apparmor else {}),
                 **({"extra_filter": binascii.b2a_base64(self.extra_filter, newline=False).decode()}
                    if self.extra_filter else {})}
 
@@ -151,6 +153,7 @@ class Confinement:
                    refused_arguments=tuple(tuple(r) for r in held.get("refused_arguments", ())),
                    weakened=frozenset(held.get("weakened", ())),
                    caps=tuple(held["caps"]) if "caps" in held else None,
+                   apparmor=held.get("apparmor"),
                    extra_filter=binascii.a2b_base64(held.get("extra_filter", "")))
 
     def prepare(self) -> Confinement:
@@ -174,6 +177,9 @@ class Confinement:
         if self.oom_score_adj is not None:  # still root of the host's user namespace here
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(self.oom_score_adj))
+        if self.apparmor and self.apparmor != "unconfined":  # as runc: before caps go
+            from hyjail import apparmor
+            apparmor.confine_on_exec(self.apparmor)
         if self.userns and not stays_in_host_userns(self.allowed):
             userns.join_jail_userns()
         for name, soft, hard in self.rlimits:

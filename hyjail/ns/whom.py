@@ -194,10 +194,13 @@ def entering(asked: accounts.Asked, root: int, weakened: frozenset[str], argv: S
 
 def container_process(process, confinement: Confinement) -> tuple[Account, Confinement]:
     """An OCI exec's process: whom it runs as, and its confinement: the jail's, with the
-    process's capabilities within the container's (never more), its umask and OOM score."""
+    process's capabilities within the container's (never more), its umask and OOM score, and
+    its AppArmor profile (none given: the container's)."""
     caps = confinement.caps
     if process.caps is not None:
         caps = tuple(c for c in process.caps if caps is None or c in caps)
     return (Account(str(process.uid), process.uid, process.gid, process.groups),
             replace(confinement, caps=caps, umask=process.umask,
-                    oom_score_adj=process.oom_score_adj))
+                    oom_score_adj=process.oom_score_adj,
+                    apparmor=confinement.apparmor if process.apparmor is None
+                    else process.apparmor))

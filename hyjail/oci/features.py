@@ -7,6 +7,7 @@ Owns the two documents, read from the tables the mapping itself uses
 
 from __future__ import annotations
 
+from hyjail import apparmor
 from hyjail.oci import hooks, mapping
 from hyjail.oci.state import OCI_VERSION
 
@@ -32,7 +33,7 @@ def document() -> dict:
             "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": {"enabled": True, "actions": list(ACTIONS), "operators": list(OPERATORS),
                         "archs": list(ARCHES)},
-            "apparmor": {"enabled": False},
+            "apparmor": {"enabled": apparmor.enabled()},
             "selinux": {"enabled": False},
         },
         "annotations": {"org.hyjail.version": __version__,

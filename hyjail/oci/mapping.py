@@ -99,7 +99,10 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
         container=ContainerProcess(uid=process.uid, gid=process.gid,
                                    groups=process.additional_gids, umask=process.umask,
                                    oom_score_adj=process.oom_score_adj, caps=caps,
-                                   extra_filter=extra_filter))
+                                   extra_filter=extra_filter,
+                                   apparmor=apparmor_profile(
+                                       process.apparmor_profile,
+                                       "config.json: process.apparmorProfile")))
 
 
 def _joined(config: OciConfig) -> tuple[tuple[str, str], ...]:
@@ -349,15 +352,23 @@ def _number(value: int | None) -> str:
     return "*" if value is None else str(value)
 
 
+def apparmor_profile(profile: str | None, field: str) -> str | None:
+    """An AppArmor profile the host has loaded (applied at the process's exec, as runc's);
+    "unconfined" as it is (no profile); SetupError on a host without AppArmor or a profile
+    it has not loaded."""
+    from hyjail import apparmor
+    if not profile or profile == apparmor.UNCONFINED:
+        return profile or None
+    if not apparmor.enabled():
+        raise SetupError(f"{field}: {profile}: this host has no AppArmor")
+    if not apparmor.loaded(profile):
+        raise SetupError(f"{field}: {profile}: no such profile is loaded (apparmor_parser "
+                         f"-r FILE loads one)")
+    return profile
+
+
 def _refuse_unheld(config: OciConfig) -> None:
     process = config.process
-    if process.apparmor_profile == "unconfined":
-        pass  # no profile: the jail's own rules are all its confinement
-    elif process.apparmor_profile and not os.path.isdir("/sys/kernel/security/apparmor"):
-        raise SetupError(f"config.json: process.apparmorProfile: {process.apparmor_profile}: "
-                         f"this host has no AppArmor")
-    elif process.apparmor_profile:
-        raise SetupError("config.json: process.apparmorProfile: not applied by hyjail yet")
     if process.selinux_label:
         raise SetupError("config.json: process.selinuxLabel: not supported")
     if config.hooks.create_container:
