@@ -203,6 +203,7 @@ def test_a_backend_that_runs_here_with_every_row_skipped_fails_the_battery():
     table = hyjail("check", "--backend", "ns", "-k", _SWAPPED, timeout=120)
     assert table.returncode == 1
     lines = table.stdout.splitlines()
+    lines[-1] = lines[-1].partition("; paced")[0]  # a box's pace (HYJAIL_CHECK_SLOW), if any
     assert lines[-3:] == ["skipped, by backend and reason:",
                           f"  {6:>4}  {'ns':<11}  {reason}",
                           "6 runs of 6 attempts on ns: 0 held, 0 escaped, 6 skipped, 0 errors"]
@@ -218,7 +219,8 @@ def test_a_battery_that_runs_nothing_fails():
 
 def test_a_slow_host_gets_longer_timeouts_and_shorter_races_and_is_told():
     """HYJAIL_CHECK_SLOW (script/boxes under software emulation): the races run fewer rounds,
-    which the summary says, and still hold; a bad factor is one line, exit 125."""
+    which the summary says, and still hold (a weakened jail's run whole); a bad factor is one
+    line, exit 125."""
     env = {**os.environ, "HYJAIL_CHECK_SLOW": "20"}
     result = hyjail("check", "--json", "-k", "path flipped between inside", timeout=300, env=env)
     data = json.loads(result.stdout)
@@ -226,6 +228,12 @@ def test_a_slow_host_gets_longer_timeouts_and_shorter_races_and_is_told():
     assert data["summary"].endswith(
         "; paced for a host 20x slower (HYJAIL_CHECK_SLOW): timeouts x20, races of 1000 "
         "rounds (fd swaps 100), not 20000 (2000)")
+    # A weakened jail's races run whole: they are the proof that the attempt can escape.
+    weak = hyjail("check", "--json", "-k", "path flipped between inside", timeout=300,
+                  env={**env, "HYJAIL_UNSAFE_WEAKEN": "follow-symlinks"})
+    assert json.loads(weak.stdout)["summary"].endswith(
+        "; paced for a host 20x slower (HYJAIL_CHECK_SLOW): timeouts x20, races at full "
+        "length (a weakened jail's)")
     bad = hyjail("check", "-k", "R2", env={**os.environ, "HYJAIL_CHECK_SLOW": "fast"})
     assert (bad.returncode, bad.stdout) == (125, "")
     assert bad.stderr == "hyjail: HYJAIL_CHECK_SLOW=fast: not a factor from 1 to 1000\n"

@@ -75,9 +75,11 @@ def summary(outcome: Outcome) -> str:
     paced = ""
     if outcome.slow != 1:
         rounds = race_rounds(outcome.slow)
+        races = (f"races of {rounds['race_rounds']} rounds (fd swaps {rounds['swap_rounds']}), "
+                 f"not {RACE_ROUNDS} ({SWAP_ROUNDS})" if rounds["race_rounds"] < RACE_ROUNDS
+                 else "races at full length (a weakened jail's)")
         paced = (f"; paced for a host {outcome.slow:g}x slower (HYJAIL_CHECK_SLOW): timeouts "
-                 f"x{outcome.slow:g}, races of {rounds['race_rounds']} rounds (fd swaps "
-                 f"{rounds['swap_rounds']}), not {RACE_ROUNDS} ({SWAP_ROUNDS})")
+                 f"x{outcome.slow:g}, {races}")
     return (f"{len(rows)} runs of {distinct} attempts on {backends}: {counts['held']} held, "
             f"{counts['ESCAPED']} escaped, {counts['skipped']} skipped, "
             f"{counts['error']} errors{paced}")
