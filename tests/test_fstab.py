@@ -241,34 +241,51 @@ def _mounted_under(path: str) -> list[str]:
 
 @needs("backend:trace")
 @needs_root
-def test_a_trace_jails_mounts_are_on_a_copy_of_its_root_of_its_own(tmp_path, busybox_root):
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+def test_a_trace_jails_mounts_are_on_a_copy_of_its_root_of_its_own(tmp_path, busybox_root,
+                                                                   shared):
     """A chroot has no mount namespace: its root is bound at a directory of the registry's,
     its mounts made beneath that copy (nothing where the root lies, nothing another jail
-    over it sees), and the copy detached at its end; jailed root cannot unmount them."""
+    over it sees), and the copy detached at its end; jailed root cannot unmount them.
+    shared: the root on a shared mount, as systemd makes every mount (the copy was in its
+    peer group, so the jail's mounts showed, and stayed, where the root lies)."""
     root, share = _tree(tmp_path, busybox_root)
+    if shared:
+        subprocess.run(["mount", "--bind", root, root], check=True)
+        subprocess.run(["mount", "--make-shared", root], check=True)
+    try:
+        _a_trace_jails_mounts_on_its_copy(root, share)
+    finally:
+        if shared:
+            subprocess.run(["umount", "-l", root], check=True)
+    assert not new_leaks()
+
+
+def _a_trace_jails_mounts_on_its_copy(root: str, share: str) -> None:
     script = ("cat /mnt/data/hello; touch /mnt/data/x 2>/dev/null || echo ro; "
               "echo s > /mnt/scratch/s && echo scratch; umount /mnt/data 2>/dev/null || "
-              "echo kept; sleep 1")
+              "echo kept; read go")
     first = subprocess.Popen([*HYJAIL, "run", "--backend", "trace", "--ro-bind",
                               f"{share}:/mnt/data", "--tmpfs", "/mnt/scratch", root, "h",
-                              "127.0.0.1", "/bin/sh", "-c", script], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                              "127.0.0.1", "/bin/sh", "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)  # a second jail over the same root meanwhile, without the mounts
+        said = [first.stdout.readline() for _ in range(4)]  # its mounts are made
+        assert said == ["from the host\n", "ro\n", "scratch\n", "kept\n"], said
+        # A second jail over the same root meanwhile: without the first one's mounts.
         other = hyjail("run", "--backend", "trace", root, "h2", "127.0.0.1", "/bin/ls",
                        "/mnt/data")
         assert other.returncode == 0 and other.stdout == "", other
         assert _mounted_under(root) == []
-        out, err = first.communicate(timeout=60)
+        out, err = first.communicate("go\n", timeout=60)
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
-    assert first.returncode == 0, err
-    assert out.split() == ["from", "the", "host", "ro", "scratch", "kept"], out
+    assert (first.returncode, out) == (0, ""), err
     assert _mounted_under(REGISTRY_ROOTS) == []
+    assert _mounted_under(root) == []
     assert os.listdir(os.path.join(root, "mnt", "scratch")) == []
-    assert not new_leaks()
 
 
 @needs("backend:trace")
@@ -294,7 +311,7 @@ def test_gc_detaches_what_a_killed_trace_supervisor_left(tmp_path, busybox_root)
     assert not new_leaks()
 
 
-@needs("backend:auto", "R1:kernel")
+@needs("backend:auto", "R1:kernel", "mount_setattr")
 @needs_root
 def test_read_only_root_keeps_tmp_writable_and_binds_as_asked(tmp_path, busybox_root):
     root, share = _tree(tmp_path, busybox_root)
@@ -312,7 +329,7 @@ def test_read_only_root_keeps_tmp_writable_and_binds_as_asked(tmp_path, busybox_
     assert not new_leaks()
 
 
-@needs("backend:trace")
+@needs("backend:trace", "mount_setattr")
 @needs_root
 def test_a_trace_jails_read_only_root_is_a_read_only_copy_on_the_host(tmp_path, busybox_root):
     """A chroot's read-only root: a read-only copy of its tree (under the registry's

@@ -413,7 +413,9 @@ def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool 
 
 def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
     """The root and every mount beneath it, cloned (read-only if asked) and attached at
-    `staging`; the setup's root is then the copy. A descriptor of the copy."""
+    `staging`, private: the setup's root is then the copy. A descriptor of the copy.
+    (A clone of a shared mount, as systemd makes every mount, is its peer: without the
+    private copy the jail's mounts showed, and stayed, where the root lies.)"""
     tree = newmount.clone(setup.root, recursive=True)
     try:
         if read_only:
@@ -423,6 +425,7 @@ def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
             newmount.attach(tree, point)
         finally:
             os.close(point)
+        linux.mount(None, _fd_path(tree), None, MS_REC | linux.MS_PRIVATE)
     except OSError as e:
         os.close(tree)
         if e.errno == errno.ENOSYS:
