@@ -3,9 +3,10 @@
 Owns: the probe, one check per capability a provider needs (each namespace kind, pivot_root,
 unprivileged user namespaces, seccomp filters and their RET_TRACE action, Landlock's scopes
 (signals and abstract unix sockets kept inside the jail), ptrace's EXITKILL,
-TRACESECCOMP and GET_SYSCALL_INFO, pidfd_open and pidfd_getfd, thread pidfds, kcmp, the i386
-and x32 ABIs), and its cache, and HYJAIL_PROBE_WITHOUT, which withholds checks as an older
-kernel would (a test's way to make this host pick an older host's providers). Every check
+TRACESECCOMP and GET_SYSCALL_INFO, pidfd_open and pidfd_getfd, thread pidfds, kcmp,
+mount_setattr (a read-only root: --read-only), the i386 and x32 ABIs), and its cache, and
+HYJAIL_PROBE_WITHOUT, which withholds checks as an older kernel would (a test's way to make
+this host pick an older host's providers). Every check
 runs in a throwaway child, so a refusal, a crash or a half-made namespace never touches the
 caller; the answer crosses back as one JSON line.
 
@@ -39,7 +40,7 @@ _KCMP_FILES = 2
 CACHE_DIR = "/var/cache/hyjail"
 _CACHE_NAME = "probe.json"
 _CACHE_ENTRIES = 32
-_VERSION = "4"  # of the checks: a cached probe from other checks is never reused
+_VERSION = "5"  # of the checks: a cached probe from other checks is never reused
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -92,6 +93,19 @@ def _pivot_root() -> tuple[bool, str]:
     os.chdir("/tmp")
     linux.pivot_root(".", ".")
     return True, "into a tmpfs"
+
+
+def _mount_setattr() -> tuple[bool, str]:
+    """mount_setattr(2) (Linux 5.12), which makes every mount of a root read-only: asked of
+    no descriptor, a kernel that has it says EBADF."""
+    from hyjail.ns import newmount
+    try:
+        newmount.restrict(-1, linux.MS_RDONLY)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            return False, "no such system call (Linux 5.12 has it)"
+        return True, "changes a mount's attributes"
+    return True, "changes a mount's attributes"
 
 
 def _unprivileged_userns() -> tuple[bool, str]:
@@ -276,6 +290,7 @@ def run() -> Probe:
     checks: dict[str, Callable[[], object]] = {
         **{f"ns.{name}": _namespace(flag) for name, flag in NAMESPACE_FLAGS.items()},
         "pivot_root": _pivot_root,
+        "mount_setattr": _mount_setattr,
         "userns.unprivileged": _unprivileged_userns,
         "seccomp.filter": _seccomp_filter,
         "landlock.scope": _landlock_scope,

@@ -42,7 +42,10 @@ import pytest
 
 from hyjail import plan as plans
 from hyjail import platform
-from hyjail.check.jailrun import HYJAIL  # the installed command, as users run it
+from hyjail.check.jailrun import (
+    HYJAIL,  # the installed command, as users run it
+    slowness,
+)
 from hyjail.errors import SetupError
 from hyjail.linux import descendants, process_start_time
 
@@ -388,12 +391,18 @@ def _new_state(before: dict[str, list]) -> dict[str, list]:
 _before_test: dict[str, list] = {}
 
 
+# How many times slower than this machine the host is (HYJAIL_CHECK_SLOW: a test box under
+# software emulation): the kernel's own asynchronous work (a namespace's end, a link's) is
+# waited for that much longer.
+SLOW = slowness()
+
+
 def new_leaks() -> dict[str, list]:
     """What the running test left so far of SPEC section 3's names (not what was there when
     it started: a jail kept beside the run is not its leak). A jail's host link is deleted
     by the network helper after its supervisor has let go of it (the kernel takes about
-    30 ms), so links alone get two seconds to go."""
-    deadline = time.monotonic() + 2
+    30 ms), so links alone get two seconds to go (paced by SLOW)."""
+    deadline = time.monotonic() + 2 * SLOW
     while set(leaks := _new_state(_before_test)) == {"interfaces"} and \
             time.monotonic() < deadline:
         time.sleep(0.02)
@@ -426,7 +435,7 @@ def no_leaks(request):
     if os.geteuid() != 0:
         return
     # A netns dies asynchronously after its last process; give the kernel a moment.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5 * SLOW
     while (leaks := _new_state(before)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if leaks:

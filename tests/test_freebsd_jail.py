@@ -18,10 +18,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import fresh_ip, missing, needs, needs_root, new_leaks
+from conftest import SLOW, fresh_ip, missing, needs, needs_root, new_leaks
 from world import World
 
 BIN = os.path.dirname(sys.executable)
@@ -83,8 +84,9 @@ def test_basic():
 def test_list():
     """Parameters as lists: both ends of an epair given to a vnet jail (vnet.interface=A,B),
     seen inside by ifconfig. Adapted: the epair is a veth pair (`ip link`, not FreeBSD's
-    ifconfig), made on the host of a network of the test's own (tests/world.py), never the
-    real host's; each end comes back when the jail is removed."""
+    ifconfig, which a Linux host may not have), made on the host of a network of the test's
+    own (tests/world.py), never the real host's; each end comes back when the jail is
+    removed (once the kernel has ended the jail's network namespace)."""
     with World() as world:
         world.sh(world.host, "ip link add epair0a type veth peer name epair0b")
         jail = [*world.enter(world.host), JAIL]
@@ -93,11 +95,15 @@ def test_list():
                              "vnet.interface=epair0a,epair0b")
             assert made.returncode == 0, made.stderr
             for end in ("epair0a", "epair0b"):
-                inside = world.run(*world.enter(world.host), JEXEC, "basejail", "ifconfig", end)
+                inside = world.run(*world.enter(world.host), JEXEC, "basejail", "ip", "link",
+                                   "show", end)
                 assert inside.returncode == 0 and end in inside.stdout, inside.stderr
         finally:
             world.run(*jail, "-r", "basejail")
-        assert "epair0a" in world.sh(world.host, "ip -o link").stdout  # back on the host
+        deadline = time.monotonic() + 5 * SLOW  # a namespace ends after its last process
+        while "epair0a" not in world.sh(world.host, "ip -o link").stdout:  # back on the host
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 def test_nested():

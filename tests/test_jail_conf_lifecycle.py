@@ -4,6 +4,7 @@ JID/JNAME/JPATH, and bad input."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 
@@ -131,8 +132,8 @@ def test_failing_start_removes_the_jail(busybox_root):
     (["-c", "path=/", "memory=lots", "persist"], 1,
      "jail: --memory lots: a size such as 256M, 1G or 1048576 (bytes)\n"),
     (["-c", "path=/", "rlimit.nofile=1:99999999999", "persist"], 1,
-     "jail: --rlimit nofile=1:99999999999: above the host's hard limit 20000 "
-     "(a jail's limits can only be lower)\n"),
+     f"jail: --rlimit nofile=1:99999999999: above the host's hard limit "
+     f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} (a jail's limits can only be lower)\n"),
     (["-c", "host.hostname=x"], 1, "jail: a jail needs persist, exec.start or command "
      "(FreeBSD: it would have no process to live by)\n"),
     (["-c", "path=/", "stop.timeout=abc", "persist"], 1,

@@ -14,7 +14,7 @@ from conftest import needs, needs_root
 EVERYTHING = ("ns.mnt", "ns.pid", "ns.uts", "ns.ipc", "ns.net", "ns.cgroup", "ns.user",
               "pivot_root", "seccomp.filter", "seccomp.trace", "ptrace.exitkill",
               "ptrace.traceseccomp", "ptrace.syscall_info", "pidfd_open", "pidfd_getfd",
-              "pidfd.thread", "landlock.scope", "kcmp")
+              "pidfd.thread", "landlock.scope", "kcmp", "mount_setattr")
 
 
 def host(*lacking: str) -> Probe:

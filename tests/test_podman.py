@@ -30,7 +30,7 @@ import pytest
 
 from hyjail import cgroups
 
-from conftest import DENY, needs_jails, require_denied
+from conftest import DENY, needs_jails, require, require_denied
 
 pytestmark = [*needs_jails, pytest.mark.skipif(
     shutil.which("podman") is None, reason="podman is not installed (script/bootstrap does)")]
@@ -210,6 +210,7 @@ def test_podmans_own_network_in_a_world_of_the_tests(podman):
 
 
 def test_read_only_binds_and_limits(podman, tmp_path):
+    require("mount_setattr")  # --read-only: every mount of the root read-only
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("host file\n")
