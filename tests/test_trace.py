@@ -22,6 +22,7 @@ import pytest
 from conftest import (
     HERE,
     HYJAIL,
+    SLOW,
     abis,
     backends,
     fresh_loopback_ip,
@@ -477,7 +478,11 @@ def test_a_descriptor_swapped_under_a_judged_call_never_escapes(probe_root, weak
     another makes each judged call on it, with the host's 127.0.0.1 (where this test listens)
     as the destination, or 0.0.0.0 to bind and listen on. 2,000 rounds per call; weakened to
     the old pass-through, every call escapes (the probe sees its socket connected, or bound
-    or listening on 0.0.0.0): a race, so a call that lost it gets two more runs."""
+    or listening on 0.0.0.0): a race, so a call that lost it gets two more runs. (Not the
+    weakened proof on an emulated host: there connect and sendto lost 6,000 rounds.)"""
+    if weakened and SLOW > 1:
+        pytest.skip(f"the escape's proof is a race, for a host of normal speed (this one is "
+                    f"paced {SLOW:g}x slower: HYJAIL_CHECK_SLOW)")
     ip = fresh_loopback_ip()
     with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         tcp.bind(("127.0.0.1", 0))  # host services the jail must never reach

@@ -37,16 +37,19 @@ def weakened() -> bool:
 def _key() -> str:
     """One helper per uid, code, environment, seccomp state and network namespace: the helper
     and its clients must agree, and a helper makes links in its own network namespace (a host
-    of a test's own world has its own helper). The environment is sys.prefix, not the
-    interpreter's name: `python` and `python3` in one venv (the launchers use the latter)
-    are one."""
+    of a test's own world has its own helper). The environment is sys.prefix's directory
+    (device and inode), not the interpreter's name nor the prefix's path: `python` and
+    `python3` in one venv (the launchers use the latter) are one, and so is a venv reached at
+    two paths (a test box binds its venv over the tree's .venv)."""
     here = os.path.dirname(os.path.abspath(__file__))
     code = [os.stat(os.path.join(here, name)) for name in _CODE]
     with open("/proc/self/status") as f:
         filters = next((line.split()[1] for line in f if line.startswith("Seccomp_filters")),
                        "0")
     network = os.stat("/proc/self/ns/net").st_ino
-    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], sys.prefix, filters, network))
+    prefix = os.stat(sys.prefix)
+    key = repr(([(s.st_mtime_ns, s.st_size) for s in code], (prefix.st_dev, prefix.st_ino),
+                filters, network))
     return f"{os.getuid()}-{digest.hexdigest(key.encode(), 6)}"
 
 

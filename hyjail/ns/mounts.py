@@ -437,6 +437,20 @@ def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
     return tree
 
 
+def _mounts_beneath(path: str) -> bool:
+    """Whether any mount of this mount namespace lies beneath path (its mountinfo)."""
+    below = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
+                                  ("\\134", "\\")):
+                point = point.replace(escaped, char)
+            if point.startswith(below):
+                return True
+    return False
+
+
 def undo_on_host(staging: str, copy: int) -> None:
     """Detach the jail's copy of its root with everything mounted on it (by descriptor: its
     staging directory is the registry's, which no jail reaches), and remove the directory."""
@@ -702,9 +716,13 @@ class _Setup:
             try:
                 newmount.restrict(tree, flags, recursive)
                 later = 0
-            except OSError as e:  # before Linux 5.12: remounted once attached
-                if e.errno != errno.ENOSYS or recursive:
+            except OSError as e:  # before Linux 5.12: remounted once attached, which
+                if e.errno != errno.ENOSYS:  # holds only for the top mount of the tree
                     raise
+                if recursive and _mounts_beneath(source):
+                    raise SetupError(f"jail setup: mount {source} on /{target}: it has "
+                                     f"mounts beneath it, which only mount_setattr (Linux "
+                                     f"5.12) restricts with it (rbind)") from None
                 later = flags
             point = self._point(target, os.O_PATH, create,
                                 directory=stat.S_ISDIR(os.fstat(tree).st_mode))
