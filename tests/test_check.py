@@ -127,6 +127,7 @@ def test_the_entry_group_holds_on_every_backend():
     ("no-pidns", "ns", "/proc/<host pid> is not there"),  # ... and the host's /proc
     ("no-filter", "ns", "unshare_user"),  # R5 without the seccomp filter
     ("host-mqueue", "trace", "POSIX message queue"),  # no IPC namespace, no gate
+    ("shared-root-copy", "trace", "bind seen over a shared root"),  # the copy a peer
     ("all-caps", "trace", "a raw socket"),  # R3 on the host's network with CAP_NET_RAW
     ("all-caps", "ns", "netlink: change a link"),  # R3 with CAP_NET_ADMIN kept
     ("all-caps", "ns", "a raw socket"),

@@ -232,6 +232,16 @@ def _host_dir_unbound(results: dict[str, str], ctx: dict) -> str | None:
     return None
 
 
+def _binds_kept_apart(results: dict[str, str], ctx: dict) -> str | None:
+    where = [what for what in ("other jail", "host") if "hjboundhere" in _got(results, what)]
+    if where:
+        return (f"a host directory bound into one jail showed to the {' and the '.join(where)}"
+                f" over the same (shared) root")
+    if _got(results, "after") != "nothing":
+        return f"the jail's mounts stayed where its root lies: {results['after']}"
+    return None
+
+
 def _helper_not_impersonated(results: dict[str, str], ctx: dict) -> str | None:
     """Held if the fake received nothing and the jail ran with its address (or was refused
     in one line)."""
@@ -401,6 +411,8 @@ CATALOGUE: tuple[Attempt, ...] = (
             driver="root_swapped_before_jexec", judge=_root_not_followed, timeout=120),
     Attempt("E", "a bind's source swapped for a symlink",  # a trace jail's: on the host
             driver="swapped_bind_source", judge=_host_dir_unbound, timeout=240),
+    Attempt("R1", "one jail's bind seen over a shared root", driver="binds_across_a_shared_root",
+            judge=_binds_kept_apart, timeout=120),
     Attempt("E", "an impersonated network helper", ("bind:{jail_ip}",), driver="fake_netd",
             judge=_helper_not_impersonated, host=("veth",), timeout=120),
     Attempt("E", "a jail over / writes the cache",

@@ -307,6 +307,53 @@ def swapped_bind_source(ground: Ground, argv: list[str], ctx: dict, attempt: Att
     return answers
 
 
+# ---- one jail's bind over a shared root ------------------------------------------------------
+
+MS_SHARED = 1 << 20  # mount(2): the mount joins a peer group (what systemd makes of every one)
+
+
+def binds_across_a_shared_root(ground: Ground, argv: list[str], ctx: dict,
+                               attempt: Attempt) -> dict:
+    """The host binds a directory of its own into one jail whose root lies on a shared mount
+    (as systemd makes every mount): another jail over the same root, and the host at the
+    root's place, must not see it, while that jail lives or after."""
+    from hyjail import linux
+    hostname, shape = ctx["hostname"], ctx["shape"]
+    root = _fresh_root(ground, f"sharedroot-{hostname}", with_probes=False)
+    os.makedirs(os.path.join(root, "mnt", "data"))
+    host_dir = os.path.join(ground.top, f"sharedhost-{hostname}")
+    os.mkdir(host_dir, 0o755)
+    open(os.path.join(host_dir, "hjboundhere"), "w").close()
+    answers: dict[str, str] = {}
+    linux.mount(root, root, None, linux.MS_BIND)
+    try:
+        linux.mount(None, root, None, MS_SHARED)
+        script = "echo ready $(ls /mnt/data); read x"
+        with held([*HYJAIL, "run", *ctx["options"], "--ro-bind", f"{host_dir}:/mnt/data",
+                   root, hostname, ctx["jail_ip"], "/bin/sh", "-c", script],
+                  "ready", "the jail with the bind") as (jail, line):
+            if line[1:] != ["hjboundhere"]:
+                raise NotRun(f"the jail did not get its bind: it listed {line[1:]}")
+            other = subprocess.run([*HYJAIL, "run", *ctx["options"], root, f"{hostname}o",
+                                    shape.address(), "/bin/ls", "/mnt/data"],
+                                   capture_output=True, text=True, timeout=scaled(60),
+                                   stdin=subprocess.DEVNULL)
+            if other.returncode != 0:
+                raise NotRun((error_lines(other.stderr) or [f"exit {other.returncode}"])[-1])
+            answers["other jail"] = " ".join(other.stdout.split()) or "nothing"
+            answers["host"] = " ".join(os.listdir(os.path.join(root, "mnt", "data"))) or \
+                "nothing"
+            finish(jail, "stop")
+        with open("/proc/self/mountinfo") as f:
+            left = [line.split()[4] for line in f if line.split()[4].startswith(root + "/")]
+        answers["after"] = " ".join(left) or "nothing"
+    finally:
+        linux.umount2(root, linux.MNT_DETACH)  # with anything a weakened jail left on it
+        shutil.rmtree(host_dir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return answers
+
+
 # ---- an impersonated network helper --------------------------------------------------------
 
 def fake_netd(ground: Ground, argv: list[str], ctx: dict, attempt: Attempt) -> dict:
@@ -382,5 +429,6 @@ DRIVERS: dict[str, Callable[[Ground, list[str], dict, Attempt], dict]] = {
     "nss_lookup": nss_lookup, "proc_scanner": proc_scanner, "swapped_root": swapped_root,
     "root_swapped_before_jexec": root_swapped_before_jexec,
     "swapped_bind_source": swapped_bind_source, "fake_netd": fake_netd,
+    "binds_across_a_shared_root": binds_across_a_shared_root,
     "tampered_cache": tampered_cache,
 }

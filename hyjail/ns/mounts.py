@@ -364,7 +364,7 @@ def host_root_copy(state_dir: str, jid: int) -> str:
 
 
 def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool = False,
-                      follow_symlinks: bool = False) -> int:
+                      follow_symlinks: bool = False, peer: bool = False) -> int:
     """A chroot jail's root with its own mounts (`hyjail.fstab.JailMount`s), made on the
     host: the root (every mount beneath it too) bound at `staging`, a directory of the
     registry's made here, and the mounts beneath that copy by descriptor, as the ns
@@ -375,7 +375,8 @@ def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool 
     IPC namespace of its own it would be the host's (and such a jail's POSIX queue calls
     are refused anyway). read_only: the copy read-only, with WRITABLE's fresh tmpfs where
     the administrator's mounts put nothing. follow_symlinks: as `carry_out`'s (the
-    weakening "follow-symlinks" only)."""
+    weakening "follow-symlinks" only). peer: the copy left in the root mount's peer group
+    (the weakening "shared-root-copy" only)."""
     os.makedirs(os.path.dirname(staging), 0o700, exist_ok=True)
     os.mkdir(staging, 0o700)
     setup = _Setup(follow_symlinks)
@@ -387,7 +388,7 @@ def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool 
                 if mount.create and mount.kind != "mqueue":
                     setup.carry_out(MakePoint(mount.target, mount.kind != "bind"
                                               or os.path.isdir(mount.source)))
-        copy = _root_copy(setup, path, staging, read_only)
+        copy = _root_copy(setup, path, staging, read_only, peer)
         if read_only:
             given = {mount.target for mount in added}
             for where, data in WRITABLE:
@@ -411,7 +412,8 @@ def carry_out_on_host(path: str, staging: str, added: Sequence, read_only: bool 
     return copy
 
 
-def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
+def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool,
+               peer: bool = False) -> int:
     """The root and every mount beneath it, cloned (read-only if asked) and attached at
     `staging`, private: the setup's root is then the copy. A descriptor of the copy.
     (A clone of a shared mount, as systemd makes every mount, is its peer: without the
@@ -425,7 +427,8 @@ def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool) -> int:
             newmount.attach(tree, point)
         finally:
             os.close(point)
-        linux.mount(None, _fd_path(tree), None, MS_REC | linux.MS_PRIVATE)
+        if not peer:
+            linux.mount(None, _fd_path(tree), None, MS_REC | linux.MS_PRIVATE)
     except OSError as e:
         os.close(tree)
         if e.errno == errno.ENOSYS:

@@ -76,7 +76,8 @@ def run(spec: JailSpec, plan: Plan, registry: Registry,
             root = mounts.host_root_copy(registry.state_dir, record.jid)
             record = registry.update(record, params={**record.params, "host_root_copy": root})
             copy = mounts.carry_out_on_host(spec.path, root, spec.mounts, spec.read_only,
-                                            "follow-symlinks" in confinement.weakened)
+                                            "follow-symlinks" in confinement.weakened,
+                                            "shared-root-copy" in confinement.weakened)
             undo.callback(mounts.undo_on_host, root, copy)  # after kill_and_reap
 
         tty_fds = (0, 1, 2) if console else terminal.tty_fds() if stdio is None else ()
