@@ -177,6 +177,21 @@ def _check_stand_in(pid: int, name: str) -> None:
     assert status["NoNewPrivs"].strip() == "1"
 
 
+@pytest.mark.parametrize("backend", ["ns", "trace"])
+def test_the_state_pids_mount_namespace_is_the_jails(oci, backend):
+    """Engines act on a running container's files through its pid's mount namespace (podman
+    cp, top): the stand-in's is the jail's (a trace jail's: one of its own, rooted at the
+    jail's root), never the host's."""
+    bundle = oci.bundle(["/bin/sleep", "60"], annotations={"hyjail.backend": backend})
+    code, err = oci.create("mnt", bundle)
+    assert code == 0, err
+    pid = oci.state_of("mnt")["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    inside = subprocess.run(["nsenter", f"--mount=/proc/{pid}/ns/mnt", "/bin/cat",
+                             "/etc/hyjail-root"], capture_output=True, timeout=60)
+    assert inside.returncode == 0, inside.stderr  # the busybox root's marker
+
+
 def test_a_created_container_deleted_by_force_leaves_nothing(oci):
     code, err = oci.create("c2", oci.bundle(["/bin/true"]))
     assert code == 0, err

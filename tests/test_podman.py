@@ -327,6 +327,34 @@ def test_an_apparmor_profile_named_to_podman_confines_the_container(podman,
         done.stderr
 
 
+def test_cp_and_top_act_on_the_containers_tree_and_processes(podman, tmp_path):
+    """podman cp and top join the mount namespace of the container's pid (the stand-in's,
+    the jail's): a file copied in lands in the container's tree, never the host's (it did),
+    one copied out comes from it, and top lists the container's processes."""
+    if podman.denied:
+        pytest.skip("a host that denies namespaces gives the stand-in no mount namespace: "
+                    "podman cp and top act on the host's tree there (README)")
+    target = f"/hj-podman-cp-{os.getpid()}"
+    (tmp_path / "marker").write_text("copied\n")
+    started = podman("run", "-d", "--name", "cp", IMAGE, "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        copied = podman("cp", str(tmp_path / "marker"), f"cp:{target}")
+        assert copied.returncode == 0, copied.stderr
+        assert not os.path.exists(target)
+        assert podman("exec", "cp", "cat", target).stdout == "copied\n"
+        out = podman("cp", "cp:/etc/hyjail-root", str(tmp_path / "back"))
+        assert out.returncode == 0 and (tmp_path / "back").exists(), out.stderr
+        top = podman("top", "cp", "pid", "comm")
+        commands = {line.split()[-1] for line in top.stdout.splitlines()[1:] if line.strip()}
+        assert top.returncode == 0 and "sleep" in commands and commands <= {
+            "sleep", "hyjail-init"}, top.stdout
+    finally:
+        if os.path.exists(target):  # the host's, where the bug put it
+            os.unlink(target)
+        podman("rm", "--force", "--time", "0", "cp")
+
+
 def test_memory_pids_and_cpu_limits_reach_the_jails_cgroups(podman):
     started = podman("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "32",
                      "--cpu-shares", "512", "--cpus", "0.5", IMAGE, "sleep", "60")
