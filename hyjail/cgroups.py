@@ -161,13 +161,22 @@ def _own_groups(found: list[Hierarchy], pid: int | str = "self") -> dict[Hierarc
             for h in found}
 
 
-def own_procs_file() -> str | None:
-    """The cgroup.procs of our own group in the unified hierarchy (None without one)."""
+def unified_group(pid: int | str = "self") -> tuple[str, str] | None:
+    """(the unified hierarchy's mount, our group there, or process pid's, as /proc/PID/cgroup
+    names it); None without a unified hierarchy."""
     found = [h for h in hierarchies() if h.version == 2]
     if not found:
         return None
-    own = _own_groups(found)[found[0]]
-    return os.path.join(found[0].mount, own.lstrip("/"), "cgroup.procs")
+    return found[0].mount, _own_groups(found, pid)[found[0]]
+
+
+def own_procs_file() -> str | None:
+    """The cgroup.procs of our own group in the unified hierarchy (None without one)."""
+    unified = unified_group()
+    if unified is None:
+        return None
+    mount, own = unified
+    return os.path.join(mount, own.lstrip("/"), "cgroup.procs")
 
 
 def create(jid: int, limits: Limits, at: str | None = None) -> list[str]:

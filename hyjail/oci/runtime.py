@@ -162,10 +162,8 @@ def _supervisor_main(store: Store, container: Container, spec, unit, given_hooks
         # from the container's pid (podman stats), and runc's is in its container's.
         spec = replace(spec, companion=os.getppid())
         if unit is not None:  # the systemd driver: the jail's groups in the scope it makes
-            from hyjail import cgroups
             from hyjail.oci import scope
-            unified = next(h.mount for h in cgroups.hierarchies() if h.version == 2)
-            spec = replace(spec, cgroup_path=scope.start(unit, spec.companion, unified))
+            spec = replace(spec, cgroup_path=scope.start(unit, spec.companion))
         code = supervisor.run(spec, on_ready=ready,
                               stdio=None if console else stdio, console=console)
     except HyjailError as e:

@@ -83,7 +83,7 @@ def check_host(scope: Scope, unified_only: bool) -> None:
         raise SetupError(f"{where} needs busctl (systemd's bus client)")
 
 
-def start(scope: Scope, pid: int, unified_mount: str) -> str:
+def start(scope: Scope, pid: int) -> str:
     """Make the scope holding pid (the stand-in), move pid to the scope's leaf, and return
     where the jail's groups go (an absolute cgroup path for `cgroups.create`'s `at`)."""
     import subprocess
@@ -102,7 +102,7 @@ def start(scope: Scope, pid: int, unified_mount: str) -> str:
         why = (made.stderr.strip().splitlines() or [f"busctl exited {made.returncode}"])[-1]
         raise SetupError(f"{FIELD}: {scope.slice}: {scope.unit}: systemd would not make "
                          f"the scope: {why}")
-    group = _wait_placed(scope, pid)
+    unified_mount, group = _wait_placed(scope, pid)
     leaf = os.path.join(unified_mount, group.lstrip("/"), STANDIN_LEAF)
     with contextlib.suppress(FileExistsError):
         os.mkdir(leaf, 0o755)
@@ -111,32 +111,24 @@ def start(scope: Scope, pid: int, unified_mount: str) -> str:
     return f"{group.rstrip('/')}/{JAIL_GROUP}"
 
 
-def _wait_placed(scope: Scope, pid: int) -> str:
-    """The scope's group, once systemd's job has moved pid into it (StartTransientUnit
-    returns with the job queued)."""
+def _wait_placed(scope: Scope, pid: int) -> tuple[str, str]:
+    """(the unified hierarchy's mount, the scope's group there), once systemd's job has
+    moved pid into it (StartTransientUnit returns with the job queued)."""
+    from hyjail import cgroups
     deadline = time.monotonic() + PLACED_SECONDS
     while True:
-        group = own_group(pid)
-        if group is not None and group.rstrip("/").endswith("/" + scope.unit):
-            return group
+        try:
+            mount, group = cgroups.unified_group(pid)  # check_host: there is one
+        except (FileNotFoundError, ProcessLookupError):
+            raise SetupError(f"{FIELD}: the container's process ended while its scope was "
+                             f"made") from None
+        if group.rstrip("/").endswith("/" + scope.unit):
+            return mount, group
         if time.monotonic() > deadline:
             raise SetupError(f"{FIELD}: {scope.slice}: {scope.unit}: systemd did not move "
                              f"the container's process into the scope within "
                              f"{PLACED_SECONDS:g} s")
         time.sleep(0.005)
-
-
-def own_group(pid: int) -> str | None:
-    """pid's group in the unified hierarchy, as /proc/PID/cgroup's `0::` line names it."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line[3:].rstrip("\n")
-    except (FileNotFoundError, ProcessLookupError):
-        raise SetupError(f"{FIELD}: the container's process ended while its scope was "
-                         f"made") from None
-    return None
 
 
 def _busctl() -> str | None:
