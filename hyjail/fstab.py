@@ -161,7 +161,7 @@ def _entry(line: str, root_given: str, root: str, parameter: str) -> JailMount |
     if len(fields) < 3:
         raise SetupError(f"{parameter}: {line.strip()}: missing information")
     try:
-        source, point = (_unvis(field) for field in fields[:2])
+        source, point = (unvis(field) for field in fields[:2])
     except ValueError:
         raise SetupError(f"{parameter}: {line.strip()}: fstab parse error") from None
     fstype = fields[2]
@@ -276,7 +276,7 @@ def _refuse_host_state(source: str, parameter: str) -> None:
                              f"({state}), which no jail may reach")
 
 
-def _unvis(field: str) -> str:
+def unvis(field: str) -> str:
     """vis(3)'s octal escapes (`\\040` a space, `\\134` a backslash) and `\\\\`, as FreeBSD's
     strunvis and Linux's getmntent decode an fstab's first two fields."""
     out, i = [], 0

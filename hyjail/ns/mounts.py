@@ -441,17 +441,12 @@ def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool,
 
 
 def _mounts_beneath(path: str) -> bool:
-    """Whether any mount of this mount namespace lies beneath path (its mountinfo)."""
+    """Whether any mount of this mount namespace lies beneath path (its mountinfo, whose
+    mount points carry fstab's octal escapes)."""
+    from hyjail.fstab import unvis
     below = path.rstrip("/") + "/"
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4]
-            for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
-                                  ("\\134", "\\")):
-                point = point.replace(escaped, char)
-            if point.startswith(below):
-                return True
-    return False
+        return any(unvis(line.split()[4]).startswith(below) for line in f)
 
 
 def undo_on_host(staging: str, copy: int) -> None:
