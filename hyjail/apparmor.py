@@ -1,12 +1,12 @@
 """AppArmor for an OCI container's process (process.apparmorProfile, as runc applies it).
 
-Owns whether the host enforces AppArmor, whether a profile is loaded, and asking the kernel
-to confine the calling thread under a profile from its next exec on (`exec PROFILE` written
-to its attr/apparmor/exec, or attr/exec before Linux 5.8). The file is reached through the
-jail's /proc only after that mount is checked to be a procfs and the path to stay on it
-(openat2, RESOLVE_NO_XDEV): a jail root able to mount could otherwise lay a file of its own
-over it, and the profile would silently not be applied. Failing that, the process is not
-run (SetupError naming the profile).
+Owns whether the host enforces AppArmor, whether a profile asked for is loaded, and asking
+the kernel to confine the calling thread under a profile from its next exec on (`exec
+PROFILE` written to its attr/apparmor/exec, or attr/exec before Linux 5.8). The file is
+reached through the jail's /proc only after that mount is checked to be a procfs and the
+path to stay on it (openat2, RESOLVE_NO_XDEV): a jail root able to mount could otherwise lay
+a file of its own over it, and the profile would silently not be applied. Failing that, the
+process is not run (SetupError naming the profile).
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ def loaded(profile: str) -> bool:
             return any(line.rpartition(" (")[0] == profile for line in f)
     except OSError:
         return False
+
+
+def wanted(profile: str | None, field: str) -> str | None:
+    """A profile asked for (`field` names where): one the host has loaded; "unconfined" as it
+    is (no profile); None for none; SetupError on a host without AppArmor or for a profile
+    it has not loaded."""
+    if not profile or profile == UNCONFINED:
+        return profile or None
+    if not enabled():
+        raise SetupError(f"{field}: {profile}: this host has no AppArmor")
+    if not loaded(profile):
+        raise SetupError(f"{field}: {profile}: no such profile is loaded (apparmor_parser "
+                         f"-r FILE loads one)")
+    return profile
 
 
 def confine_on_exec(profile: str, proc: str = "/proc") -> None:

@@ -38,9 +38,9 @@ def run(store, container_id: str, args: list[str], flags: dict,
         size = process.console_size
         console = (lambda master: runtime._send_console(console_socket, master, size))  # noqa: E731
     caps = None if process.capabilities is None else tuple(process.capabilities.bounding)
-    from hyjail.oci.mapping import apparmor_profile
-    profile = apparmor_profile(process.apparmor_profile or flags.get("apparmor"),
-                               "exec: process.apparmorProfile")
+    from hyjail import apparmor
+    profile = apparmor.wanted(process.apparmor_profile or flags.get("apparmor"),
+                              "exec: process.apparmorProfile")
     wanted = ContainerProcess(uid=process.uid, gid=process.gid, groups=process.additional_gids,
                               umask=process.umask, oom_score_adj=process.oom_score_adj,
                               caps=caps, apparmor=profile)

@@ -19,7 +19,7 @@ import resource
 import socket
 import struct
 
-from hyjail import cgroups, devices, fstab, linux
+from hyjail import apparmor, cgroups, devices, fstab, linux
 from hyjail.container import ContainerProcess
 from hyjail.devices import Device
 from hyjail.errors import SetupError
@@ -100,7 +100,7 @@ def jail_spec(config: OciConfig, container_id: str) -> JailSpec:
                                    groups=process.additional_gids, umask=process.umask,
                                    oom_score_adj=process.oom_score_adj, caps=caps,
                                    extra_filter=extra_filter,
-                                   apparmor=apparmor_profile(
+                                   apparmor=apparmor.wanted(
                                        process.apparmor_profile,
                                        "config.json: process.apparmorProfile")))
 
@@ -350,21 +350,6 @@ def _limits(config: OciConfig, process: OciProcess, added: tuple[Device, ...]) -
 
 def _number(value: int | None) -> str:
     return "*" if value is None else str(value)
-
-
-def apparmor_profile(profile: str | None, field: str) -> str | None:
-    """An AppArmor profile the host has loaded (applied at the process's exec, as runc's);
-    "unconfined" as it is (no profile); SetupError on a host without AppArmor or a profile
-    it has not loaded."""
-    from hyjail import apparmor
-    if not profile or profile == apparmor.UNCONFINED:
-        return profile or None
-    if not apparmor.enabled():
-        raise SetupError(f"{field}: {profile}: this host has no AppArmor")
-    if not apparmor.loaded(profile):
-        raise SetupError(f"{field}: {profile}: no such profile is loaded (apparmor_parser "
-                         f"-r FILE loads one)")
-    return profile
 
 
 def _refuse_unheld(config: OciConfig) -> None:
