@@ -161,7 +161,7 @@ def _entry(line: str, root_given: str, root: str, parameter: str) -> JailMount |
     if len(fields) < 3:
         raise SetupError(f"{parameter}: {line.strip()}: missing information")
     try:
-        source, point = (unvis(field) for field in fields[:2])
+        source, point = (charsets.unvis(field) for field in fields[:2])
     except ValueError:
         raise SetupError(f"{parameter}: {line.strip()}: fstab parse error") from None
     fstype = fields[2]
@@ -274,26 +274,3 @@ def _refuse_host_state(source: str, parameter: str) -> None:
         if os.path.commonpath([state, source]) in (state, source):
             raise SetupError(f"{parameter}: {source}: holds or lies in hyjail's own state "
                              f"({state}), which no jail may reach")
-
-
-def unvis(field: str) -> str:
-    """vis(3)'s octal escapes (`\\040` a space, `\\134` a backslash) and `\\\\`, as FreeBSD's
-    strunvis and Linux's getmntent decode an fstab's first two fields."""
-    out, i = [], 0
-    while i < len(field):
-        char = field[i]
-        if char != "\\":
-            out.append(char)
-            i += 1
-        elif field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            code = int(field[i + 1:i + 4], 8)
-            if code > 0o377:
-                raise ValueError(field)
-            out.append(chr(code))
-            i += 4
-        elif field[i + 1:i + 2] == "\\":
-            out.append("\\")
-            i += 2
-        else:
-            raise ValueError(field)
-    return "".join(out)

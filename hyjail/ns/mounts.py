@@ -443,7 +443,7 @@ def _root_copy(setup: _Setup, path: str, staging: str, read_only: bool,
 def _mounts_beneath(path: str) -> bool:
     """Whether any mount of this mount namespace lies beneath path (its mountinfo, whose
     mount points carry fstab's octal escapes)."""
-    from hyjail.fstab import unvis
+    from hyjail.charsets import unvis
     below = path.rstrip("/") + "/"
     with open("/proc/self/mountinfo") as f:
         return any(unvis(line.split()[4]).startswith(below) for line in f)
